@@ -1,0 +1,50 @@
+"""cnnspec: a declarative model-spec compiler for convolutional networks.
+
+    >>> import cnnspec
+    >>> result = cnnspec.check("specs/lenet5.cnn")
+    >>> result.network("lenet5").total_params
+    61706
+
+Each stage is also a plain call: `parse.parse_source` (text -> AST),
+`resolve.resolve_sources` (AST -> named layers), `infer.infer` (-> CheckResult).
+The ONNX backend (`cnnspec.onnx_export`) and the runtime are imported only when used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .diagnostics import CnnspecError, Diagnostic, Span
+from .infer import CheckedLayer, CheckedNetwork, CheckResult
+
+__version__ = "0.1.0"
+__all__ = [
+    "CheckResult",
+    "CheckedLayer",
+    "CheckedNetwork",
+    "CnnspecError",
+    "Diagnostic",
+    "Span",
+    "check",
+    "check_source",
+    "__version__",
+]
+
+
+def check_source(text: str, path: str = "<string>", network: str | None = None) -> CheckResult:
+    """Check spec text. `use` paths are relative to the current directory."""
+    from .infer import infer
+    from .resolve import resolve_sources
+
+    real = Path(path) if path != "<string>" else None
+    return infer(resolve_sources(text, path, real, network))
+
+
+def check(path: str | Path, network: str | None = None) -> CheckResult:
+    """Read, parse, resolve and check a .cnn file. Raises OSError if it cannot be read."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    from .infer import infer
+    from .resolve import resolve_sources
+
+    return infer(resolve_sources(text, str(path), path, network))

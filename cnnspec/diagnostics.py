@@ -1,0 +1,137 @@
+"""One diagnostic type with a source position; collected by every stage, printed once."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+Severity = Literal["error", "warning"]
+
+# Every code the checker can emit, with the one-line explanation the README repeats.
+CODES: dict[str, str] = {
+    "syntax-error": "the text does not follow the .cnn grammar",
+    "unreadable-file": "a file could not be read",
+    "use-not-found": "a `use` names a file that does not exist",
+    "use-cycle": "files `use` each other in a cycle",
+    "duplicate-definition": "two networks or blocks have the same name",
+    "duplicate-name": "two layers of one network have the same name",
+    "unknown-network": "a network name (`from NAME`, `--network`) is not defined",
+    "unknown-layer": "a line starts with a word that is neither a layer kind nor a block",
+    "unknown-option": "a layer has an option it does not take",
+    "missing-argument": "a layer lacks a required argument",
+    "too-many-arguments": "a layer has more arguments than it takes",
+    "invalid-argument": "an argument has the wrong type or value",
+    "block-arguments": "a block call does not match the block's parameters",
+    "recursive-block": "a block uses itself, directly or through other blocks",
+    "missing-input": "a network has no `input` line, or it is not the first line",
+    "misplaced-statement": "a statement appears where it is not allowed",
+    "kernel-too-large": "a window is larger than its (padded) input",
+    "empty-output": "a layer's output size is zero or negative",
+    "needs-flatten": "a dense layer gets a CxHxW tensor; `flatten` is missing",
+    "needs-spatial-input": "a conv or pooling layer gets a flat vector",
+    "groups-mismatch": "channels or filters are not divisible by `groups`",
+    "shape-mismatch": "a `-> SHAPE` assertion does not hold",
+    "weights-shape": "fixed weights written in the spec have the wrong shape",
+    "drop-too-many": "`drop last K` drops more layers than the base has",
+    "unknown-name": "`drop` or `freeze` names a layer that does not exist",
+    "transfer-shape-changed": "a layer kept from the base gets a different input size",
+    "dropped-pixels": "(warning) a window leaves rows or columns of the input unused",
+    "asymmetric-same": "(warning) `pad=same` with an even kernel pads one side more",
+    "softmax-not-last": "(warning) softmax is followed by more layers",
+    "dropout-after-output": "(warning) dropout comes after the output layer",
+}
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where something is in a source file (1-based line and column)."""
+
+    path: str
+    line: int
+    column: int
+    end_column: int | None = None
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    span: Span | None = None
+    help: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict:
+        span = self.span
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "path": span.path if span else None,
+            "line": span.line if span else None,
+            "column": span.column if span else None,
+            "message": self.message,
+            "help": self.help,
+        }
+
+
+class CnnspecError(Exception):
+    """The one error type: carries every diagnostic collected before giving up."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = tuple(diagnostics)
+        super().__init__("\n".join(d.message for d in self.diagnostics))
+
+
+def error(code: str, message: str, span: Span | None, help: str | None = None) -> Diagnostic:
+    assert code in CODES, code
+    return Diagnostic("error", code, message, span, help)
+
+
+def warning(code: str, message: str, span: Span | None, help: str | None = None) -> Diagnostic:
+    assert code in CODES, code
+    return Diagnostic("warning", code, message, span, help)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """`did you mean 'X'?` for the closest choice, or None when nothing is close."""
+    match = difflib.get_close_matches(word.lower(), sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else None
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.severity == "error" for d in diagnostics)
+
+
+def render(diagnostic: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
+    """`path:line:col: error: message [code]`, the source line, a caret, and `help:`."""
+
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if color else text
+
+    severity_color = "1;31" if diagnostic.severity == "error" else "1;33"
+    span = diagnostic.span
+    where = f"{span.path}:{span.line}:{span.column}: " if span else "cnnspec: "
+    lines = [
+        paint(where, "1")
+        + paint(f"{diagnostic.severity}:", severity_color)
+        + f" {diagnostic.message} "
+        + paint(f"[{diagnostic.code}]", "2")
+    ]
+    source = sources.get(span.path) if span else None
+    if source is not None and span is not None:
+        text_lines = source.splitlines()
+        if 1 <= span.line <= len(text_lines):
+            text = text_lines[span.line - 1].expandtabs(1)
+            gutter = f"{span.line:>4} | "
+            lines.append(paint(gutter, "34") + text)
+            width = 1
+            if span.end_column and span.end_column > span.column:
+                width = span.end_column - span.column
+            marker = " " * (span.column - 1) + "^" + "~" * (width - 1)
+            lines.append(paint(" " * (len(gutter) - 2) + "| ", "34") + paint(marker, severity_color))
+    for note in diagnostic.notes:
+        lines.append(paint("  note: ", "1") + note)
+    if diagnostic.help:
+        lines.append(paint("  help: ", "1;32") + diagnostic.help)
+    return "\n".join(lines)

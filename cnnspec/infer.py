@@ -1,0 +1,397 @@
+"""Resolved networks -> checked networks: shapes, parameters, MACs, receptive fields
+and every shape diagnostic, positioned at the layer (or the argument) that caused it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .diagnostics import Diagnostic, Span, error, has_errors, warning
+from .layers import Dense, Inferred, Shape
+from .resolve import Layer, Network, Resolved
+
+BYTES_FP32 = 4
+CONVENTIONS = {
+    "macs": "multiply-accumulates of conv and dense weights, one image; bias adds, "
+    "batch norm, pooling and activations count 0",
+    "flops": "2 x MACs",
+    "params": "every weight and bias; batch norm has 4 per channel, of which gamma and beta "
+    "train and the running mean and variance do not (as Keras counts them)",
+    "receptive_field": "input pixels (height, width) that one output position sees",
+    "activation_bytes": "fp32 bytes of the input and every layer output, one image",
+}
+
+
+@dataclass(frozen=True)
+class CheckedLayer:
+    layer: Layer
+    input_shape: Shape
+    output_shape: Shape
+    tensors: dict[str, Shape]  # `weight`, `bias`, ... -> shape (names without the layer prefix)
+    trainable_params: int
+    non_trainable_params: int
+    macs: int
+    receptive_field: tuple[int, int] | None  # None on flat inputs
+    jump: tuple[int, int] | None  # cumulative stride: input pixels between output positions
+    pads: tuple[int, int, int, int] | None  # windowed layers, `same` resolved
+    in_features: int | None
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+    @property
+    def params(self) -> int:
+        return self.trainable_params + self.non_trainable_params
+
+    @property
+    def dense_equivalent_params(self) -> int | None:
+        """What a fully connected layer from this input to this output would cost."""
+        if self.kind != "conv":
+            return None
+        return (math.prod(self.input_shape) + 1) * math.prod(self.output_shape)
+
+    def to_json(self) -> dict:
+        layer = self.layer
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "spec": layer.spec_text(),
+            "path": layer.span.path,
+            "line": layer.span.line,
+            "column": layer.span.column,
+            "input": list(self.input_shape),
+            "output": list(self.output_shape),
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "non_trainable_params": self.non_trainable_params,
+            "macs": self.macs,
+            "flops": 2 * self.macs,
+            "receptive_field": list(self.receptive_field) if self.receptive_field else None,
+            "jump": list(self.jump) if self.jump else None,
+            "activation_size": math.prod(self.output_shape),
+            "tensors": {k: list(v) for k, v in self.tensors.items()},
+            "frozen": layer.frozen,
+            "origin": layer.origin,
+            "block": layer.block,
+            "in_features": self.in_features,
+            "dense_equivalent_params": self.dense_equivalent_params,
+        }
+
+
+@dataclass(frozen=True)
+class CheckedNetwork:
+    name: str
+    path: str
+    line: int
+    input_shape: Shape
+    layers: tuple[CheckedLayer, ...]
+    complete: bool  # False when a shape error stopped the walk before the last layer
+    base: str | None = None
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].output_shape if self.layers else self.input_shape
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(layer.trainable_params for layer in self.layers)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return sum(layer.non_trainable_params for layer in self.layers)
+
+    @property
+    def frozen_params(self) -> int:
+        return sum(layer.params for layer in self.layers if layer.layer.frozen)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def param_bytes(self) -> int:
+        return self.total_params * BYTES_FP32
+
+    @property
+    def activation_bytes(self) -> int:
+        sizes = [math.prod(self.input_shape)] + [math.prod(c.output_shape) for c in self.layers]
+        return sum(sizes) * BYTES_FP32
+
+    def layer(self, name: str) -> CheckedLayer:
+        for checked in self.layers:
+            if checked.name == name:
+                return checked
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "line": self.line,
+            "base": self.base,
+            "dropped": list(self.dropped),
+            "input": list(self.input_shape),
+            "output": list(self.output_shape),
+            "complete": self.complete,
+            "layers": [layer.to_json() for layer in self.layers],
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "non_trainable_params": self.non_trainable_params,
+            "frozen_params": self.frozen_params,
+            "macs": self.macs,
+            "flops": 2 * self.macs,
+            "param_bytes": self.param_bytes,
+            "activation_bytes": self.activation_bytes,
+        }
+
+
+@dataclass
+class CheckResult:
+    """What `cnnspec check` reports: the checked networks and every diagnostic."""
+
+    networks: list[CheckedNetwork]
+    diagnostics: list[Diagnostic]
+    sources: dict[str, str] = field(default_factory=dict)
+    resolved: dict[str, Network] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    def network(self, name: str | None = None) -> CheckedNetwork:
+        """The network called `name`, or the only (first) one when no name is given."""
+        for net in self.networks:
+            if name is None or net.name == name:
+                return net
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return {
+            "schema": 1,
+            "conventions": CONVENTIONS,
+            "networks": [net.to_json() for net in self.networks],
+            "diagnostics": [d.to_json() for d in self.diagnostics],
+        }
+
+
+def _fmt(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _span_for(layer: Layer, argument: str | None) -> Span:
+    if argument and argument in layer.arg_spans:
+        return layer.arg_spans[argument]
+    return layer.span
+
+
+def _nested_shape(values) -> tuple[int, ...] | None:
+    """Shape of a rectangular nested tuple, None when ragged."""
+    if not isinstance(values, tuple):
+        return ()
+    inner = {_nested_shape(v) for v in values}
+    if len(inner) != 1 or None in inner:
+        return None if values else (0,)
+    return (len(values), *inner.pop())
+
+
+def accepted_weight_shapes(full: Shape) -> list[Shape]:
+    """Fixed weights may leave out leading 1s: a single 3x3 filter is written as 3x3."""
+    shapes = [full]
+    while len(full) > 2 and full[0] == 1:
+        full = full[1:]
+        shapes.append(full)
+    return shapes
+
+
+def _check_fixed_weights(layer: Layer, result: Inferred) -> Diagnostic | None:
+    weights = getattr(layer.config, "weights", None)
+    if weights is None:
+        return None
+    full = result.tensors["weight"][0]
+    given = _nested_shape(weights)
+    if given in accepted_weight_shapes(full):
+        return None
+    what = "ragged" if given is None else _fmt(given)
+    return error(
+        "weights-shape",
+        f"{layer.name}: the weights written here are {what}, but the layer needs {_fmt(full)}",
+        _span_for(layer, "weights"),
+        "write one row per kernel row; leading dimensions of size 1 may be left out",
+    )
+
+
+def check_network(network: Network, base: CheckedNetwork | None = None) -> tuple[CheckedNetwork, list[Diagnostic]]:
+    diagnostics: list[Diagnostic] = []
+    shape: Shape = network.input_shape
+    rf, jump = (1, 1), (1, 1)
+    checked: list[CheckedLayer] = []
+    complete = True
+    for layer in network.layers:
+        result = layer.config.infer(shape)
+        for problem in result.problems:
+            make = error if problem.severity == "error" else warning
+            diagnostics.append(
+                make(problem.code, f"{layer.name}: {problem.message}", _span_for(layer, problem.field),
+                     problem.help)
+            )
+        fixed = _check_fixed_weights(layer, result) if result.output is not None else None
+        if fixed:
+            diagnostics.append(fixed)
+        if result.output is None:
+            complete = False
+            break
+        spatial = len(shape) == 3
+        if result.window and spatial:
+            extent, stride = result.window.extent, result.window.stride
+            rf = (rf[0] + (extent[0] - 1) * jump[0], rf[1] + (extent[1] - 1) * jump[1])
+            jump = (jump[0] * stride[0], jump[1] * stride[1])
+        elif result.covers_input and spatial:
+            # Every output sees every position of the map (global pool, flatten).
+            rf = (rf[0] + (shape[1] - 1) * jump[0], rf[1] + (shape[2] - 1) * jump[1])
+            jump = (jump[0] * shape[1], jump[1] * shape[2])
+        trainable = sum(math.prod(s) for s, t in result.tensors.values() if t and not layer.frozen)
+        total = sum(math.prod(s) for s, _ in result.tensors.values())
+        entry = CheckedLayer(
+            layer=layer,
+            input_shape=shape,
+            output_shape=result.output,
+            tensors={k: s for k, (s, _) in result.tensors.items()},
+            trainable_params=trainable,
+            non_trainable_params=total - trainable,
+            macs=result.macs,
+            receptive_field=rf,
+            jump=jump,
+            pads=result.window.pads if result.window else None,
+            in_features=result.in_features,
+        )
+        if layer.expect is not None and tuple(layer.expect) != result.output:
+            diagnostics.append(
+                error(
+                    "shape-mismatch",
+                    f"{layer.name} gives {_fmt(result.output)}, not {_fmt(layer.expect) or '?'}",
+                    layer.expect_span or layer.span,
+                    _explain(entry),
+                )
+            )
+        checked.append(entry)
+        shape = result.output
+    if base is not None:
+        diagnostics += _transfer_problems(network, checked, base)
+    diagnostics += _order_warnings(checked)
+    net = CheckedNetwork(
+        network.name,
+        network.span.path,
+        network.span.line,
+        network.input_shape,
+        tuple(checked),
+        complete,
+        network.base,
+        network.dropped,
+    )
+    return net, diagnostics
+
+
+def _explain(entry: CheckedLayer) -> str:
+    """How the actual shape comes about, for the help line of a failed `->`."""
+    config = entry.layer.config
+    if entry.pads is not None and len(entry.input_shape) == 3:
+        from .layers import window_axis
+
+        stride = getattr(config, "stride", None) or config.kernel  # type: ignore[attr-defined]
+        dilation = getattr(config, "dilation", (1, 1))
+        t, b, l_, r = entry.pads
+        h = window_axis(entry.input_shape[1], config.kernel[0], stride[0], dilation[0], t, b,  # type: ignore[attr-defined]
+                        getattr(config, "ceil", False))
+        return f"height: {h.arithmetic}"
+    if isinstance(config, Dense):
+        return f"dense gives its {config.units} units"
+    return f"input {_fmt(entry.input_shape)} -> output {_fmt(entry.output_shape)}"
+
+
+def _transfer_problems(network: Network, checked: list[CheckedLayer], base: CheckedNetwork) -> list[Diagnostic]:
+    problems = []
+    by_name = {c.name: c for c in base.layers}
+    for entry in checked:
+        if entry.layer.origin != "base" or entry.name not in by_name:
+            continue
+        old = by_name[entry.name]
+        if old.tensors == entry.tensors:
+            continue
+        tensor = next(k for k in entry.tensors if old.tensors.get(k) != entry.tensors[k])
+        problems.append(
+            error(
+                "transfer-shape-changed",
+                f"{entry.name} is kept from '{base.name}', but its input changed from "
+                f"{_fmt(old.input_shape)} to {_fmt(entry.input_shape)}, so {entry.name}.{tensor} "
+                f"would be {_fmt(entry.tensors[tensor])} instead of {_fmt(old.tensors[tensor])}",
+                network.base_span or network.span,
+                f"drop it and what follows (`drop from {entry.name}`) and add a new layer",
+            )
+        )
+        break  # later layers follow from the first change
+    return problems
+
+
+def _order_warnings(checked: list[CheckedLayer]) -> list[Diagnostic]:
+    found = []
+    weighted = [i for i, c in enumerate(checked) if c.tensors and c.kind != "batchnorm"]
+    last_weighted = weighted[-1] if weighted else -1
+    for i, entry in enumerate(checked):
+        config, layer = entry.layer.config, entry.layer
+        if config.activation_name == "softmax":
+            after = [c for c in checked[i + 1:] if c.kind != "dropout"]
+            if after:
+                found.append(
+                    warning("softmax-not-last", f"{layer.name}: softmax is followed by {after[0].name}; "
+                            "softmax normally gives the final class probabilities", layer.span,
+                            "move softmax to the last layer, or use relu here")
+                )
+        if entry.kind == "dropout" and i > last_weighted >= 0:
+            found.append(
+                warning("dropout-after-output", f"{layer.name}: dropout after the output layer "
+                        f"{checked[last_weighted].name} randomly zeroes the network's outputs in training",
+                        layer.span, "put dropout before the last dense layer")
+            )
+    return found
+
+
+def infer(resolved: Resolved) -> CheckResult:
+    diagnostics = list(resolved.diagnostics)
+    checked: dict[str, CheckedNetwork] = {}
+
+    def visit(name: str) -> CheckedNetwork | None:
+        if name in checked:
+            return checked[name]
+        network = resolved.networks.get(name)
+        if network is None:
+            return None
+        base = visit(network.base) if network.base else None
+        net, problems = check_network(network, base)
+        checked[name] = net
+        diagnostics.extend(problems)
+        return net
+
+    for name in resolved.networks:
+        visit(name)
+    targets = [checked[name] for name in resolved.targets if name in checked]
+    unique = list(dict.fromkeys(diagnostics))
+    unique.sort(key=lambda d: (d.span.path, d.span.line, d.span.column) if d.span else ("", 0, 0))
+    return CheckResult(targets, unique, resolved.sources, resolved.networks)

@@ -1,0 +1,555 @@
+"""The layer kinds: one entry per kind, holding its arguments (a Pydantic model, which
+validates them), its output-shape rule, its tensors (hence its parameter count) and its
+multiply-accumulates. The ONNX lowering of each kind sits in `onnx_export.py`.
+
+Shapes are channels x height x width, `(C, H, W)`, or `(N,)` for a flat vector; the
+batch dimension is never part of a shape here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Shape = tuple[int, ...]
+Pair = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
+# (top, bottom, left, right); `same` is resolved against the input size in `infer`.
+Pads = tuple[
+    Annotated[int, Field(ge=0)],
+    Annotated[int, Field(ge=0)],
+    Annotated[int, Field(ge=0)],
+    Annotated[int, Field(ge=0)],
+]
+Padding = Union[Literal["same"], Pads]
+Matrix = tuple  # nested tuples of floats, checked against the tensor shape in `infer`
+
+ACTIVATIONS = ("relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu")
+DEFAULT_ALPHA = {"leakyrelu": 0.01, "elu": 1.0}
+# He initialisation suits these; Glorot the others (see onnx_export / weights).
+RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A finding of a shape rule; `field` names the argument to point at (or None)."""
+
+    severity: Literal["error", "warning"]
+    code: str
+    message: str
+    help: str | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window along H and W, as the receptive-field walk needs it."""
+
+    extent: tuple[int, int]  # dilation * (kernel - 1) + 1
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, bottom, left, right, `same` already resolved
+
+
+@dataclass
+class Inferred:
+    output: Shape | None  # None: the shape could not be computed; stop this network
+    tensors: dict[str, tuple[Shape, bool]] = field(default_factory=dict)  # name -> (shape, trainable)
+    macs: int = 0
+    window: Window | None = None
+    covers_input: bool = False  # global pooling, flatten: the whole map feeds every output
+    problems: list[Problem] = field(default_factory=list)
+    in_features: int | None = None
+
+
+class LayerConfig(BaseModel):
+    """Arguments of one layer, validated. Subclasses declare how the spec line maps here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: ClassVar[str]
+    prefix: ClassVar[str]  # stem of automatic names: conv1, bn1, ...
+    positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare arguments, in order
+    required: ClassVar[tuple[str, ...]] = ()
+    flags: ClassVar[dict[str, tuple[str, object]]] = {}  # bare word -> (field, value)
+    converters: ClassVar[dict[str, str]] = {}  # field -> converter name in resolve
+
+    @classmethod
+    def preset(cls, word: str) -> dict:
+        """Fields fixed by the word that names the kind (`relu` -> fn=relu)."""
+        return {}
+
+    @classmethod
+    def positional_for(cls, word: str) -> tuple[str, ...]:
+        return cls.positional
+
+    @classmethod
+    def name_prefix(cls, config: LayerConfig) -> str:
+        return cls.prefix
+
+    def short(self) -> str:
+        return self.kind
+
+    def infer(self, x: Shape) -> Inferred:
+        return Inferred(output=x)
+
+    @property
+    def activation_name(self) -> str | None:
+        return None
+
+
+# ------------------------------------------------------------------ window arithmetic
+
+
+def resolve_same(n: int, extent: int, stride: int) -> tuple[int, int]:
+    """Pads (begin, end) so that output = ceil(n / stride); odd pixel at the end (SAME_UPPER)."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + extent - n, 0)
+    return total // 2, total - total // 2
+
+
+@dataclass(frozen=True)
+class AxisResult:
+    size: int
+    arithmetic: str
+    unused: int  # input rows/columns (not padding) that no window reaches
+
+
+def window_axis(n: int, kernel: int, stride: int, dilation: int, p0: int, p1: int, ceil: bool) -> AxisResult:
+    """floor((n + p0 + p1 - d*(f-1) - 1) / s) + 1, or the ceil form used by pooling."""
+    extent = dilation * (kernel - 1) + 1
+    span = n + p0 + p1 - extent
+    rounding = "ceil" if ceil else "floor"
+    if ceil and span >= 0:
+        size = -(-span // stride) + 1
+        # ONNX/PyTorch: a window that would start in the right padding is dropped.
+        if (size - 1) * stride >= n + p0:
+            size -= 1
+        unused = 0
+    else:
+        size = span // stride + 1 if span >= 0 else math.floor(span / stride) + 1
+        unused = max(span % stride - p1, 0) if span >= 0 else 0
+    arithmetic = f"{rounding}(({n} + {p0 + p1} - {extent}) / {stride}) + 1 = {size}"
+    return AxisResult(size, arithmetic, unused)
+
+
+def _fmt(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _pair(p: tuple[int, int]) -> str:
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def _kernel(p: tuple[int, int]) -> str:
+    return f"{p[0]}x{p[1]}"
+
+
+class _Windowed(LayerConfig):
+    """Shared by conv and pool: kernel, stride, padding, dilation over H and W."""
+
+    def _stride(self) -> tuple[int, int]:
+        return self.stride  # type: ignore[attr-defined]
+
+    def _dilation(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def _ceil(self) -> bool:
+        return False
+
+    def spatial(self, x: Shape, what: str) -> tuple[tuple[int, int] | None, Window, list[Problem]]:
+        kernel: tuple[int, int] = self.kernel  # type: ignore[attr-defined]
+        stride, dilation = self._stride(), self._dilation()
+        extent = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+        _, h, w = x
+        problems: list[Problem] = []
+        pad = self.pad  # type: ignore[attr-defined]
+        if pad == "same":
+            top, bottom = resolve_same(h, extent[0], stride[0])
+            left, right = resolve_same(w, extent[1], stride[1])
+            if (top != bottom or left != right) and not isinstance(self, Pool):
+                problems.append(
+                    Problem(
+                        "warning",
+                        "asymmetric-same",
+                        f"pad=same with a {_kernel(kernel)} {what} pads unevenly: "
+                        f"top/bottom {top}/{bottom}, left/right {left}/{right} "
+                        "(the extra row/column goes at the end, as ONNX SAME_UPPER and "
+                        "TensorFlow do; PyTorch's padding='same' differs)",
+                        "use an odd kernel for symmetric padding",
+                        "pad",
+                    )
+                )
+        else:
+            top, bottom, left, right = pad
+        pads = (top, bottom, left, right)
+        window = Window(extent, stride, pads)
+        axes = []
+        for axis, n, k, s, d, p0, p1 in (
+            ("height", h, kernel[0], stride[0], dilation[0], top, bottom),
+            ("width", w, kernel[1], stride[1], dilation[1], left, right),
+        ):
+            result = window_axis(n, k, s, d, p0, p1, self._ceil())
+            if k > n + p0 + p1:
+                problems.append(
+                    Problem(
+                        "error",
+                        "kernel-too-large",
+                        f"{what} {_kernel(kernel)} is larger than its padded input along the "
+                        f"{axis} ({n} + {p0 + p1} padding): {result.arithmetic}",
+                        "use a smaller kernel, pad=same, or remove a pooling layer before it",
+                        "kernel",
+                    )
+                )
+            elif result.size <= 0:
+                problems.append(
+                    Problem(
+                        "error",
+                        "empty-output",
+                        f"output {axis} would be {result.size}: {result.arithmetic} "
+                        f"(dilation {d} widens the {what} to {d * (k - 1) + 1})",
+                        "reduce dilation or add padding",
+                        "dilation" if d > 1 else "kernel",
+                    )
+                )
+            elif result.unused:
+                rows = "row" if axis == "height" else "column"
+                plural = "s" if result.unused > 1 else ""
+                problems.append(
+                    Problem(
+                        "warning",
+                        "dropped-pixels",
+                        f"the last {result.unused} {rows}{plural} of the {_fmt(x)} input "
+                        f"{'is' if result.unused == 1 else 'are'} never covered: "
+                        f"{result.arithmetic} (the floor drops the remainder)",
+                        "use pad=same, `ceil` (pooling), or an input size that fits the stride",
+                        "stride" if s != k else "kernel",
+                    )
+                )
+            axes.append(result.size)
+        if any(p.severity == "error" for p in problems):
+            return None, window, problems
+        return (axes[0], axes[1]), window, problems
+
+
+def _padding_text(pad: Padding) -> str:
+    if pad == "same":
+        return "pad=same"
+    t, b, l_, r = pad
+    if t == b == l_ == r:
+        return "" if t == 0 else f"pad={t}"
+    if t == b and l_ == r:
+        return f"pad={t}x{l_}"
+    return f"pad=({t},{b},{l_},{r})"
+
+
+def _needs_spatial(x: Shape, what: str) -> Inferred | None:
+    if len(x) == 3:
+        return None
+    return Inferred(
+        output=None,
+        problems=[
+            Problem(
+                "error",
+                "needs-spatial-input",
+                f"{what} needs a CxHxW input, but gets a flat vector of {x[0]}",
+                "move it before `flatten`, or give `input` as CxHxW",
+            )
+        ],
+    )
+
+
+class Activation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Literal["relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu"]
+    alpha: Optional[float] = None
+
+    def short(self) -> str:
+        default = DEFAULT_ALPHA.get(self.name)
+        return self.name if self.alpha in (None, default) else f"{self.name} {self.alpha:g}"
+
+
+_ACTIVATION_FLAGS = {name: ("activation", name) for name in ACTIVATIONS}
+
+
+# ------------------------------------------------------------------ the kinds
+
+
+class Conv(_Windowed):
+    kind: ClassVar[str] = "conv"
+    prefix: ClassVar[str] = "conv"
+    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    required: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    flags: ClassVar[dict] = _ACTIVATION_FLAGS
+    converters: ClassVar[dict[str, str]] = {
+        "filters": "int",
+        "kernel": "pair",
+        "stride": "pair",
+        "pad": "padding",
+        "dilation": "pair",
+        "groups": "int",
+        "bias": "bool",
+        "activation": "activation",
+        "weights": "matrix",
+    }
+
+    filters: Annotated[int, Field(gt=0)]
+    kernel: Pair
+    stride: Pair = (1, 1)
+    pad: Padding = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    groups: Annotated[int, Field(gt=0)] = 1
+    bias: bool = True
+    activation: Optional[Activation] = None
+    weights: Optional[Matrix] = None
+
+    def _dilation(self) -> tuple[int, int]:
+        return self.dilation
+
+    @property
+    def activation_name(self) -> str | None:
+        return self.activation.name if self.activation else None
+
+    def short(self) -> str:
+        parts = [f"conv {self.filters} {_kernel(self.kernel)}"]
+        if self.stride != (1, 1):
+            parts.append(f"stride={_pair(self.stride)}")
+        parts.append(_padding_text(self.pad))
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={_pair(self.dilation)}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if not self.bias:
+            parts.append("bias=false")
+        if self.activation:
+            parts.append(self.activation.short())
+        return " ".join(p for p in parts if p)
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = _needs_spatial(x, "conv")
+        if flat:
+            return flat
+        c = x[0]
+        problems: list[Problem] = []
+        if c % self.groups or self.filters % self.groups:
+            problems.append(
+                Problem(
+                    "error",
+                    "groups-mismatch",
+                    f"groups={self.groups} must divide both the {c} input channels and the "
+                    f"{self.filters} filters",
+                    _groups_help(c, self.filters),
+                    "groups",
+                )
+            )
+        hw, window, spatial_problems = self.spatial(x, "kernel")
+        problems += spatial_problems
+        tensors = {
+            "weight": ((self.filters, max(c // self.groups, 1), *self.kernel), True),
+        }
+        if self.bias:
+            tensors["bias"] = ((self.filters,), True)
+        if hw is None:
+            return Inferred(None, tensors, window=window, problems=problems)
+        per_output = self.kernel[0] * self.kernel[1] * (c // self.groups)
+        macs = self.filters * hw[0] * hw[1] * per_output
+        return Inferred((self.filters, *hw), tensors, macs, window, problems=problems)
+
+
+def _groups_help(channels: int, filters: int) -> str:
+    common = math.gcd(channels, filters)
+    choices = [g for g in range(2, common + 1) if common % g == 0]
+    if channels == filters:
+        return f"groups={channels} makes it depthwise; divisors that work: 1, " + ", ".join(
+            map(str, choices[:8])
+        )
+    return "groups that divide both: 1" + "".join(f", {g}" for g in choices[:8])
+
+
+class Pool(_Windowed):
+    kind: ClassVar[str] = "pool"
+    prefix: ClassVar[str] = "pool"
+    positional: ClassVar[tuple[str, ...]] = ("mode", "kernel")
+    required: ClassVar[tuple[str, ...]] = ("mode", "kernel")
+    flags: ClassVar[dict] = {"ceil": ("ceil", True)}
+    converters: ClassVar[dict[str, str]] = {
+        "mode": "word",
+        "kernel": "pair",
+        "stride": "pair",
+        "pad": "padding",
+        "ceil": "bool",
+    }
+
+    mode: Literal["max", "avg"]
+    kernel: Pair
+    stride: Optional[Pair] = None  # default: the kernel
+    pad: Padding = (0, 0, 0, 0)
+    ceil: bool = False
+
+    def _stride(self) -> tuple[int, int]:
+        return self.stride or self.kernel
+
+    def _ceil(self) -> bool:
+        return self.ceil
+
+    def short(self) -> str:
+        parts = [f"pool {self.mode} {_pair(self.kernel)}"]
+        if self.stride and self.stride != self.kernel:
+            parts.append(f"stride={_pair(self.stride)}")
+        parts.append(_padding_text(self.pad))
+        if self.ceil:
+            parts.append("ceil")
+        return " ".join(p for p in parts if p)
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = _needs_spatial(x, "pool")
+        if flat:
+            return flat
+        hw, window, problems = self.spatial(x, "window")
+        return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
+
+
+class GlobalPool(LayerConfig):
+    kind: ClassVar[str] = "globalpool"
+    prefix: ClassVar[str] = "gpool"
+    positional: ClassVar[tuple[str, ...]] = ("mode",)
+    required: ClassVar[tuple[str, ...]] = ("mode",)
+    converters: ClassVar[dict[str, str]] = {"mode": "word"}
+
+    mode: Literal["max", "avg"]
+
+    def short(self) -> str:
+        return f"globalpool {self.mode}"
+
+    def infer(self, x: Shape) -> Inferred:
+        return _needs_spatial(x, "globalpool") or Inferred((x[0], 1, 1), covers_input=True)
+
+
+class BatchNorm(LayerConfig):
+    kind: ClassVar[str] = "batchnorm"
+    prefix: ClassVar[str] = "bn"
+    converters: ClassVar[dict[str, str]] = {"eps": "float", "momentum": "float"}
+
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    momentum: Annotated[float, Field(gt=0, lt=1)] = 0.1  # PyTorch's convention, used in training
+
+    def short(self) -> str:
+        return "batchnorm"
+
+    def infer(self, x: Shape) -> Inferred:
+        c = (x[0],)
+        # As Keras counts: gamma and beta train, the running statistics do not.
+        tensors = {
+            "weight": (c, True),
+            "bias": (c, True),
+            "running_mean": (c, False),
+            "running_var": (c, False),
+        }
+        return Inferred(x, tensors)
+
+
+class ActivationLayer(LayerConfig):
+    """`relu`, `leakyrelu 0.1`, ... on a line of their own; the word is the function."""
+
+    kind: ClassVar[str] = "activation"
+    converters: ClassVar[dict[str, str]] = {"alpha": "float"}
+
+    fn: Literal["relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu"]
+    alpha: Optional[float] = None
+
+    @classmethod
+    def preset(cls, word: str) -> dict:
+        return {"fn": word}
+
+    @classmethod
+    def positional_for(cls, word: str) -> tuple[str, ...]:
+        return ("alpha",) if word in DEFAULT_ALPHA else ()
+
+    @classmethod
+    def name_prefix(cls, config: LayerConfig) -> str:
+        return config.fn  # type: ignore[attr-defined]
+
+    @property
+    def activation_name(self) -> str | None:
+        return self.fn
+
+    def short(self) -> str:
+        return Activation(name=self.fn, alpha=self.alpha).short()
+
+
+class Dropout(LayerConfig):
+    kind: ClassVar[str] = "dropout"
+    prefix: ClassVar[str] = "dropout"
+    positional: ClassVar[tuple[str, ...]] = ("rate",)
+    required: ClassVar[tuple[str, ...]] = ("rate",)
+    converters: ClassVar[dict[str, str]] = {"rate": "float"}
+
+    rate: Annotated[float, Field(ge=0, lt=1)]
+
+    def short(self) -> str:
+        return f"dropout {self.rate:g}"
+
+
+class Flatten(LayerConfig):
+    kind: ClassVar[str] = "flatten"
+    prefix: ClassVar[str] = "flatten"
+
+    def infer(self, x: Shape) -> Inferred:
+        return Inferred((math.prod(x),), covers_input=True)
+
+
+class Dense(LayerConfig):
+    kind: ClassVar[str] = "dense"
+    prefix: ClassVar[str] = "dense"
+    positional: ClassVar[tuple[str, ...]] = ("units",)
+    required: ClassVar[tuple[str, ...]] = ("units",)
+    flags: ClassVar[dict] = _ACTIVATION_FLAGS
+    converters: ClassVar[dict[str, str]] = {
+        "units": "int",
+        "bias": "bool",
+        "activation": "activation",
+        "weights": "matrix",
+    }
+
+    units: Annotated[int, Field(gt=0)]
+    bias: bool = True
+    activation: Optional[Activation] = None
+    weights: Optional[Matrix] = None
+
+    @property
+    def activation_name(self) -> str | None:
+        return self.activation.name if self.activation else None
+
+    def short(self) -> str:
+        parts = [f"dense {self.units}"]
+        if not self.bias:
+            parts.append("bias=false")
+        if self.activation:
+            parts.append(self.activation.short())
+        return " ".join(parts)
+
+    def infer(self, x: Shape) -> Inferred:
+        problems = []
+        n = math.prod(x)
+        if len(x) != 1:
+            problems.append(
+                Problem(
+                    "error",
+                    "needs-flatten",
+                    f"dense gets a {_fmt(x)} tensor, not a vector",
+                    f"add `flatten` before it: it would give {n:,} inputs ({_fmt(x)})",
+                )
+            )
+        tensors = {"weight": ((self.units, n), True)}
+        if self.bias:
+            tensors["bias"] = ((self.units,), True)
+        return Inferred((self.units,), tensors, n * self.units, problems=problems, in_features=n,
+                        covers_input=True)
+
+
+KINDS: dict[str, type[LayerConfig]] = {
+    cls.kind: cls
+    for cls in (Conv, Pool, GlobalPool, BatchNorm, Dropout, Flatten, Dense)
+}
+KINDS.update({fn: ActivationLayer for fn in ACTIVATIONS})

@@ -1,0 +1,267 @@
+"""Text -> surface AST. Lark (LALR, grammar in grammars/cnnspec.lark) builds the AST
+directly through an inline Transformer; syntax errors become cnnspec diagnostics."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import syntax as ast
+from .diagnostics import CnnspecError, Diagnostic, Span, error
+
+_HERE = Path(__file__).resolve().parent
+# Installed wheel: cnnspec/grammars/ (hatch force-include); source tree: ../grammars/.
+GRAMMAR_CANDIDATES = (_HERE / "grammars" / "cnnspec.lark", _HERE.parent / "grammars" / "cnnspec.lark")
+
+
+def grammar_path() -> Path:
+    for candidate in GRAMMAR_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("cnnspec.lark is missing from the installation")
+
+
+# Terminal names in Lark's messages -> words a person uses.
+_PLAIN_TERMINALS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "DIMS": "a size such as 3x3",
+    "STRING": 'a quoted path such as "base.cnn"',
+    "_NL": "the end of the line",
+    "$END": "the end of the file",
+}
+
+
+def _span(path: str, token: Token) -> Span:
+    end = token.end_column if token.end_line == token.line else None
+    return Span(path, token.line, token.column, end)
+
+
+@v_args(inline=True)
+class _ToAst(Transformer):
+    """One tiny method per rule; it only builds nodes (validation lives in resolve/layers)."""
+
+    path = "<string>"
+
+    def _s(self, token: Token) -> Span:
+        return _span(self.path, token)
+
+    # values
+    def number(self, tok):
+        text = str(tok)
+        is_int = all(c not in text for c in ".eE")
+        return ast.Value("number", int(text) if is_int else float(text), self._s(tok))
+
+    def dims(self, tok):
+        return ast.Value("dims", tuple(int(p) for p in tok.split("x")), self._s(tok))
+
+    def word(self, tok):
+        return ast.Value("word", str(tok), self._s(tok))
+
+    def string(self, tok):
+        return ast.Value("string", str(tok)[1:-1], self._s(tok))
+
+    def tuple(self, *values):
+        return ast.Value("tuple", values, values[0].span)
+
+    def list(self, *values):
+        values = tuple(v for v in values if v is not None)
+        span = values[0].span if values else Span(self.path, 0, 0)
+        return ast.Value("list", values, span)
+
+    def shape(self, tok):
+        text = str(tok)
+        parts = text.split("x") if "x" in text else [text]
+        try:
+            return tuple(int(p) for p in parts), self._s(tok)
+        except ValueError:  # `-> 2.5` : not a shape; report it at the token.
+            return None, self._s(tok)
+
+    # statements
+    def option(self, name, value):
+        return ast.Option(str(name), value, self._s(name))
+
+    def alias(self, name):
+        return ("alias", str(name))
+
+    def expect(self, shape):
+        return ("expect", shape)
+
+    def layer(self, op, *items):
+        args, options, alias, expect, expect_span = [], [], None, None, None
+        for item in items:
+            if isinstance(item, ast.Value):
+                args.append(item)
+            elif isinstance(item, ast.Option):
+                options.append(item)
+            elif item[0] == "alias":
+                alias = item[1]
+            else:
+                expect, expect_span = item[1]
+                expect = expect if expect is not None else ()
+        return ast.LayerStmt(
+            str(op), tuple(args), tuple(options), alias, expect, self._s(op), expect_span
+        )
+
+    def input_stmt(self, shape):
+        dims, span = shape
+        return ast.InputStmt(dims if dims is not None else (), span)
+
+    def repeat(self, count, *body):
+        return ast.RepeatStmt(count, body, count.span)
+
+    def drop_from(self, name):
+        return ast.DropStmt("from", str(name), self._s(name))
+
+    def drop_last(self, count):
+        value = self.number(count)
+        return ast.DropStmt("last", value.data, value.span)
+
+    def freeze_all(self, keyword):
+        return ast.FreezeStmt("all", (), self._s(keyword))
+
+    def freeze_through(self, name):
+        return ast.FreezeStmt("through", (str(name),), self._s(name))
+
+    def freeze_names(self, *names):
+        return ast.FreezeStmt("names", tuple(map(str, names)), self._s(names[0]))
+
+    # definitions
+    def base(self, name):
+        return name
+
+    def network(self, name, *rest):
+        base = None
+        if rest and isinstance(rest[0], Token):
+            base, rest = rest[0], rest[1:]
+        elif rest and rest[0] is None:
+            rest = rest[1:]
+        return ast.NetworkDef(
+            str(name),
+            str(base) if base else None,
+            self._s(base) if base else None,
+            tuple(rest),
+            self._s(name),
+        )
+
+    def param(self, name, default=None):
+        return ast.Param(str(name), default, self._s(name))
+
+    def block(self, name, *rest):
+        params = tuple(p for p in rest if isinstance(p, ast.Param))
+        body = tuple(s for s in rest if s is not None and not isinstance(s, ast.Param))
+        return ast.BlockDef(str(name), params, body, self._s(name))
+
+    def use_stmt(self, tok):
+        return ast.UseStmt(str(tok)[1:-1], self._s(tok))
+
+    def start(self, *items):
+        return items
+
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _parser() -> tuple[Lark, _ToAst]:
+    transformer = _ToAst()
+    path = grammar_path()
+    cache: bool | str = True
+    lark = Lark(
+        path.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        transformer=transformer,
+        cache=cache,
+        maybe_placeholders=True,
+    )
+    return lark, transformer
+
+
+def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
+    """Parse one file's text; raise CnnspecError with a positioned syntax error."""
+    lark, transformer = _parser()
+    source = text if text.endswith("\n") else text + "\n"
+    with _lock:
+        transformer.path = path
+        try:
+            items = lark.parse(source)
+        except UnexpectedInput as exc:
+            raise CnnspecError([_syntax_error(exc, text, path, lark)]) from None
+    return ast.SpecFile(
+        path=path,
+        source=text,
+        uses=tuple(i for i in items if isinstance(i, ast.UseStmt)),
+        networks=tuple(i for i in items if isinstance(i, ast.NetworkDef)),
+        blocks=tuple(i for i in items if isinstance(i, ast.BlockDef)),
+    )
+
+
+def _describe_terminal(name: str, lark: Lark) -> str:
+    if name in _PLAIN_TERMINALS:
+        return _PLAIN_TERMINALS[name]
+    try:
+        pattern = lark.get_terminal(name).pattern
+    except KeyError:
+        return name.lower()
+    return f"'{pattern.value}'" if pattern.type == "str" else name.lower()
+
+
+def _expected_words(expected: set[str], lark: Lark) -> str:
+    words = sorted({_describe_terminal(name, lark) for name in expected})
+    if len(words) > 6:
+        return "a statement"
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _end_span(text: str, path: str) -> Span:
+    lines = text.splitlines() or [""]
+    return Span(path, len(lines), len(lines[-1]) + 1)
+
+
+def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Diagnostic:
+    if isinstance(exc, UnexpectedCharacters):
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        span = Span(path, exc.line, exc.column)
+        help_ = None
+        if char in "\"'":
+            help_ = 'strings use double quotes and end on the same line: use "file.cnn"'
+        return error("syntax-error", f"unexpected character {char!r}", span, help_)
+
+    token = getattr(exc, "token", None)
+    expected = set(getattr(exc, "expected", None) or getattr(exc, "accepts", None) or ())
+    at_end = isinstance(exc, UnexpectedEOF) or (token is not None and token.type == "$END")
+    if at_end or token is None or token.line in (None, -1):
+        span = _end_span(text, path)
+        if "RBRACE" in expected:
+            return error(
+                "syntax-error",
+                "the file ends inside a '{ ... }' body",
+                span,
+                "add the closing '}'",
+            )
+        return error("syntax-error", f"the file ends early; expected {_expected_words(expected, lark)}", span)
+
+    span = _span(path, token)
+    if token.type == "_NL":
+        got = "end of line"
+        span = Span(path, token.line, token.column)
+    else:
+        got = f"'{token}'"
+    message = f"unexpected {got}; expected {_expected_words(expected, lark)}"
+    help_ = None
+    if token.type == "_NL" and "LBRACE" in expected:
+        help_ = "put '{' at the end of this line"
+    elif token.type == "RBRACE" and "_NL" in expected:
+        help_ = "put '}' on a line of its own"
+    elif token.type == "EQUAL":
+        help_ = "options are written KEY=VALUE after the positional arguments, e.g. stride=2"
+    elif token.type == "LBRACE" and "_NL" in expected:
+        help_ = "the body starts on the line after '{'"
+    return error("syntax-error", message, span, help_)

@@ -1,0 +1,124 @@
+"""The surface AST: mirrors the grammar (networks, blocks, repeat, derive), never mutated.
+
+Plain frozen dataclasses: the parser builds one per token group, and they are ten times
+cheaper to build than validating models. Validation happens once a line is known to be
+a layer, in `layers.py` (Pydantic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from .diagnostics import Span
+
+ValueKind = Literal["number", "dims", "word", "string", "tuple", "list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One argument as written: `3`, `0.25`, `5x5`, `relu`, `(1,2,1,2)`, `[[1,0],[0,1]]`."""
+
+    kind: ValueKind
+    data: object  # int | float | tuple[int, ...] | str | tuple[Value, ...]
+    span: Span
+
+    def text(self) -> str:
+        if self.kind == "dims":
+            return "x".join(map(str, self.data))
+        if self.kind == "string":
+            return f'"{self.data}"'
+        if self.kind == "tuple":
+            return "(" + ",".join(v.text() for v in self.data) + ")"
+        if self.kind == "list":
+            return "[" + ",".join(v.text() for v in self.data) + "]"
+        return str(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    value: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStmt:
+    """`OP ARG... KEY=VALUE... [as NAME] [-> SHAPE]`: a layer or a block call."""
+
+    op: str
+    args: tuple[Value, ...]
+    options: tuple[Option, ...]
+    alias: str | None
+    expect: tuple[int, ...] | None
+    span: Span
+    expect_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputStmt:
+    shape: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatStmt:
+    count: Value
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DropStmt:
+    mode: Literal["from", "last"]
+    target: str | int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeStmt:
+    mode: Literal["all", "through", "names"]
+    names: tuple[str, ...]
+    span: Span
+
+
+Statement = Union[LayerStmt, InputStmt, RepeatStmt, DropStmt, FreezeStmt]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    default: Value | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkDef:
+    name: str
+    base: str | None
+    base_span: Span | None
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class UseStmt:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFile:
+    path: str
+    source: str
+    uses: tuple[UseStmt, ...]
+    networks: tuple[NetworkDef, ...]
+    blocks: tuple[BlockDef, ...]
