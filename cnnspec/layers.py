@@ -66,7 +66,7 @@ class Inferred:
 class LayerConfig(BaseModel):
     """Arguments of one layer, validated. Subclasses declare how the spec line maps here."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     kind: ClassVar[str]
     prefix: ClassVar[str]  # stem of automatic names: conv1, bn1, ...
@@ -185,52 +185,73 @@ class _Windowed(LayerConfig):
             top, bottom, left, right = pad
         pads = (top, bottom, left, right)
         window = Window(extent, stride, pads)
-        axes = []
-        for axis, n, k, s, d, p0, p1 in (
-            ("height", h, kernel[0], stride[0], dilation[0], top, bottom),
-            ("width", w, kernel[1], stride[1], dilation[1], left, right),
+        axes, findings = [], []
+        for n, k, s, d, p0, p1 in (
+            (h, kernel[0], stride[0], dilation[0], top, bottom),
+            (w, kernel[1], stride[1], dilation[1], left, right),
         ):
             result = window_axis(n, k, s, d, p0, p1, self._ceil())
-            if k > n + p0 + p1:
-                problems.append(
-                    Problem(
-                        "error",
-                        "kernel-too-large",
-                        f"{what} {_kernel(kernel)} is larger than its padded input along the "
-                        f"{axis} ({n} + {p0 + p1} padding): {result.arithmetic}",
-                        "use a smaller kernel, pad=same, or remove a pooling layer before it",
-                        "kernel",
-                    )
-                )
-            elif result.size <= 0:
-                problems.append(
-                    Problem(
-                        "error",
-                        "empty-output",
-                        f"output {axis} would be {result.size}: {result.arithmetic} "
-                        f"(dilation {d} widens the {what} to {d * (k - 1) + 1})",
-                        "reduce dilation or add padding",
-                        "dilation" if d > 1 else "kernel",
-                    )
-                )
-            elif result.unused:
-                rows = "row" if axis == "height" else "column"
-                plural = "s" if result.unused > 1 else ""
-                problems.append(
-                    Problem(
-                        "warning",
-                        "dropped-pixels",
-                        f"the last {result.unused} {rows}{plural} of the {_fmt(x)} input "
-                        f"{'is' if result.unused == 1 else 'are'} never covered: "
-                        f"{result.arithmetic} (the floor drops the remainder)",
-                        "use pad=same, `ceil` (pooling), or an input size that fits the stride",
-                        "stride" if s != k else "kernel",
-                    )
-                )
             axes.append(result.size)
+            findings.append(_axis_finding(what, kernel, n, k, s, d, p0 + p1, result))
+        # Square maps usually go wrong the same way along both axes: say it once.
+        if findings[0] and findings[0] == findings[1]:
+            problems.append(findings[0].problem(x, "height and width", "row and column"))
+        else:
+            problems += [f.problem(x, axis, unit) for f, axis, unit in
+                         zip(findings, ("height", "width"), ("row", "column")) if f]
         if any(p.severity == "error" for p in problems):
             return None, window, problems
         return (axes[0], axes[1]), window, problems
+
+
+@dataclass(frozen=True)
+class _AxisFinding:
+    """What went wrong along one axis, worded so that both axes can share one message."""
+
+    severity: Literal["error", "warning"]
+    code: str
+    template: str  # {axis}, {unit}, {units}, {verb} are filled in by `problem`
+    help: str
+    field: str
+    count: int = 0
+
+    def problem(self, x: Shape, axis: str, unit: str) -> Problem:
+        units = unit if self.count == 1 else unit.replace("row", "rows").replace("column", "columns")
+        verb = "is" if self.count == 1 and " and " not in unit else "are"
+        text = self.template.format(axis=axis, unit=unit, units=units, verb=verb, shape=_fmt(x))
+        return Problem(self.severity, self.code, text, self.help, self.field)
+
+
+def _axis_finding(what, kernel, n, k, s, d, pad, result: AxisResult) -> _AxisFinding | None:
+    if k > n + pad:
+        return _AxisFinding(
+            "error",
+            "kernel-too-large",
+            f"{what} {_kernel(kernel)} is larger than its padded input along the {{axis}} "
+            f"({n} + {pad} padding): {result.arithmetic}",
+            "use a smaller kernel, pad=same, or remove a pooling layer before it",
+            "kernel",
+        )
+    if result.size <= 0:
+        return _AxisFinding(
+            "error",
+            "empty-output",
+            f"output {{axis}} would be {result.size}: {result.arithmetic} "
+            f"(dilation {d} widens the {k}-wide {what} to {d * (k - 1) + 1})",
+            "reduce dilation or add padding",
+            "dilation" if d > 1 else "kernel",
+        )
+    if result.unused:
+        return _AxisFinding(
+            "warning",
+            "dropped-pixels",
+            f"the last {result.unused} {{units}} of the {{shape}} input {{verb}} never covered: "
+            f"{result.arithmetic} (the floor drops the remainder)",
+            "use pad=same, `ceil` (pooling), or an input size that fits the stride",
+            "stride" if s != k else "kernel",
+            result.unused,
+        )
+    return None
 
 
 def _padding_text(pad: Padding) -> str:
@@ -261,7 +282,7 @@ def _needs_spatial(x: Shape, what: str) -> Inferred | None:
 
 
 class Activation(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: Literal["relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu"]
     alpha: Optional[float] = None
 

@@ -7,6 +7,7 @@ arguments with its Pydantic model (`layers.py`). It knows nothing about shapes.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -274,10 +275,19 @@ def _build_config(
 
 def _convert_into(cls, name, v, values, spans, problems) -> None:
     spans[name] = v.span
+    converter = cls.converters[name]
     try:
-        values[name] = _CONVERTERS[cls.converters[name]](v)
+        if converter == "word":  # a closed set of words, e.g. pool max|avg
+            choices = typing.get_args(cls.model_fields[name].annotation)
+            if v.kind != "word" or v.data not in choices:
+                raise _ArgError(
+                    f"expected {' or '.join(choices)}, got '{v.text()}'",
+                    did_you_mean(v.text(), choices) if v.kind == "word" else
+                    f"for example: {cls.kind} {choices[0]} {v.text()}",
+                )
+        values[name] = _CONVERTERS[converter](v)
     except _ArgError as exc:
-        problems.append(error("invalid-argument", f"{name}: {exc}", v.span, exc.help))
+        problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", v.span, exc.help))
 
 
 def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Diagnostic:
@@ -415,14 +425,17 @@ class _Expander:
                 if param.default is None:
                     self.diagnostics.append(
                         error("block-arguments", f"block {signature} needs a value for '{param.name}'", stmt.span,
-                              f"for example: {block.name} " + " ".join(
-                                  "..." if p.default is None else f"{p.name}=..." for p in block.params
-                                  if p.default is None))
+                              f"usage: {_block_usage(block)}")
                     )
                     ok = False
                 else:
                     bound[param.name] = param.default
         return bound if ok else None
+
+
+def _block_usage(block: ast.BlockDef) -> str:
+    words = [p.name.upper() if p.default is None else f"[{p.name}={p.default.text()}]" for p in block.params]
+    return " ".join([block.name, *words])
 
 
 def _substitute(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
