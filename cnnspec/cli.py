@@ -61,6 +61,7 @@ def cmd_check(args) -> int:
     from .report import render_diagnostics, render_table, to_json
 
     result = _check_files(args.files, args.network)
+    _reject_unknown_network(result)
     if args.format == "json":
         print(to_json(result))
     else:
@@ -72,6 +73,13 @@ def cmd_check(args) -> int:
             sys.stdout.flush()
             print(("\n" if table else "") + notes, file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_ERRORS
+
+
+def _reject_unknown_network(result) -> None:
+    """`--network NAME` naming no network is a usage error, not a spec error."""
+    for d in result.diagnostics:
+        if d.code == "unknown-network" and d.span is None:
+            raise UsageError(d.message + (f"; {d.help}" if d.help else ""))
 
 
 def _print_diagnostics(result, args) -> None:
@@ -98,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE", help=".cnn spec files")
     check.add_argument("--network", metavar="NAME", help="check only this network")
     check.add_argument("--format", choices=("table", "json"), default="table", help="output format")
-    check.add_argument("--dense-equivalent", action="store_true",
-                       help="add what a dense layer with the same input and output sizes would cost")
+    check.add_argument(
+        "--dense-equivalent",
+        action="store_true",
+        help="add what a dense layer with the same input and output sizes would cost",
+    )
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check)
     return parser

@@ -238,7 +238,9 @@ def _check_fixed_weights(layer: Layer, result: Inferred) -> Diagnostic | None:
     )
 
 
-def check_network(network: Network, base: CheckedNetwork | None = None) -> tuple[CheckedNetwork, list[Diagnostic]]:
+def check_network(
+    network: Network, base: CheckedNetwork | None = None
+) -> tuple[CheckedNetwork, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     shape: Shape = network.input_shape
     rf, jump = (1, 1), (1, 1)
@@ -249,8 +251,12 @@ def check_network(network: Network, base: CheckedNetwork | None = None) -> tuple
         for problem in result.problems:
             make = error if problem.severity == "error" else warning
             diagnostics.append(
-                make(problem.code, f"{layer.name}: {problem.message}", _span_for(layer, problem.field),
-                     problem.help)
+                make(
+                    problem.code,
+                    f"{layer.name}: {problem.message}",
+                    _span_for(layer, problem.field),
+                    problem.help,
+                )
             )
         fixed = _check_fixed_weights(layer, result) if result.output is not None else None
         if fixed:
@@ -318,15 +324,24 @@ def _explain(entry: CheckedLayer) -> str:
         stride = getattr(config, "stride", None) or config.kernel  # type: ignore[attr-defined]
         dilation = getattr(config, "dilation", (1, 1))
         t, b, l_, r = entry.pads
-        h = window_axis(entry.input_shape[1], config.kernel[0], stride[0], dilation[0], t, b,  # type: ignore[attr-defined]
-                        getattr(config, "ceil", False))
+        h = window_axis(
+            entry.input_shape[1],
+            config.kernel[0],
+            stride[0],
+            dilation[0],
+            t,
+            b,  # type: ignore[attr-defined]
+            getattr(config, "ceil", False),
+        )
         return f"height: {h.arithmetic}"
     if isinstance(config, Dense):
         return f"dense gives its {config.units} units"
     return f"input {_fmt(entry.input_shape)} -> output {_fmt(entry.output_shape)}"
 
 
-def _transfer_problems(network: Network, checked: list[CheckedLayer], base: CheckedNetwork) -> list[Diagnostic]:
+def _transfer_problems(
+    network: Network, checked: list[CheckedLayer], base: CheckedNetwork
+) -> list[Diagnostic]:
     problems = []
     by_name = {c.name: c for c in base.layers}
     for entry in checked:
@@ -357,18 +372,26 @@ def _order_warnings(checked: list[CheckedLayer]) -> list[Diagnostic]:
     for i, entry in enumerate(checked):
         config, layer = entry.layer.config, entry.layer
         if config.activation_name == "softmax":
-            after = [c for c in checked[i + 1:] if c.kind != "dropout"]
+            after = [c for c in checked[i + 1 :] if c.kind != "dropout"]
             if after:
                 found.append(
-                    warning("softmax-not-last", f"{layer.name}: softmax is followed by {after[0].name}; "
-                            "softmax normally gives the final class probabilities", layer.span,
-                            "move softmax to the last layer, or use relu here")
+                    warning(
+                        "softmax-not-last",
+                        f"{layer.name}: softmax is followed by {after[0].name}; "
+                        "softmax normally gives the final class probabilities",
+                        layer.span,
+                        "move softmax to the last layer, or use relu here",
+                    )
                 )
         if entry.kind == "dropout" and i > last_weighted >= 0:
             found.append(
-                warning("dropout-after-output", f"{layer.name}: dropout after the output layer "
-                        f"{checked[last_weighted].name} randomly zeroes the network's outputs in training",
-                        layer.span, "put dropout before the last dense layer")
+                warning(
+                    "dropout-after-output",
+                    f"{layer.name}: dropout after the output layer "
+                    f"{checked[last_weighted].name} randomly zeroes the network's outputs in training",
+                    layer.span,
+                    "put dropout before the last dense layer",
+                )
             )
     return found
 

@@ -197,8 +197,11 @@ class _Windowed(LayerConfig):
         if findings[0] and findings[0] == findings[1]:
             problems.append(findings[0].problem(x, "height and width", "row and column"))
         else:
-            problems += [f.problem(x, axis, unit) for f, axis, unit in
-                         zip(findings, ("height", "width"), ("row", "column")) if f]
+            problems += [
+                f.problem(x, axis, unit)
+                for f, axis, unit in zip(findings, ("height", "width"), ("row", "column"))
+                if f
+            ]
         if any(p.severity == "error" for p in problems):
             return None, window, problems
         return (axes[0], axes[1]), window, problems
@@ -428,6 +431,20 @@ class Pool(_Windowed):
         if flat:
             return flat
         hw, window, problems = self.spatial(x, "window")
+        t, b, l_, r = window.pads
+        if max(t, b) >= self.kernel[0] or max(l_, r) >= self.kernel[1]:
+            # A window made only of padding pools nothing; ONNX Runtime rejects it too.
+            problems.append(
+                Problem(
+                    "error",
+                    "invalid-argument",
+                    f"pool padding {_padding_text(self.pad)} must be smaller than the "
+                    f"{_kernel(self.kernel)} window on every side",
+                    "use pad=same or a smaller pad",
+                    "pad",
+                )
+            )
+            hw = None
         return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
 
 
@@ -565,12 +582,12 @@ class Dense(LayerConfig):
         tensors = {"weight": ((self.units, n), True)}
         if self.bias:
             tensors["bias"] = ((self.units,), True)
-        return Inferred((self.units,), tensors, n * self.units, problems=problems, in_features=n,
-                        covers_input=True)
+        return Inferred(
+            (self.units,), tensors, n * self.units, problems=problems, in_features=n, covers_input=True
+        )
 
 
 KINDS: dict[str, type[LayerConfig]] = {
-    cls.kind: cls
-    for cls in (Conv, Pool, GlobalPool, BatchNorm, Dropout, Flatten, Dense)
+    cls.kind: cls for cls in (Conv, Pool, GlobalPool, BatchNorm, Dropout, Flatten, Dense)
 }
 KINDS.update({fn: ActivationLayer for fn in ACTIVATIONS})

@@ -3,6 +3,7 @@ directly through an inline Transformer; syntax errors become cnnspec diagnostics
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -65,13 +66,11 @@ class _ToAst(Transformer):
     def string(self, tok):
         return ast.Value("string", str(tok)[1:-1], self._s(tok))
 
-    def tuple(self, *values):
-        return ast.Value("tuple", values, values[0].span)
+    def tuple(self, bracket, *values):
+        return ast.Value("tuple", values, self._s(bracket))
 
-    def list(self, *values):
-        values = tuple(v for v in values if v is not None)
-        span = values[0].span if values else Span(self.path, 0, 0)
-        return ast.Value("list", values, span)
+    def list(self, bracket, *values):
+        return ast.Value("list", tuple(v for v in values if v is not None), self._s(bracket))
 
     def shape(self, tok):
         text = str(tok)
@@ -103,9 +102,7 @@ class _ToAst(Transformer):
             else:
                 expect, expect_span = item[1]
                 expect = expect if expect is not None else ()
-        return ast.LayerStmt(
-            str(op), tuple(args), tuple(options), alias, expect, self._s(op), expect_span
-        )
+        return ast.LayerStmt(str(op), tuple(args), tuple(options), alias, expect, self._s(op), expect_span)
 
     def input_stmt(self, shape):
         dims, span = shape
@@ -182,8 +179,32 @@ def _parser() -> tuple[Lark, _ToAst]:
     return lark, transformer
 
 
+MAX_NESTING = 8  # tuples and lists; deeper is never meant and would exhaust the stack
+
+
+def _check_nesting(text: str, path: str) -> None:
+    if text.count("[") + text.count("(") < MAX_NESTING:
+        return
+    depth = 0
+    for match in re.finditer(r"[\[\]()]", text):
+        depth += 1 if match.group() in "[(" else -1
+        if depth > MAX_NESTING:
+            line = text.count("\n", 0, match.start()) + 1
+            column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+            raise CnnspecError(
+                [
+                    error(
+                        "syntax-error",
+                        f"brackets nest more than {MAX_NESTING} deep",
+                        Span(path, line, column),
+                    )
+                ]
+            )
+
+
 def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
     """Parse one file's text; raise CnnspecError with a positioned syntax error."""
+    _check_nesting(text, path)
     lark, transformer = _parser()
     source = text if text.endswith("\n") else text + "\n"
     with _lock:

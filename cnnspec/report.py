@@ -45,8 +45,15 @@ def _clip(text: str, width: int) -> str:
 
 def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False) -> str:
     style = _Style(color)
-    columns = [("layer", 9, "<"), ("spec", 22, "<"), ("output", 10, ">"), ("params", 11, ">"),
-               ("MACs", 8, ">"), ("RF", 5, ">"), ("train", 5, ">")]
+    columns = [
+        ("layer", 9, "<"),
+        ("spec", 22, "<"),
+        ("output", 10, ">"),
+        ("params", 11, ">"),
+        ("MACs", 8, ">"),
+        ("RF", 5, ">"),
+        ("train", 5, ">"),
+    ]
     if dense_equivalent:
         columns.append(("as dense", 12, ">"))
     width = sum(w for _, w, _ in columns) + len(columns) - 1
@@ -66,8 +73,15 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         rf = entry.receptive_field
         rf_text = "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
         train = "" if not entry.params else ("no" if entry.layer.frozen else "yes")
-        cells = [entry.name, entry.layer.spec_text(), _fmt(entry.output_shape), f"{entry.params:,}",
-                 si(entry.macs) if entry.macs else "0", rf_text, train]
+        cells = [
+            entry.name,
+            entry.layer.spec_text(),
+            _fmt(entry.output_shape),
+            f"{entry.params:,}",
+            si(entry.macs) if entry.macs else "0",
+            rf_text,
+            train,
+        ]
         if dense_equivalent:
             equivalent = entry.dense_equivalent_params
             cells.append(f"{equivalent:,}" if equivalent is not None else "")
@@ -81,9 +95,13 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         f"{net.non_trainable_params:,} non-trainable  ({nbytes(net.param_bytes)} fp32)"
     )
     if net.frozen_params:
-        lines.append(f"frozen: {net.frozen_params:,} params in {sum(1 for c in net.layers if c.layer.frozen)} layers")
+        lines.append(
+            f"frozen: {net.frozen_params:,} params in {sum(1 for c in net.layers if c.layer.frozen)} layers"
+        )
     lines.append(f"MACs: {net.macs:,} ({si(net.macs)}) · FLOPs = 2 x MACs = {2 * net.macs:,}  per image")
-    lines.append(f"activations: {nbytes(net.activation_bytes)} per image (fp32, input and every layer output)")
+    lines.append(
+        f"activations: {nbytes(net.activation_bytes)} per image (fp32, input and every layer output)"
+    )
     for i, entry in enumerate(net.layers):
         if entry.in_features is not None and i and net.layers[i - 1].kind == "flatten":
             source = net.layers[i - 1]

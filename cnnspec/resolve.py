@@ -21,6 +21,8 @@ from .layers import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
 from .parse import parse_source
 
 Origin = Literal["own", "base", "new"]
+MAX_LAYERS = 200_000  # a runaway `repeat` stops here instead of filling memory
+MAX_WEIGHT_DEPTH = 4  # weights are at most filters x channels x height x width
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,12 @@ def _load(ws: _Workspace, text: str, path: str, real: Path | None, stack: tuple[
         except (OSError, UnicodeDecodeError) as exc:
             reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
             ws.diagnostics.append(
-                error("use-not-found", f"cannot use '{use.path}': {reason} ({shown})", use.span,
-                      "paths are relative to the file that has the `use`")
+                error(
+                    "use-not-found",
+                    f"cannot use '{use.path}': {reason} ({shown})",
+                    use.span,
+                    "paths are relative to the file that has the `use`",
+                )
             )
             continue
         _load(ws, child, shown, target, (*stack, target))
@@ -185,9 +191,11 @@ def _activation(v: ast.Value) -> dict:
 
 
 def _matrix(v: ast.Value) -> tuple:
-    def walk(x: ast.Value):
+    def walk(x: ast.Value, depth: int = 1):
         if x.kind == "list":
-            return tuple(walk(item) for item in x.data)
+            if depth > MAX_WEIGHT_DEPTH:
+                raise _ArgError(f"weights nest at most {MAX_WEIGHT_DEPTH} lists deep")
+            return tuple(walk(item, depth + 1) for item in x.data)
         if x.kind == "number":
             return float(x.data)
         raise _ArgError(f"weights hold numbers, got '{x.text()}'")
@@ -238,8 +246,7 @@ def _build_config(
             hint = did_you_mean(key, choices)
             takes = ", ".join(choices) if choices else "no options"
             problems.append(
-                error("unknown-option", f"{word} has no option '{key}' (it takes: {takes})", key_span,
-                      hint)
+                error("unknown-option", f"{word} has no option '{key}' (it takes: {takes})", key_span, hint)
             )
             continue
         if key in spans:
@@ -249,11 +256,20 @@ def _build_config(
 
     for name in cls.required:
         if name not in values and not any(d.code == "invalid-argument" for d in problems):
-            example = {"conv": "conv 32 3x3", "pool": "pool max 2", "dense": "dense 10",
-                       "dropout": "dropout 0.5", "globalpool": "globalpool avg"}.get(word, word)
+            example = {
+                "conv": "conv 32 3x3",
+                "pool": "pool max 2",
+                "dense": "dense 10",
+                "dropout": "dropout 0.5",
+                "globalpool": "globalpool avg",
+            }.get(word, word)
             problems.append(
-                error("missing-argument", f"{word} needs {name} ({word} {' '.join(positional).upper()})",
-                      span, f"for example: {example}")
+                error(
+                    "missing-argument",
+                    f"{word} needs {name} ({word} {' '.join(positional).upper()})",
+                    span,
+                    f"for example: {example}",
+                )
             )
     if problems:
         return None, spans, problems
@@ -267,9 +283,7 @@ def _build_config(
         for item in exc.errors():
             name = str(item["loc"][0]) if item["loc"] else ""
             message = item["msg"][0].lower() + item["msg"][1:]
-            problems.append(
-                error("invalid-argument", f"{word} {name}: {message}", spans.get(name, span))
-            )
+            problems.append(error("invalid-argument", f"{word} {name}: {message}", spans.get(name, span)))
         return None, spans, problems
 
 
@@ -282,8 +296,9 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
             if v.kind != "word" or v.data not in choices:
                 raise _ArgError(
                     f"expected {' or '.join(choices)}, got '{v.text()}'",
-                    did_you_mean(v.text(), choices) if v.kind == "word" else
-                    f"for example: {cls.kind} {choices[0]} {v.text()}",
+                    did_you_mean(v.text(), choices)
+                    if v.kind == "word"
+                    else f"for example: {cls.kind} {choices[0]} {v.text()}",
                 )
         values[name] = _CONVERTERS[converter](v)
     except _ArgError as exc:
@@ -352,13 +367,27 @@ class _Expander:
                     self.diagnostics.append(error("invalid-argument", str(exc), count_value.span))
                     continue
                 for i in range(count):
+                    if len(out) > MAX_LAYERS:
+                        self.diagnostics.append(
+                            error(
+                                "invalid-argument",
+                                f"this network expands to more than {MAX_LAYERS:,} layers",
+                                count_value.span,
+                                "check the repeat count",
+                            )
+                        )
+                        return
                     tag = f"{suffix}_{i + 1}" if count > 1 else suffix
                     self.statements(stmt.body, env, stack, calls, instance, tag, out)
             else:
                 where = "a block" if stack else "this network"
                 self.diagnostics.append(
-                    error("misplaced-statement", f"{_statement_word(stmt)} is not allowed in {where}", stmt.span,
-                          _placement_help(stmt))
+                    error(
+                        "misplaced-statement",
+                        f"{_statement_word(stmt)} is not allowed in {where}",
+                        stmt.span,
+                        _placement_help(stmt),
+                    )
                 )
 
     def layer(self, stmt, env, stack, calls, instance, suffix, out) -> None:
@@ -379,13 +408,19 @@ class _Expander:
             choices = list(KINDS) + list(self.blocks)
             hint = did_you_mean(stmt.op, choices)
             self.diagnostics.append(
-                error("unknown-layer", f"unknown layer or block '{stmt.op}'", stmt.span,
-                      hint or "layers: " + ", ".join(sorted(KINDS)))
+                error(
+                    "unknown-layer",
+                    f"unknown layer or block '{stmt.op}'",
+                    stmt.span,
+                    hint or "layers: " + ", ".join(sorted(KINDS)),
+                )
             )
             return
         if block.name in stack:
             chain = " -> ".join((*stack, block.name))
-            self.diagnostics.append(error("recursive-block", f"block '{block.name}' uses itself: {chain}", stmt.span))
+            self.diagnostics.append(
+                error("recursive-block", f"block '{block.name}' uses itself: {chain}", stmt.span)
+            )
             return
         bound = self.bind(block, stmt, args, options)
         if bound is None:
@@ -401,16 +436,24 @@ class _Expander:
         ok = True
         for param, value in zip(block.params, args):
             bound[param.name] = value
-        for value in args[len(block.params):]:
+        for value in args[len(block.params) :]:
             self.diagnostics.append(
-                error("block-arguments", f"too many arguments for block {signature}: '{value.text()}'", value.span)
+                error(
+                    "block-arguments",
+                    f"too many arguments for block {signature}: '{value.text()}'",
+                    value.span,
+                )
             )
             ok = False
         for key, value, key_span in options:
             if key not in names:
                 self.diagnostics.append(
-                    error("block-arguments", f"block {signature} has no parameter '{key}'", key_span,
-                          did_you_mean(key, names))
+                    error(
+                        "block-arguments",
+                        f"block {signature} has no parameter '{key}'",
+                        key_span,
+                        did_you_mean(key, names),
+                    )
                 )
                 ok = False
             elif key in bound:
@@ -424,8 +467,12 @@ class _Expander:
             if param.name not in bound:
                 if param.default is None:
                     self.diagnostics.append(
-                        error("block-arguments", f"block {signature} needs a value for '{param.name}'", stmt.span,
-                              f"usage: {_block_usage(block)}")
+                        error(
+                            "block-arguments",
+                            f"block {signature} needs a value for '{param.name}'",
+                            stmt.span,
+                            f"usage: {_block_usage(block)}",
+                        )
                     )
                     ok = False
                 else:
@@ -447,7 +494,9 @@ def _substitute(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
 
 
 def _statement_word(stmt) -> str:
-    return {ast.InputStmt: "`input`", ast.DropStmt: "`drop`", ast.FreezeStmt: "`freeze`"}.get(type(stmt), "this")
+    return {ast.InputStmt: "`input`", ast.DropStmt: "`drop`", ast.FreezeStmt: "`freeze`"}.get(
+        type(stmt), "this"
+    )
 
 
 def _placement_help(stmt) -> str | None:
@@ -467,8 +516,12 @@ def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diag
         name = raw.alias or f"{prefix}{counts[prefix]}"
         if name in taken:
             diagnostics.append(
-                error("duplicate-name", f"a layer named '{name}' already exists in this network",
-                      raw.stmt.span, "choose another name with `as NAME`")
+                error(
+                    "duplicate-name",
+                    f"a layer named '{name}' already exists in this network",
+                    raw.stmt.span,
+                    "choose another name with `as NAME`",
+                )
             )
         taken.add(name)
         layers.append(
@@ -505,15 +558,22 @@ class _Resolver:
                 if other is not None:
                     first = other[1] if isinstance(other, tuple) else other
                     self.diagnostics.append(
-                        error("duplicate-definition",
-                              f"'{definition.name}' is defined twice (first at line {first.span.line} "
-                              f"of {first.span.path})", definition.span)
+                        error(
+                            "duplicate-definition",
+                            f"'{definition.name}' is defined twice (first at line {first.span.line} "
+                            f"of {first.span.path})",
+                            definition.span,
+                        )
                     )
                     continue
                 if definition.name in KINDS and isinstance(definition, ast.BlockDef):
                     self.diagnostics.append(
-                        error("duplicate-definition", f"block '{definition.name}' has the name of a layer kind",
-                              definition.span, "rename the block")
+                        error(
+                            "duplicate-definition",
+                            f"block '{definition.name}' has the name of a layer kind",
+                            definition.span,
+                            "rename the block",
+                        )
                     )
                     continue
                 table[definition.name] = (path, definition) if table is self.networks else definition
@@ -523,7 +583,9 @@ class _Resolver:
             return self.done[name]
         if name in self.in_progress:
             chain = " -> ".join((*self.in_progress, name))
-            self.diagnostics.append(error("unknown-network", f"networks derive from each other in a cycle: {chain}", use_span))
+            self.diagnostics.append(
+                error("unknown-network", f"networks derive from each other in a cycle: {chain}", use_span)
+            )
             return None
         self.in_progress.append(name)
         try:
@@ -540,9 +602,13 @@ class _Resolver:
             shape = first.shape
             if len(shape) not in (1, 3) or any(d <= 0 for d in shape):
                 self.diagnostics.append(
-                    error("invalid-argument", f"input must be CxHxW or N with sizes above 0, got "
-                          f"'{'x'.join(map(str, shape)) or '?'}'", first.span,
-                          "for example: input 3x224x224 (channels x height x width)")
+                    error(
+                        "invalid-argument",
+                        f"input must be CxHxW or N with sizes above 0, got "
+                        f"'{'x'.join(map(str, shape)) or '?'}'",
+                        first.span,
+                        "for example: input 3x224x224 (channels x height x width)",
+                    )
                 )
                 return None
             return shape, first.span
@@ -553,8 +619,12 @@ class _Resolver:
         given = self._input(body, definition)
         if not body or not isinstance(body[0], ast.InputStmt):
             self.diagnostics.append(
-                error("missing-input", f"network '{definition.name}' must start with an `input` line",
-                      definition.span, "for example: input 3x32x32 (channels x height x width)")
+                error(
+                    "missing-input",
+                    f"network '{definition.name}' must start with an `input` line",
+                    definition.span,
+                    "for example: input 3x32x32 (channels x height x width)",
+                )
             )
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
@@ -573,8 +643,12 @@ class _Resolver:
         if definition.base not in self.networks:
             hint = did_you_mean(definition.base, self.networks)
             self.diagnostics.append(
-                error("unknown-network", f"no network named '{definition.base}'", definition.base_span,
-                      hint or "define it in this file or bring its file in with `use \"file.cnn\"`")
+                error(
+                    "unknown-network",
+                    f"no network named '{definition.base}'",
+                    definition.base_span,
+                    hint or 'define it in this file or bring its file in with `use "file.cnn"`',
+                )
             )
             return None
         base = self.network(definition.base, definition.base_span)
@@ -593,9 +667,13 @@ class _Resolver:
                 if stmt.target not in names[: len(kept)]:
                     hint = did_you_mean(str(stmt.target), names)
                     self.diagnostics.append(
-                        error("unknown-name", f"'{definition.base}' has no layer '{stmt.target}'"
-                              + (" left to drop" if stmt.target in names else ""), stmt.span,
-                              hint or f"its layers: {', '.join(names[:12])}")
+                        error(
+                            "unknown-name",
+                            f"'{definition.base}' has no layer '{stmt.target}'"
+                            + (" left to drop" if stmt.target in names else ""),
+                            stmt.span,
+                            hint or f"its layers: {', '.join(names[:12])}",
+                        )
                     )
                     continue
                 cut = names.index(stmt.target)
@@ -603,8 +681,12 @@ class _Resolver:
                 count = int(stmt.target)
                 if count > len(kept) or count < 0:
                     self.diagnostics.append(
-                        error("drop-too-many", f"cannot drop {count} layers: '{definition.base}' has "
-                              f"{len(kept)} left", stmt.span, f"drop at most {len(kept)}")
+                        error(
+                            "drop-too-many",
+                            f"cannot drop {count} layers: '{definition.base}' has {len(kept)} left",
+                            stmt.span,
+                            f"drop at most {len(kept)}",
+                        )
                     )
                     continue
                 cut = len(kept) - count
@@ -622,8 +704,16 @@ class _Resolver:
         new_layers = [replace(layer, origin="new") for layer in new_layers]
         layers = self._freeze(rest, kept + new_layers, kept)
         shape, span = given if given else (base.input_shape, base.input_span)
-        return Network(definition.name, definition.span, shape, span, tuple(layers), definition.base,
-                       definition.base_span, tuple(dropped))
+        return Network(
+            definition.name,
+            definition.span,
+            shape,
+            span,
+            tuple(layers),
+            definition.base,
+            definition.base_span,
+            tuple(dropped),
+        )
 
     def _freeze(self, body, layers: list[Layer], base_layers: list[Layer]) -> list[Layer]:
         frozen: set[str] = set()
@@ -639,8 +729,12 @@ class _Resolver:
                 if target not in names and target not in instances:
                     hint = did_you_mean(target, [*names, *instances])
                     self.diagnostics.append(
-                        error("unknown-name", f"no layer or block named '{target}' to freeze", stmt.span,
-                              hint or f"layers: {', '.join(names[:12])}")
+                        error(
+                            "unknown-name",
+                            f"no layer or block named '{target}' to freeze",
+                            stmt.span,
+                            hint or f"layers: {', '.join(names[:12])}",
+                        )
                     )
                 elif stmt.mode == "through":
                     last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))

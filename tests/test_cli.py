@@ -1,0 +1,148 @@
+"""The command line: exit codes, formats, golden output. Runs the real entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnspec import __version__
+from cnnspec.cli import main
+from tests.conftest import ROOT, SPECS
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+    )
+
+
+def golden(name: str, text: str) -> None:
+    """Compare with tests/golden/NAME; CNNSPEC_UPDATE_GOLDEN=1 rewrites it."""
+    path = GOLDEN / name
+    if os.environ.get("CNNSPEC_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.strip() == f"cnnspec {__version__}"
+    out = run_cli("check", "--help")
+    assert out.returncode == 0 and "--dense-equivalent" in out.stdout and "--format" in out.stdout
+
+
+def test_check_clean_spec_exits_0_with_table(capsys):
+    assert main(["check", "specs/lenet5.cnn", "--color", "never"]) == 0
+    golden("lenet5.txt", capsys.readouterr().out)
+
+
+def test_table_fits_80_columns(capsys):
+    for spec in ("lenet5.cnn", "vgg16.cnn", "cifar.cnn"):
+        main(["check", str(SPECS / spec), "--color", "never"])
+    table_lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if not line.startswith(("network", "as dense", "params", "MACs", "activations"))
+    ]
+    assert max(len(line) for line in table_lines) <= 80
+
+
+def test_json_output_is_stable(capsys):
+    assert main(["check", "specs/lenet5.cnn", "--format", "json"]) == 0
+    text = capsys.readouterr().out
+    document = json.loads(text)
+    network = document["networks"][0]
+    assert network["total_params"] == 61_706
+    assert set(network["layers"][0]) >= {
+        "name",
+        "kind",
+        "line",
+        "output",
+        "params",
+        "trainable_params",
+        "macs",
+        "receptive_field",
+    }
+    golden("lenet5.json", text.replace(str(ROOT) + "/", ""))
+
+
+def test_json_carries_diagnostics_when_the_check_fails(capsys):
+    assert main(["check", "specs/mistakes.cnn", "--format", "json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    first = document["diagnostics"][0]
+    assert set(first) >= {"severity", "code", "path", "line", "column", "message"}
+    assert {"error", "warning"} == {d["severity"] for d in document["diagnostics"]}
+
+
+def test_errors_exit_1_and_print_path_line_column():
+    out = run_cli("check", "specs/mistakes_syntax.cnn")
+    assert out.returncode == 1
+    assert out.stderr.startswith("specs/mistakes_syntax.cnn:7:19: error: unexpected '}'")
+    assert "Traceback" not in out.stderr
+
+
+def test_warnings_alone_exit_0(tmp_path: Path):
+    spec = tmp_path / "w.cnn"
+    spec.write_text("network w {\n  input 1x7x7\n  pool max 2\n}\n")
+    out = run_cli("check", str(spec))
+    assert out.returncode == 0 and "[dropped-pixels]" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("check", "missing.cnn"), "missing.cnn: no such file"),
+        (("check", "specs"), "is a directory"),
+        (("check", "specs/lenet5.cnn", "--network", "lenet"), "did you mean 'lenet5'?"),
+        (("check", "specs/lenet5.cnn", "--format", "xml"), "invalid choice"),
+        (("frobnicate",), "invalid choice"),
+        ((), "usage:"),
+    ],
+)
+def test_usage_errors_exit_2(args, words):
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert words in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_binary_file_is_a_usage_error(tmp_path: Path):
+    path = tmp_path / "x.cnn"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    out = run_cli("check", str(path))
+    assert out.returncode == 2 and "not a text file" in out.stderr
+
+
+def test_dense_equivalent_column(capsys):
+    assert main(["check", "specs/textbook.cnn", "--network", "ten_filters", "--dense-equivalent"]) == 0
+    out = capsys.readouterr().out
+    assert "as dense" in out and f"{(3 * 1000 * 1000 + 1) * 10 * 998 * 998:,}" in out
+
+
+def test_several_files_in_one_run(capsys):
+    assert main(["check", "specs/lenet5.cnn", "specs/cifar.cnn", "--format", "json"]) == 0
+    names = [n["name"] for n in json.loads(capsys.readouterr().out)["networks"]]
+    assert names == ["lenet5", "cifar"]
+
+
+def test_check_from_another_folder_with_use(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "base.cnn").write_text((SPECS / "lenet5.cnn").read_text())
+    (tmp_path / "net.cnn").write_text(
+        'use "sub/base.cnn"\nnetwork x from lenet5 {\n  drop last 1\n  dense 3\n}\n'
+    )
+    out = run_cli("check", "net.cnn", "--format", "json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["networks"][0]["output"] == [3]

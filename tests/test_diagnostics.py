@@ -1,0 +1,167 @@
+"""Every diagnostic: feed the bad input, check the code, the position and the words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import cnnspec
+from cnnspec.diagnostics import CODES, render
+from tests.conftest import SPECS, check_text, net
+
+# (spec, code, line, column, words the message or help must contain)
+CASES = [
+    # syntax
+    ("network a {\n  input 1x8x8\n  conv 3 3x3 relu }\n", "syntax-error", 3, 19, "put '}' on a line"),
+    ("network a {\n  input 1x8x8\n", "syntax-error", 2, 14, "closing '}'"),
+    ("network a\n{\n}\n", "syntax-error", 1, 10, "'{' at the end of this line"),
+    ("network a {\n  conv 3 = 2\n}\n", "syntax-error", 2, 10, "KEY=VALUE"),
+    ("network a {\n  conv 'x'\n}\n", "syntax-error", 2, 8, "double quotes"),
+    (
+        "network a {\n  input 1x8x8\n  conv 4 3x3 pad=(1,2\n}\n",
+        "syntax-error",
+        3,
+        22,
+        "unexpected end of line",
+    ),
+    # names and arguments
+    (net("convv 16 3x3"), "unknown-layer", 3, 3, "did you mean 'conv'?"),
+    (net("maxpool 2"), "unknown-layer", 3, 3, "did you mean 'pool'?"),
+    (net("lstm 2"), "unknown-layer", 3, 3, "layers: batchnorm, conv, dense"),
+    (net("conv 16 3x3 strides=2"), "unknown-option", 3, 15, "did you mean 'stride'?"),
+    (net("pool max 2 padding=1"), "unknown-option", 3, 14, "did you mean 'pad'?"),
+    (net("conv 16"), "missing-argument", 3, 3, "conv needs kernel"),
+    (net("dropout"), "missing-argument", 3, 3, "dropout needs rate"),
+    (net("dense 10 relu stride"), "too-many-arguments", 3, 17, "unexpected argument 'stride'"),
+    (net("conv 16 3x3 stride"), "too-many-arguments", 3, 15, "stride=..."),
+    (net("conv 16 3x3 reul"), "too-many-arguments", 3, 15, "did you mean 'relu'?"),
+    (net("pool 2"), "invalid-argument", 3, 8, "expected max or avg"),
+    (net("conv 0 3x3"), "invalid-argument", 3, 8, "greater than 0"),
+    (net("conv 8 3x3 pad=full"), "invalid-argument", 3, 18, "valid, same"),
+    (net("conv 8 3x3 bias=maybe"), "invalid-argument", 3, 19, "true or false"),
+    (net("conv 2.5 3x3"), "invalid-argument", 3, 8, "whole number"),
+    (net("dropout 1.5"), "invalid-argument", 3, 11, "less than 1"),
+    (net("pool max 2 pad=2"), "invalid-argument", 3, 18, "smaller than the"),
+    (net("conv 8 3x3 stride=2 stride=1"), "invalid-argument", 3, 23, "given twice"),
+    ("network a {\n  input 3x\n}\n", "syntax-error", 2, 10, "expected"),
+    ("network a {\n  input 3x32\n}\n", "invalid-argument", 2, 9, "CxHxW or N"),
+    # blocks
+    ("block b(f) {\n  conv f 3x3\n}\n" + net("b 8 g=2"), "block-arguments", 6, 7, "no parameter 'g'"),
+    ("block b(f) {\n  conv f 3x3\n}\n" + net("b"), "block-arguments", 6, 3, "usage: b F"),
+    ("block b(f) {\n  conv f 3x3\n}\n" + net("b 1 2"), "block-arguments", 6, 7, "too many arguments"),
+    ("block b(f) {\n  conv f 3x3\n}\n" + net("b 0"), "invalid-argument", 6, 5, "greater than 0"),
+    ("block b(n) {\n  c n\n}\nblock c(n) {\n  b n\n}\n" + net("b 1"), "recursive-block", 5, 3, "b -> c -> b"),
+    ("block b() {\n  relu\n}\nblock b() {\n  relu\n}\n", "duplicate-definition", 4, 7, "defined twice"),
+    ("block conv() {\n  relu\n}\n", "duplicate-definition", 1, 7, "name of a layer kind"),
+    # structure
+    ("network a {\n  conv 8 3x3\n}\n", "missing-input", 1, 9, "must start with an `input`"),
+    (net("conv 8 3x3\ninput 1x8x8"), "misplaced-statement", 4, 9, "first line"),
+    (net("drop last 1"), "misplaced-statement", 3, 13, "derived network"),
+    (net("conv 8 3x3 as a\nconv 8 3x3 as a"), "duplicate-name", 4, 3, "already exists"),
+    (net("conv 8 3x3 as conv2\nconv 8 3x3"), "duplicate-name", 4, 3, "'conv2' already exists"),
+    (net("repeat -1 {\n  relu\n}"), "invalid-argument", 3, 10, "0 or more"),
+    ('use "nowhere.cnn"\n', "use-not-found", 1, 5, "no such file"),
+    # shapes
+    (net("conv 8 7x7", "1x5x5"), "kernel-too-large", 3, 10, "floor((5 + 0 - 7) / 1) + 1 = -1"),
+    (net("pool max 2\npool max 2", "1x2x2"), "kernel-too-large", 4, 12, "floor((1 + 0 - 2) / 2) + 1 = 0"),
+    (net("conv 8 3x3 dilation=4", "1x8x8"), "empty-output", 3, 23, "widens the 3-wide kernel to 9"),
+    (net("conv 8 3x3\ndense 10", "1x8x8"), "needs-flatten", 4, 3, "it would give 288 inputs (8x6x6)"),
+    (net("conv 8 3x3", "784"), "needs-spatial-input", 3, 3, "flat vector of 784"),
+    (net("globalpool avg", "10"), "needs-spatial-input", 3, 3, "CxHxW"),
+    (net("conv 12 3x3 groups=5", "16x8x8"), "groups-mismatch", 3, 22, "1, 2, 4"),
+    (net("conv 6 3x3 groups=4", "4x8x8"), "groups-mismatch", 3, 21, "6 filters"),
+    (net("conv 6 5x5 -> 6x27x28"), "shape-mismatch", 3, 17, "gives 6x28x28, not 6x27x28"),
+    (net("flatten -> 401", "16x5x5"), "shape-mismatch", 3, 14, "gives 400, not 401"),
+    (
+        net("conv 1 3x3 weights=[[1,0],[0,1]]", "1x6x6"),
+        "weights-shape",
+        3,
+        22,
+        "are 2x2, but the layer needs 1x1x3x3",
+    ),
+    (net("conv 1 3x3 weights=[[1,0,1],[0,1]]", "1x6x6"), "weights-shape", 3, 22, "ragged"),
+    # warnings
+    (net("conv 8 3x3 stride=2", "1x28x28"), "dropped-pixels", 3, 21, "last 1 row and column"),
+    (net("pool max 2", "1x7x6"), "dropped-pixels", 3, 12, "last 1 row of the 1x7x6 input is"),
+    (net("pool max 4", "1x6x6"), "dropped-pixels", 3, 12, "last 2 rows and columns"),
+    (net("conv 8 2x2 pad=same", "1x8x8"), "asymmetric-same", 3, 18, "top/bottom 0/1"),
+    (net("flatten\ndense 10 softmax\ndense 5", "1x4x4"), "softmax-not-last", 4, 3, "followed by dense2"),
+    (
+        net("flatten\ndense 10\nsoftmax\ndropout 0.5", "1x4x4"),
+        "dropout-after-output",
+        6,
+        3,
+        "after the output layer dense1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "spec, code, line, column, words", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_diagnostic(spec, code, line, column, words):
+    result = check_text(spec)
+    found = [d for d in result.diagnostics if d.code == code]
+    assert found, f"no [{code}] in {[(d.code, d.message) for d in result.diagnostics]}"
+    d = found[0]
+    assert (d.span.line, d.span.column) == (line, column), d
+    assert words in d.message + " " + (d.help or "")
+    expected_severity = "warning" if CODES[code].startswith("(warning)") else "error"
+    assert d.severity == expected_severity
+
+
+def test_every_code_is_exercised():
+    exercised = {case[1] for case in CASES} | {
+        "use-cycle",
+        "unknown-network",
+        "unknown-name",
+        "drop-too-many",
+        "transfer-shape-changed",
+        "unreadable-file",
+    }
+    assert set(CODES) - exercised == set()
+
+
+def test_all_errors_are_collected_in_one_run():
+    result = check_text(net("convv 3 3x3\nconv 8 3x3 strides=2\npool 2\nconv 8 3x3 -> 1x1x1", "1x8x8"))
+    codes = [d.code for d in result.errors]
+    assert codes == ["unknown-layer", "unknown-option", "invalid-argument", "shape-mismatch"]
+
+
+def test_rendered_diagnostic_has_line_caret_and_help():
+    result = check_text(net("conv 16 3x3 strides=2"))
+    text = render(result.errors[0], result.sources)
+    assert text.splitlines() == [
+        "t.cnn:3:15: error: conv has no option 'strides' (it takes: filters, kernel, stride, pad, "
+        "dilation, groups, bias, activation, weights) [unknown-option]",
+        "   3 |   conv 16 3x3 strides=2",
+        "     |               ^~~~~~~",
+        "  help: did you mean 'stride'?",
+    ]
+
+
+def test_use_cycle(tmp_path: Path):
+    (tmp_path / "a.cnn").write_text('use "b.cnn"\n')
+    (tmp_path / "b.cnn").write_text('use "a.cnn"\n')
+    result = cnnspec.check(tmp_path / "a.cnn")
+    (d,) = result.errors
+    assert d.code == "use-cycle" and d.span.line == 1 and "a.cnn -> " in d.message
+
+
+def test_block_layers_point_at_the_block_line_and_the_call():
+    spec = "block b(f) {\n  conv f 3x3\n}\n" + net("b 8 -> 8x30x30\nb 8", "1x32x32")
+    result = check_text(spec)
+    assert result.ok
+    (layer1, layer2) = result.network().layers
+    assert layer1.layer.span.line == 2 and layer1.layer.calls[0].line == 6
+    assert (layer1.name, layer2.name, layer2.layer.block) == ("conv1", "conv2", "b2")
+
+
+def test_mistakes_file_shows_every_semantic_diagnostic():
+    result = cnnspec.check(SPECS / "mistakes.cnn")
+    shown = {d.code for d in result.diagnostics}
+    not_here = {"syntax-error", "use-cycle", "unreadable-file"}  # need files of their own
+    assert set(CODES) - not_here - shown == set()
+    syntax = cnnspec.check(SPECS / "mistakes_syntax.cnn")
+    assert [d.code for d in syntax.diagnostics] == ["syntax-error"]

@@ -1,0 +1,139 @@
+"""Garbage and mutated specs: the only outcomes allowed are a result or cnnspec's own
+positioned diagnostics. Never a traceback, never a hang (hypothesis' deadline)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cnnspec
+from tests.conftest import SPECS
+
+SEEDS = [p.read_text() for p in sorted(SPECS.glob("*.cnn")) if "use " not in p.read_text()]
+TOKENS = [
+    "network",
+    "block",
+    "repeat",
+    "input",
+    "conv",
+    "pool",
+    "max",
+    "avg",
+    "dense",
+    "flatten",
+    "batchnorm",
+    "relu",
+    "softmax",
+    "dropout",
+    "globalpool",
+    "from",
+    "drop",
+    "last",
+    "freeze",
+    "all",
+    "through",
+    "as",
+    "->",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "=",
+    "\n",
+    " ",
+    "#",
+    "3x3",
+    "1x28x28",
+    "0",
+    "-1",
+    "2",
+    "0.5",
+    "1e9",
+    "999999999",
+    "pad=same",
+    "stride=",
+    "dilation=",
+    "groups=",
+    "weights=",
+    "same",
+    "valid",
+    "x",
+    '"',
+    "ceil",
+    "a",
+    "b",
+]
+
+fuzz = settings(max_examples=300, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
+
+
+def _outcome_is_clean(text: str) -> None:
+    result = cnnspec.check_source(text, "fuzz.cnn")
+    for d in result.diagnostics:
+        assert d.code and d.message
+        if d.span is not None:
+            assert d.span.line >= 1 and d.span.column >= 1, d
+    if result.ok:
+        for network in result.networks:
+            assert all(dim > 0 for layer in network.layers for dim in layer.output_shape)
+
+
+@fuzz
+@given(st.text(max_size=300))
+def test_random_text(text):
+    _outcome_is_clean(text)
+
+
+@fuzz
+@given(st.lists(st.sampled_from(TOKENS), max_size=60))
+def test_random_token_soup(tokens):
+    _outcome_is_clean(" ".join(tokens))
+
+
+@fuzz
+@given(
+    seed=st.sampled_from(SEEDS),
+    cuts=st.lists(
+        st.tuples(st.integers(0, 2000), st.integers(0, 30), st.sampled_from(TOKENS)), min_size=1, max_size=4
+    ),
+)
+def test_mutated_valid_specs(seed, cuts):
+    text = seed
+    for position, length, token in cuts:
+        position %= len(text) + 1
+        text = text[:position] + token + text[position + length :]
+    _outcome_is_clean(text)
+
+
+@fuzz
+@given(
+    n=st.integers(1, 40),
+    layers=st.lists(
+        st.sampled_from(
+            [
+                "conv 4 3x3",
+                "conv 2 5x5 stride=2",
+                "pool max 2",
+                "pool avg 3 stride=2 ceil",
+                "conv 4 3x3 dilation=3",
+                "conv 4 2x2 pad=same",
+                "flatten",
+                "dense 5",
+                "batchnorm",
+                "globalpool max",
+                "conv 4 3x3 groups=2",
+                "dropout 0.5",
+                "softmax",
+            ]
+        ),
+        max_size=12,
+    ),
+)
+def test_random_networks_never_crash(n, layers):
+    body = "\n".join(f"  {line}" for line in layers)
+    _outcome_is_clean(f"network g {{\n  input 2x{n}x{n}\n{body}\n}}\n")
