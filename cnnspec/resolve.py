@@ -8,10 +8,11 @@ arguments with its Pydantic model (`layers.py`). It knows nothing about shapes.
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 from pydantic import ValidationError
 
