@@ -85,7 +85,173 @@ def _reject_unknown_network(result) -> None:
 def _print_diagnostics(result, args) -> None:
     from .report import render_diagnostics
 
-    print(render_diagnostics(result, _use_color(sys.stderr, getattr(args, "color", "auto"))), file=sys.stderr)
+    text = render_diagnostics(result, _use_color(sys.stderr, getattr(args, "color", "auto")))
+    if text:
+        print(text, file=sys.stderr)
+
+
+def _print_error(error) -> None:
+    """A CnnspecError from export/run/train: one line per problem, no source position."""
+    for d in error.diagnostics:
+        print(f"cnnspec: error: {d.message} [{d.code}]", file=sys.stderr)
+        if d.help:
+            print(f"  help: {d.help}", file=sys.stderr)
+
+
+def _checked_network(path: str, network: str | None, args):
+    """Check one spec file and pick one network; diagnostics printed, None on errors."""
+    result = _check_files([path], network)
+    _reject_unknown_network(result)
+    if not result.ok:
+        _print_diagnostics(result, args)
+        return None, result
+    if result.warnings:
+        _print_diagnostics(result, args)
+    if not result.networks:
+        raise UsageError(f"{path} defines no network")
+    if network is None and len(result.networks) > 1:
+        names = ", ".join(n.name for n in result.networks)
+        raise UsageError(f"{path} defines several networks ({names}); pick one with --network NAME")
+    return result.networks[0], result
+
+
+def _build(args, path: str):
+    """A .cnn spec -> (ONNX model, weights) with the export options of `args`."""
+    from .onnx_export import build_model
+
+    network, result = _checked_network(path, args.network, args)
+    if network is None:
+        return None, None, None
+    model, weights = build_model(
+        network,
+        args.seed,
+        args.weights,
+        args.opset,
+        getattr(args, "fold_bn", False),
+        result.sources.get(path),
+    )
+    return network, model, weights
+
+
+def _check_opset(opset: int) -> None:
+    import onnx
+
+    from .onnx_export import MIN_OPSET
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UsageError(f"--opset {opset}: cnnspec exports opsets {MIN_OPSET} to {newest}")
+
+
+def cmd_export(args) -> int:
+    from .diagnostics import CnnspecError
+    from .onnx_export import save
+
+    _check_opset(args.opset)
+    if args.weights and not Path(args.weights).is_file():
+        raise UsageError(f"{args.weights}: no such weights file")
+    try:
+        network, model, weights = _build(args, args.file)
+    except CnnspecError as exc:
+        _print_error(exc)
+        return EXIT_ERRORS
+    if model is None:
+        return EXIT_ERRORS
+    protect = tuple(Path(p) for p in (args.file, args.weights) if p)
+    try:
+        written = save(model, args.output, protect)
+    except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise UsageError(f"{args.output}: {exc}") from None
+    size = sum(p.stat().st_size for p in written)
+    print(
+        f"wrote {args.output} ({size / 1e6:.1f} MB, opset {args.opset}): network {network.name}, "
+        f"input {'x'.join(map(str, ('N', *network.input_shape)))}, "
+        f"output {'x'.join(map(str, ('N', *network.output_shape)))}"
+    )
+    print(weights.summary())
+    if len(written) > 1:
+        print(f"weights above protobuf's 2 GB limit are in {written[1].name} beside the model")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .diagnostics import CnnspecError
+    from .runtime import ProviderUnavailable, input_shape, load_inputs, make_session, read_labels, run, top_k
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise UsageError(f"{args.model}: no such file")
+    try:
+        if path.suffix == ".cnn":
+            _check_opset(args.opset)
+            network, model, _ = _build(args, args.model)
+            if model is None:
+                return EXIT_ERRORS
+            source = model.SerializeToString()
+            described = f"{network.name} ({args.model}, exported in memory, seed {args.seed})"
+        else:
+            source = path
+            described = str(path)
+        session = make_session(source, args.provider)
+        shape = input_shape(session)
+        batch = load_inputs(args.input, shape, args.batch, args.seed, args.mean, args.std)
+        result = run(session, batch, repeat=args.repeat)
+        output = result.output
+        labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
+    except ProviderUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    except CnnspecError as exc:
+        _print_error(exc)
+        return EXIT_ERRORS
+    origin = "random" if not args.input else ", ".join(args.input)
+    print(f"model: {described}")
+    print(f"provider: {result.providers[0]}")
+    print(f"input: {'x'.join(map(str, batch.shape))} ({origin})   output: {'x'.join(map(str, output.shape))}")
+    if output.ndim == 2 and output.shape[1] > 1:
+        shown = 8
+        for index, best in enumerate(top_k(output[:shown], min(args.top, output.shape[1]), labels)):
+            ranked = "  ".join(f"{label} {p:.4f}" for label, p in best)
+            print(f"  [{index}] {ranked}")
+        if output.shape[0] > shown:
+            print(f"  ... {output.shape[0] - shown} more (save them all with -o OUT.npy)")
+    elif output.size <= 256:
+        with np_printoptions():
+            print(output[0] if output.shape[0] == 1 else output)
+    print(
+        f"latency: {result.latency_ms:.3f} ms per batch of {batch.shape[0]} (median of {result.runs}) · "
+        f"{result.images_per_second:,.0f} images/s"
+    )
+    if args.output:
+        _save_npy(args.output, output, tuple(Path(p) for p in [args.model, *args.input]))
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def np_printoptions():
+    import numpy as np
+
+    return np.printoptions(precision=4, suppress=True, linewidth=100)
+
+
+def _save_npy(out: str, array, protect: tuple[Path, ...]) -> None:
+    """Write OUT.npy atomically (temporary file, then rename); never over an input."""
+    import tempfile
+
+    import numpy as np
+
+    target = Path(out)
+    if any(p.exists() and p.resolve() == target.resolve() for p in protect):
+        raise UsageError(f"{out}: refusing to overwrite an input of this command")
+    if not target.resolve().parent.is_dir():
+        raise UsageError(f"{out}: no such folder")
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, array)
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +279,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check)
+
+    def export_options(command) -> None:
+        from_onnx = command is run
+        command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
+        command.add_argument("--seed", type=int, default=0, help="seed of the fresh weights (default 0)")
+        command.add_argument(
+            "--weights",
+            metavar="FILE",
+            help=".npz or .onnx with tensors named like conv1.weight"
+            + (" (only for a .cnn)" if from_onnx else ""),
+        )
+        command.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+        command.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+    export = sub.add_parser(
+        "export",
+        help="write an ONNX model",
+        description="Export a checked network to ONNX (named layers, symbolic batch N). A spec with "
+        "errors is not exported: the same diagnostics as `check`, exit 1.",
+    )
+    export.add_argument("file", metavar="FILE.cnn")
+    export.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    export.add_argument(
+        "--fold-bn", action="store_true", help="fold batch norm into the conv or dense before it"
+    )
+    run = None
+    export_options(export)
+    export.set_defaults(func=cmd_export)
+
+    run = sub.add_parser(
+        "run",
+        help="run a .cnn or .onnx with onnxruntime",
+        description="Run a network with onnxruntime on images (PNG/JPEG, resized and scaled to [0, 1]), "
+        ".npy arrays (CxHxW or NxCxHxW) or random data; print the output, top-K classes and timing.",
+    )
+    run.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
+    run.add_argument("--input", nargs="+", default=[], metavar="PATH", help="images or .npy arrays")
+    run.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
+    run.add_argument("--batch", type=int, default=1, help="batch size of random input (default 1)")
+    run.add_argument("--top", type=int, default=5, help="classes to show per example (default 5)")
+    run.add_argument("--labels", metavar="FILE", help="class names, one a line")
+    run.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted from the input")
+    run.add_argument("--std", type=float, nargs="+", help="per-channel std the input is divided by")
+    run.add_argument("--repeat", type=int, default=10, help="timed runs (default 10)")
+    run.add_argument("-o", "--output", metavar="OUT.npy", help="save the output array")
+    export_options(run)
+    run.set_defaults(func=cmd_run)
     return parser
 
 

@@ -12,7 +12,6 @@ Severity = Literal["error", "warning"]
 # Every code the checker can emit, with the one-line explanation the README repeats.
 CODES: dict[str, str] = {
     "syntax-error": "the text does not follow the .cnn grammar",
-    "unreadable-file": "a file could not be read",
     "use-not-found": "a `use` names a file that does not exist",
     "use-cycle": "files `use` each other in a cycle",
     "duplicate-definition": "two networks or blocks have the same name",
@@ -34,6 +33,9 @@ CODES: dict[str, str] = {
     "groups-mismatch": "channels or filters are not divisible by `groups`",
     "shape-mismatch": "a `-> SHAPE` assertion does not hold",
     "weights-shape": "fixed weights written in the spec have the wrong shape",
+    "weights-file": "a --weights file is unreadable, or lacks, adds or misshapes a tensor",
+    "onnx-file": "an ONNX model given to `run` cannot be read or run",
+    "bad-input": "an input image or array for `run` or data for `train` does not fit the network",
     "drop-too-many": "`drop last K` drops more layers than the base has",
     "unknown-name": "`drop` or `freeze` names a layer that does not exist",
     "transfer-shape-changed": "a layer kept from the base gets a different input size",

@@ -1,0 +1,342 @@
+"""Checked network + weights -> ONNX model, built with onnx.helper.
+
+Every layer's output tensor carries the layer's name (`conv1`, `pool1`, ...), so any
+intermediate result can be exposed by name; initializers follow PyTorch's state-dict
+names (`conv1.weight`); each node's doc string is its spec line. The graph input is
+`input` with a symbolic batch `N`, the graph output `output`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import __version__
+from .diagnostics import CnnspecError, Diagnostic
+from .infer import CheckedLayer, CheckedNetwork
+from .weights import WeightSet
+
+DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; Gelu (opset 20) is decomposed below it
+MIN_OPSET = 13  # Softmax over one axis and per-axis semantics used here need 13
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself
+
+
+@dataclass
+class _Graph:
+    opset: int
+    weights: WeightSet
+    fold_bn: bool
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+    folded: dict[str, np.ndarray] = field(default_factory=dict)  # tensors replaced by folding
+    folded_bn: set[str] = field(default_factory=set)  # batch norms folded into the layer before
+
+    def tensor(self, name: str) -> str:
+        array = self.folded.get(name, self.weights.arrays[name])
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, name: str, doc: str, **attrs) -> None:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=name, doc_string=doc, **attrs))
+
+
+def _doc(entry: CheckedLayer) -> str:
+    span = entry.layer.span
+    return f"{span.path}:{span.line}: {entry.layer.spec_text()}"
+
+
+def _activation(g: _Graph, fn: str, alpha: float | None, x: str, out: str, name: str, doc: str) -> None:
+    if fn == "relu":
+        g.node("Relu", [x], out, name, doc)
+    elif fn == "leakyrelu":
+        g.node("LeakyRelu", [x], out, name, doc, alpha=float(alpha if alpha is not None else 0.01))
+    elif fn == "elu":
+        g.node("Elu", [x], out, name, doc, alpha=float(alpha if alpha is not None else 1.0))
+    elif fn == "sigmoid":
+        g.node("Sigmoid", [x], out, name, doc)
+    elif fn == "tanh":
+        g.node("Tanh", [x], out, name, doc)
+    elif fn == "softmax":
+        g.node("Softmax", [x], out, name, doc, axis=1)  # over classes (or channels)
+    elif fn == "gelu" and g.opset >= 20:
+        g.node("Gelu", [x], out, name, doc)
+    elif fn == "gelu":  # 0.5 * x * (1 + erf(x / sqrt(2))), the exact form
+        consts = {f"{name}.c_sqrt2": math.sqrt(2.0), f"{name}.c_one": 1.0, f"{name}.c_half": 0.5}
+        for cname, value in consts.items():
+            g.initializers.append(numpy_helper.from_array(np.array(value, np.float32), cname))
+        g.node("Div", [x, f"{name}.c_sqrt2"], f"{name}.scaled", f"{name}.div", doc)
+        g.node("Erf", [f"{name}.scaled"], f"{name}.erf", f"{name}.erf", doc)
+        g.node("Add", [f"{name}.erf", f"{name}.c_one"], f"{name}.plus1", f"{name}.add", doc)
+        g.node("Mul", [x, f"{name}.plus1"], f"{name}.xplus", f"{name}.mul", doc)
+        g.node("Mul", [f"{name}.xplus", f"{name}.c_half"], out, f"{name}.half", doc)
+    else:  # pragma: no cover - the activation list is closed in layers.py
+        raise ValueError(fn)
+
+
+def _with_activation(entry: CheckedLayer, out: str) -> str:
+    """Where the main op writes: straight to `out`, or to a tensor the activation reads."""
+    activation = getattr(entry.layer.config, "activation", None)
+    return f"{out}.preact" if activation else out
+
+
+def _finish_activation(g: _Graph, entry: CheckedLayer, out: str) -> None:
+    activation = getattr(entry.layer.config, "activation", None)
+    if activation:
+        _activation(
+            g,
+            activation.name,
+            activation.alpha,
+            f"{out}.preact",
+            out,
+            f"{entry.name}.{activation.name}",
+            _doc(entry),
+        )
+
+
+def _onnx_pads(pads: tuple[int, int, int, int]) -> list[int]:
+    top, bottom, left, right = pads
+    return [top, left, bottom, right]  # ONNX: all begins, then all ends
+
+
+def lower_conv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    config = entry.layer.config
+    inputs = [x, g.tensor(f"{entry.name}.weight")]
+    if "bias" in entry.tensors or f"{entry.name}.bias" in g.folded:
+        inputs.append(g.tensor(f"{entry.name}.bias"))
+    target = _with_activation(entry, out)
+    g.node(
+        "Conv",
+        inputs,
+        target,
+        entry.name,
+        _doc(entry),
+        kernel_shape=list(config.kernel),
+        strides=list(config.stride),
+        pads=_onnx_pads(entry.pads),
+        dilations=list(config.dilation),
+        group=config.groups,
+    )
+    _finish_activation(g, entry, out)
+
+
+def lower_pool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    config = entry.layer.config
+    attrs = dict(
+        kernel_shape=list(config.kernel),
+        strides=list(config.stride or config.kernel),
+        pads=_onnx_pads(entry.pads),
+        ceil_mode=int(config.ceil),
+    )
+    if config.mode == "max":
+        g.node("MaxPool", [x], out, entry.name, _doc(entry), **attrs)
+    else:  # padding is not counted in the average, as Keras and TensorFlow do
+        g.node("AveragePool", [x], out, entry.name, _doc(entry), count_include_pad=0, **attrs)
+
+
+def lower_globalpool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    op = "GlobalMaxPool" if entry.layer.config.mode == "max" else "GlobalAveragePool"
+    g.node(op, [x], out, entry.name, _doc(entry))
+
+
+def lower_batchnorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    if entry.name in g.folded_bn:
+        g.node("Identity", [x], out, entry.name, _doc(entry) + " (folded into the previous layer)")
+        return
+    names = [
+        g.tensor(f"{entry.name}.{suffix}") for suffix in ("weight", "bias", "running_mean", "running_var")
+    ]
+    g.node(
+        "BatchNormalization", [x, *names], out, entry.name, _doc(entry), epsilon=float(entry.layer.config.eps)
+    )
+
+
+def lower_dense(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    inputs = [x, g.tensor(f"{entry.name}.weight")]
+    if "bias" in entry.tensors or f"{entry.name}.bias" in g.folded:
+        inputs.append(g.tensor(f"{entry.name}.bias"))
+    target = _with_activation(entry, out)
+    g.node("Gemm", inputs, target, entry.name, _doc(entry), transB=1)
+    _finish_activation(g, entry, out)
+
+
+def lower_identity(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    g.node("Identity", [x], out, entry.name, _doc(entry) + " (inference: passes values through)")
+
+
+def lower_flatten(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    g.node("Flatten", [x], out, entry.name, _doc(entry), axis=1)
+
+
+def lower_activation(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    config = entry.layer.config
+    _activation(g, config.fn, config.alpha, x, out, entry.name, _doc(entry))
+
+
+LOWERINGS = {
+    "conv": lower_conv,
+    "pool": lower_pool,
+    "globalpool": lower_globalpool,
+    "batchnorm": lower_batchnorm,
+    "dropout": lower_identity,
+    "flatten": lower_flatten,
+    "dense": lower_dense,
+}
+
+
+def _fold_batchnorm(network: CheckedNetwork, weights: WeightSet) -> tuple[dict[str, np.ndarray], set[str]]:
+    """conv/dense -> batchnorm pairs (no activation between) become one layer:
+    W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta."""
+    folded: dict[str, np.ndarray] = {}
+    folded_bn: set[str] = set()
+    layers = network.layers
+    for before, bn in zip(layers, layers[1:]):
+        if bn.kind != "batchnorm" or before.kind not in ("conv", "dense"):
+            continue
+        if before.layer.config.activation_name is not None:
+            continue
+        a = weights.arrays
+        scale = a[f"{bn.name}.weight"] / np.sqrt(a[f"{bn.name}.running_var"] + bn.layer.config.eps)
+        weight = a[f"{before.name}.weight"]
+        bias = a.get(f"{before.name}.bias", np.zeros(weight.shape[0], np.float32))
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        folded[f"{before.name}.weight"] = (weight * scale.reshape(shape)).astype(np.float32)
+        folded[f"{before.name}.bias"] = (
+            (bias - a[f"{bn.name}.running_mean"]) * scale + a[f"{bn.name}.bias"]
+        ).astype(np.float32)
+        folded_bn.add(bn.name)
+    return folded, folded_bn
+
+
+def to_onnx(
+    network: CheckedNetwork,
+    weights: WeightSet,
+    opset: int = DEFAULT_OPSET,
+    fold_bn: bool = False,
+    spec_text: str | None = None,
+) -> onnx.ModelProto:
+    """Build the ONNX model of a checked, error-free network."""
+    if not network.complete:
+        raise CnnspecError(
+            [Diagnostic("error", "shape-mismatch", f"network '{network.name}' has shape errors")]
+        )
+    supported = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= supported:
+        raise ValueError(f"opset {opset} is outside {MIN_OPSET}..{supported}")
+    g = _Graph(opset, weights, fold_bn)
+    if fold_bn:
+        g.folded, g.folded_bn = _fold_batchnorm(network, weights)
+    x = "input"
+    for entry in network.layers:
+        lower = LOWERINGS.get(entry.kind, lower_activation)
+        lower(g, entry, x, entry.name)
+        x = entry.name
+    g.nodes.append(helper.make_node("Identity", [x], ["output"], name="output"))
+    graph = helper.make_graph(
+        g.nodes,
+        network.name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *network.input_shape])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", *network.output_shape])],
+        initializer=g.initializers,
+        doc_string=f"{network.name} from {network.path}:{network.line}",
+    )
+    model = helper.make_model_gen_version(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="cnnspec",
+        producer_version=__version__,
+    )
+    metadata = {
+        "cnnspec_version": __version__,
+        "network": network.name,
+        "frozen_tensors": ",".join(weights.frozen_names),
+        "trainable_params": str(network.trainable_params),
+        "total_params": str(network.total_params),
+    }
+    if spec_text is not None:
+        metadata["spec"] = spec_text
+    helper.set_model_props(model, metadata)
+    return model
+
+
+def build_model(
+    network: CheckedNetwork,
+    seed: int = 0,
+    weights_file: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    fold_bn: bool = False,
+    spec_text: str | None = None,
+) -> tuple[onnx.ModelProto, WeightSet]:
+    """Weights (fresh from `seed`, or carried over from `weights_file`) and the checked model."""
+    from .weights import build_weights, load_file
+
+    provided = load_file(weights_file) if weights_file else None
+    weights = build_weights(network, seed, provided)
+    model = to_onnx(network, weights, opset, fold_bn, spec_text)
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        onnx.checker.check_model(model, full_check=True)
+    return model, weights
+
+
+def intermediate_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` that also returns the named layer outputs (for tests and
+    debugging); their shapes are left for the runtime to report."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for name in names:
+        copy.graph.output.append(helper.make_empty_tensor_value_info(name))
+    return copy
+
+
+def save(model: onnx.ModelProto, out: str | Path, protect: tuple[Path, ...] = ()) -> list[Path]:
+    """Write atomically: into a temporary file beside OUT, then rename. Models above
+    protobuf's 2 GB limit keep their weights in OUT.data next to the model. Never
+    overwrites one of `protect` (the spec, the weights file). Returns the files written."""
+    out = Path(out)
+    resolved = out.resolve()
+    for path in protect:
+        if path.exists() and resolved == path.resolve():
+            raise FileExistsError(f"refusing to overwrite {path}, an input of this command")
+    folder = resolved.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such folder")
+    size = sum(len(init.raw_data) or init.ByteSize() for init in model.graph.initializer)
+    external = size > EXTERNAL_DATA_THRESHOLD
+    handle, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    written = [resolved]
+    try:
+        if external:
+            data_name = out.name + ".data"
+            temp_data = f".{data_name}.tmp"
+            onnx.save_model(
+                model,
+                temp,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=temp_data,
+                size_threshold=1024,
+            )
+            # Point the model at the final data file name, then move both into place.
+            final = onnx.load(temp, load_external_data=False)
+            for tensor in final.graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+            onnx.save_model(final, temp)
+            os.replace(folder / temp_data, folder / data_name)
+            written.append(folder / data_name)
+        else:
+            onnx.save_model(model, temp)
+        os.replace(temp, resolved)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return written

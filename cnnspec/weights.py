@@ -1,0 +1,205 @@
+"""Weights for a checked network: fresh (seeded), written in the spec, or loaded from an
+`.npz` / ONNX file and matched by name and shape. Names follow PyTorch's state-dict
+convention (`conv1.weight`, `bn1.running_mean`) so weights move between the two.
+
+The result comes with a plan: for every tensor, where its values come from and whether
+training may change it. `cnnspec export` prints the plan's totals; tests read it.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .diagnostics import CnnspecError, Diagnostic
+from .infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
+from .layers import RELU_FAMILY
+
+Source = Literal["loaded", "new", "spec"]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str
+    shape: tuple[int, ...]
+    source: Source  # loaded from --weights, freshly initialised, or written in the spec
+    frozen: bool
+    trainable: bool  # False for frozen layers and for batch-norm running statistics
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    arrays: dict[str, np.ndarray]
+    plan: tuple[TensorPlan, ...]
+    unused: tuple[str, ...] = ()  # tensors of the file that belong to dropped layers
+
+    @property
+    def frozen_names(self) -> list[str]:
+        return [p.name for p in self.plan if p.frozen]
+
+    def summary(self) -> str:
+        def count(predicate) -> int:
+            return sum(math.prod(p.shape) for p in self.plan if predicate(p))
+
+        parts = [
+            f"{count(lambda p: p.source == 'loaded'):,} loaded",
+            f"{count(lambda p: p.source == 'new'):,} newly initialised",
+        ]
+        if any(p.source == "spec" for p in self.plan):
+            parts.append(f"{count(lambda p: p.source == 'spec'):,} from the spec")
+        parts.append(f"{count(lambda p: p.frozen):,} frozen")
+        text = "weights: " + ", ".join(parts)
+        if self.unused:
+            text += f"; not used (dropped layers): {', '.join(self.unused)}"
+        return text
+
+
+def _fail(code: str, message: str, help: str | None = None) -> CnnspecError:
+    return CnnspecError([Diagnostic("error", code, message, None, help)])
+
+
+def _problem(message: str) -> Diagnostic:
+    return Diagnostic("error", "weights-file", message)
+
+
+def _fmt(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _followed_by_relu(network: CheckedNetwork, index: int) -> bool:
+    """He initialisation suits a layer whose output goes (maybe through batch norm) into a
+    ReLU-family activation; Glorot suits the rest."""
+    entry = network.layers[index]
+    if entry.layer.config.activation_name is not None:
+        return entry.layer.config.activation_name in RELU_FAMILY
+    for later in network.layers[index + 1 :]:
+        if later.kind in ("batchnorm", "dropout"):
+            continue
+        return later.layer.config.activation_name in RELU_FAMILY
+    return False
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def fresh_tensor(name: str, shape: tuple[int, ...], he: bool, seed: int) -> np.ndarray:
+    """Deterministic per tensor: the seed and the tensor's name pick the random stream, so
+    adding a layer elsewhere never changes this one's values."""
+    suffix = name.rsplit(".", 1)[-1]
+    if suffix in ("bias", "running_mean"):
+        return np.zeros(shape, np.float32)
+    if suffix == "running_var":
+        return np.ones(shape, np.float32)
+    if len(shape) == 1:  # batch-norm gamma
+        return np.ones(shape, np.float32)
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode())])
+    fan_in, fan_out = _fans(shape)
+    if he:
+        return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape).astype(np.float32)
+
+
+def _spec_tensor(entry: CheckedLayer, suffix: str) -> np.ndarray | None:
+    """Weights written in the spec (`weights=[[1,0,-1],...]`); bias then defaults to 0."""
+    written = getattr(entry.layer.config, "weights", None)
+    if written is None:
+        return None
+    shape = entry.tensors[suffix]
+    if suffix == "weight":
+        array = np.asarray(written, np.float32)
+        assert array.shape in accepted_weight_shapes(shape)  # checked by infer
+        return array.reshape(shape)
+    return np.zeros(shape, np.float32)
+
+
+def load_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Tensors of an `.npz` (keys = names) or of an ONNX model's initializers."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail("weights-file", f"{path}: no such weights file")
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # protobuf raises several types for a corrupt file
+            raise _fail("weights-file", f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+        return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("a single array, not a named set")
+            return {key: np.asarray(data[key]) for key in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise _fail(
+            "weights-file",
+            f"{path}: not a readable .npz of named arrays ({exc})",
+            "save with numpy.savez(path, **{'conv1.weight': ..., 'conv1.bias': ...})",
+        ) from None
+
+
+def build_weights(
+    network: CheckedNetwork,
+    seed: int = 0,
+    provided: dict[str, np.ndarray] | None = None,
+) -> WeightSet:
+    """Every tensor of `network`: from `provided` for layers that must take them, from the
+    spec where written there, otherwise fresh. Raises CnnspecError listing every
+    missing, extra or wrongly shaped tensor at once."""
+    arrays: dict[str, np.ndarray] = {}
+    plan: list[TensorPlan] = []
+    problems: list[Diagnostic] = []
+    used: set[str] = set()
+    for index, entry in enumerate(network.layers):
+        layer = entry.layer
+        # Every layer of a plain network and the kept layers of a derived one must find
+        # their tensors in the file; a derived network's new layers take them when the
+        # file has them (a trained model of this very network) and start fresh otherwise.
+        must_load = provided is not None and layer.origin != "new"
+        he = _followed_by_relu(network, index)
+        for suffix, shape in entry.tensors.items():
+            name = f"{layer.name}.{suffix}"
+            trainable = not layer.frozen and suffix not in ("running_mean", "running_var")
+            source: Source
+            if provided is not None and name in provided:
+                used.add(name)
+                value = np.asarray(provided[name])
+                if tuple(value.shape) != tuple(shape):
+                    problems.append(
+                        _problem(
+                            f"tensor '{name}' is {_fmt(value.shape)} in the weights, but "
+                            f"{layer.name} needs {_fmt(shape)}"
+                        )
+                    )
+                    continue
+                arrays[name], source = value.astype(np.float32), "loaded"
+            elif must_load:
+                problems.append(_problem(f"the weights have no tensor '{name}' (needed: {_fmt(shape)})"))
+                continue
+            elif (written := _spec_tensor(entry, suffix)) is not None:
+                arrays[name], source = written, "spec"
+            else:
+                arrays[name], source = fresh_tensor(name, shape, he, seed), "new"
+            plan.append(TensorPlan(name, tuple(shape), source, layer.frozen, trainable))
+    unused: list[str] = []
+    if provided is not None:
+        dropped = tuple(f"{name}." for name in network.dropped)
+        for name in sorted(set(provided) - used):
+            if name.startswith(dropped):
+                unused.append(name)
+            else:
+                problems.append(
+                    _problem(f"the weights have a tensor '{name}' that no layer of '{network.name}' uses")
+                )
+    if problems:
+        raise CnnspecError(problems)
+    return WeightSet(arrays, tuple(plan), tuple(unused))
