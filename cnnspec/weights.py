@@ -9,6 +9,7 @@ training may change it. `cnnspec export` prints the plan's totals; tests read it
 from __future__ import annotations
 
 import math
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
 from .layers import RELU_FAMILY
 
 Source = Literal["loaded", "new", "spec"]
+NPZ_HELP = "save with numpy.savez(path, **{'conv1.weight': ..., 'conv1.bias': ...})"
 
 
 @dataclass(frozen=True)
@@ -135,16 +137,18 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
             raise _fail("weights-file", f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
         return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("a single array, not a named set")
-            return {key: np.asarray(data[key]) for key in data.files}
-    except (ValueError, OSError, EOFError) as exc:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise _fail(
-            "weights-file",
-            f"{path}: not a readable .npz of named arrays ({exc})",
-            "save with numpy.savez(path, **{'conv1.weight': ..., 'conv1.bias': ...})",
+            "weights-file", f"{path}: not a readable .npz of named arrays ({exc})", NPZ_HELP
         ) from None
+    if isinstance(data, np.ndarray):
+        raise _fail("weights-file", f"{path}: holds one unnamed array, not named tensors", NPZ_HELP)
+    with data:
+        try:
+            return {key: np.asarray(data[key]) for key in data.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise _fail("weights-file", f"{path}: a tensor cannot be read ({exc})", NPZ_HELP) from None
 
 
 def build_weights(

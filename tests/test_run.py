@@ -1,0 +1,214 @@
+"""`cnnspec export` and `cnnspec run` from the command line: outputs, files and every
+kind of bad input (one clear line, a non-zero exit, no traceback, no partial file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from cnnspec.cli import main
+from tests.conftest import ROOT, SPECS
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([*args, "--color", "never"] if args[0] in ("check",) else list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_writes_a_valid_model(tmp_path, capsys):
+    out = tmp_path / "lenet5.onnx"
+    code, stdout, _ = cli(capsys, "export", "specs/lenet5.cnn", "-o", str(out), "--seed", "3")
+    assert code == 0 and "network lenet5, input Nx1x32x32, output Nx10" in stdout
+    assert "61,706 newly initialised" in stdout
+    onnx.checker.check_model(str(out), full_check=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["lenet5.onnx"]
+
+
+def test_export_of_a_spec_with_errors_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "bad.onnx"
+    code, _, err = cli(capsys, "export", "specs/mistakes.cnn", "--network", "shapes", "-o", str(out))
+    assert code == 1 and "[shape-mismatch]" in err and not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_needs_a_network_when_there_are_several(tmp_path, capsys):
+    code, _, err = cli(capsys, "export", "specs/textbook.cnn", "-o", str(tmp_path / "x.onnx"))
+    assert code == 2 and "--network NAME" in err
+
+
+def test_export_never_overwrites_its_input(tmp_path, capsys):
+    spec = tmp_path / "net.cnn"
+    spec.write_text((SPECS / "lenet5.cnn").read_text())
+    code, _, err = cli(capsys, "export", str(spec), "-o", str(spec))
+    assert code == 2 and "refusing to overwrite" in err
+    assert spec.read_text() == (SPECS / "lenet5.cnn").read_text()
+
+
+@pytest.mark.parametrize("opset", ["12", "99"])
+def test_export_rejects_unsupported_opsets(tmp_path, capsys, opset):
+    code, _, err = cli(capsys, "export", "specs/lenet5.cnn", "-o", str(tmp_path / "x.onnx"), "--opset", opset)
+    assert code == 2 and "--opset" in err
+
+
+def test_export_with_missing_weights_file(tmp_path, capsys):
+    code, _, err = cli(
+        capsys, "export", "specs/lenet5.cnn", "-o", str(tmp_path / "x.onnx"), "--weights", "nope.npz"
+    )
+    assert code == 2 and "nope.npz: no such weights file" in err
+
+
+def test_export_weights_mismatch_names_the_tensor(tmp_path, capsys):
+    np.savez(tmp_path / "w.npz", **{"conv1.weight": np.zeros((6, 1, 3, 3), np.float32)})
+    code, _, err = cli(
+        capsys,
+        "export",
+        "specs/lenet5.cnn",
+        "-o",
+        str(tmp_path / "x.onnx"),
+        "--weights",
+        str(tmp_path / "w.npz"),
+    )
+    assert code == 1
+    assert "tensor 'conv1.weight' is 6x1x3x3 in the weights, but conv1 needs 6x1x5x5 [weights-file]" in err
+    assert "no tensor 'dense3.bias'" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_run_edge_example_prints_the_feature_map(capsys):
+    code, out, _ = cli(capsys, "run", "specs/edge.cnn", "--input", "specs/data/edge6x6.npy")
+    assert code == 0
+    assert "output: 1x1x4x4" in out and out.count("30.") == 8
+
+
+def test_run_random_input_on_an_exported_model(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    assert main(["export", "specs/lenet5.cnn", "-o", str(model)]) == 0
+    code, out, _ = cli(capsys, "run", str(model), "--batch", "4", "--top", "3", "-o", str(tmp_path / "o.npy"))
+    assert code == 0
+    assert "input: 4x1x32x32 (random)" in out and "output: 4x10" in out and "images/s" in out
+    assert "provider: CPUExecutionProvider" in out
+    saved = np.load(tmp_path / "o.npy")
+    assert saved.shape == (4, 10) and np.allclose(saved.sum(axis=1), 1, atol=1e-5)
+
+
+def test_run_images_with_labels(tmp_path, capsys):
+    for i, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+        Image.new("RGB", (64, 48), color).save(tmp_path / f"img{i}.png")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class{i}" for i in range(10)))
+    code, out, _ = cli(
+        capsys,
+        "run",
+        "specs/cifar.cnn",
+        "--input",
+        str(tmp_path / "img0.png"),
+        str(tmp_path / "img1.png"),
+        "--labels",
+        str(labels),
+        "--top",
+        "2",
+        "--mean",
+        "0.5",
+        "0.5",
+        "0.5",
+        "--std",
+        "0.25",
+        "0.25",
+        "0.25",
+    )
+    assert code == 0
+    assert "input: 2x3x32x32" in out and "[1] class" in out
+
+
+def test_image_converted_to_one_channel(tmp_path, capsys):
+    Image.new("RGB", (10, 10), (255, 255, 255)).save(tmp_path / "white.png")
+    code, out, _ = cli(
+        capsys,
+        "run",
+        "specs/edge.cnn",
+        "--input",
+        str(tmp_path / "white.png"),
+        "-o",
+        str(tmp_path / "edges.npy"),
+    )
+    assert code == 0 and "output: 1x1x4x4" in out
+    assert not np.load(tmp_path / "edges.npy").any()  # a flat image has no edges
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: d / "nothing.png", "no such file"),
+        (lambda d: _write(d / "fake.png", b"not really a png"), "not a readable image"),
+        (
+            lambda d: _npy(d / "a.npy", np.zeros((3, 6, 6))),
+            "array is 3x6x6, expected 1x6x6 or Nx1x6x6 (it has 3 channels",
+        ),
+        (lambda d: _npy(d / "b.npy", np.zeros((1, 5, 5))), "array is 1x5x5"),
+        (lambda d: _write(d / "c.npy", b"garbage"), "not a readable .npy"),
+        (lambda d: _write(d / "d.txt", b"1 2 3"), "expected an image"),
+    ],
+)
+def test_run_bad_inputs(tmp_path, capsys, make, words):
+    path = make(tmp_path)
+    code, _, err = cli(capsys, "run", "specs/edge.cnn", "--input", str(path))
+    assert code == 1 and words in err and "Traceback" not in err
+
+
+def test_run_corrupt_onnx(tmp_path, capsys):
+    bad = _write(tmp_path / "bad.onnx", b"\x08\x07garbage protobuf")
+    code, _, err = cli(capsys, "run", str(bad))
+    assert code == 1 and "onnxruntime cannot load it" in err and "[onnx-file]" in err
+
+
+def test_run_missing_model_is_a_usage_error(capsys):
+    code, _, err = cli(capsys, "run", "nowhere.onnx")
+    assert code == 2 and "no such file" in err
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
+def test_cuda_unavailable_says_so_and_exits_2(capsys):
+    code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--provider", "cuda")
+    assert code == 2 and "CUDA execution provider is not available" in err and "CPUExecutionProvider" in err
+
+
+def test_auto_provider_says_which_ran(capsys):
+    code, out, _ = cli(capsys, "run", "specs/lenet5.cnn", "--provider", "auto")
+    assert code == 0 and "provider: " in out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(),
+    reason="needs onnxruntime-gpu and an NVIDIA GPU",
+)
+def test_cuda_matches_cpu(tmp_path):
+    from cnnspec.runtime import make_session
+
+    model = tmp_path / "m.onnx"
+    assert main(["export", "specs/lenet5.cnn", "-o", str(model)]) == 0
+    x = np.random.default_rng(0).random((8, 1, 32, 32), dtype=np.float32)
+    cpu = make_session(model, "cpu").run(None, {"input": x})[0]
+    gpu = make_session(model, "cuda").run(None, {"input": x})[0]
+    np.testing.assert_allclose(cpu, gpu, atol=1e-3)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _npy(path: Path, array) -> Path:
+    np.save(path, array)
+    return path
