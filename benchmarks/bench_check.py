@@ -62,7 +62,9 @@ def main() -> None:
     cnnspec_cmd = [sys.executable, "-m", "cnnspec", "check", "specs/lenet5.cnn", "--color", "never"]
     subprocess.run(cnnspec_cmd, check=True, capture_output=True, cwd=ROOT)  # warm Lark's table cache
 
-    print(f"LeNet-5, whole process, best of {args.repeat} (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    print(
+        f"LeNet-5, whole process, best of {args.repeat} (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)"
+    )
     ours = best_of(cnnspec_cmd, args.repeat)
     print(f"  cnnspec check specs/lenet5.cnn         {ours * 1000:8.0f} ms")
     if importlib.util.find_spec("torch") and importlib.util.find_spec("torchinfo"):
@@ -70,7 +72,9 @@ def main() -> None:
             handle.write(TORCHINFO_SCRIPT)
         theirs = best_of([sys.executable, handle.name], args.repeat)
         os.unlink(handle.name)
-        print(f"  PyTorch model + torchinfo.summary      {theirs * 1000:8.0f} ms   ({theirs / ours:.1f}x slower)")
+        print(
+            f"  PyTorch model + torchinfo.summary      {theirs * 1000:8.0f} ms   ({theirs / ours:.1f}x slower)"
+        )
     else:
         print("  PyTorch + torchinfo: not installed (pip install torch==2.13.0 torchinfo)")
 

@@ -49,6 +49,25 @@ class CheckedLayer:
         return self.trainable_params + self.non_trainable_params
 
     @property
+    def floor_mode_pads(self) -> tuple[int, int, int, int] | None:
+        """Pads (top, bottom, left, right) that give this layer's output size in floor mode.
+
+        Backends lower pooling's ceil mode to extra end padding: runtimes disagree on
+        ceil-mode windows that start in the right padding (PyTorch drops them,
+        onnxruntime and ONNX shape inference keep them); explicit pads mean the same
+        everywhere. Padding is never part of a max, nor of an average (padding is not
+        counted), so the values are unchanged."""
+        config = self.layer.config
+        if self.pads is None or not getattr(config, "ceil", False):
+            return self.pads
+        top, _, left, _ = self.pads
+        stride = config.stride or config.kernel
+        (_, out_h, out_w), (_, n_h, n_w) = self.output_shape, self.input_shape
+        bottom = (out_h - 1) * stride[0] + config.kernel[0] - n_h - top
+        right = (out_w - 1) * stride[1] + config.kernel[1] - n_w - left
+        return top, max(bottom, 0), left, max(right, 0)
+
+    @property
     def dense_equivalent_params(self) -> int | None:
         """What a fully connected layer from this input to this output would cost."""
         if self.kind != "conv":

@@ -127,30 +127,12 @@ def lower_conv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     _finish_activation(g, entry, out)
 
 
-def floor_mode_pads(entry: CheckedLayer) -> tuple[int, int, int, int]:
-    """Pads that give a pooling layer's checked output size in floor mode.
-
-    Ceil mode becomes extra end padding: runtimes disagree on ceil-mode windows that
-    start in the right padding (PyTorch drops them, onnxruntime and ONNX shape inference
-    keep them); explicit pads mean the same everywhere. Padding is never part of a max,
-    nor (count_include_pad=0) of an average, so the values are unchanged."""
-    config = entry.layer.config
-    if not config.ceil:
-        return entry.pads
-    top, _, left, _ = entry.pads
-    stride = config.stride or config.kernel
-    (_, out_h, out_w), (_, n_h, n_w) = entry.output_shape, entry.input_shape
-    bottom = (out_h - 1) * stride[0] + config.kernel[0] - n_h - top
-    right = (out_w - 1) * stride[1] + config.kernel[1] - n_w - left
-    return top, max(bottom, 0), left, max(right, 0)
-
-
 def lower_pool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     config = entry.layer.config
     attrs = dict(
         kernel_shape=list(config.kernel),
         strides=list(config.stride or config.kernel),
-        pads=_onnx_pads(floor_mode_pads(entry)),
+        pads=_onnx_pads(entry.floor_mode_pads),
     )
     if config.mode == "max":
         g.node("MaxPool", [x], out, entry.name, _doc(entry), **attrs)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# CUDA check for a machine with an NVIDIA GPU (not part of CI): exports LeNet-5 and
+# VGG-16, runs both with `--provider cuda` and compares the outputs with the CPU's to
+# within 1e-3. Usage: bash benchmarks/gpu_check.sh  (installs into ./.gpu-venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .gpu-venv
+. .gpu-venv/bin/activate
+python -m pip install --quiet -e '.[gpu]'
+python -m pip uninstall --quiet -y onnxruntime || true   # the GPU build provides the module
+python -m pip install --quiet --force-reinstall --no-deps 'onnxruntime-gpu>=1.17'
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+out=$(mktemp -d)
+python - "$out" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import cnnspec
+from cnnspec.onnx_export import build_model, save
+from cnnspec.runtime import make_session, run
+
+out = Path(sys.argv[1])
+print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
+worst = 0.0
+for spec, batch in (("specs/lenet5.cnn", 32), ("specs/vgg16.cnn", 8)):
+    network = cnnspec.check(spec).network()
+    model, _ = build_model(network, seed=0)
+    path = out / f"{network.name}.onnx"
+    save(model, path)
+    x = np.random.default_rng(0).random((batch, *network.input_shape), dtype=np.float32)
+    cpu = run(make_session(path, "cpu"), x, repeat=3)
+    gpu = run(make_session(path, "cuda"), x, repeat=10)
+    assert gpu.providers[0] == "CUDAExecutionProvider", gpu.providers
+    diff = float(np.abs(cpu.output - gpu.output).max())
+    worst = max(worst, diff)
+    print(f"{network.name}: batch {batch}  max |cpu - cuda| = {diff:.2e}  "
+          f"cpu {cpu.images_per_second:,.0f} img/s  cuda {gpu.images_per_second:,.0f} img/s")
+assert worst < 1e-3, f"CPU and CUDA differ by {worst}"
+print("CUDA check passed")
+PY
+cnnspec run specs/lenet5.cnn --provider cuda --batch 4 | head -3
