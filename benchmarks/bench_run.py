@@ -33,15 +33,20 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = [("lenet5.cnn", (1, 32)), ("cifar.cnn", (1, 32)), ("vgg16.cnn", (1, 8))]
 
 
-def timed(fn, seconds: float, min_runs: int) -> float:
+def eager(module: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.inference_mode():
+        module(x)
+
+
+def timed(seconds: float, min_runs: int, fn, *args) -> float:
     """Median seconds of one call, over at least `min_runs` calls or `seconds` of calls."""
-    fn()  # warm-up
-    fn()
+    fn(*args)  # warm-up
+    fn(*args)
     times = []
     deadline = time.perf_counter() + seconds
     while len(times) < min_runs or time.perf_counter() < deadline:
         start = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(time.perf_counter() - start)
         if len(times) >= 200:
             break
@@ -97,14 +102,11 @@ def main() -> None:
                 eager_out = module(xt).numpy()
             diff = float(np.abs(ours.run(None, {"input": x})[0] - eager_out).max())
 
-            def eager():
-                with torch.inference_mode():
-                    module(xt)
-
+            feeds = {"input": x}
             rates = [
-                batch / timed(lambda: ours.run(None, {"input": x}), seconds, min_runs),
-                batch / timed(eager, seconds, min_runs),
-                batch / timed(lambda: theirs.run(None, {"input": x}), seconds, min_runs),
+                batch / timed(seconds, min_runs, ours.run, None, feeds),
+                batch / timed(seconds, min_runs, eager, module, xt),
+                batch / timed(seconds, min_runs, theirs.run, None, feeds),
             ]
             print(
                 f"{network.name:<8} {batch:>5} {rates[0]:>12,.0f} i/s {rates[1]:>14,.0f} i/s "
