@@ -227,6 +227,68 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    from .diagnostics import CnnspecError
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError("`cnnspec train` needs PyTorch: pip install 'cnnspec[train]'") from None
+    from .onnx_export import save, to_onnx
+    from .train import load_dataset, train
+    from .weights import build_weights, load_file
+
+    _check_opset(args.opset)
+    for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if not 0 <= args.val_split < 1:
+        raise UsageError("--val-split must be at least 0 and below 1")
+    if args.lr <= 0:
+        raise UsageError("--lr must be above 0")
+    if args.weights and not Path(args.weights).is_file():
+        raise UsageError(f"{args.weights}: no such weights file")
+    network, result = _checked_network(args.file, args.network, args)
+    if network is None:
+        return EXIT_ERRORS
+    try:
+        provided = load_file(args.weights) if args.weights else None
+        weights = build_weights(network, args.seed, provided)
+        data = load_dataset(args.data, network.input_shape, network.output_shape[0])
+        print(
+            f"training {network.name}: {network.trainable_params:,} trainable and "
+            f"{network.total_params - network.trainable_params:,} non-trainable params; "
+            f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation",
+            file=sys.stderr,
+        )
+        print(weights.summary(), file=sys.stderr)
+        outcome = train(
+            network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed
+        )
+        trained = build_weights(network, args.seed, outcome.arrays)
+        model = to_onnx(network, trained, args.opset, spec_text=result.sources.get(args.file))
+    except CnnspecError as exc:
+        _print_error(exc)
+        return EXIT_ERRORS
+    best = outcome.best
+    if best.val_accuracy is not None:
+        print(
+            f"best epoch {best.epoch}: val_acc {best.val_accuracy:.4f} val_loss {best.val_loss:.4f} "
+            f"(train acc {best.accuracy:.4f})"
+        )
+    else:
+        print(
+            f"last epoch {best.epoch}: train acc {best.accuracy:.4f} loss {best.loss:.4f} (no validation split)"
+        )
+    protect = tuple(Path(p) for p in (args.file, args.weights, args.data) if p)
+    try:
+        save(model, args.output, protect)
+    except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise UsageError(f"{args.output}: {exc}") from None
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def np_printoptions():
     import numpy as np
 
@@ -326,6 +388,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", metavar="OUT.npy", help="save the output array")
     export_options(run)
     run.set_defaults(func=cmd_run)
+
+    train = sub.add_parser(
+        "train",
+        help="train with PyTorch (the cnnspec[train] extra), write ONNX",
+        description="Train a network on an .npz (x: NxCxHxW, y: N labels) or a folder with one "
+        "subfolder of images per class. Frozen layers stay fixed; the epoch with the best "
+        "validation accuracy is kept and written as ONNX.",
+    )
+    train.add_argument("file", metavar="SPEC.cnn")
+    train.add_argument(
+        "--data", required=True, metavar="DATA", help=".npz with x and y, or a folder of class folders"
+    )
+    train.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument(
+        "--val-split", type=float, default=0.2, help="share held out for validation (default 0.2)"
+    )
+    export_options(train)
+    train.set_defaults(func=cmd_train)
     return parser
 
 

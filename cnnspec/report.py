@@ -96,7 +96,7 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     )
     if net.frozen_params:
         lines.append(
-            f"frozen: {net.frozen_params:,} params in {sum(1 for c in net.layers if c.layer.frozen)} layers"
+            f"frozen: {net.frozen_params:,} params in {sum(1 for c in net.layers if c.layer.frozen and c.params)} layers"
         )
     lines.append(f"MACs: {net.macs:,} ({si(net.macs)}) · FLOPs = 2 x MACs = {2 * net.macs:,}  per image")
     lines.append(
