@@ -54,8 +54,10 @@ def test_freeze_forms(freeze, frozen):
 
 
 def test_freeze_a_block_instance_by_name():
-    spec = ("block b(f) {\n  conv f 3x3\n  batchnorm\n}\nnetwork n {\n  input 1x8x8\n  b 4 as stem\n  b 4\n"
-            "  freeze stem\n}\n")
+    spec = (
+        "block b(f) {\n  conv f 3x3\n  batchnorm\n}\nnetwork n {\n  input 1x8x8\n  b 4 as stem\n  b 4\n"
+        "  freeze stem\n}\n"
+    )
     net = check_text(spec).network()
     assert [c.name for c in net.layers if c.layer.frozen] == ["conv1", "bn1"]
     assert net.trainable_params == 4 * 9 + 4 + 4 * 2 + 4 * 36 + 4 + 4 * 2 - (4 * 9 + 4 + 4 * 2)
@@ -130,8 +132,14 @@ def test_weights_carry_over_to_kept_layers(tmp_path: Path):
     assert weights.unused == ("dense3.bias", "dense3.weight")
     props = {p.key: p.value for p in model.metadata_props}
     assert props["frozen_tensors"].split(",") == [
-        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-        "dense1.weight", "dense1.bias", "dense2.weight", "dense2.bias",
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "dense1.weight",
+        "dense1.bias",
+        "dense2.weight",
+        "dense2.bias",
     ]
     onnx.checker.check_model(model, full_check=True)
 
