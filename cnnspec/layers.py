@@ -1,6 +1,11 @@
-"""The layer kinds: one entry per kind, holding its arguments (a Pydantic model, which
-validates them), its output-shape rule, its tensors (hence its parameter count) and its
-multiply-accumulates. The ONNX lowering of each kind sits in `onnx_export.py`.
+"""The layer kinds: one entry per kind, holding its arguments (each with the Pydantic
+schema that validates it), its output-shape rule, its tensors (hence its parameter
+count) and its multiply-accumulates. The ONNX lowering of each kind sits in
+`onnx_export.py`.
+
+Validation runs on pydantic-core, Pydantic's validation engine, with schemas written
+out below: the same checks and messages as Pydantic models, without the ~70 ms that
+importing pydantic and building model schemas adds to every `cnnspec check`.
 
 Shapes are channels x height x width, `(C, H, W)`, or `(N,)` for a flat vector; the
 batch dimension is never part of a shape here.
@@ -8,28 +13,47 @@ batch dimension is never part of a shape here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, NamedTuple, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import SchemaValidator
+from pydantic_core import core_schema as cs
 
 Shape = tuple[int, ...]
-Pair = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
-# (top, bottom, left, right); `same` is resolved against the input size in `infer`.
-Pads = tuple[
-    Annotated[int, Field(ge=0)],
-    Annotated[int, Field(ge=0)],
-    Annotated[int, Field(ge=0)],
-    Annotated[int, Field(ge=0)],
-]
-Padding = Union[Literal["same"], Pads]
+Pair = tuple[int, int]
+Pads = tuple[int, int, int, int]  # top, bottom, left, right
+Padding = Union[Literal["same"], Pads]  # `same` is resolved against the input size in `infer`
 Matrix = tuple  # nested tuples of floats, checked against the tensor shape in `infer`
 
 ACTIVATIONS = ("relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu")
 DEFAULT_ALPHA = {"leakyrelu": 0.01, "elu": 1.0}
 # He initialisation suits these; Glorot the others (see onnx_export / weights).
 RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu")
+
+
+class Argument(NamedTuple):
+    """How a spec argument becomes a value: `converter` (in resolve.py) turns the written
+    form into Python, `schema` (pydantic-core) validates it."""
+
+    converter: str
+    schema: dict
+
+
+POSITIVE = cs.int_schema(gt=0)
+PAIR = cs.tuple_schema([POSITIVE, POSITIVE])
+PADDING = cs.union_schema(
+    [cs.literal_schema(["same"]), cs.tuple_schema([cs.int_schema(ge=0)] * 4)],
+    custom_error_type="padding",
+    custom_error_message="pads must be 0 or more",
+)
+ACTIVATION = cs.typed_dict_schema(
+    {
+        "name": cs.typed_dict_field(cs.literal_schema(list(ACTIVATIONS))),
+        "alpha": cs.typed_dict_field(cs.nullable_schema(cs.float_schema()), required=False),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -63,17 +87,41 @@ class Inferred:
     in_features: int | None = None
 
 
-class LayerConfig(BaseModel):
+@dataclass(frozen=True)
+class LayerConfig:
     """Arguments of one layer, validated. Subclasses declare how the spec line maps here."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     kind: ClassVar[str]
     prefix: ClassVar[str]  # stem of automatic names: conv1, bn1, ...
     positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare arguments, in order
-    required: ClassVar[tuple[str, ...]] = ()
     flags: ClassVar[dict[str, tuple[str, object]]] = {}  # bare word -> (field, value)
-    converters: ClassVar[dict[str, str]] = {}  # field -> converter name in resolve
+    arguments: ClassVar[dict[str, Argument]] = {}  # every field, bare or KEY=VALUE
+
+    @classmethod
+    def required(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The words an argument accepts when it is a closed set (pool max|avg)."""
+        return tuple(cls.arguments[name].schema.get("expected", ()))
+
+    @classmethod
+    def validate(cls, values: dict) -> LayerConfig:
+        """Validate with the kind's schema; raises pydantic_core.ValidationError."""
+        validator = cls.__dict__.get("_validator")
+        if validator is None:
+            required = cls.required()
+            fields = {
+                name: cs.typed_dict_field(argument.schema, required=name in required)
+                for name, argument in cls.arguments.items()
+            }
+            validator = SchemaValidator(cs.typed_dict_schema(fields, extra_behavior="forbid"))
+            cls._validator = validator  # built once per kind, on first use
+        data = validator.validate_python(values)
+        if data.get("activation") is not None:
+            data["activation"] = Activation(**data["activation"])
+        return cls(**data)
 
     @classmethod
     def preset(cls, word: str) -> dict:
@@ -284,9 +332,9 @@ def _needs_spatial(x: Shape, what: str) -> Inferred | None:
     )
 
 
-class Activation(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-    name: Literal["relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu"]
+@dataclass(frozen=True)
+class Activation:
+    name: str
     alpha: Optional[float] = None
 
     def short(self) -> str:
@@ -300,30 +348,30 @@ _ACTIVATION_FLAGS = {name: ("activation", name) for name in ACTIVATIONS}
 # ------------------------------------------------------------------ the kinds
 
 
+@dataclass(frozen=True)
 class Conv(_Windowed):
     kind: ClassVar[str] = "conv"
     prefix: ClassVar[str] = "conv"
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
-    required: ClassVar[tuple[str, ...]] = ("filters", "kernel")
     flags: ClassVar[dict] = _ACTIVATION_FLAGS
-    converters: ClassVar[dict[str, str]] = {
-        "filters": "int",
-        "kernel": "pair",
-        "stride": "pair",
-        "pad": "padding",
-        "dilation": "pair",
-        "groups": "int",
-        "bias": "bool",
-        "activation": "activation",
-        "weights": "matrix",
+    arguments: ClassVar[dict[str, Argument]] = {
+        "filters": Argument("int", POSITIVE),
+        "kernel": Argument("pair", PAIR),
+        "stride": Argument("pair", PAIR),
+        "pad": Argument("padding", PADDING),
+        "dilation": Argument("pair", PAIR),
+        "groups": Argument("int", POSITIVE),
+        "bias": Argument("bool", cs.bool_schema()),
+        "activation": Argument("activation", ACTIVATION),
+        "weights": Argument("matrix", cs.any_schema()),
     }
 
-    filters: Annotated[int, Field(gt=0)]
+    filters: int
     kernel: Pair
     stride: Pair = (1, 1)
     pad: Padding = (0, 0, 0, 0)
     dilation: Pair = (1, 1)
-    groups: Annotated[int, Field(gt=0)] = 1
+    groups: int = 1
     bias: bool = True
     activation: Optional[Activation] = None
     weights: Optional[Matrix] = None
@@ -391,21 +439,21 @@ def _groups_help(channels: int, filters: int) -> str:
     return "groups that divide both: 1" + "".join(f", {g}" for g in choices[:8])
 
 
+@dataclass(frozen=True)
 class Pool(_Windowed):
     kind: ClassVar[str] = "pool"
     prefix: ClassVar[str] = "pool"
     positional: ClassVar[tuple[str, ...]] = ("mode", "kernel")
-    required: ClassVar[tuple[str, ...]] = ("mode", "kernel")
     flags: ClassVar[dict] = {"ceil": ("ceil", True)}
-    converters: ClassVar[dict[str, str]] = {
-        "mode": "word",
-        "kernel": "pair",
-        "stride": "pair",
-        "pad": "padding",
-        "ceil": "bool",
+    arguments: ClassVar[dict[str, Argument]] = {
+        "mode": Argument("word", cs.literal_schema(["max", "avg"])),
+        "kernel": Argument("pair", PAIR),
+        "stride": Argument("pair", cs.nullable_schema(PAIR)),
+        "pad": Argument("padding", PADDING),
+        "ceil": Argument("bool", cs.bool_schema()),
     }
 
-    mode: Literal["max", "avg"]
+    mode: str  # max | avg
     kernel: Pair
     stride: Optional[Pair] = None  # default: the kernel
     pad: Padding = (0, 0, 0, 0)
@@ -448,14 +496,14 @@ class Pool(_Windowed):
         return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
 
 
+@dataclass(frozen=True)
 class GlobalPool(LayerConfig):
     kind: ClassVar[str] = "globalpool"
     prefix: ClassVar[str] = "gpool"
     positional: ClassVar[tuple[str, ...]] = ("mode",)
-    required: ClassVar[tuple[str, ...]] = ("mode",)
-    converters: ClassVar[dict[str, str]] = {"mode": "word"}
+    arguments: ClassVar[dict[str, Argument]] = {"mode": Argument("word", cs.literal_schema(["max", "avg"]))}
 
-    mode: Literal["max", "avg"]
+    mode: str  # max | avg
 
     def short(self) -> str:
         return f"globalpool {self.mode}"
@@ -464,13 +512,17 @@ class GlobalPool(LayerConfig):
         return _needs_spatial(x, "globalpool") or Inferred((x[0], 1, 1), covers_input=True)
 
 
+@dataclass(frozen=True)
 class BatchNorm(LayerConfig):
     kind: ClassVar[str] = "batchnorm"
     prefix: ClassVar[str] = "bn"
-    converters: ClassVar[dict[str, str]] = {"eps": "float", "momentum": "float"}
+    arguments: ClassVar[dict[str, Argument]] = {
+        "eps": Argument("float", cs.float_schema(gt=0)),
+        "momentum": Argument("float", cs.float_schema(gt=0, lt=1)),
+    }
 
-    eps: Annotated[float, Field(gt=0)] = 1e-5
-    momentum: Annotated[float, Field(gt=0, lt=1)] = 0.1  # PyTorch's convention, used in training
+    eps: float = 1e-5
+    momentum: float = 0.1  # PyTorch's convention, used in training
 
     def short(self) -> str:
         return "batchnorm"
@@ -487,13 +539,17 @@ class BatchNorm(LayerConfig):
         return Inferred(x, tensors)
 
 
+@dataclass(frozen=True)
 class ActivationLayer(LayerConfig):
     """`relu`, `leakyrelu 0.1`, ... on a line of their own; the word is the function."""
 
     kind: ClassVar[str] = "activation"
-    converters: ClassVar[dict[str, str]] = {"alpha": "float"}
+    arguments: ClassVar[dict[str, Argument]] = {
+        "fn": Argument("word", cs.literal_schema(list(ACTIVATIONS))),
+        "alpha": Argument("float", cs.nullable_schema(cs.float_schema())),
+    }
 
-    fn: Literal["relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu"]
+    fn: str
     alpha: Optional[float] = None
 
     @classmethod
@@ -516,19 +572,20 @@ class ActivationLayer(LayerConfig):
         return Activation(name=self.fn, alpha=self.alpha).short()
 
 
+@dataclass(frozen=True)
 class Dropout(LayerConfig):
     kind: ClassVar[str] = "dropout"
     prefix: ClassVar[str] = "dropout"
     positional: ClassVar[tuple[str, ...]] = ("rate",)
-    required: ClassVar[tuple[str, ...]] = ("rate",)
-    converters: ClassVar[dict[str, str]] = {"rate": "float"}
+    arguments: ClassVar[dict[str, Argument]] = {"rate": Argument("float", cs.float_schema(ge=0, lt=1))}
 
-    rate: Annotated[float, Field(ge=0, lt=1)]
+    rate: float
 
     def short(self) -> str:
         return f"dropout {self.rate:g}"
 
 
+@dataclass(frozen=True)
 class Flatten(LayerConfig):
     kind: ClassVar[str] = "flatten"
     prefix: ClassVar[str] = "flatten"
@@ -537,20 +594,20 @@ class Flatten(LayerConfig):
         return Inferred((math.prod(x),), covers_input=True)
 
 
+@dataclass(frozen=True)
 class Dense(LayerConfig):
     kind: ClassVar[str] = "dense"
     prefix: ClassVar[str] = "dense"
     positional: ClassVar[tuple[str, ...]] = ("units",)
-    required: ClassVar[tuple[str, ...]] = ("units",)
     flags: ClassVar[dict] = _ACTIVATION_FLAGS
-    converters: ClassVar[dict[str, str]] = {
-        "units": "int",
-        "bias": "bool",
-        "activation": "activation",
-        "weights": "matrix",
+    arguments: ClassVar[dict[str, Argument]] = {
+        "units": Argument("int", POSITIVE),
+        "bias": Argument("bool", cs.bool_schema()),
+        "activation": Argument("activation", ACTIVATION),
+        "weights": Argument("matrix", cs.any_schema()),
     }
 
-    units: Annotated[int, Field(gt=0)]
+    units: int
     bias: bool = True
     activation: Optional[Activation] = None
     weights: Optional[Matrix] = None

@@ -7,14 +7,13 @@ arguments with its Pydantic model (`layers.py`). It knows nothing about shapes.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic_core import ValidationError
 
 from . import syntax as ast
 from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error
@@ -242,8 +241,8 @@ def _build_config(
         _convert_into(cls, name, v, values, spans, problems)
 
     for key, v, key_span in options:
-        if key not in cls.converters or key in cls.preset(word):
-            choices = [k for k in cls.converters if k not in cls.preset(word)]
+        if key not in cls.arguments or key in cls.preset(word):
+            choices = [k for k in cls.arguments if k not in cls.preset(word)]
             hint = did_you_mean(key, choices)
             takes = ", ".join(choices) if choices else "no options"
             problems.append(
@@ -255,7 +254,7 @@ def _build_config(
             continue
         _convert_into(cls, key, v, values, spans, problems)
 
-    for name in cls.required:
+    for name in cls.required():
         if name not in values and not any(d.code == "invalid-argument" for d in problems):
             example = {
                 "conv": "conv 32 3x3",
@@ -279,7 +278,7 @@ def _build_config(
     if isinstance(values.get("activation"), dict) and values["activation"]["name"] in DEFAULT_ALPHA:
         values["activation"]["alpha"] = DEFAULT_ALPHA[values["activation"]["name"]]
     try:
-        return cls.model_validate(values), spans, []
+        return cls.validate(values), spans, []
     except ValidationError as exc:
         for item in exc.errors():
             name = str(item["loc"][0]) if item["loc"] else ""
@@ -290,10 +289,10 @@ def _build_config(
 
 def _convert_into(cls, name, v, values, spans, problems) -> None:
     spans[name] = v.span
-    converter = cls.converters[name]
+    converter = cls.arguments[name].converter
     try:
         if converter == "word":  # a closed set of words, e.g. pool max|avg
-            choices = typing.get_args(cls.model_fields[name].annotation)
+            choices = cls.choices(name)
             if v.kind != "word" or v.data not in choices:
                 raise _ArgError(
                     f"expected {' or '.join(choices)}, got '{v.text()}'",
@@ -309,10 +308,10 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
 def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Diagnostic:
     usage = f"{word} {' '.join(positional).upper()}".strip()
     hint = None
-    if v.kind == "word" and v.data in cls.converters:
+    if v.kind == "word" and v.data in cls.arguments:
         hint = f"options take a value: {v.data}=..."
     elif v.kind == "word":
-        close = did_you_mean(v.data, list(cls.flags) + list(cls.converters))
+        close = did_you_mean(v.data, list(cls.flags) + list(cls.arguments))
         hint = close
     message = f"unexpected argument '{v.text()}' ({usage} takes {len(positional)}"
     message += f" bare argument{'s' if len(positional) != 1 else ''}"
