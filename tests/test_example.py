@@ -1,0 +1,33 @@
+"""The transfer-learning example runs end to end (few epochs: the figures in the README
+come from its default settings)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.train
+
+
+def test_transfer_example_prints_three_accuracies():
+    out = subprocess.run(
+        [sys.executable, "examples/transfer/run.py", "--draws", "1", "--epochs-a", "3", "--epochs-b", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = re.findall(
+        r"^  (from scratch|frozen backbone \+ new head|fine-tuning everything)\s+\(lr [^)]*\)\s+"
+        r"(\d\.\d{3}) ± (\d\.\d{3})",
+        out.stdout,
+        re.M,
+    )
+    assert [r[0] for r in rows] == ["from scratch", "frozen backbone + new head", "fine-tuning everything"]
+    assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
