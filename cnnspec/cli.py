@@ -16,6 +16,7 @@ from . import __version__
 EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in cnnspec, never a problem with the input
 
 
 class UsageError(Exception):
@@ -145,7 +146,6 @@ def _check_opset(opset: int) -> None:
 
 def cmd_export(args) -> int:
     from .diagnostics import CnnspecError
-    from .onnx_export import save
 
     _check_opset(args.opset)
     if args.weights and not Path(args.weights).is_file():
@@ -157,11 +157,7 @@ def cmd_export(args) -> int:
         return EXIT_ERRORS
     if model is None:
         return EXIT_ERRORS
-    protect = tuple(Path(p) for p in (args.file, args.weights) if p)
-    try:
-        written = save(model, args.output, protect)
-    except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise UsageError(f"{args.output}: {exc}") from None
+    written = _save_model(model, args.output, (args.file, args.weights))
     size = sum(p.stat().st_size for p in written)
     print(
         f"wrote {args.output} ({size / 1e6:.1f} MB, opset {args.opset}): network {network.name}, "
@@ -181,6 +177,13 @@ def cmd_run(args) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise UsageError(f"{args.model}: no such file")
+    for name, value in (("--batch", args.batch), ("--top", args.top), ("--repeat", args.repeat)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if args.std and min(args.std) <= 0:
+        raise UsageError("--std values must be above 0")
+    if (args.mean or args.std) and not args.input:
+        raise UsageError("--mean and --std apply to --input files (random input is used as it is)")
     try:
         if path.suffix == ".cnn":
             _check_opset(args.opset)
@@ -234,7 +237,7 @@ def cmd_train(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise UsageError("`cnnspec train` needs PyTorch: pip install 'cnnspec[train]'") from None
-    from .onnx_export import save, to_onnx
+    from .onnx_export import to_onnx
     from .train import load_dataset, train
     from .weights import build_weights, load_file
 
@@ -280,13 +283,20 @@ def cmd_train(args) -> int:
         print(
             f"last epoch {best.epoch}: train acc {best.accuracy:.4f} loss {best.loss:.4f} (no validation split)"
         )
-    protect = tuple(Path(p) for p in (args.file, args.weights, args.data) if p)
-    try:
-        save(model, args.output, protect)
-    except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise UsageError(f"{args.output}: {exc}") from None
+    _save_model(model, args.output, (args.file, args.weights, args.data))
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _save_model(model, output: str, inputs: tuple[str | None, ...]) -> list[Path]:
+    """Write the model atomically; a bad output path is a usage error."""
+    from .onnx_export import save
+
+    protect = tuple(Path(p) for p in inputs if p)
+    try:
+        return save(model, output, protect)
+    except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise UsageError(f"{output}: {exc}") from None
 
 
 def np_printoptions():
@@ -342,15 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check)
 
-    def export_options(command) -> None:
-        from_onnx = command is run
+    def export_options(command, for_run: bool = False) -> None:
         command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
         command.add_argument("--seed", type=int, default=0, help="seed of the fresh weights (default 0)")
         command.add_argument(
             "--weights",
             metavar="FILE",
             help=".npz or .onnx with tensors named like conv1.weight"
-            + (" (only for a .cnn)" if from_onnx else ""),
+            + (" (only for a .cnn)" if for_run else ""),
         )
         command.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
         command.add_argument("--color", choices=("auto", "always", "never"), default="auto")
@@ -366,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--fold-bn", action="store_true", help="fold batch norm into the conv or dense before it"
     )
-    run = None
     export_options(export)
     export.set_defaults(func=cmd_export)
 
@@ -386,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--std", type=float, nargs="+", help="per-channel std the input is divided by")
     run.add_argument("--repeat", type=int, default=10, help="timed runs (default 10)")
     run.add_argument("-o", "--output", metavar="OUT.npy", help="save the output array")
-    export_options(run)
+    export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
 
     train = sub.add_parser(
@@ -427,6 +435,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except MemoryError:
+        print(
+            "cnnspec: error: out of memory (is the network or the batch too large for this machine?)",
+            file=sys.stderr,
+        )
+        return EXIT_ERRORS
+    except Exception as exc:  # a bug: say so in one line; CNNSPEC_DEBUG=1 shows the traceback
+        if os.environ.get("CNNSPEC_DEBUG"):
+            raise
+        print(
+            f"cnnspec: internal error: {type(exc).__name__}: {exc} (please report it; "
+            "CNNSPEC_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -99,6 +99,14 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
 
 
 def _normalise(array: np.ndarray, mean, std) -> np.ndarray:
+    channels = array.shape[-3] if array.ndim >= 3 else array.shape[-1]
+    for name, values in (("--mean", mean), ("--std", std)):
+        if values is not None and len(values) not in (1, channels):
+            raise _fail(
+                "bad-input",
+                f"{name} has {len(values)} values; the input has {channels} channels",
+                "give one value, or one per channel",
+            )
     if mean is not None:
         array = array - np.asarray(mean, np.float32).reshape(-1, *([1] * (array.ndim - 1)))
     if std is not None:

@@ -212,3 +212,38 @@ def _write(path: Path, data: bytes) -> Path:
 def _npy(path: Path, array) -> Path:
     np.save(path, array)
     return path
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--batch", "0"), "--batch must be at least 1"),
+        (("--top", "0"), "--top must be at least 1"),
+        (("--std", "0"), "--std values must be above 0"),
+        (("--mean", "0.5"), "--mean and --std apply to --input files"),
+    ],
+)
+def test_run_option_mistakes_exit_2(capsys, args, words):
+    code, _, err = cli(capsys, "run", "specs/lenet5.cnn", *args)
+    assert code == 2 and words in err
+
+
+def test_mean_with_the_wrong_number_of_channels(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    code, _, err = cli(
+        capsys, "run", "specs/cifar.cnn", "--input", str(tmp_path / "a.png"), "--mean", "0.1", "0.2"
+    )
+    assert code == 1 and "--mean has 2 values; the input has 3 channels" in err
+
+
+def test_an_internal_error_is_one_line(monkeypatch, capsys):
+    import cnnspec.cli as cli_module
+
+    def broken(args):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cli_module, "cmd_check", broken)  # build_parser looks it up by name
+    monkeypatch.delenv("CNNSPEC_DEBUG", raising=False)
+    code = cli_module.main(["check", "specs/lenet5.cnn"])
+    err = capsys.readouterr().err
+    assert code == 70 and "internal error: ZeroDivisionError: boom" in err and "Traceback" not in err
