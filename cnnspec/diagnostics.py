@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -63,7 +63,7 @@ class Diagnostic:
     message: str
     span: Span | None = None
     help: str | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # e.g. the block call sites of a layer
 
     def to_json(self) -> dict:
         span = self.span
@@ -75,6 +75,7 @@ class Diagnostic:
             "column": span.column if span else None,
             "message": self.message,
             "help": self.help,
+            "notes": list(self.notes),
         }
 
 
@@ -94,6 +95,12 @@ def error(code: str, message: str, span: Span | None, help: str | None = None) -
 def warning(code: str, message: str, span: Span | None, help: str | None = None) -> Diagnostic:
     assert code in CODES, code
     return Diagnostic("warning", code, message, span, help)
+
+
+def with_call_sites(diagnostic: Diagnostic, calls: Iterable[Span]) -> Diagnostic:
+    """Add `in block used at path:line:col` notes for a problem inside a block body."""
+    notes = tuple(f"in a block used at {c.path}:{c.line}:{c.column}" for c in reversed(tuple(calls)))
+    return replace(diagnostic, notes=diagnostic.notes + notes) if notes else diagnostic
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .diagnostics import Diagnostic, Span, error, has_errors, warning
-from .layers import Dense, Inferred, Shape
+from .diagnostics import Diagnostic, Span, error, has_errors, warning, with_call_sites
+from .layers import Dense, Inferred, Shape, window_axis
 from .resolve import Layer, Network, Resolved
 
 BYTES_FP32 = 4
@@ -270,16 +270,19 @@ def check_network(
         for problem in result.problems:
             make = error if problem.severity == "error" else warning
             diagnostics.append(
-                make(
-                    problem.code,
-                    f"{layer.name}: {problem.message}",
-                    _span_for(layer, problem.field),
-                    problem.help,
+                with_call_sites(
+                    make(
+                        problem.code,
+                        f"{layer.name}: {problem.message}",
+                        _span_for(layer, problem.field),
+                        problem.help,
+                    ),
+                    layer.calls,
                 )
             )
         fixed = _check_fixed_weights(layer, result) if result.output is not None else None
         if fixed:
-            diagnostics.append(fixed)
+            diagnostics.append(with_call_sites(fixed, layer.calls))
         if result.output is None:
             complete = False
             break
@@ -338,8 +341,6 @@ def _explain(entry: CheckedLayer) -> str:
     """How the actual shape comes about, for the help line of a failed `->`."""
     config = entry.layer.config
     if entry.pads is not None and len(entry.input_shape) == 3:
-        from .layers import window_axis
-
         stride = getattr(config, "stride", None) or config.kernel  # type: ignore[attr-defined]
         dilation = getattr(config, "dilation", (1, 1))
         t, b, l_, r = entry.pads

@@ -33,7 +33,6 @@ EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself
 class _Graph:
     opset: int
     weights: WeightSet
-    fold_bn: bool
     nodes: list = field(default_factory=list)
     initializers: list = field(default_factory=list)
     folded: dict[str, np.ndarray] = field(default_factory=dict)  # tensors replaced by folding
@@ -229,7 +228,7 @@ def to_onnx(
     supported = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= supported:
         raise ValueError(f"opset {opset} is outside {MIN_OPSET}..{supported}")
-    g = _Graph(opset, weights, fold_bn)
+    g = _Graph(opset, weights)
     if fold_bn:
         g.folded, g.folded_bn = _fold_batchnorm(network, weights)
     x = "input"

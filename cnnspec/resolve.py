@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic_core import ValidationError
 
 from . import syntax as ast
-from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error
+from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, with_call_sites
 from .layers import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
 from .parse import parse_source
 
@@ -399,7 +399,7 @@ class _Expander:
             alias = alias + suffix
         if stmt.op in KINDS:
             config, spans, problems = _build_config(stmt.op, args, options, stmt.span)
-            self.diagnostics.extend(problems)
+            self.diagnostics.extend(with_call_sites(p, calls) for p in problems)
             if config is not None:
                 out.append(_Raw(stmt.op, config, stmt, spans, alias, calls, instance))
             return
@@ -596,7 +596,7 @@ class _Resolver:
         self.done[name] = result
         return result
 
-    def _input(self, body, definition) -> tuple[tuple[int, ...], Span] | None:
+    def _input(self, body) -> tuple[tuple[int, ...], Span] | None:
         first = body[0] if body else None
         if isinstance(first, ast.InputStmt):
             shape = first.shape
@@ -616,7 +616,7 @@ class _Resolver:
 
     def _plain(self, definition: ast.NetworkDef) -> Network | None:
         body = definition.body
-        given = self._input(body, definition)
+        given = self._input(body)
         if not body or not isinstance(body[0], ast.InputStmt):
             self.diagnostics.append(
                 error(
@@ -655,7 +655,7 @@ class _Resolver:
         if base is None:
             return None
         body = definition.body
-        given = self._input(body, definition)
+        given = self._input(body)
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         kept = list(base.layers)
         dropped: list[str] = []

@@ -168,3 +168,14 @@ def test_mistakes_file_shows_every_semantic_diagnostic():
     assert set(CODES) - not_here - shown == set()
     syntax = cnnspec.check(SPECS / "mistakes_syntax.cnn")
     assert [d.code for d in syntax.diagnostics] == ["syntax-error"]
+
+
+def test_a_problem_inside_a_block_notes_where_the_block_was_used():
+    spec = "block b(f) {\n  conv f 3x3\n  pool max 2 strides=1\n}\n" + net("b 8\nb 4", "1x3x3")
+    result = check_text(spec)
+    unknown = [d for d in result.errors if d.code == "unknown-option"]
+    assert unknown[0].span.line == 3 and unknown[0].notes == ("in a block used at t.cnn:7:3",)
+    text = render(unknown[0], result.sources)
+    assert "  note: in a block used at t.cnn:7:3" in text
+    too_large = [d for d in result.errors if d.code == "kernel-too-large"]
+    assert too_large[0].span.line == 2 and too_large[0].notes == ("in a block used at t.cnn:8:3",)
