@@ -164,7 +164,7 @@ def cmd_export(args) -> int:
         f"input {'x'.join(map(str, ('N', *network.input_shape)))}, "
         f"output {'x'.join(map(str, ('N', *network.output_shape)))}"
     )
-    print(weights.summary())
+    print(weights.table() if args.plan else weights.summary())
     if len(written) > 1:
         print(f"weights above protobuf's 2 GB limit are in {written[1].name} beside the model")
     return EXIT_OK
@@ -264,7 +264,7 @@ def cmd_train(args) -> int:
             f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation",
             file=sys.stderr,
         )
-        print(weights.summary(), file=sys.stderr)
+        print(weights.table(), file=sys.stderr)  # the plan, before anything runs
         outcome = train(
             network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed
         )
@@ -374,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
     export.add_argument(
         "--fold-bn", action="store_true", help="fold batch norm into the conv or dense before it"
+    )
+    export.add_argument(
+        "--plan", action="store_true", help="list every tensor: loaded, new or from the spec; frozen or not"
     )
     export_options(export)
     export.set_defaults(func=cmd_export)

@@ -60,6 +60,15 @@ class WeightSet:
             text += f"; not used (dropped layers): {', '.join(self.unused)}"
         return text
 
+    def table(self) -> str:
+        """The plan per tensor: where its values come from and whether training may change
+        it (`frozen`, or `fixed` for batch-norm running statistics), then the totals."""
+        rows = [f"{'tensor':<24} {'shape':<14} {'values':<7} training"]
+        for p in self.plan:
+            training = "frozen" if p.frozen else ("trains" if p.trainable else "fixed")
+            rows.append(f"{p.name:<24} {_fmt(p.shape):<14} {p.source:<7} {training}")
+        return "\n".join([*rows, self.summary()])
+
 
 def _fail(code: str, message: str, help: str | None = None) -> CnnspecError:
     return CnnspecError([Diagnostic("error", code, message, None, help)])

@@ -179,3 +179,20 @@ def test_check_table_shows_trainable_and_frozen(capsys, monkeypatch):
     head = next(line for line in out.splitlines() if line.startswith("head"))
     conv1 = next(line for line in out.splitlines() if line.startswith("conv1"))
     assert head.endswith("yes") and conv1.endswith("no")
+
+
+def test_export_plan_lists_every_tensor(tmp_path: Path, capsys, monkeypatch):
+    from cnnspec.cli import main
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    path, _ = _base_model(tmp_path)
+    code = main(
+        ["export", "specs/letters.cnn", "--weights", str(path), "-o", str(tmp_path / "l.onnx"), "--plan"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if "." in line.split()[0]}
+    assert rows["conv1.weight"] == ["6x1x5x5", "loaded", "frozen"]
+    assert rows["head.weight"] == ["26x84", "new", "trains"]
+    assert "not used (dropped layers): dense3.bias, dense3.weight" in out
