@@ -232,7 +232,14 @@ def _describe_terminal(name: str, lark: Lark) -> str:
     return f"'{pattern.value}'" if pattern.type == "str" else name.lower()
 
 
+_VALUE_STARTS = {"NUMBER", "DIMS", "NAME", "STRING", "LPAR", "LSQB"}
+
+
 def _expected_words(expected: set[str], lark: Lark) -> str:
+    if len(expected) > 3 and expected <= _VALUE_STARTS:
+        return "a value (a number, a size such as 3x3, a word, a (tuple) or a [list])"
+    if "_NL" in expected and {"NAME", "NUMBER"} <= expected:  # in the middle of a layer line
+        return "more arguments, KEY=VALUE, `as NAME`, `-> SHAPE` or the end of the line"
     words = sorted({_describe_terminal(name, lark) for name in expected})
     if len(words) > 6:
         return "a statement"
@@ -241,9 +248,27 @@ def _expected_words(expected: set[str], lark: Lark) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _unclosed_brace(text: str, path: str) -> Span | None:
+    """The `{` that the end of the file leaves open (comments and strings skipped)."""
+    stack: list[Span] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        code = re.sub(r'"[^"\n]*"', lambda m: " " * len(m.group()), line.split("#", 1)[0])
+        for column, char in enumerate(code, 1):
+            if char == "{":
+                stack.append(Span(path, number, column, column + 1))
+            elif char == "}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
 def _end_span(text: str, path: str) -> Span:
     lines = text.splitlines() or [""]
     return Span(path, len(lines), len(lines[-1]) + 1)
+
+
+def _line(text: str, number: int) -> str:
+    lines = text.splitlines()
+    return lines[number - 1] if 1 <= number <= len(lines) else ""
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Diagnostic:
@@ -261,11 +286,13 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
     if at_end or token is None or token.line in (None, -1):
         span = _end_span(text, path)
         if "RBRACE" in expected:
+            opened = _unclosed_brace(text, path)
+            where = f" (line {span.line})" if opened else ""
             return error(
                 "syntax-error",
-                "the file ends inside a '{ ... }' body",
-                span,
-                "add the closing '}'",
+                f"this '{{' is never closed: the file ends{where} inside its body",
+                opened or span,
+                "add the closing '}' on a line of its own",
             )
         return error("syntax-error", f"the file ends early; expected {_expected_words(expected, lark)}", span)
 
@@ -283,6 +310,11 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
         help_ = "put '}' on a line of its own"
     elif token.type == "EQUAL":
         help_ = "options are written KEY=VALUE after the positional arguments, e.g. stride=2"
+    elif token.type == "LBRACE" and _line(text, token.line).lstrip().startswith(("network", "block")):
+        message = (
+            f"'{_line(text, token.line).split()[0]}' starts inside another body: is a '}}' missing above?"
+        )
+        help_ = "close the network or block above with '}' before this line"
     elif token.type == "LBRACE" and "_NL" in expected:
         help_ = "the body starts on the line after '{'"
     return error("syntax-error", message, span, help_)

@@ -17,7 +17,11 @@ RUNTIME_CODES = {"weights-file", "onnx-file", "bad-input"}
 CASES = [
     # syntax
     ("network a {\n  input 1x8x8\n  conv 3 3x3 relu }\n", "syntax-error", 3, 19, "put '}' on a line"),
-    ("network a {\n  input 1x8x8\n", "syntax-error", 2, 14, "closing '}'"),
+    ("network a {\n  input 1x8x8\n", "syntax-error", 1, 11, "this '{' is never closed"),
+    ("network a {\n  repeat 2 {\n    relu\n  }\n", "syntax-error", 1, 11, "the file ends (line 4)"),
+    ("network a {\n  input 1x8x8\nnetwork b {\n}\n", "syntax-error", 3, 11, "is a '}' missing above?"),
+    ("network a {\n  input 1x8x8\n  relu,\n}\n", "syntax-error", 3, 7, "or the end of the line"),
+    ("network a {\n  input 1x8x8\n  conv 3 3x3 pad=\n}\n", "syntax-error", 3, 18, "expected a value"),
     ("network a\n{\n}\n", "syntax-error", 1, 10, "'{' at the end of this line"),
     ("network a {\n  conv 3 = 2\n}\n", "syntax-error", 2, 10, "KEY=VALUE"),
     ("network a {\n  conv 'x'\n}\n", "syntax-error", 2, 8, "double quotes"),
