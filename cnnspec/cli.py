@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -116,22 +117,16 @@ def _checked_network(path: str, network: str | None, args):
     return result.networks[0], result
 
 
-def _build(args, path: str):
-    """A .cnn spec -> (ONNX model, weights) with the export options of `args`."""
-    from .onnx_export import build_model
+def _weights(args, path: str):
+    """A .cnn spec -> (checked network, weights, spec text) with the options of `args`;
+    (None, None, None) after printing its diagnostics when the spec has errors."""
+    from .weights import build_weights, load_file
 
     network, result = _checked_network(path, args.network, args)
     if network is None:
         return None, None, None
-    model, weights = build_model(
-        network,
-        args.seed,
-        args.weights,
-        args.opset,
-        getattr(args, "fold_bn", False),
-        result.sources.get(path),
-    )
-    return network, model, weights
+    provided = load_file(args.weights) if args.weights else None
+    return network, build_weights(network, args.seed, provided), result.sources.get(path)
 
 
 def _check_opset(opset: int) -> None:
@@ -151,13 +146,13 @@ def cmd_export(args) -> int:
     if args.weights and not Path(args.weights).is_file():
         raise UsageError(f"{args.weights}: no such weights file")
     try:
-        network, model, weights = _build(args, args.file)
+        network, weights, spec_text = _weights(args, args.file)
+        if network is None:
+            return EXIT_ERRORS
+        written = _write_model(network, weights, args, spec_text, (args.file, args.weights))
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
-    if model is None:
-        return EXIT_ERRORS
-    written = _save_model(model, args.output, (args.file, args.weights))
     size = sum(p.stat().st_size for p in written)
     print(
         f"wrote {args.output} ({size / 1e6:.1f} MB, opset {args.opset}): network {network.name}, "
@@ -184,14 +179,16 @@ def cmd_run(args) -> int:
         raise UsageError("--std values must be above 0")
     if (args.mean or args.std) and not args.input:
         raise UsageError("--mean and --std apply to --input files (random input is used as it is)")
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-run-")  # for models above 2 GB
+    scratch = Path(scratch_dir.name)
     try:
         if path.suffix == ".cnn":
             _check_opset(args.opset)
-            network, model, _ = _build(args, args.model)
-            if model is None:
+            network, weights, spec_text = _weights(args, args.model)
+            if network is None:
                 return EXIT_ERRORS
-            source = model.SerializeToString()
-            described = f"{network.name} ({args.model}, exported in memory, seed {args.seed})"
+            source = _model_source(network, weights, args, spec_text, scratch)
+            described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
         else:
             source = path
             described = str(path)
@@ -206,6 +203,8 @@ def cmd_run(args) -> int:
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
     origin = "random" if not args.input else ", ".join(args.input)
     print(f"model: {described}")
     print(f"provider: {result.providers[0]}")
@@ -237,7 +236,6 @@ def cmd_train(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise UsageError("`cnnspec train` needs PyTorch: pip install 'cnnspec[train]'") from None
-    from .onnx_export import to_onnx
     from .train import load_dataset, train
     from .weights import build_weights, load_file
 
@@ -269,7 +267,9 @@ def cmd_train(args) -> int:
             network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed
         )
         trained = build_weights(network, args.seed, outcome.arrays)
-        model = to_onnx(network, trained, args.opset, spec_text=result.sources.get(args.file))
+        _write_model(
+            network, trained, args, result.sources.get(args.file), (args.file, args.weights, args.data)
+        )
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
@@ -283,20 +283,32 @@ def cmd_train(args) -> int:
         print(
             f"last epoch {best.epoch}: train acc {best.accuracy:.4f} loss {best.loss:.4f} (no validation split)"
         )
-    _save_model(model, args.output, (args.file, args.weights, args.data))
     print(f"wrote {args.output}")
     return EXIT_OK
 
 
-def _save_model(model, output: str, inputs: tuple[str | None, ...]) -> list[Path]:
-    """Write the model atomically; a bad output path is a usage error."""
-    from .onnx_export import save
+def _write_model(network, weights, args, spec_text, inputs: tuple[str | None, ...]) -> list[Path]:
+    """Build, check and write args.output atomically; a bad output path is a usage error."""
+    from .onnx_export import write_model
 
     protect = tuple(Path(p) for p in inputs if p)
     try:
-        return save(model, output, protect)
+        return write_model(
+            network, weights, args.output, args.opset, getattr(args, "fold_bn", False), spec_text, protect
+        )
     except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise UsageError(f"{output}: {exc}") from None
+        raise UsageError(f"{args.output}: {exc}") from None
+
+
+def _model_source(network, weights, args, spec_text, scratch: Path) -> bytes | Path:
+    """The model for `run`: bytes in memory, or a file in `scratch` above 2 GB."""
+    from .onnx_export import needs_external_data, to_onnx, write_model
+
+    if needs_external_data(weights):
+        path = scratch / f"{network.name}.onnx"
+        write_model(network, weights, path, args.opset, spec_text=spec_text)
+        return path
+    return to_onnx(network, weights, args.opset, spec_text=spec_text).SerializeToString()
 
 
 def np_printoptions():
@@ -307,23 +319,21 @@ def np_printoptions():
 
 def _save_npy(out: str, array, protect: tuple[Path, ...]) -> None:
     """Write OUT.npy atomically (temporary file, then rename); never over an input."""
-    import tempfile
-
     import numpy as np
 
-    target = Path(out)
-    if any(p.exists() and p.resolve() == target.resolve() for p in protect):
-        raise UsageError(f"{out}: refusing to overwrite an input of this command")
-    if not target.resolve().parent.is_dir():
-        raise UsageError(f"{out}: no such folder")
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+    from .files import target, temporary
+
     try:
-        with os.fdopen(handle, "wb") as stream:
+        final = target(out, protect)
+    except (FileExistsError, FileNotFoundError) as exc:
+        raise UsageError(f"{out}: {exc}") from None
+    temp = temporary(final)
+    try:
+        with open(temp, "wb") as stream:
             np.save(stream, array)
-        os.replace(temp, target)
+        os.replace(temp, final)
     finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+        temp.unlink(missing_ok=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

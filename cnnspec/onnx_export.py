@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,27 +19,55 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
 from .diagnostics import CnnspecError, Diagnostic
+from .files import target, temporary
 from .infer import CheckedLayer, CheckedNetwork
 from .weights import WeightSet
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; Gelu (opset 20) is decomposed below it
 MIN_OPSET = 13  # Softmax over one axis and per-axis semantics used here need 13
-PROTOBUF_LIMIT = 2**31 - 1
-EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # protobuf's 2 GB limit, less room for the graph
+SMALL_TENSOR_BYTES = 1024  # tensors this small stay inside the model even with external data
+
+
+class _ExternalData:
+    """Tensors streamed into a data file beside the model, for models above protobuf's
+    2 GB limit: no single message ever holds them, and they are written as they come."""
+
+    def __init__(self, path: Path, location: str):
+        self.stream = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.location = location  # the data file's name as the model records it
+        self.offset = 0
+
+    def tensor(self, name: str, array: np.ndarray) -> TensorProto:
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=array.shape)
+        array.tofile(self.stream)
+        for key, value in (("location", self.location), ("offset", self.offset), ("length", array.nbytes)):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+        tensor.data_location = TensorProto.EXTERNAL
+        self.offset += array.nbytes
+        return tensor
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 @dataclass
 class _Graph:
     opset: int
     weights: WeightSet
+    external: _ExternalData | None = None
     nodes: list = field(default_factory=list)
     initializers: list = field(default_factory=list)
     folded: dict[str, np.ndarray] = field(default_factory=dict)  # tensors replaced by folding
     folded_bn: set[str] = field(default_factory=set)  # batch norms folded into the layer before
 
     def tensor(self, name: str) -> str:
-        array = self.folded.get(name, self.weights.arrays[name])
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        array = np.ascontiguousarray(self.folded.get(name, self.weights.arrays[name]), np.float32)
+        if self.external is not None and array.nbytes > SMALL_TENSOR_BYTES:
+            self.initializers.append(self.external.tensor(name, array))
+        else:
+            self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, name: str, doc: str, **attrs) -> None:
@@ -219,8 +246,10 @@ def to_onnx(
     opset: int = DEFAULT_OPSET,
     fold_bn: bool = False,
     spec_text: str | None = None,
+    external: _ExternalData | None = None,
 ) -> onnx.ModelProto:
-    """Build the ONNX model of a checked, error-free network."""
+    """Build the ONNX model of a checked, error-free network (with its weights streamed
+    to `external` when given; see `write_model`)."""
     if not network.complete:
         raise CnnspecError(
             [Diagnostic("error", "shape-mismatch", f"network '{network.name}' has shape errors")]
@@ -228,7 +257,7 @@ def to_onnx(
     supported = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= supported:
         raise ValueError(f"opset {opset} is outside {MIN_OPSET}..{supported}")
-    g = _Graph(opset, weights)
+    g = _Graph(opset, weights, external)
     if fold_bn:
         g.folded, g.folded_bn = _fold_batchnorm(network, weights)
     x = "input"
@@ -277,10 +306,30 @@ def build_model(
 
     provided = load_file(weights_file) if weights_file else None
     weights = build_weights(network, seed, provided)
+    if needs_external_data(weights):
+        raise CnnspecError(
+            [
+                Diagnostic(
+                    "error",
+                    "weights-file",
+                    f"'{network.name}' has {weight_bytes(weights) / 2**30:.1f} GiB of weights, above protobuf's 2 GB "
+                    "limit for a model in memory",
+                    None,
+                    "write it to a file with `cnnspec export` (weights go beside it)",
+                )
+            ]
+        )
     model = to_onnx(network, weights, opset, fold_bn, spec_text)
-    if model.ByteSize() < PROTOBUF_LIMIT:
-        onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(model, full_check=True)
     return model, weights
+
+
+def weight_bytes(weights: WeightSet) -> int:
+    return sum(array.size * 4 for array in weights.arrays.values())
+
+
+def needs_external_data(weights: WeightSet) -> bool:
+    return weight_bytes(weights) > EXTERNAL_DATA_THRESHOLD
 
 
 def intermediate_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -294,47 +343,51 @@ def intermediate_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.Model
 
 
 def save(model: onnx.ModelProto, out: str | Path, protect: tuple[Path, ...] = ()) -> list[Path]:
-    """Write atomically: into a temporary file beside OUT, then rename. Models above
-    protobuf's 2 GB limit keep their weights in OUT.data next to the model. Never
-    overwrites one of `protect` (the spec, the weights file). Returns the files written."""
-    out = Path(out)
-    resolved = out.resolve()
-    for path in protect:
-        if path.exists() and resolved == path.resolve():
-            raise FileExistsError(f"refusing to overwrite {path}, an input of this command")
-    folder = resolved.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{out.parent}: no such folder")
-    size = sum(len(init.raw_data) or init.ByteSize() for init in model.graph.initializer)
-    external = size > EXTERNAL_DATA_THRESHOLD
-    handle, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    written = [resolved]
+    """Write a model atomically: into a temporary file beside OUT, then rename."""
+    final = target(out, protect)
+    temp = temporary(final)
     try:
-        if external:
-            data_name = out.name + ".data"
-            temp_data = f".{data_name}.tmp"
-            onnx.save_model(
-                model,
-                temp,
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=temp_data,
-                size_threshold=1024,
-            )
-            # Point the model at the final data file name, then move both into place.
-            final = onnx.load(temp, load_external_data=False)
-            for tensor in final.graph.initializer:
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
-            onnx.save_model(final, temp)
-            os.replace(folder / temp_data, folder / data_name)
-            written.append(folder / data_name)
-        else:
-            onnx.save_model(model, temp)
-        os.replace(temp, resolved)
+        onnx.save_model(model, str(temp))
+        os.replace(temp, final)
     finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return written
+        temp.unlink(missing_ok=True)
+    return [final]
+
+
+def write_model(
+    network: CheckedNetwork,
+    weights: WeightSet,
+    out: str | Path,
+    opset: int = DEFAULT_OPSET,
+    fold_bn: bool = False,
+    spec_text: str | None = None,
+    protect: tuple[Path, ...] = (),
+) -> list[Path]:
+    """Build, check and write the model. Above protobuf's 2 GB limit the weights stream
+    into OUT.data beside it. Either way the files appear only when complete."""
+    final = target(out, protect)
+    if not needs_external_data(weights):
+        model = to_onnx(network, weights, opset, fold_bn, spec_text)
+        onnx.checker.check_model(model, full_check=True)
+        return save(model, final)
+    data = final.with_name(final.name + ".data")
+    temp_data = temporary(data)
+    temp = temporary(final)
+    external = _ExternalData(temp_data, data.name)
+    try:
+        try:
+            model = to_onnx(network, weights, opset, fold_bn, spec_text, external)
+        finally:
+            external.close()
+        onnx.save_model(model, str(temp))
+        os.replace(temp_data, data)
+        onnx.checker.check_model(str(temp), full_check=True)  # reads the data beside it
+        os.replace(temp, final)
+    except BaseException:
+        if not final.exists():
+            data.unlink(missing_ok=True)
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
+        temp_data.unlink(missing_ok=True)
+    return [final, data]

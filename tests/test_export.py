@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,8 @@ from onnx import numpy_helper
 
 import cnnspec
 from cnnspec.diagnostics import CnnspecError
-from cnnspec.onnx_export import build_model, save
+from cnnspec.onnx_export import build_model, save, write_model
+from cnnspec.weights import build_weights
 from tests.conftest import SPECS, net
 from tests.onnx_helpers import checked, run_all_layers, session
 
@@ -298,18 +300,34 @@ def test_save_is_atomic_and_never_overwrites_an_input(tmp_path: Path):
     onnx.checker.check_model(str(tmp_path / "m.onnx"), full_check=True)
 
 
-def test_large_models_use_external_data(tmp_path: Path, monkeypatch):
+def test_large_models_stream_their_weights_beside_the_model(tmp_path: Path, monkeypatch):
     import cnnspec.onnx_export as export
 
     monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1000)  # pretend 2 GB is small
     network = checked(net("dense 300", "100"))
-    model, weights = build_model(network)
-    written = save(model, tmp_path / "big.onnx")
+    weights = build_weights(network, seed=0)
+    with pytest.raises(CnnspecError):  # too large to hold in memory as one protobuf message
+        build_model(network)
+    written = write_model(network, weights, tmp_path / "big.onnx")
     assert [p.name for p in written] == ["big.onnx", "big.onnx.data"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
-    loaded = onnx.load(str(tmp_path / "big.onnx"))
-    out = session(loaded).run(None, {"input": np.ones((1, 100), np.float32)})[0]
+    assert (tmp_path / "big.onnx.data").stat().st_size == 300 * 100 * 4 + 300 * 4
+    onnx.checker.check_model(str(tmp_path / "big.onnx"), full_check=True)
+    out = ort.InferenceSession(str(tmp_path / "big.onnx")).run(
+        None, {"input": np.ones((1, 100), np.float32)}
+    )[0]
     expected = (
         np.ones((1, 100), np.float32) @ weights.arrays["dense1.weight"].T + weights.arrays["dense1.bias"]
     )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_run_exports_large_models_to_a_scratch_file(tmp_path: Path, monkeypatch, capsys):
+    import cnnspec.onnx_export as export
+    from cnnspec.cli import main
+
+    monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1000)
+    spec = tmp_path / "big.cnn"
+    spec.write_text(net("dense 300", "100"))
+    assert main(["run", str(spec)]) == 0
+    assert "output: 1x300" in capsys.readouterr().out

@@ -3,6 +3,7 @@ kind of bad input (one clear line, a non-zero exit, no traceback, no partial fil
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ def test_export_writes_a_valid_model(tmp_path, capsys):
     assert "61,706 newly initialised" in stdout
     onnx.checker.check_model(str(out), full_check=True)
     assert [p.name for p in tmp_path.iterdir()] == ["lenet5.onnx"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
 
 
 def test_export_of_a_spec_with_errors_writes_nothing(tmp_path, capsys):
