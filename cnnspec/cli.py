@@ -104,11 +104,9 @@ def _checked_network(path: str, network: str | None, args):
     """Check one spec file and pick one network; diagnostics printed, None on errors."""
     result = _check_files([path], network)
     _reject_unknown_network(result)
+    _print_diagnostics(result, args)
     if not result.ok:
-        _print_diagnostics(result, args)
         return None, result
-    if result.warnings:
-        _print_diagnostics(result, args)
     if not result.networks:
         raise UsageError(f"{path} defines no network")
     if network is None and len(result.networks) > 1:
