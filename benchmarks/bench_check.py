@@ -78,6 +78,19 @@ def main() -> None:
     else:
         print("  PyTorch + torchinfo: not installed (pip install torch==2.13.0 torchinfo)")
 
+    print("\nWhere the start-up goes (whole process, best of the same runs)")
+    bare = best_of([sys.executable, "-c", "pass"], args.repeat)
+    for label, code in (
+        ("python itself", None),
+        ("+ import lark", "import lark"),
+        ("+ import pydantic_core", "import pydantic_core"),
+    ):
+        if code is None:
+            print(f"  {label:<38} {bare * 1000:8.0f} ms")
+        else:
+            spent = best_of([sys.executable, "-c", code], args.repeat) - bare
+            print(f"  {label:<38} {spent * 1000:8.0f} ms")
+
     import cnnspec
 
     print("\nGenerated specs, in process (parse + resolve + check), best of 3")

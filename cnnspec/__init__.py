@@ -12,12 +12,33 @@ The ONNX backend (`cnnspec.onnx_export`) and the runtime are imported only when 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .diagnostics import CnnspecError, Diagnostic, Span
-from .infer import CheckedLayer, CheckedNetwork, CheckResult
+if TYPE_CHECKING:
+    from .diagnostics import CnnspecError, Diagnostic, Span
+    from .infer import CheckedLayer, CheckedNetwork, CheckResult
 
 __version__ = "0.1.0"
+
+# Loaded on first use, so that `cnnspec --version` and `--help` import nothing heavy.
+_LAZY = {
+    "CnnspecError": "diagnostics",
+    "Diagnostic": "diagnostics",
+    "Span": "diagnostics",
+    "CheckResult": "infer",
+    "CheckedLayer": "infer",
+    "CheckedNetwork": "infer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'cnnspec' has no attribute '{name}'")
+
+
 __all__ = [
     "CheckResult",
     "CheckedLayer",
