@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, Span, error, has_errors, warning, with_call_sites
-from .layers import Dense, Inferred, Shape, window_axis
+from .layers import Dense, Inferred, Shape, format_shape, window_axis
 from .resolve import Layer, Network, Resolved
 
 BYTES_FP32 = 4
@@ -211,10 +211,6 @@ class CheckResult:
         }
 
 
-def _fmt(shape: Shape) -> str:
-    return "x".join(map(str, shape))
-
-
 def _span_for(layer: Layer, argument: str | None) -> Span:
     if argument and argument in layer.arg_spans:
         return layer.arg_spans[argument]
@@ -248,10 +244,10 @@ def _check_fixed_weights(layer: Layer, result: Inferred) -> Diagnostic | None:
     given = _nested_shape(weights)
     if given in accepted_weight_shapes(full):
         return None
-    what = "ragged" if given is None else _fmt(given)
+    what = "ragged" if given is None else format_shape(given)
     return error(
         "weights-shape",
-        f"{layer.name}: the weights written here are {what}, but the layer needs {_fmt(full)}",
+        f"{layer.name}: the weights written here are {what}, but the layer needs {format_shape(full)}",
         _span_for(layer, "weights"),
         "write one row per kernel row; leading dimensions of size 1 may be left out",
     )
@@ -314,7 +310,7 @@ def check_network(
             diagnostics.append(
                 error(
                     "shape-mismatch",
-                    f"{layer.name} gives {_fmt(result.output)}, not {_fmt(layer.expect) or '?'}",
+                    f"{layer.name} gives {format_shape(result.output)}, not {format_shape(layer.expect) or '?'}",
                     layer.expect_span or layer.span,
                     _explain(entry),
                 )
@@ -356,7 +352,7 @@ def _explain(entry: CheckedLayer) -> str:
         return f"height: {h.arithmetic}"
     if isinstance(config, Dense):
         return f"dense gives its {config.units} units"
-    return f"input {_fmt(entry.input_shape)} -> output {_fmt(entry.output_shape)}"
+    return f"input {format_shape(entry.input_shape)} -> output {format_shape(entry.output_shape)}"
 
 
 def _transfer_problems(
@@ -375,8 +371,8 @@ def _transfer_problems(
             error(
                 "transfer-shape-changed",
                 f"{entry.name} is kept from '{base.name}', but its input changed from "
-                f"{_fmt(old.input_shape)} to {_fmt(entry.input_shape)}, so {entry.name}.{tensor} "
-                f"would be {_fmt(entry.tensors[tensor])} instead of {_fmt(old.tensors[tensor])}",
+                f"{format_shape(old.input_shape)} to {format_shape(entry.input_shape)}, so {entry.name}.{tensor} "
+                f"would be {format_shape(entry.tensors[tensor])} instead of {format_shape(old.tensors[tensor])}",
                 network.base_span or network.span,
                 f"drop it and what follows (`drop from {entry.name}`) and add a new layer",
             )

@@ -182,7 +182,8 @@ def window_axis(n: int, kernel: int, stride: int, dilation: int, p0: int, p1: in
     return AxisResult(size, arithmetic, unused)
 
 
-def _fmt(shape: Shape) -> str:
+def format_shape(shape: Shape) -> str:
+    """(16, 5, 5) -> 16x5x5, the way shapes are written in a spec."""
     return "x".join(map(str, shape))
 
 
@@ -269,7 +270,7 @@ class _AxisFinding:
     def problem(self, x: Shape, axis: str, unit: str) -> Problem:
         units = unit if self.count == 1 else unit.replace("row", "rows").replace("column", "columns")
         verb = "is" if self.count == 1 and " and " not in unit else "are"
-        text = self.template.format(axis=axis, unit=unit, units=units, verb=verb, shape=_fmt(x))
+        text = self.template.format(axis=axis, unit=unit, units=units, verb=verb, shape=format_shape(x))
         return Problem(self.severity, self.code, text, self.help, self.field)
 
 
@@ -632,8 +633,8 @@ class Dense(LayerConfig):
                 Problem(
                     "error",
                     "needs-flatten",
-                    f"dense gets a {_fmt(x)} tensor, not a vector",
-                    f"add `flatten` before it: it would give {n:,} inputs ({_fmt(x)})",
+                    f"dense gets a {format_shape(x)} tensor, not a vector",
+                    f"add `flatten` before it: it would give {n:,} inputs ({format_shape(x)})",
                 )
             )
         tensors = {"weight": ((self.units, n), True)}

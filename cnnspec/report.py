@@ -10,10 +10,7 @@ import json
 
 from .diagnostics import render
 from .infer import CheckedNetwork, CheckResult
-
-
-def _fmt(shape) -> str:
-    return "x".join(map(str, shape))
+from .layers import format_shape
 
 
 def si(n: float) -> str:
@@ -65,7 +62,7 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     if net.base:
         title += f" from {net.base}"
     lines = [
-        style(title, "1") + f"  ({net.path}:{net.line})  input {_fmt(net.input_shape)}",
+        style(title, "1") + f"  ({net.path}:{net.line})  input {format_shape(net.input_shape)}",
         style(row([c for c, _, _ in columns]), "1"),
         "─" * width,
     ]
@@ -76,7 +73,7 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         cells = [
             entry.name,
             entry.layer.spec_text(),
-            _fmt(entry.output_shape),
+            format_shape(entry.output_shape),
             f"{entry.params:,}",
             si(entry.macs) if entry.macs else "0",
             rf_text,
@@ -106,7 +103,7 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         if entry.in_features is not None and i and net.layers[i - 1].kind == "flatten":
             source = net.layers[i - 1]
             lines.append(
-                f"{entry.name} takes {entry.in_features:,} inputs from {source.name} ({_fmt(source.input_shape)})"
+                f"{entry.name} takes {entry.in_features:,} inputs from {source.name} ({format_shape(source.input_shape)})"
             )
     if net.dropped:
         lines.append(f"dropped from {net.base}: {', '.join(net.dropped)}")

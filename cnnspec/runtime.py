@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from .diagnostics import CnnspecError, Diagnostic
+from .layers import format_shape
 
 Provider = Literal["cpu", "cuda", "auto"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -126,13 +127,13 @@ def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         return array[None].astype(np.float32)
     if array.ndim == len(shape) + 1 and tuple(array.shape[1:]) == shape:
         return array.astype(np.float32)
-    fmt = "x".join(map(str, shape))
+    fmt = format_shape(shape)
     channels = ""
     if len(shape) == 3 and array.ndim in (3, 4) and array.shape[-3] != shape[0]:
         channels = f" (it has {array.shape[-3]} channels, the network takes {shape[0]})"
     raise _fail(
         "bad-input",
-        f"{path}: array is {'x'.join(map(str, array.shape))}, expected {fmt} or Nx{fmt}{channels}",
+        f"{path}: array is {format_shape(array.shape)}, expected {fmt} or Nx{fmt}{channels}",
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .diagnostics import CnnspecError, Diagnostic
 from .infer import CheckedNetwork
+from .layers import format_shape
 from .runtime import IMAGE_SUFFIXES, load_image
 from .weights import WeightSet
 
@@ -29,10 +30,6 @@ class Dataset:
     x: np.ndarray  # (N, *input_shape) float32
     y: np.ndarray  # (N,) int64
     classes: list[str]
-
-
-def _fmt(shape) -> str:
-    return "x".join(map(str, shape))
 
 
 def load_dataset(path: str | Path, input_shape: tuple[int, ...], num_classes: int) -> Dataset:
@@ -74,11 +71,11 @@ def _load_npz(path: Path, input_shape: tuple[int, ...]) -> Dataset:
         raise _fail(f"{path}: not a readable .npz ({type(exc).__name__})") from None
     if tuple(x.shape[1:]) != tuple(input_shape):
         raise _fail(
-            f"{path}: x is {_fmt(x.shape)}, the network takes Nx{_fmt(input_shape)}",
+            f"{path}: x is {format_shape(x.shape)}, the network takes Nx{format_shape(input_shape)}",
             "x holds one example per row, channels first",
         )
     if y.ndim != 1 or len(y) != len(x):
-        raise _fail(f"{path}: y is {_fmt(y.shape)}, expected {len(x)} labels (one per example)")
+        raise _fail(f"{path}: y is {format_shape(y.shape)}, expected {len(x)} labels (one per example)")
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.equal(np.mod(y, 1), 0)):
             raise _fail(f"{path}: y holds {y.dtype} values that are not whole class numbers")
@@ -151,7 +148,7 @@ def train(
     if len(network.output_shape) != 1:
         raise _fail(
             f"training needs class scores out of the network; '{network.name}' gives "
-            f"{_fmt(network.output_shape)}",
+            f"{format_shape(network.output_shape)}",
             "end the network with flatten and a dense layer",
         )
     torch.manual_seed(seed)

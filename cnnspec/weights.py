@@ -19,7 +19,7 @@ import numpy as np
 
 from .diagnostics import CnnspecError, Diagnostic
 from .infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
-from .layers import RELU_FAMILY
+from .layers import RELU_FAMILY, format_shape
 
 Source = Literal["loaded", "new", "spec"]
 NPZ_HELP = "save with numpy.savez(path, **{'conv1.weight': ..., 'conv1.bias': ...})"
@@ -66,7 +66,7 @@ class WeightSet:
         rows = [f"{'tensor':<24} {'shape':<14} {'values':<7} training"]
         for p in self.plan:
             training = "frozen" if p.frozen else ("trains" if p.trainable else "fixed")
-            rows.append(f"{p.name:<24} {_fmt(p.shape):<14} {p.source:<7} {training}")
+            rows.append(f"{p.name:<24} {format_shape(p.shape):<14} {p.source:<7} {training}")
         return "\n".join([*rows, self.summary()])
 
 
@@ -76,10 +76,6 @@ def _fail(code: str, message: str, help: str | None = None) -> CnnspecError:
 
 def _problem(message: str) -> Diagnostic:
     return Diagnostic("error", "weights-file", message)
-
-
-def _fmt(shape) -> str:
-    return "x".join(map(str, shape)) or "scalar"
 
 
 def _followed_by_relu(network: CheckedNetwork, index: int) -> bool:
@@ -189,14 +185,16 @@ def build_weights(
                 if tuple(value.shape) != tuple(shape):
                     problems.append(
                         _problem(
-                            f"tensor '{name}' is {_fmt(value.shape)} in the weights, but "
-                            f"{layer.name} needs {_fmt(shape)}"
+                            f"tensor '{name}' is {format_shape(value.shape)} in the weights, but "
+                            f"{layer.name} needs {format_shape(shape)}"
                         )
                     )
                     continue
                 arrays[name], source = value.astype(np.float32), "loaded"
             elif must_load:
-                problems.append(_problem(f"the weights have no tensor '{name}' (needed: {_fmt(shape)})"))
+                problems.append(
+                    _problem(f"the weights have no tensor '{name}' (needed: {format_shape(shape)})")
+                )
                 continue
             elif (written := _spec_tensor(entry, suffix)) is not None:
                 arrays[name], source = written, "spec"
