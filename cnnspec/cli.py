@@ -55,7 +55,6 @@ def _check_files(paths: list[str], network: str | None):
         merged.networks += result.networks
         merged.diagnostics += result.diagnostics
         merged.sources.update(result.sources)
-        merged.resolved.update(result.resolved)
     return merged
 
 

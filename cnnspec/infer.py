@@ -181,7 +181,6 @@ class CheckResult:
     networks: list[CheckedNetwork]
     diagnostics: list[Diagnostic]
     sources: dict[str, str] = field(default_factory=dict)
-    resolved: dict[str, Network] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -433,4 +432,4 @@ def infer(resolved: Resolved) -> CheckResult:
     targets = [checked[name] for name in resolved.targets if name in checked]
     unique = list(dict.fromkeys(diagnostics))
     unique.sort(key=lambda d: (d.span.path, d.span.line, d.span.column) if d.span else ("", 0, 0))
-    return CheckResult(targets, unique, resolved.sources, resolved.networks)
+    return CheckResult(targets, unique, resolved.sources)

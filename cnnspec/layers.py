@@ -198,6 +198,9 @@ def _kernel(p: tuple[int, int]) -> str:
 class _Windowed(LayerConfig):
     """Shared by conv and pool: kernel, stride, padding, dilation over H and W."""
 
+    # Whether uneven `same` padding changes the values (worth the asymmetric-same warning).
+    uneven_same_matters: ClassVar[bool] = True
+
     def _stride(self) -> tuple[int, int]:
         return self.stride  # type: ignore[attr-defined]
 
@@ -217,7 +220,7 @@ class _Windowed(LayerConfig):
         if pad == "same":
             top, bottom = resolve_same(h, extent[0], stride[0])
             left, right = resolve_same(w, extent[1], stride[1])
-            if (top != bottom or left != right) and not isinstance(self, Pool):
+            if (top != bottom or left != right) and self.uneven_same_matters:
                 problems.append(
                     Problem(
                         "warning",
@@ -453,6 +456,9 @@ class Pool(_Windowed):
         "pad": Argument("padding", PADDING),
         "ceil": Argument("bool", cs.bool_schema()),
     }
+
+    # Padding never enters a max, nor an average that leaves padding out of the count.
+    uneven_same_matters: ClassVar[bool] = False
 
     mode: str  # max | avg
     kernel: Pair
