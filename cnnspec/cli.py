@@ -7,9 +7,12 @@ errors, 2 usage errors, unreadable files or a missing optional dependency.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -18,10 +21,34 @@ EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in cnnspec, never a problem with the input
+MAX_SEED = 2**63 - 1  # numpy takes any size, PyTorch 64 bits
 
 
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C so every `finally` removes its temporary files."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def _say(prefix: str, message: str) -> None:
+    from .diagnostics import printable
+
+    print(f"cnnspec: {prefix}: {printable(message)}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """numpy's and Pillow's warnings as one cnnspec line, without their source paths."""
+    _say("warning", str(message))
 
 
 def _use_color(stream, choice: str) -> bool:
@@ -31,16 +58,12 @@ def _use_color(stream, choice: str) -> bool:
 
 
 def _read_spec(path: str) -> str:
+    from .files import UnreadableFile, read_source
+
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a .cnn file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a text file (expected a .cnn spec)") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+        return read_source(path)
+    except UnreadableFile as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
 def _check_files(paths: list[str], network: str | None):
@@ -49,12 +72,19 @@ def _check_files(paths: list[str], network: str | None):
     from .resolve import resolve_sources
 
     merged = CheckResult([], [], {})
+    seen: set[str] = set()
     for path in paths:
+        key = os.path.realpath(path)
+        if key in seen:  # the same file named twice is checked once
+            continue
+        seen.add(key)
         text = _read_spec(path)
         result = infer(resolve_sources(text, path, Path(path), network))
         merged.networks += result.networks
         merged.diagnostics += result.diagnostics
         merged.sources.update(result.sources)
+        merged.hidden += result.hidden
+        merged.files += result.files
     return merged
 
 
@@ -73,6 +103,8 @@ def cmd_check(args) -> int:
         if notes:
             sys.stdout.flush()
             print(("\n" if table else "") + notes, file=sys.stderr)
+        if not table and not notes:  # a file of blocks only: say what was checked
+            print(f"{', '.join(args.files)}: no network to check (blocks only); no errors")
     return EXIT_OK if result.ok else EXIT_ERRORS
 
 
@@ -93,10 +125,12 @@ def _print_diagnostics(result, args) -> None:
 
 def _print_error(error) -> None:
     """A CnnspecError from export/run/train: one line per problem, no source position."""
+    from .diagnostics import printable
+
     for d in error.diagnostics:
-        print(f"cnnspec: error: {d.message} [{d.code}]", file=sys.stderr)
+        print(f"cnnspec: {d.severity}: {printable(d.message)} [{d.code}]", file=sys.stderr)
         if d.help:
-            print(f"  help: {d.help}", file=sys.stderr)
+            print(f"  help: {printable(d.help)}", file=sys.stderr)
 
 
 def _checked_network(path: str, network: str | None, args):
@@ -114,16 +148,58 @@ def _checked_network(path: str, network: str | None, args):
     return result.networks[0], result
 
 
-def _weights(args, path: str):
-    """A .cnn spec -> (checked network, weights, spec text) with the options of `args`;
-    (None, None, None) after printing its diagnostics when the spec has errors."""
+def _weights(args, path: str, outputs: tuple[str | None, ...] = ()):
+    """A .cnn spec -> (checked network, weights, spec text, files read) with the options of
+    `args`; None after printing its diagnostics when the spec has errors. Every output in
+    `outputs` is checked against every file read before the weights are built."""
     from .weights import build_weights, load_file
 
     network, result = _checked_network(path, args.network, args)
     if network is None:
-        return None, None, None
+        return None
+    read = _files_read(result, args)
+    for out in outputs:
+        if out:
+            _output_target(out, read)
+    _check_weight_memory(network)
     provided = load_file(args.weights) if args.weights else None
-    return network, build_weights(network, args.seed, provided), result.sources.get(path)
+    return network, build_weights(network, args.seed, provided), result.sources.get(path), read
+
+
+def _files_read(result, args) -> tuple[Path, ...]:
+    """Every file this command reads: specs (with their `use`s), weights, inputs, data."""
+    named = [getattr(args, "weights", None), getattr(args, "labels", None), getattr(args, "data", None)]
+    named += list(getattr(args, "input", None) or [])
+    return tuple(result.files) + tuple(Path(p) for p in named if p)
+
+
+def _output_target(out: str, read: tuple[Path, ...]) -> Path:
+    """OUT checked before any work: not an input, a regular file, in a writable folder."""
+    from .files import BadOutput, target
+
+    try:
+        return target(out, read)
+    except BadOutput as exc:
+        raise UsageError(f"{out}: {exc}") from None
+
+
+def _check_weight_memory(network) -> None:
+    """Refuse, before allocating, weights that do not fit in this machine's memory."""
+    from .diagnostics import CnnspecError, Diagnostic
+    from .resources import shortfall
+
+    needed = network.param_bytes * 2  # the arrays and the serialised model
+    problem = shortfall(needed)
+    if problem:
+        raise CnnspecError(
+            [
+                Diagnostic(
+                    "error",
+                    "too-large",
+                    f"'{network.name}' has {network.total_params:,} parameters: its weights {problem}",
+                )
+            ]
+        )
 
 
 def _check_opset(opset: int) -> None:
@@ -140,13 +216,13 @@ def cmd_export(args) -> int:
     from .diagnostics import CnnspecError
 
     _check_opset(args.opset)
-    if args.weights and not Path(args.weights).is_file():
-        raise UsageError(f"{args.weights}: no such weights file")
+    _check_weights_option(args)
     try:
-        network, weights, spec_text = _weights(args, args.file)
-        if network is None:
+        loaded = _weights(args, args.file, (args.output,))
+        if loaded is None:
             return EXIT_ERRORS
-        written = _write_model(network, weights, args, spec_text, (args.file, args.weights))
+        network, weights, spec_text, read = loaded
+        written = _write_model(network, weights, args, spec_text, read)
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
@@ -167,8 +243,7 @@ def cmd_run(args) -> int:
     from .runtime import ProviderUnavailable, input_shape, load_inputs, make_session, read_labels, run, top_k
 
     path = Path(args.model)
-    if not path.is_file():
-        raise UsageError(f"{args.model}: no such file")
+    _readable_file(args.model, "model")
     for name, value in (("--batch", args.batch), ("--top", args.top), ("--repeat", args.repeat)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1")
@@ -176,21 +251,39 @@ def cmd_run(args) -> int:
         raise UsageError("--std values must be above 0")
     if (args.mean or args.std) and not args.input:
         raise UsageError("--mean and --std apply to --input files (random input is used as it is)")
+    for name in args.input:
+        _readable_file(name, "input")
+    if args.labels:
+        _readable_file(args.labels, "labels file")
+    is_spec = path.suffix == ".cnn"
+    if not is_spec:
+        for option, value in (("--weights", args.weights), ("--network", args.network)):
+            if value:
+                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+        if args.output:
+            _output_target(args.output, (path, *map(Path, args.input), *_maybe(args.labels)))
+    else:
+        _check_weights_option(args)
     scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-run-")  # for models above 2 GB
     scratch = Path(scratch_dir.name)
     try:
-        if path.suffix == ".cnn":
+        if is_spec:
             _check_opset(args.opset)
-            network, weights, spec_text = _weights(args, args.model)
-            if network is None:
+            loaded = _weights(args, args.model, (args.output,))
+            if loaded is None:
                 return EXIT_ERRORS
+            network, weights, spec_text, read = loaded
+            _check_run_memory(network, args.batch if not args.input else len(args.input))
             source = _model_source(network, weights, args, spec_text, scratch)
             described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
         else:
             source = path
             described = str(path)
+            read = (path, *map(Path, args.input), *_maybe(args.labels))
         session = make_session(source, args.provider)
         shape = input_shape(session)
+        if not is_spec and not args.input:
+            _check_input_memory(shape, args.batch)
         batch = load_inputs(args.input, shape, args.batch, args.seed, args.mean, args.std)
         result = run(session, batch, repeat=args.repeat)
         output = result.output
@@ -221,9 +314,57 @@ def cmd_run(args) -> int:
         f"{result.images_per_second:,.0f} images/s"
     )
     if args.output:
-        _save_npy(args.output, output, tuple(Path(p) for p in [args.model, *args.input]))
+        _save_npy(args.output, output, read)
         print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _maybe(path: str | None) -> tuple[Path, ...]:
+    return (Path(path),) if path else ()
+
+
+def _readable_file(name: str, what: str) -> None:
+    """A missing, unreadable or non-file input is a usage error (exit 2), said plainly."""
+    path = Path(name)
+    try:
+        if path.is_dir():
+            raise UsageError(f"{name}: is a directory, not a {what}")
+        if not path.exists():
+            raise UsageError(f"{name}: no such file ({what})")
+        if not path.is_file():
+            raise UsageError(f"{name}: not a regular file")
+    except OSError as exc:  # a symlink loop, a name too long
+        raise UsageError(f"{name}: {exc.strerror or type(exc).__name__}") from None
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{name}: permission denied")
+
+
+def _check_input_memory(shape: tuple[int, ...], batch: int) -> None:
+    import math
+
+    from .resources import shortfall
+
+    problem = shortfall(batch * math.prod(shape) * 4 * 2)  # the batch and at least its copy
+    if problem:
+        raise UsageError(f"a random batch of {batch:,} inputs {problem}; use a smaller --batch")
+
+
+def _check_weights_option(args) -> None:
+    if args.weights:
+        _readable_file(args.weights, "weights file")
+
+
+def _check_run_memory(network, batch: int) -> None:
+    """`run --batch 1000000`: refuse before onnxruntime tries to allocate it."""
+    from .resources import shortfall
+
+    needed = network.param_bytes * 2 + batch * network.activation_bytes
+    problem = shortfall(needed)
+    if problem:
+        raise UsageError(
+            f"a batch of {batch:,} through '{network.name}' ({network.activation_bytes / 2**20:,.1f} MiB of "
+            f"activations per image) {problem}; use a smaller --batch"
+        )
 
 
 def cmd_train(args) -> int:
@@ -244,12 +385,16 @@ def cmd_train(args) -> int:
         raise UsageError("--val-split must be at least 0 and below 1")
     if args.lr <= 0:
         raise UsageError("--lr must be above 0")
-    if args.weights and not Path(args.weights).is_file():
-        raise UsageError(f"{args.weights}: no such weights file")
+    _check_weights_option(args)
+    if not Path(args.data).exists():
+        raise UsageError(f"{args.data}: no such file or folder")
     network, result = _checked_network(args.file, args.network, args)
     if network is None:
         return EXIT_ERRORS
+    read = _files_read(result, args)
+    _output_target(args.output, read)  # before training: a bad -o must not cost the run
     try:
+        _check_weight_memory(network)
         provided = load_file(args.weights) if args.weights else None
         weights = build_weights(network, args.seed, provided)
         data = load_dataset(args.data, network.input_shape, network.output_shape[0])
@@ -264,9 +409,7 @@ def cmd_train(args) -> int:
             network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed
         )
         trained = build_weights(network, args.seed, outcome.arrays)
-        _write_model(
-            network, trained, args, result.sources.get(args.file), (args.file, args.weights, args.data)
-        )
+        _write_model(network, trained, args, result.sources.get(args.file), read)
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
@@ -284,17 +427,20 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
-def _write_model(network, weights, args, spec_text, inputs: tuple[str | None, ...]) -> list[Path]:
-    """Build, check and write args.output atomically; a bad output path is a usage error."""
+def _write_model(network, weights, args, spec_text, protect: tuple[Path, ...]) -> list[Path]:
+    """Build, check and write args.output atomically; a bad output path or a failed write
+    (a full disk, a permission) is a usage error, and leaves nothing behind."""
+    from .files import BadOutput
     from .onnx_export import write_model
 
-    protect = tuple(Path(p) for p in inputs if p)
     try:
         return write_model(
             network, weights, args.output, args.opset, getattr(args, "fold_bn", False), spec_text, protect
         )
-    except (FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except BadOutput as exc:
         raise UsageError(f"{args.output}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
 
 
 def _model_source(network, weights, args, spec_text, scratch: Path) -> bytes | Path:
@@ -318,19 +464,47 @@ def _save_npy(out: str, array, protect: tuple[Path, ...]) -> None:
     """Write OUT.npy atomically (temporary file, then rename); never over an input."""
     import numpy as np
 
-    from .files import target, temporary
+    from .files import temporary
 
+    final = _output_target(out, protect)
     try:
-        final = target(out, protect)
-    except (FileExistsError, FileNotFoundError) as exc:
-        raise UsageError(f"{out}: {exc}") from None
-    temp = temporary(final)
+        temp = temporary(final)
+        try:
+            with open(temp, "wb") as stream:
+                np.save(stream, array)
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+    except OSError as exc:  # a full disk, a folder gone read-only
+        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+
+
+def _finite(text: str) -> float:
+    """A float option: `nan`, `inf` and `1e400` are refused by argparse with the option's name."""
     try:
-        with open(temp, "wb") as stream:
-            np.save(stream, array)
-        os.replace(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seeds go from 0 to {MAX_SEED} (2^63 - 1), got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,14 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def export_options(command, for_run: bool = False) -> None:
         command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
-        command.add_argument("--seed", type=int, default=0, help="seed of the fresh weights (default 0)")
+        command.add_argument("--seed", type=_seed, default=0, help="seed of the fresh weights (default 0)")
         command.add_argument(
             "--weights",
             metavar="FILE",
             help=".npz or .onnx with tensors named like conv1.weight"
             + (" (only for a .cnn)" if for_run else ""),
         )
-        command.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+        command.add_argument("--opset", type=_count, default=17, help="ONNX opset (default 17)")
         command.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
     export = sub.add_parser(
@@ -397,12 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
     run.add_argument("--input", nargs="+", default=[], metavar="PATH", help="images or .npy arrays")
     run.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
-    run.add_argument("--batch", type=int, default=1, help="batch size of random input (default 1)")
-    run.add_argument("--top", type=int, default=5, help="classes to show per example (default 5)")
+    run.add_argument("--batch", type=_count, default=1, help="batch size of random input (default 1)")
+    run.add_argument("--top", type=_count, default=5, help="classes to show per example (default 5)")
     run.add_argument("--labels", metavar="FILE", help="class names, one a line")
-    run.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted from the input")
-    run.add_argument("--std", type=float, nargs="+", help="per-channel std the input is divided by")
-    run.add_argument("--repeat", type=int, default=10, help="timed runs (default 10)")
+    run.add_argument("--mean", type=_finite, nargs="+", help="per-channel mean subtracted from the input")
+    run.add_argument("--std", type=_finite, nargs="+", help="per-channel std the input is divided by")
+    run.add_argument("--repeat", type=_count, default=10, help="timed runs (default 10)")
     run.add_argument("-o", "--output", metavar="OUT.npy", help="save the output array")
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
@@ -419,11 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, metavar="DATA", help=".npz with x and y, or a folder of class folders"
     )
     train.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=_count, default=10)
+    train.add_argument("--lr", type=_finite, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--batch-size", type=_count, default=32)
     train.add_argument(
-        "--val-split", type=float, default=0.2, help="share held out for validation (default 0.2)"
+        "--val-split", type=_finite, default=0.2, help="share held out for validation (default 0.2)"
     )
     export_options(train)
     train.set_defaults(func=cmd_train)
@@ -436,13 +610,26 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    handlers = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            try:
+                handlers[signum] = signal.signal(signum, _terminate)
+            except ValueError:  # not the main thread (an embedding program): leave them
+                pass
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except UsageError as exc:
-        print(f"cnnspec: error: {exc}", file=sys.stderr)
+        _say("error", str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _say("error", "interrupted; no output was written")
         return 130
+    except Terminated as exc:
+        _say("error", f"stopped by signal {exc.signum}; no output was written")
+        return 128 + exc.signum
     except BrokenPipeError:
         return EXIT_OK
     except MemoryError:
@@ -454,12 +641,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line; CNNSPEC_DEBUG=1 shows the traceback
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
-        print(
-            f"cnnspec: internal error: {type(exc).__name__}: {exc} (please report it; "
-            "CNNSPEC_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
+        _say(
+            "internal error",
+            f"{type(exc).__name__}: {str(exc)[:500]} (please report it; CNNSPEC_DEBUG=1 shows the traceback)",
         )
         return EXIT_INTERNAL
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

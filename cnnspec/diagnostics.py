@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -38,6 +39,10 @@ CODES: dict[str, str] = {
     "bad-input": "an input image or array for `run` or data for `train` does not fit the network",
     "drop-too-many": "`drop last K` drops more layers than the base has",
     "unknown-name": "`drop` or `freeze` names a layer that does not exist",
+    "reserved-name": "a layer is named `input`, `output` or a name PyTorch modules use (`forward`, ...)",
+    "too-deep": "blocks, `repeat`, `use` or `from` nest deeper than cnnspec allows",
+    "too-large": "a number, a file or an expansion is above cnnspec's limits",
+    "no-network": "a spec file defines no network and no block",
     "transfer-shape-changed": "a layer kept from the base gets a different input size",
     "dropped-pixels": "(warning) a window leaves rows or columns of the input unused",
     "asymmetric-same": "(warning) `pad=same` with an even kernel pads one side more",
@@ -109,8 +114,75 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean '{match[0]}'?" if match else None
 
 
+MAX_DIAGNOSTICS_PER_FILE = 50  # beyond this a file's diagnostics are counted, not printed
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """Diagnostics left out of a file's report by the cap (counted, so nothing is lost silently)."""
+
+    path: str
+    errors: int
+    warnings: int
+
+    def line(self) -> str:
+        parts = [f"{self.errors:,} more error{'s' * (self.errors != 1)}"] if self.errors else []
+        if self.warnings:
+            parts.append(f"{self.warnings:,} more warning{'s' * (self.warnings != 1)}")
+        return f"{printable(self.path)}: ... and {' and '.join(parts)} not shown (the first {MAX_DIAGNOSTICS_PER_FILE} are)"
+
+
+def cap_per_file(
+    diagnostics: list[Diagnostic], limit: int = MAX_DIAGNOSTICS_PER_FILE
+) -> tuple[list[Diagnostic], list[Hidden]]:
+    """Keep the first `limit` diagnostics of each file (in the given order); count the rest."""
+    kept: list[Diagnostic] = []
+    shown: dict[str, int] = {}
+    hidden: dict[str, list[int]] = {}
+    for d in diagnostics:
+        path = d.span.path if d.span else ""
+        if shown.get(path, 0) < limit:
+            shown[path] = shown.get(path, 0) + 1
+            kept.append(d)
+        else:
+            counts = hidden.setdefault(path, [0, 0])
+            counts[0 if d.severity == "error" else 1] += 1
+    return kept, [Hidden(path or "cnnspec", e, w) for path, (e, w) in hidden.items()]
+
+
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diagnostics)
+
+
+# Control characters (ESC, BEL, CR, ...) from a spec, a path or a file name would drive
+# the terminal: every message and source line is printed with them escaped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+MAX_SOURCE_WIDTH = 100  # a longer source line is cut around the caret
+
+
+def printable(text: str) -> str:
+    """`text` with control characters written as escapes (`\\x1b`), safe for a terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _source_excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """The printable part of `line` around `column` (1-based): (text, caret column, caret width).
+    Escaping may widen characters, so the caret is placed on the escaped text."""
+    before, marked, after = (
+        line[: column - 1],
+        line[column - 1 : column - 1 + width],
+        line[column - 1 + width :],
+    )
+    before, marked, after = printable(before), printable(marked), printable(after)
+    width = max(len(marked), 1)
+    if len(before) + width + len(after) <= MAX_SOURCE_WIDTH:
+        return before + marked + after, len(before) + 1, width
+    room = MAX_SOURCE_WIDTH // 2
+    head = "…" + before[-room:] if len(before) > room else before
+    marked = marked if len(marked) <= room else marked[: room - 1] + "…"
+    tail = after[: max(MAX_SOURCE_WIDTH - len(head) - len(marked), 0)]
+    tail = tail + "…" if len(tail) < len(after) else tail
+    return head + marked + tail, len(head) + 1, max(len(marked), 1)
 
 
 def render(diagnostic: Diagnostic, sources: dict[str, str], color: bool = False) -> str:
@@ -121,27 +193,29 @@ def render(diagnostic: Diagnostic, sources: dict[str, str], color: bool = False)
 
     severity_color = "1;31" if diagnostic.severity == "error" else "1;33"
     span = diagnostic.span
-    where = f"{span.path}:{span.line}:{span.column}: " if span else "cnnspec: "
+    where = f"{printable(span.path)}:{span.line}:{span.column}: " if span else "cnnspec: "
     lines = [
         paint(where, "1")
         + paint(f"{diagnostic.severity}:", severity_color)
-        + f" {diagnostic.message} "
+        + f" {printable(diagnostic.message)} "
         + paint(f"[{diagnostic.code}]", "2")
     ]
     source = sources.get(span.path) if span else None
     if source is not None and span is not None:
-        text_lines = source.splitlines()
+        text_lines = source.split("\n")  # as the parser counts lines: \n only
         if 1 <= span.line <= len(text_lines):
-            text = text_lines[span.line - 1].expandtabs(1)
-            gutter = f"{span.line:>4} | "
-            lines.append(paint(gutter, "34") + text)
             width = 1
             if span.end_column and span.end_column > span.column:
                 width = span.end_column - span.column
-            marker = " " * (span.column - 1) + "^" + "~" * (width - 1)
+            text, column, width = _source_excerpt(
+                text_lines[span.line - 1].rstrip("\r").expandtabs(1), span.column, width
+            )
+            gutter = f"{span.line:>4} | "
+            lines.append(paint(gutter, "34") + text)
+            marker = " " * (column - 1) + "^" + "~" * (width - 1)
             lines.append(paint(" " * (len(gutter) - 2) + "| ", "34") + paint(marker, severity_color))
     for note in diagnostic.notes:
-        lines.append(paint("  note: ", "1") + note)
+        lines.append(paint("  note: ", "1") + printable(note))
     if diagnostic.help:
-        lines.append(paint("  help: ", "1;32") + diagnostic.help)
+        lines.append(paint("  help: ", "1;32") + printable(diagnostic.help))
     return "\n".join(lines)

@@ -1,21 +1,101 @@
-"""Output files appear only when complete: written to a temporary file beside the
-target, then renamed. An output never replaces one of the command's own inputs."""
+"""Every file cnnspec reads or writes goes through here.
+
+Reading: a spec (or a `use`d file) must be a regular file of at most MAX_SOURCE_BYTES,
+read with that bound, so `/dev/zero` or a FIFO never hangs a check, and a binary file
+(`/proc/self/environ`) is refused before any of it is echoed.
+
+Writing: outputs appear only when complete (a temporary file beside the target, then a
+rename); they are regular files only (never a device node or a FIFO, which a rename would
+replace), and never one of the files the command read.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
+MAX_SOURCE_BYTES = 4 * 1024 * 1024  # a 10,000-layer generated spec is ~0.4 MB
+
+
+class UnreadableFile(Exception):
+    """A file cnnspec was asked to read cannot be used; the message names the reason."""
+
+
+class BadOutput(Exception):
+    """An output path cannot be written safely; the message names the reason."""
+
+
+def _stat(path: Path, what: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise UnreadableFile("no such file") from None
+    except PermissionError:
+        raise UnreadableFile("permission denied") from None
+    except OSError as exc:  # ELOOP (a symlink loop), ENAMETOOLONG, ...
+        raise UnreadableFile(exc.strerror or type(exc).__name__) from None
+
+
+def read_source(path: str | Path, limit: int = MAX_SOURCE_BYTES) -> str:
+    """The text of a spec file: a regular file, at most `limit` bytes, UTF-8 (a BOM is
+    dropped), without NUL bytes. Raises UnreadableFile."""
+    info = _stat(Path(path), "spec")
+    if stat.S_ISDIR(info.st_mode):
+        raise UnreadableFile("is a directory, not a .cnn file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFile("not a regular file (a device, FIFO or socket is never read as a spec)")
+    if info.st_size > limit:
+        raise UnreadableFile(f"too large for a spec ({info.st_size:,} bytes; the limit is {limit:,})")
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(limit + 1)  # /proc files report size 0: bound the read itself
+    except OSError as exc:
+        raise UnreadableFile(exc.strerror or type(exc).__name__) from None
+    if len(data) > limit:
+        raise UnreadableFile(f"too large for a spec (more than {limit:,} bytes)")
+    if b"\0" in data:
+        raise UnreadableFile("not a text file (it holds NUL bytes; expected a .cnn spec)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnreadableFile("not a UTF-8 text file (expected a .cnn spec)") from None
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
 
 def target(out: str | Path, protect: tuple[Path, ...] = ()) -> Path:
-    """The resolved output path; FileExistsError if it is one of `protect`."""
-    resolved = Path(out).resolve()
-    for path in protect:
-        if path.exists() and resolved == path.resolve():
-            raise FileExistsError(f"refusing to overwrite {path}, an input of this command")
+    """The resolved output path, checked before any work is done. Raises BadOutput when
+    it is one of `protect` (the command's inputs, hard links included), not a regular
+    file, in a missing folder, or in a folder this user cannot write to."""
+    try:
+        resolved = Path(out).resolve()
+    except (RuntimeError, OSError):  # a symlink loop
+        raise BadOutput("cannot resolve the path (a symbolic link loop?)") from None
+    try:
+        existing = os.stat(resolved)
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise BadOutput(exc.strerror or type(exc).__name__) from None
+    if existing is not None:
+        if stat.S_ISDIR(existing.st_mode):
+            raise BadOutput("is a directory; give a file name")
+        if not stat.S_ISREG(existing.st_mode):
+            raise BadOutput("not a regular file (cnnspec never replaces a device node, FIFO or socket)")
+        for path in protect:
+            try:
+                if _same_file(existing, os.stat(path)):
+                    raise BadOutput(f"refusing to overwrite {path}, which this command reads")
+            except OSError:
+                continue
     if not resolved.parent.is_dir():
-        raise FileNotFoundError(f"{Path(out).parent}: no such folder")
+        raise BadOutput(f"{Path(out).parent}: no such folder")
+    if not os.access(resolved.parent, os.W_OK | os.X_OK):
+        raise BadOutput(f"{Path(out).parent}: folder is not writable")
     return resolved
 
 

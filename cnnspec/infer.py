@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .diagnostics import Diagnostic, Span, error, has_errors, warning, with_call_sites
+from .diagnostics import Diagnostic, Hidden, Span, cap_per_file, error, has_errors, warning, with_call_sites
 from .layers import Dense, Inferred, Shape, format_shape, window_axis
 from .resolve import Layer, Network, Resolved
 
@@ -181,10 +181,12 @@ class CheckResult:
     networks: list[CheckedNetwork]
     diagnostics: list[Diagnostic]
     sources: dict[str, str] = field(default_factory=dict)
+    hidden: list[Hidden] = field(default_factory=list)  # counted past the per-file cap
+    files: list = field(default_factory=list)  # every file read (resolved Paths): outputs never replace them
 
     @property
     def ok(self) -> bool:
-        return not has_errors(self.diagnostics)
+        return not has_errors(self.diagnostics) and not any(h.errors for h in self.hidden)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -207,6 +209,9 @@ class CheckResult:
             "conventions": CONVENTIONS,
             "networks": [net.to_json() for net in self.networks],
             "diagnostics": [d.to_json() for d in self.diagnostics],
+            "diagnostics_not_shown": [
+                {"path": h.path, "errors": h.errors, "warnings": h.warnings} for h in self.hidden
+            ],
         }
 
 
@@ -309,7 +314,8 @@ def check_network(
             diagnostics.append(
                 error(
                     "shape-mismatch",
-                    f"{layer.name} gives {format_shape(result.output)}, not {format_shape(layer.expect) or '?'}",
+                    f"{layer.name} gives {format_shape(result.output)}, not "
+                    f"{format_shape(layer.expect) or layer.expect_text}",
                     layer.expect_span or layer.span,
                     _explain(entry),
                 )
@@ -432,4 +438,5 @@ def infer(resolved: Resolved) -> CheckResult:
     targets = [checked[name] for name in resolved.targets if name in checked]
     unique = list(dict.fromkeys(diagnostics))
     unique.sort(key=lambda d: (d.span.path, d.span.line, d.span.column) if d.span else ("", 0, 0))
-    return CheckResult(targets, unique, resolved.sources)
+    kept, hidden = cap_per_file(unique)
+    return CheckResult(targets, kept, resolved.sources, hidden, list(resolved.files))

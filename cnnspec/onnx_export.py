@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,6 +356,36 @@ def save(model: onnx.ModelProto, out: str | Path, protect: tuple[Path, ...] = ()
     return [final]
 
 
+_DATA_NAME = re.compile(r"\.[0-9a-f]{16}\.data$")
+
+
+def data_file_name(model: Path) -> Path:
+    """A fresh name for the weights beside a model above 2 GB: `net.onnx.<random>.data`.
+
+    A new export never writes into the data file an existing model reads, so a model and
+    its data always belong together: an export stopped at any point leaves the old pair
+    or the new pair, never the old model with new weights."""
+    return model.with_name(f"{model.name}.{secrets.token_hex(8)}.data")
+
+
+def _own_data_files(model: Path) -> list[Path]:
+    """The data files an earlier cnnspec export of `model` reads (its own naming only)."""
+    try:
+        old = onnx.load(str(model), load_external_data=False)
+    except Exception:  # not a model of ours, or unreadable: leave whatever is beside it
+        return []
+    found = set()
+    for tensor in old.graph.initializer:
+        for entry in tensor.external_data:
+            if (
+                entry.key == "location"
+                and entry.value.startswith(model.name + ".")
+                and _DATA_NAME.search(entry.value)
+            ):
+                found.add(model.with_name(entry.value))
+    return sorted(found)
+
+
 def write_model(
     network: CheckedNetwork,
     weights: WeightSet,
@@ -364,13 +396,15 @@ def write_model(
     protect: tuple[Path, ...] = (),
 ) -> list[Path]:
     """Build, check and write the model. Above protobuf's 2 GB limit the weights stream
-    into OUT.data beside it. Either way the files appear only when complete."""
+    into a data file beside it (see `data_file_name`). Either way the files appear only
+    when complete, and a stopped export (an exception, Ctrl-C, SIGTERM) leaves nothing."""
     final = target(out, protect)
     if not needs_external_data(weights):
         model = to_onnx(network, weights, opset, fold_bn, spec_text)
         onnx.checker.check_model(model, full_check=True)
         return save(model, final)
-    data = final.with_name(final.name + ".data")
+    stale = _own_data_files(final) if final.exists() else []
+    data = data_file_name(final)
     temp_data = temporary(data)
     temp = temporary(final)
     external = _ExternalData(temp_data, data.name)
@@ -384,10 +418,12 @@ def write_model(
         onnx.checker.check_model(str(temp), full_check=True)  # reads the data beside it
         os.replace(temp, final)
     except BaseException:
-        if not final.exists():
-            data.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)  # a fresh name: no model but the unfinished one reads it
         raise
     finally:
         temp.unlink(missing_ok=True)
         temp_data.unlink(missing_ok=True)
+    for old in stale:  # the replaced model's weights: nothing reads them any more
+        if old != data:
+            old.unlink(missing_ok=True)
     return [final, data]

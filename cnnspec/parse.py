@@ -3,11 +3,17 @@ directly through an inline Transformer; syntax errors become cnnspec diagnostics
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 import re
+import stat
+import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
 
+import lark as lark_package
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
@@ -47,18 +53,45 @@ class _ToAst(Transformer):
     """One tiny method per rule; it only builds nodes (validation lives in resolve/layers)."""
 
     path = "<string>"
+    # Numbers too large for int64 or not finite (`1e400`): a lexical problem, collected
+    # here (raising inside a Transformer would arrive wrapped) and reported after parsing.
+    problems: list[Diagnostic] = []
 
     def _s(self, token: Token) -> Span:
         return _span(self.path, token)
+
+    def _too_large(self, tok: Token, what: str) -> None:
+        self.problems.append(
+            error(
+                "too-large",
+                f"{what} '{_shorten(str(tok))}' is out of range: cnnspec takes whole numbers up to "
+                f"{MAX_INT:,} (2^63 - 1) and finite decimals",
+                self._s(tok),
+            )
+        )
 
     # values
     def number(self, tok):
         text = str(tok)
         is_int = all(c not in text for c in ".eE")
-        return ast.Value("number", int(text) if is_int else float(text), self._s(tok))
+        if is_int:
+            digits = text.lstrip("-").lstrip("0")
+            if len(digits) > 19 or abs(int(text)) > MAX_INT:  # checked on length first: int() of
+                self._too_large(tok, "number")  # 5,000 digits is refused by Python itself
+                return ast.Value("number", 0, self._s(tok), text)
+            return ast.Value("number", int(text), self._s(tok), text)
+        value = float(text)
+        if not math.isfinite(value):
+            self._too_large(tok, "number")
+            return ast.Value("number", 0.0, self._s(tok), text)
+        return ast.Value("number", value, self._s(tok), text)
 
     def dims(self, tok):
-        return ast.Value("dims", tuple(int(p) for p in tok.split("x")), self._s(tok))
+        parts = tok.split("x")
+        if any(len(p.lstrip("0")) > 19 or int(p) > MAX_INT for p in parts):
+            self._too_large(tok, "size")
+            return ast.Value("dims", tuple(0 for _ in parts), self._s(tok), str(tok))
+        return ast.Value("dims", tuple(int(p) for p in parts), self._s(tok))
 
     def word(self, tok):
         return ast.Value("word", str(tok), self._s(tok))
@@ -75,10 +108,12 @@ class _ToAst(Transformer):
     def shape(self, tok):
         text = str(tok)
         parts = text.split("x") if "x" in text else [text]
-        try:
-            return tuple(int(p) for p in parts), self._s(tok)
-        except ValueError:  # `-> 2.5` : not a shape; report it at the token.
-            return None, self._s(tok)
+        if not all(p.isdigit() for p in parts):  # `-> 2.5`, `input -3`: not a shape
+            return None, self._s(tok), text
+        if any(len(p.lstrip("0")) > 19 or int(p) > MAX_INT for p in parts):
+            self._too_large(tok, "size")
+            return None, self._s(tok), text
+        return tuple(int(p) for p in parts), self._s(tok), text
 
     # statements
     def option(self, name, value):
@@ -91,7 +126,7 @@ class _ToAst(Transformer):
         return ("expect", shape)
 
     def layer(self, op, *items):
-        args, options, alias, expect, expect_span = [], [], None, None, None
+        args, options, alias, expect, expect_span, expect_text = [], [], None, None, None, None
         for item in items:
             if isinstance(item, ast.Value):
                 args.append(item)
@@ -100,13 +135,15 @@ class _ToAst(Transformer):
             elif item[0] == "alias":
                 alias = item[1]
             else:
-                expect, expect_span = item[1]
+                expect, expect_span, expect_text = item[1]
                 expect = expect if expect is not None else ()
-        return ast.LayerStmt(str(op), tuple(args), tuple(options), alias, expect, self._s(op), expect_span)
+        return ast.LayerStmt(
+            str(op), tuple(args), tuple(options), alias, expect, self._s(op), expect_span, expect_text
+        )
 
     def input_stmt(self, shape):
-        dims, span = shape
-        return ast.InputStmt(dims if dims is not None else (), span)
+        dims, span, text = shape
+        return ast.InputStmt(dims if dims is not None else (), span, text)
 
     def repeat(self, count, *body):
         return ast.RepeatStmt(count, body, count.span)
@@ -115,7 +152,7 @@ class _ToAst(Transformer):
         return ast.DropStmt("from", str(name), self._s(name))
 
     def drop_last(self, count):
-        value = self.number(count)
+        value = self.number(count)  # a too-large count is reported by number()
         return ast.DropStmt("last", value.data, value.span)
 
     def freeze_all(self, keyword):
@@ -161,19 +198,63 @@ class _ToAst(Transformer):
 
 
 _lock = threading.Lock()
+MAX_INT = 2**63 - 1  # ONNX and numpy sizes are int64
+
+
+def _shorten(text: str, keep: int = 24) -> str:
+    return text if len(text) <= keep else f"{text[: keep // 2]}…{text[-keep // 2 :]} ({len(text)} characters)"
+
+
+def _owned_private(info: os.stat_result, want_dir: bool) -> bool:
+    """Ours, of the right type, and writable by nobody else: safe to trust."""
+    kind_ok = stat.S_ISDIR(info.st_mode) if want_dir else stat.S_ISREG(info.st_mode)
+    return kind_ok and info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def cache_path(grammar: str) -> str | None:
+    """Where the parser tables are cached, or None when no safe place exists.
+
+    Lark's cache is a pickle: whoever can write it runs code in the next cnnspec. Lark's
+    default (a predictable name in the shared temp folder) is never used; the cache lives
+    in the user's own cache folder (`$XDG_CACHE_HOME/cnnspec`, else `~/.cache/cnnspec`),
+    created 0700, and is used only while that folder and the file are owned by this user
+    and writable by no one else (checked with lstat: a symlink is never followed). The
+    name carries the grammar's hash and the Lark and Python versions."""
+    if os.environ.get("CNNSPEC_NO_CACHE") or not hasattr(os, "geteuid"):
+        return None
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(root):
+        return None
+    folder = os.path.join(root, "cnnspec")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not _owned_private(os.lstat(folder), want_dir=True):
+            return None
+        digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
+        version = f"{lark_package.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+        path = os.path.join(folder, f"parser-{digest}-lark{version}.cache")
+        try:
+            if not _owned_private(os.lstat(path), want_dir=False):
+                return None
+        except FileNotFoundError:
+            pass  # Lark writes it (with this user's umask) inside our private folder
+        return path
+    except OSError:  # no home, read-only file system, ...: parse without a cache
+        return None
 
 
 @lru_cache(maxsize=1)
 def _parser() -> tuple[Lark, _ToAst]:
     transformer = _ToAst()
     path = grammar_path()
-    cache: bool | str = True
+    grammar = path.read_text(encoding="utf-8")
+    cache = cache_path(grammar)
     lark = Lark(
-        path.read_text(encoding="utf-8"),
+        grammar,
         parser="lalr",
         lexer="contextual",
         transformer=transformer,
-        cache=cache,
+        cache=cache if cache is not None else False,
         maybe_placeholders=True,
     )
     return lark, transformer
@@ -209,10 +290,13 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
     source = text if text.endswith("\n") else text + "\n"
     with _lock:
         transformer.path = path
+        transformer.problems = []
         try:
             items = lark.parse(source)
         except UnexpectedInput as exc:
             raise CnnspecError([_syntax_error(exc, text, path, lark)]) from None
+        if transformer.problems:
+            raise CnnspecError(transformer.problems)
     return ast.SpecFile(
         path=path,
         source=text,

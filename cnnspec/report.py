@@ -125,7 +125,9 @@ def render_table(result: CheckResult, color: bool = False, dense_equivalent: boo
 
 def render_diagnostics(result: CheckResult, color: bool = False) -> str:
     parts = [render(d, result.sources, color) for d in result.diagnostics]
-    errors, warnings = len(result.errors), len(result.warnings)
+    parts += [hidden.line() for hidden in result.hidden]
+    errors = len(result.errors) + sum(h.errors for h in result.hidden)
+    warnings = len(result.warnings) + sum(h.warnings for h in result.hidden)
     if errors or warnings:
         summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
         parts.append(_Style(color)(summary, "1"))

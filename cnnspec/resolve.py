@@ -7,6 +7,7 @@ arguments with its Pydantic model (`layers.py`). It knows nothing about shapes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,12 +18,32 @@ from pydantic_core import ValidationError
 
 from . import syntax as ast
 from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, with_call_sites
+from .files import UnreadableFile, read_source
 from .layers import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
 from .parse import parse_source
 
 Origin = Literal["own", "base", "new"]
-MAX_LAYERS = 200_000  # a runaway `repeat` stops here instead of filling memory
+# Expansion is bounded before it is done: every layer, block call and `repeat` pass
+# (an empty one too) costs one step, and a `repeat` whose count times its body's length
+# would pass the budget is refused before its first pass.
+MAX_EXPANSION = 200_000
+MAX_DEPTH = 64  # nested `repeat` and block calls, `use` chains, `from` chains
+_REPEAT = "(repeat)"  # a `repeat` level on the expansion stack (never a block name)
 MAX_WEIGHT_DEPTH = 4  # weights are at most filters x channels x height x width
+# Layer names that would collide with the exported graph's tensors or with the
+# attributes of a PyTorch module (`as forward` breaks `train`); checked without torch.
+RESERVED_NAMES = frozenset({"input", "output", "in", "activations", "order", "frozen_names", "network_name"})
+TORCH_MODULE_ATTRIBUTES = frozenset(
+    """T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
+    double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+    get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules
+    named_parameters parameters register_backward_hook register_buffer register_forward_hook
+    register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
+    register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
+    set_extra_state set_submodule share_memory state_dict to to_empty train training type xpu
+    zero_grad""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,7 @@ class Layer:
     arg_spans: Mapping[str, Span]  # argument -> where its value was written
     expect: Shape | None = None
     expect_span: Span | None = None
+    expect_text: str | None = None
     frozen: bool = False
     calls: tuple[Span, ...] = ()  # block call sites that produced it, outermost first
     block: str | None = None  # outermost block instance (`cbapd1`), freezable by name
@@ -68,6 +90,7 @@ class Resolved:
     targets: list[str]
     diagnostics: list[Diagnostic]
     sources: dict[str, str]
+    files: list[Path] = field(default_factory=list)  # every file read, resolved
 
 
 # ------------------------------------------------------------------ files and `use`
@@ -78,6 +101,8 @@ class _Workspace:
     files: dict[str, ast.SpecFile] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    read: list[Path] = field(default_factory=list)
+    loaded: set[str] = field(default_factory=set)
 
 
 def _display_path(path: Path) -> str:
@@ -87,37 +112,72 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+_SPEC_START = re.compile(r"\s*(network|block|use)\b")
+
+
+def looks_like_spec(text: str) -> bool:
+    """Whether the first statement of `text` is one a spec starts with."""
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return bool(_SPEC_START.match(stripped))
+    return True  # empty or only comments
+
+
 def _load(ws: _Workspace, text: str, path: str, real: Path | None, stack: tuple[Path, ...]) -> None:
-    ws.sources[path] = text
+    ws.loaded.add(path)
     try:
         spec = parse_source(text, path)
     except CnnspecError as exc:
+        if not path.endswith(".cnn") and not looks_like_spec(text):
+            # Not a spec (`use "/etc/passwd"`): say so, and never echo a line of it.
+            ws.diagnostics.append(
+                error(
+                    "syntax-error",
+                    "not a .cnn spec: it does not start with `network`, `block` or `use`",
+                    Span(path, 1, 1),
+                )
+            )
+            return
+        ws.sources[path] = text
         ws.diagnostics.extend(exc.diagnostics)
         return
+    ws.sources[path] = text
     ws.files[path] = spec
     folder = real.parent if real else Path.cwd()
     for use in spec.uses:
-        target = (folder / use.path).resolve()
+        try:
+            target = (folder / use.path).resolve()
+        except (RuntimeError, OSError):  # a symlink loop
+            ws.diagnostics.append(
+                error("use-not-found", f"cannot use '{use.path}': a symbolic link loop", use.span)
+            )
+            continue
         shown = _display_path(target)
         if target in stack:
             cycle = " -> ".join(_display_path(p) for p in (*stack, target))
             ws.diagnostics.append(error("use-cycle", f"files use each other in a cycle: {cycle}", use.span))
             continue
-        if shown in ws.files or shown in ws.sources:
+        if shown in ws.loaded:
+            continue
+        if len(stack) >= MAX_DEPTH:
+            ws.diagnostics.append(
+                error("too-deep", f"`use` chains are limited to {MAX_DEPTH} files", use.span)
+            )
             continue
         try:
-            child = target.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
+            child = read_source(target)
+        except UnreadableFile as exc:
             ws.diagnostics.append(
                 error(
                     "use-not-found",
-                    f"cannot use '{use.path}': {reason} ({shown})",
+                    f"cannot use '{use.path}': {exc} ({shown})",
                     use.span,
                     "paths are relative to the file that has the `use`",
                 )
             )
             continue
+        ws.read.append(target)
         _load(ws, child, shown, target, (*stack, target))
 
 
@@ -133,6 +193,8 @@ class _ArgError(Exception):
 def _int(v: ast.Value) -> int:
     if v.kind == "number" and isinstance(v.data, int):
         return v.data
+    if v.kind == "number" and float(v.data).is_integer():
+        raise _ArgError(f"expected a whole number, got '{v.text()}'", f"write {int(v.data)}")
     raise _ArgError(f"expected a whole number, got '{v.text()}'")
 
 
@@ -343,6 +405,43 @@ class _Expander:
         self.blocks = blocks
         self.diagnostics = diagnostics
         self.block_uses: dict[str, int] = {}
+        self.steps = 0  # see MAX_EXPANSION
+        self.block_sizes: dict[str, int] = {}
+        self.exhausted = False
+
+    def size(self, body: tuple[ast.Statement, ...], env: Mapping[str, ast.Value], depth: int = 0) -> int:
+        """A lower bound of the steps `body` expands to (at least 1), computed without
+        expanding: nested literal repeats multiply, block calls count their bodies."""
+        total = 0
+        for stmt in body:
+            if depth > MAX_DEPTH or total > MAX_EXPANSION:
+                break
+            if isinstance(stmt, ast.RepeatStmt):
+                count = _substitute(stmt.count, env)
+                times = count.data if count.kind == "number" and isinstance(count.data, int) else 1
+                total += 1 + max(times, 0) * self.size(stmt.body, env, depth + 1)
+            elif isinstance(stmt, ast.LayerStmt) and stmt.op in self.blocks:
+                if stmt.op not in self.block_sizes:  # memoised: blocks calling blocks twice
+                    self.block_sizes[stmt.op] = 1  # (and a recursive block) stay linear
+                    self.block_sizes[stmt.op] = self.size(self.blocks[stmt.op].body, {}, depth + 1)
+                total += 1 + self.block_sizes[stmt.op]
+            else:
+                total += 1
+        return max(total, 1)
+
+    def _over_budget(self, span: Span, calls: tuple[Span, ...], what: str) -> None:
+        self.exhausted = True
+        self.diagnostics.append(
+            with_call_sites(
+                error(
+                    "too-large",
+                    f"{what}: a network expands to at most {MAX_EXPANSION:,} layers and repeats",
+                    span,
+                    "check the repeat count",
+                ),
+                calls,
+            )
+        )
 
     def statements(
         self,
@@ -355,6 +454,12 @@ class _Expander:
         out: list[_Raw],
     ) -> None:
         for stmt in body:
+            if self.exhausted:
+                return
+            self.steps += 1
+            if self.steps > MAX_EXPANSION:
+                self._over_budget(stmt.span, calls, "this network is too large")
+                return
             if isinstance(stmt, ast.LayerStmt):
                 self.layer(stmt, env, stack, calls, instance, suffix, out)
             elif isinstance(stmt, ast.RepeatStmt):
@@ -364,21 +469,21 @@ class _Expander:
                     if count < 0:
                         raise _ArgError(f"repeat count must be 0 or more, got {count}")
                 except _ArgError as exc:
-                    self.diagnostics.append(error("invalid-argument", str(exc), count_value.span))
+                    self.diagnostics.append(
+                        with_call_sites(error("invalid-argument", str(exc), count_value.span), calls)
+                    )
                     continue
+                if self.steps + count * self.size(stmt.body, env) > MAX_EXPANSION:
+                    self._over_budget(count_value.span, calls, f"repeat {count:,} is too large")
+                    return
+                if len(stack) >= MAX_DEPTH and self._too_deep(stmt.span, calls):
+                    return
                 for i in range(count):
-                    if len(out) > MAX_LAYERS:
-                        self.diagnostics.append(
-                            error(
-                                "invalid-argument",
-                                f"this network expands to more than {MAX_LAYERS:,} layers",
-                                count_value.span,
-                                "check the repeat count",
-                            )
-                        )
+                    if self.exhausted:
                         return
+                    self.steps += 1  # an empty body costs a step too
                     tag = f"{suffix}_{i + 1}" if count > 1 else suffix
-                    self.statements(stmt.body, env, stack, calls, instance, tag, out)
+                    self.statements(stmt.body, env, (*stack, _REPEAT), calls, instance, tag, out)
             else:
                 where = "a block" if stack else "this network"
                 self.diagnostics.append(
@@ -417,7 +522,7 @@ class _Expander:
             )
             return
         if block.name in stack:
-            chain = " -> ".join((*stack, block.name))
+            chain = " -> ".join(s for s in (*stack, block.name) if s != _REPEAT)
             self.diagnostics.append(
                 error("recursive-block", f"block '{block.name}' uses itself: {chain}", stmt.span)
             )
@@ -425,9 +530,26 @@ class _Expander:
         bound = self.bind(block, stmt, args, options)
         if bound is None:
             return
+        if len(stack) >= MAX_DEPTH and self._too_deep(stmt.span, calls):
+            return
         self.block_uses[block.name] = self.block_uses.get(block.name, 0) + 1
         name = instance or (stmt.alias or f"{block.name}{self.block_uses[block.name]}")
         self.statements(block.body, bound, (*stack, block.name), (*calls, stmt.span), name, suffix, out)
+
+    def _too_deep(self, span: Span, calls: tuple[Span, ...]) -> bool:
+        self.exhausted = True
+        self.diagnostics.append(
+            with_call_sites(
+                error(
+                    "too-deep",
+                    f"blocks and repeats nest more than {MAX_DEPTH} levels deep here",
+                    span,
+                    f"cnnspec expands at most {MAX_DEPTH} nested `repeat`s and block calls",
+                ),
+                calls[-3:],
+            )
+        )
+        return True
 
     def bind(self, block: ast.BlockDef, stmt: ast.LayerStmt, args, options) -> dict[str, ast.Value] | None:
         names = [p.name for p in block.params]
@@ -514,7 +636,20 @@ def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diag
         prefix = KINDS[raw.word].name_prefix(raw.config)
         counts[prefix] = counts.get(prefix, 0) + 1
         name = raw.alias or f"{prefix}{counts[prefix]}"
-        if name in taken:
+        if name in RESERVED_NAMES or name in TORCH_MODULE_ATTRIBUTES:
+            what = "the exported graph" if name in ("input", "output", "in") else "cnnspec's PyTorch backend"
+            diagnostics.append(
+                with_call_sites(
+                    error(
+                        "reserved-name",
+                        f"'{name}' cannot name a layer: {what} uses it",
+                        raw.stmt.span,
+                        f"choose another name with `as NAME`, e.g. `as {name}_1`",
+                    ),
+                    raw.calls,
+                )
+            )
+        elif name in taken:
             diagnostics.append(
                 error(
                     "duplicate-name",
@@ -532,6 +667,7 @@ def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diag
                 arg_spans=MappingProxyType(raw.arg_spans),
                 expect=raw.stmt.expect,
                 expect_span=raw.stmt.expect_span,
+                expect_text=raw.stmt.expect_text,
                 calls=raw.calls,
                 block=raw.block,
             )
@@ -576,7 +712,23 @@ class _Resolver:
                         )
                     )
                     continue
+                if isinstance(definition, ast.BlockDef):
+                    self._check_params(definition)
                 table[definition.name] = (path, definition) if table is self.networks else definition
+
+    def _check_params(self, block: ast.BlockDef) -> None:
+        seen: set[str] = set()
+        for param in block.params:
+            if param.name in seen:
+                self.diagnostics.append(
+                    error(
+                        "block-arguments",
+                        f"block '{block.name}' has two parameters named '{param.name}'",
+                        param.span,
+                        "rename one of them",
+                    )
+                )
+            seen.add(param.name)
 
     def network(self, name: str, use_span: Span | None = None) -> Network | None:
         if name in self.done:
@@ -586,6 +738,12 @@ class _Resolver:
             self.diagnostics.append(
                 error("unknown-network", f"networks derive from each other in a cycle: {chain}", use_span)
             )
+            return None
+        if len(self.in_progress) >= MAX_DEPTH:
+            self.diagnostics.append(
+                error("too-deep", f"networks derive through more than {MAX_DEPTH} levels of `from`", use_span)
+            )
+            self.done[name] = None
             return None
         self.in_progress.append(name)
         try:
@@ -604,8 +762,7 @@ class _Resolver:
                 self.diagnostics.append(
                     error(
                         "invalid-argument",
-                        f"input must be CxHxW or N with sizes above 0, got "
-                        f"'{'x'.join(map(str, shape)) or '?'}'",
+                        f"input must be CxHxW or N with sizes above 0, got '{first.written}'",
                         first.span,
                         "for example: input 3x224x224 (channels x height x width)",
                     )
@@ -749,11 +906,27 @@ class _Resolver:
 def resolve_sources(text: str, path: str, real: Path | None, only: str | None = None) -> Resolved:
     """Parse one file (and what it uses) and resolve the networks it defines."""
     ws = _Workspace()
-    _load(ws, text, path, real.resolve() if real else None, (real.resolve(),) if real else ())
+    try:
+        start = real.resolve() if real else None
+    except (RuntimeError, OSError):  # a symlink loop; the text was read through it anyway
+        start = None
+    if start is not None:
+        ws.read.append(start)
+    _load(ws, text, path, start, (start,) if start else ())
     resolver = _Resolver(ws)
     main = ws.files.get(path)
-    targets = [n.name for n in main.networks] if main else []
-    if only is not None:
+    # A network defined twice is reported (duplicate-definition) and checked once.
+    targets = list(dict.fromkeys(n.name for n in main.networks)) if main else []
+    if main is not None and not main.networks and not main.blocks and not main.uses:
+        ws.diagnostics.append(
+            error(
+                "no-network",
+                "this file defines no network",
+                Span(path, 1, 1),
+                "a spec holds `network NAME { input CxHxW ... }`",
+            )
+        )
+    if only is not None and main is not None:  # with a syntax error, that error is the news
         if only not in targets:
             hint = did_you_mean(only, targets)
             listing = ", ".join(targets) or "none"
@@ -763,7 +936,9 @@ def resolve_sources(text: str, path: str, real: Path | None, only: str | None = 
             targets = []
         else:
             targets = [only]
+    elif only is not None:
+        targets = []
     for name in targets:
         resolver.network(name)
     networks = {name: net for name, net in resolver.done.items() if net is not None}
-    return Resolved(networks, [t for t in targets if t in networks], ws.diagnostics, ws.sources)
+    return Resolved(networks, [t for t in targets if t in networks], ws.diagnostics, ws.sources, ws.read)

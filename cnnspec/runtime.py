@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,8 +47,9 @@ def make_session(model: bytes | str | Path, provider: Provider = "cpu"):
     import onnxruntime as ort
 
     providers = choose_providers(provider)
+    ort.set_default_logger_severity(4)  # its log lines duplicate the errors raised to us
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's warnings are not the user's concern
+    options.log_severity_level = 4
     source = model if isinstance(model, bytes) else str(model)
     try:
         session = ort.InferenceSession(source, options, providers=providers)
@@ -61,18 +63,53 @@ def make_session(model: bytes | str | Path, provider: Provider = "cpu"):
 
 
 def input_shape(session) -> tuple[int, ...]:
-    """The per-example input shape (without the batch)."""
-    shape = session.get_inputs()[0].shape
+    """The per-example input shape (without the batch). Models cnnspec cannot feed — other
+    than one float input with a batch dimension first, or an output without a batch
+    dimension — are refused here, with the reason, before anything runs."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise _fail(
+            "onnx-file", f"the model has {len(inputs)} inputs ({names}); cnnspec runs models with one"
+        )
+    first = inputs[0]
+    if first.type != "tensor(float)":
+        raise _fail(
+            "onnx-file",
+            f"the model's input '{first.name}' is {first.type}; cnnspec feeds float32 images or arrays",
+        )
+    shape = first.shape
+    if len(shape) < 2:
+        raise _fail(
+            "onnx-file",
+            f"the model's input '{first.name}' has shape {shape}: no batch dimension before the example's",
+            "cnnspec feeds N x C x H x W (or N x features)",
+        )
     dims = tuple(d for d in shape[1:])
-    if not all(isinstance(d, int) for d in dims):
+    if not all(isinstance(d, int) and d > 0 for d in dims):
         raise _fail(
             "onnx-file", f"the model's input has a non-fixed shape {shape}; cnnspec needs fixed C, H, W"
         )
+    for output in outputs:
+        if len(output.shape or []) < 1:
+            raise _fail(
+                "onnx-file",
+                f"the model's output '{output.name}' is a scalar; cnnspec expects one result per example "
+                "(a batch dimension first)",
+            )
     return dims
 
 
+def fixed_batch(session) -> int | None:
+    """The batch size a model was exported with, when it is not symbolic."""
+    first = session.get_inputs()[0].shape[0]
+    return first if isinstance(first, int) else None
+
+
 def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
-    """An image as C x H x W float32 in [0, 1], resized and converted to the channel count."""
+    """An image as C x H x W float32 in [0, 1], resized and converted to the channel count.
+    16-bit images are scaled by 65535 and float images kept as they are (never clipped to
+    8 bits first); images above Pillow's decompression-bomb limit are refused."""
     from PIL import Image, UnidentifiedImageError
 
     if len(shape) != 3:
@@ -90,13 +127,40 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
             "give a .npy array instead",
         )
     try:
-        with Image.open(path) as image:
-            image = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                array = _image_array(image, mode, width, height)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _fail(
+            "bad-input",
+            f"{path}: the image is too large to decode safely (above {Image.MAX_IMAGE_PIXELS:,} pixels)",
+            "resize it first",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise _fail("bad-input", f"{path}: not a readable image ({exc.__class__.__name__})") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return _normalise(array, mean, std)
+
+
+# Pillow modes with more than 8 bits per sample -> the value of full intensity.
+_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def _image_array(image, mode: str, width: int, height: int) -> np.ndarray:
+    """H x W (x C) float32 in [0, 1]. `convert("L")` would clip a 16-bit image at 255."""
+    from PIL import Image
+
+    if image.mode not in _WIDE_MODES:
+        converted = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(converted, np.float32) / 255.0
+    plane = np.asarray(image, np.float32) / _WIDE_MODES[image.mode]
+    resized = Image.fromarray(plane, "F").resize((width, height), Image.Resampling.BILINEAR)
+    gray = np.asarray(resized, np.float32)
+    if mode == "L":
+        return gray
+    planes = [gray] * 3 + ([np.ones_like(gray)] if mode == "RGBA" else [])
+    return np.stack(planes, axis=-1)
 
 
 def _normalise(array: np.ndarray, mean, std) -> np.ndarray:
@@ -118,11 +182,20 @@ def _normalise(array: np.ndarray, mean, std) -> np.ndarray:
 def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A `.npy` of one example (shape) or a batch (N, *shape)."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError, EOFError) as exc:
-        raise _fail("bad-input", f"{path}: not a readable .npy array ({exc})") from None
-    if not np.issubdtype(array.dtype, np.number):
-        raise _fail("bad-input", f"{path}: holds {array.dtype}, not numbers")
+        raise _fail("bad-input", f"{path}: not a readable .npy array ({str(exc)[:200]})") from None
+    if not isinstance(array, np.ndarray):  # an .npz under a .npy name
+        raise _fail("bad-input", f"{path}: not a .npy array (an .npz archive?)")
+    if array.dtype.kind not in "biuf":
+        raise _fail("bad-input", f"{path}: holds {array.dtype}, not real numbers")
+    if array.ndim == 0:
+        raise _fail("bad-input", f"{path}: holds a single number, expected an array of {format_shape(shape)}")
+    from .resources import shortfall
+
+    problem = shortfall(array.size * 4)
+    if problem:
+        raise _fail("bad-input", f"{path}: {array.size:,} values {problem}")
     if tuple(array.shape) == shape:
         return array[None].astype(np.float32)
     if array.ndim == len(shape) + 1 and tuple(array.shape[1:]) == shape:
@@ -133,7 +206,7 @@ def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         channels = f" (it has {array.shape[-3]} channels, the network takes {shape[0]})"
     raise _fail(
         "bad-input",
-        f"{path}: array is {format_shape(array.shape)}, expected {fmt} or Nx{fmt}{channels}",
+        f"{path}: the array is {format_shape(array.shape)}, expected {fmt} or Nx{fmt}{channels}",
     )
 
 
@@ -143,6 +216,14 @@ def load_inputs(
     """Stack every input into one batch; random data in [0, 1) when there are none."""
     if not paths:
         return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
+    stacked = _stack(paths, shape, mean, std)
+    bad = int(np.count_nonzero(~np.isfinite(stacked)))
+    if bad:
+        warnings.warn(f"the input holds {bad:,} NaN or infinite values; the outputs will too", stacklevel=2)
+    return stacked
+
+
+def _stack(paths: list[str], shape: tuple[int, ...], mean, std) -> np.ndarray:
     arrays = []
     for name in paths:
         path = Path(name)
@@ -173,16 +254,38 @@ class RunResult:
 
 
 def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunResult:
+    """Run `batch` through the model, `warmup` times untimed and `repeat` times timed.
+    onnxruntime's failures (an allocation it cannot make, a batch size the model fixes)
+    become one bad-input error."""
+    import onnxruntime as ort
+
+    fixed = fixed_batch(session)
+    if fixed is not None and fixed != batch.shape[0]:
+        raise _fail(
+            "bad-input",
+            f"the model takes batches of exactly {fixed}; got {batch.shape[0]}",
+            f"give {fixed} input{'s' * (fixed != 1)}, or --batch {fixed}",
+        )
     feeds = {session.get_inputs()[0].name: batch}
     output_name = session.get_outputs()[0].name
-    output = None
-    for _ in range(warmup):
-        output = session.run([output_name], feeds)[0]
+    options = ort.RunOptions()
+    options.log_severity_level = 4
     times = []
-    for _ in range(max(repeat, 1)):
-        start = time.perf_counter()
-        output = session.run([output_name], feeds)[0]
-        times.append(time.perf_counter() - start)
+    try:
+        output = session.run([output_name], feeds, options)[0]
+        for _ in range(max(warmup - 1, 0)):
+            session.run([output_name], feeds, options)
+        for _ in range(max(repeat, 1)):
+            start = time.perf_counter()
+            output = session.run([output_name], feeds, options)[0]
+            times.append(time.perf_counter() - start)
+    except MemoryError:
+        raise
+    except Exception as exc:  # onnxruntime's own exception types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "alloc" in text.lower():
+            text = f"not enough memory for a batch of {batch.shape[0]:,} ({text[:200]})"
+        raise _fail("bad-input", f"onnxruntime cannot run this input: {text[:300]}") from None
     return RunResult(output, session.get_providers(), statistics.median(times) * 1000.0, len(times))
 
 
@@ -201,12 +304,12 @@ def top_k(scores: np.ndarray, k: int, labels: list[str] | None = None) -> list[l
 
 
 def read_labels(path: str, classes: int) -> list[str]:
+    from .files import UnreadableFile, read_source
+
     try:
-        labels = [
-            line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail("bad-input", f"{path}: cannot read labels ({exc.__class__.__name__})") from None
+        labels = [line.strip() for line in read_source(path).splitlines() if line.strip()]
+    except UnreadableFile as exc:
+        raise _fail("bad-input", f"{path}: cannot read labels ({exc})") from None
     if len(labels) != classes:
         raise _fail("bad-input", f"{path}: {len(labels)} labels for {classes} classes", "one label a line")
     return labels

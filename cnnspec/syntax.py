@@ -8,7 +8,7 @@ a layer, in `layers.py` (Pydantic).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from .diagnostics import Span
 
@@ -20,10 +20,13 @@ class Value:
     """One argument as written: `3`, `0.25`, `5x5`, `relu`, `(1,2,1,2)`, `[[1,0],[0,1]]`."""
 
     kind: ValueKind
-    data: object  # int | float | tuple[int, ...] | str | tuple[Value, ...]
+    data: Any  # int | float | tuple[int, ...] | str | tuple[Value, ...]
     span: Span
+    written: str | None = None  # a number as typed (`1e3`), for messages
 
     def text(self) -> str:
+        if self.written is not None:
+            return self.written
         if self.kind == "dims":
             return "x".join(map(str, self.data))
         if self.kind == "string":
@@ -53,12 +56,14 @@ class LayerStmt:
     expect: tuple[int, ...] | None
     span: Span
     expect_span: Span | None = None
+    expect_text: str | None = None  # the `-> SHAPE` as typed, for messages
 
 
 @dataclass(frozen=True, slots=True)
 class InputStmt:
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # () when what was written is not a shape
     span: Span
+    written: str = ""  # as typed, for messages
 
 
 @dataclass(frozen=True, slots=True)

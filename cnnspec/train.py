@@ -38,24 +38,39 @@ def load_dataset(path: str | Path, input_shape: tuple[int, ...], num_classes: in
     path = Path(path)
     if path.is_dir():
         data = _load_folder(path, input_shape)
+        _check_labels(path, data.y, num_classes)
     elif path.is_file():
-        data = _load_npz(path, input_shape)
+        data = _load_npz(path, input_shape, num_classes)
     else:
         raise _fail(f"{path}: no such file or folder")
-    if len(data.y) == 0:
-        raise _fail(f"{path}: holds no examples")
-    low, high = int(data.y.min()), int(data.y.max())
-    if low < 0 or high >= num_classes:
-        bad = low if low < 0 else high
-        raise _fail(
-            f"{path}: label {bad} is out of range: the network has {num_classes} outputs (labels "
-            f"0..{num_classes - 1})",
-            "change the last dense layer's units, or the labels",
-        )
     return data
 
 
-def _load_npz(path: Path, input_shape: tuple[int, ...]) -> Dataset:
+def _check_labels(path: Path, y: np.ndarray, num_classes: int) -> None:
+    """Labels are whole numbers in 0..num_classes-1; checked before anything is built
+    from them (a label of 2^62 must not become a list of 2^62 class names)."""
+    if len(y) == 0:
+        raise _fail(f"{path}: holds no examples")
+    if y.dtype.kind not in "biuf":
+        raise _fail(
+            f"{path}: y holds {y.dtype} values, not class numbers", "y holds one whole number per example"
+        )
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise _fail(f"{path}: y holds NaN or infinite values, not class numbers")
+    low, high = y.min(), y.max()
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        shown = f"{bad:g}" if y.dtype.kind == "f" else str(bad)
+        raise _fail(
+            f"{path}: label {shown} is out of range: the network has {num_classes} outputs (labels "
+            f"0..{num_classes - 1})",
+            "change the last dense layer's units, or the labels",
+        )
+    if y.dtype.kind == "f" and not np.all(np.equal(np.mod(y, 1), 0)):
+        raise _fail(f"{path}: y holds {y.dtype} values that are not whole class numbers")
+
+
+def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files") or not {"x", "y"} <= set(archive.files):
@@ -75,12 +90,16 @@ def _load_npz(path: Path, input_shape: tuple[int, ...]) -> Dataset:
             "x holds one example per row, channels first",
         )
     if y.ndim != 1 or len(y) != len(x):
-        raise _fail(f"{path}: y is {format_shape(y.shape)}, expected {len(x)} labels (one per example)")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise _fail(f"{path}: y holds {y.dtype} values that are not whole class numbers")
-    classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) else []
-    return Dataset(x.astype(np.float32), y.astype(np.int64), classes)
+        shown = format_shape(y.shape) or "a single value"
+        raise _fail(f"{path}: y is {shown}, expected {len(x)} labels (one per example)")
+    if x.dtype.kind not in "biuf":
+        raise _fail(f"{path}: x holds {x.dtype} values, not numbers", "x holds images as numbers, NxCxHxW")
+    _check_labels(path, y, num_classes)
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise _fail(f"{path}: x holds NaN or infinite values", "clean or drop those examples first")
+    classes = [str(i) for i in range(num_classes)]
+    return Dataset(x, y.astype(np.int64), classes)
 
 
 def _load_folder(path: Path, input_shape: tuple[int, ...]) -> Dataset:
@@ -174,6 +193,13 @@ def train(
             batch = order[start : start + batch_size]
             logits = module.forward_logits(x[batch])
             loss = loss_fn(logits, y[batch])
+            if not torch.isfinite(loss):
+                bar.close()
+                raise _fail(
+                    f"the training loss became {float(loss)} at epoch {epoch}, step {start // batch_size + 1}: "
+                    "training diverged and was stopped",
+                    f"lower the learning rate (--lr {lr:g} now) or check the data",
+                )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

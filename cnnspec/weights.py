@@ -106,7 +106,8 @@ def fresh_tensor(name: str, shape: tuple[int, ...], he: bool, seed: int) -> np.n
         return np.ones(shape, np.float32)
     if len(shape) == 1:  # batch-norm gamma
         return np.ones(shape, np.float32)
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode())])
+    # The whole seed enters the stream (no masking: seeds 1 and 2^32 + 1 differ).
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     fan_in, fan_out = _fans(shape)
     if he:
         return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
@@ -140,7 +141,10 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf raises several types for a corrupt file
             raise _fail("weights-file", f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-        return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        try:
+            return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        except Exception as exc:  # an element type numpy cannot hold, external data missing
+            raise _fail("weights-file", f"{path}: a tensor cannot be read ({type(exc).__name__})") from None
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -153,7 +157,25 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
         try:
             return {key: np.asarray(data[key]) for key in data.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise _fail("weights-file", f"{path}: a tensor cannot be read ({exc})", NPZ_HELP) from None
+            raise _fail(
+                "weights-file", f"{path}: a tensor cannot be read ({str(exc)[:200]})", NPZ_HELP
+            ) from None
+
+
+def _value_problem(name: str, value: np.ndarray) -> str | None:
+    """Why a provided tensor cannot be a weight: not real numbers, or NaN / infinity."""
+    if value.dtype.kind not in "biuf":
+        return f"tensor '{name}' holds {value.dtype} values, not real numbers"
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        bad = int(np.count_nonzero(~np.isfinite(value)))
+        return f"tensor '{name}' holds {bad:,} NaN or infinite values"
+    if (
+        value.dtype.kind in "iuf"
+        and value.size
+        and np.abs(value.astype(np.float64)).max() > np.finfo(np.float32).max
+    ):
+        return f"tensor '{name}' holds values beyond float32's range"
+    return None
 
 
 def build_weights(
@@ -182,6 +204,10 @@ def build_weights(
             if provided is not None and name in provided:
                 used.add(name)
                 value = np.asarray(provided[name])
+                unusable = _value_problem(name, value)
+                if unusable:
+                    problems.append(_problem(unusable))
+                    continue
                 if tuple(value.shape) != tuple(shape):
                     problems.append(
                         _problem(

@@ -88,6 +88,18 @@ CASES = [
         "are 2x2, but the layer needs 1x1x3x3",
     ),
     (net("conv 1 3x3 weights=[[1,0,1],[0,1]]", "1x6x6"), "weights-shape", 3, 22, "ragged"),
+    # names and limits
+    (net("conv 8 3x3 as forward"), "reserved-name", 3, 3, "cnnspec's PyTorch backend uses it"),
+    (net("conv 6 5x5 as input"), "reserved-name", 3, 3, "the exported graph uses it"),
+    (net("conv 8 3x3 as output"), "reserved-name", 3, 3, "e.g. `as output_1`"),
+    (net("repeat 1000000000 {\n}"), "too-large", 3, 10, "repeat 1,000,000,000 is too large"),
+    (net("repeat 1000 {\nrepeat 1000 {\nrelu\n}\n}"), "too-large", 3, 10, "repeat 1,000 is too large"),
+    (net("conv 99999999999999999999 3x3"), "too-large", 3, 8, "up to 9,223,372,036,854,775,807"),
+    (net("conv 8 3x3\nleakyrelu 1e400"), "too-large", 4, 13, "finite decimals"),
+    (net("conv 4 3x3", "1x99999999999999999999x4"), "too-large", 2, 9, "size '1x99999"),
+    (net("repeat 1 {\n" * 70 + "relu\n" + "}\n" * 70), "too-deep", 67, 10, "more than 64 levels"),
+    ("# nothing here\n", "no-network", 1, 1, "defines no network"),
+    ("\n\n", "no-network", 1, 1, "network NAME {"),
     # warnings
     (net("conv 8 3x3 stride=2", "1x28x28"), "dropped-pixels", 3, 21, "last 1 row and column"),
     (net("pool max 2", "1x7x6"), "dropped-pixels", 3, 12, "last 1 row of the 1x7x6 input is"),
@@ -168,7 +180,8 @@ def test_block_layers_point_at_the_block_line_and_the_call():
 def test_mistakes_file_shows_every_semantic_diagnostic():
     result = cnnspec.check(SPECS / "mistakes.cnn")
     shown = {d.code for d in result.diagnostics}
-    not_here = {"syntax-error", "use-cycle"} | RUNTIME_CODES  # need files of their own
+    # need files of their own (too-deep: 64 nested levels; no-network: an empty file)
+    not_here = {"syntax-error", "use-cycle", "too-deep", "no-network"} | RUNTIME_CODES
     assert set(CODES) - not_here - shown == set()
     syntax = cnnspec.check(SPECS / "mistakes_syntax.cnn")
     assert [d.code for d in syntax.diagnostics] == ["syntax-error"]

@@ -153,7 +153,6 @@ def test_image_converted_to_one_channel(tmp_path, capsys):
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda d: d / "nothing.png", "no such file"),
         (lambda d: _write(d / "fake.png", b"not really a png"), "not a readable image"),
         (
             lambda d: _npy(d / "a.npy", np.zeros((3, 6, 6))),
