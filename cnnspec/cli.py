@@ -243,7 +243,7 @@ def cmd_run(args) -> int:
     from .runtime import ProviderUnavailable, input_shape, load_inputs, make_session, read_labels, run, top_k
 
     path = Path(args.model)
-    _readable_file(args.model, "model")
+    _readable_file(args.model, "file")
     for name, value in (("--batch", args.batch), ("--top", args.top), ("--repeat", args.repeat)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1")
@@ -252,7 +252,7 @@ def cmd_run(args) -> int:
     if (args.mean or args.std) and not args.input:
         raise UsageError("--mean and --std apply to --input files (random input is used as it is)")
     for name in args.input:
-        _readable_file(name, "input")
+        _readable_file(name, "file")
     if args.labels:
         _readable_file(args.labels, "labels file")
     is_spec = path.suffix == ".cnn"
@@ -328,9 +328,9 @@ def _readable_file(name: str, what: str) -> None:
     path = Path(name)
     try:
         if path.is_dir():
-            raise UsageError(f"{name}: is a directory, not a {what}")
+            raise UsageError(f"{name}: is a directory, not a file")
         if not path.exists():
-            raise UsageError(f"{name}: no such file ({what})")
+            raise UsageError(f"{name}: no such {what}")
         if not path.is_file():
             raise UsageError(f"{name}: not a regular file")
     except OSError as exc:  # a symlink loop, a name too long
