@@ -58,13 +58,16 @@ def check_source(text: str, path: str = "<string>", network: str | None = None) 
     from .resolve import resolve_sources
 
     real = Path(path) if path != "<string>" else None
-    return infer(resolve_sources(text, path, real, network))
+    return infer(resolve_sources(text.removeprefix("\ufeff"), path, real, network))
 
 
 def check(path: str | Path, network: str | None = None) -> CheckResult:
-    """Read, parse, resolve and check a .cnn file. Raises OSError if it cannot be read."""
+    """Read, parse, resolve and check a .cnn file. Raises files.UnreadableFile if it cannot
+    be read (missing, not a regular file, too large, not UTF-8 text)."""
+    from .files import read_source
+
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_source(path)
     from .infer import infer
     from .resolve import resolve_sources
 

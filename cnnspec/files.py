@@ -16,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-MAX_SOURCE_BYTES = 4 * 1024 * 1024  # a 10,000-layer generated spec is ~0.4 MB
+MAX_SOURCE_BYTES = 1024 * 1024  # ~30,000 lines; a 10,000-layer generated spec is ~0.3 MB
 
 
 class UnreadableFile(Exception):

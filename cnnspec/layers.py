@@ -157,6 +157,30 @@ def resolve_same(n: int, extent: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _same_help(hw: tuple[int, int], extent: tuple[int, int], stride: tuple[int, int], kernel) -> str:
+    """Why `same` pads one side more, and the symmetric pad that keeps the output size.
+
+    The total pad is (out - 1)·s + extent - n with out = ceil(n / s): odd at stride 1 only
+    for an even kernel; at a larger stride it depends on the input size as well."""
+    pads, causes = [], []
+    for n, e, s in zip(hw, extent, stride):
+        out = -(-n // s)
+        total = max((out - 1) * s + e - n, 0)
+        symmetric = -(-total // 2)
+        pads.append(symmetric if (n + 2 * symmetric - e) // s + 1 == out else None)
+        if total % 2:
+            causes.append("the even kernel" if s == 1 else f"stride {s} on a size of {n}")
+    cause = " and ".join(dict.fromkeys(causes))
+    if None not in pads:
+        text = str(pads[0]) if pads[0] == pads[1] else f"{pads[0]}x{pads[1]}"
+        return (
+            f"the odd total pad comes from {cause}; pad={text} pads both sides evenly and gives the same size"
+        )
+    if all(s == 1 for s in stride):
+        return "use an odd kernel for symmetric padding"
+    return f"the odd total pad comes from {cause}; an input size divisible by the stride pads evenly"
+
+
 @dataclass(frozen=True)
 class AxisResult:
     size: int
@@ -225,11 +249,11 @@ class _Windowed(LayerConfig):
                     Problem(
                         "warning",
                         "asymmetric-same",
-                        f"pad=same with a {_kernel(kernel)} {what} pads unevenly: "
-                        f"top/bottom {top}/{bottom}, left/right {left}/{right} "
+                        f"pad=same with a {_kernel(kernel)} {what} and stride {_pair(stride)} on a "
+                        f"{h}x{w} input pads unevenly: top/bottom {top}/{bottom}, left/right {left}/{right} "
                         "(the extra row/column goes at the end, as ONNX SAME_UPPER and "
                         "TensorFlow do; PyTorch's padding='same' differs)",
-                        "use an odd kernel for symmetric padding",
+                        _same_help((h, w), extent, stride, kernel),
                         "pad",
                     )
                 )

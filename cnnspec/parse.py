@@ -261,6 +261,25 @@ def _parser() -> tuple[Lark, _ToAst]:
 
 
 MAX_NESTING = 8  # tuples and lists; deeper is never meant and would exhaust the stack
+MAX_LINE_CHARS = 20_000  # a line of 400,000 words is a mistake, and slow to parse
+
+
+def _check_line_lengths(text: str, path: str) -> None:
+    if len(text) <= MAX_LINE_CHARS:
+        return
+    for number, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise CnnspecError(
+                [
+                    error(
+                        "too-large",
+                        f"line {number} is {len(line):,} characters long; lines are limited to "
+                        f"{MAX_LINE_CHARS:,}",
+                        Span(path, number, MAX_LINE_CHARS + 1),
+                        "split it: a `\\` at the end of a line continues it",
+                    )
+                ]
+            )
 
 
 def _check_nesting(text: str, path: str) -> None:
@@ -285,6 +304,7 @@ def _check_nesting(text: str, path: str) -> None:
 
 def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
     """Parse one file's text; raise CnnspecError with a positioned syntax error."""
+    _check_line_lengths(text, path)
     _check_nesting(text, path)
     lark, transformer = _parser()
     source = text if text.endswith("\n") else text + "\n"

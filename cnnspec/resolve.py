@@ -289,6 +289,7 @@ def _build_config(
     spans: dict[str, Span] = {}
     problems: list[Diagnostic] = []
     slots = list(positional)
+    extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
 
     for v in args:
         if v.kind == "word" and v.data in cls.flags and cls.flags[v.data][0] not in spans:
@@ -297,10 +298,15 @@ def _build_config(
             spans[name] = v.span
             continue
         if not slots:
-            problems.append(_too_many(word, v, cls, positional))
+            extra.append(v)
             continue
         name = slots.pop(0)
         _convert_into(cls, name, v, values, spans, problems)
+    if extra:
+        problem = _too_many(word, extra[0], cls, positional)
+        if len(extra) > 1:
+            problem = replace(problem, message=problem.message + f"; {len(extra) - 1:,} more follow it")
+        problems.append(problem)
 
     for key, v, key_span in options:
         if key not in cls.arguments or key in cls.preset(word):
