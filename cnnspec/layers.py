@@ -14,6 +14,7 @@ batch dimension is never part of a shape here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, NamedTuple, Optional, Union
@@ -98,6 +99,7 @@ class LayerConfig:
     arguments: ClassVar[dict[str, Argument]] = {}  # every field, bare or KEY=VALUE
 
     @classmethod
+    @functools.cache
     def required(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
 

@@ -425,7 +425,7 @@ class _Expander:
             if isinstance(stmt, ast.RepeatStmt):
                 count = _substitute(stmt.count, env)
                 times = count.data if count.kind == "number" and isinstance(count.data, int) else 1
-                total += 1 + max(times, 0) * self.size(stmt.body, env, depth + 1)
+                total += 1 + max(times, 0) * (1 + self.size(stmt.body, env, depth + 1))
             elif isinstance(stmt, ast.LayerStmt) and stmt.op in self.blocks:
                 if stmt.op not in self.block_sizes:  # memoised: blocks calling blocks twice
                     self.block_sizes[stmt.op] = 1  # (and a recursive block) stay linear
@@ -479,7 +479,7 @@ class _Expander:
                         with_call_sites(error("invalid-argument", str(exc), count_value.span), calls)
                     )
                     continue
-                if self.steps + count * self.size(stmt.body, env) > MAX_EXPANSION:
+                if self.steps + count * (1 + self.size(stmt.body, env)) > MAX_EXPANSION:
                     self._over_budget(count_value.span, calls, f"repeat {count:,} is too large")
                     return
                 if len(stack) >= MAX_DEPTH and self._too_deep(stmt.span, calls):

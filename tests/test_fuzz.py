@@ -137,3 +137,57 @@ def test_mutated_valid_specs(seed, cuts):
 def test_random_networks_never_crash(n, layers):
     body = "\n".join(f"  {line}" for line in layers)
     _outcome_is_clean(f"network g {{\n  input 2x{n}x{n}\n{body}\n}}\n")
+
+
+# ---------------------------------------------------------------- hostile sizes
+# Huge repeat counts, deep nesting, long lines and giant numbers, combined at random: a
+# result or diagnostics within the deadline, and bounded memory (expansion is refused
+# before it is done, not after it has filled memory).
+
+HOSTILE_COUNTS = ["0", "1", "7", "1000", "65536", "1000000", "1000000000", "9" * 30, "-5", "2.5", "1e400"]
+
+
+def _nest(depth: int, count: str, inner: str) -> str:
+    return "repeat " + " {\nrepeat ".join([count] * depth) + " {\n" + inner + "\n" + "}\n" * depth
+
+
+# The deadline covers the largest expansion allowed (MAX_EXPANSION layers, a few seconds).
+@settings(max_examples=40, deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.too_slow])
+@given(
+    depth=st.integers(1, 120),
+    count=st.sampled_from(HOSTILE_COUNTS),
+    inner=st.sampled_from(["", "relu", "conv 0 3x3", "e", "conv 2 1x1", "dense " + "7" * 25]),
+    words=st.integers(0, 5000),
+    number=st.sampled_from(HOSTILE_COUNTS),
+)
+def test_hostile_sizes_stay_bounded(depth, count, inner, words, number):
+    spec = (
+        "block e() {\n}\n"
+        + "network h {\n  input 2x8x8\n"
+        + _nest(depth, count, inner)
+        + "conv 2 1x1"
+        + " relu" * words
+        + "\n"
+        + f"pool max {number}\n}}\n"
+    )
+    _outcome_is_clean(spec)
+
+
+def test_the_largest_expansion_allowed_stays_in_bounded_memory():
+    """Just under the expansion budget (every repeat pass and layer is a step): measured
+    in a fresh process, peak resident memory stays far below a laptop's."""
+    import subprocess
+    import sys
+
+    from cnnspec.resolve import MAX_EXPANSION
+
+    count = MAX_EXPANSION // 2 - 10
+    script = (
+        "import resource, cnnspec\n"
+        f"r = cnnspec.check_source('network h {{\\n input 2x8x8\\n repeat {count} {{\\n conv 2 1x1\\n }}\\n}}\\n')\n"
+        "print(len(r.network().layers), r.ok, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    layers, ok, peak_kib = out.stdout.split()
+    assert (int(layers), ok) == (count, "True"), out.stderr
+    assert int(peak_kib) < 1024 * 1024  # under 1 GiB
