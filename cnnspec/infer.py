@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .diagnostics import Diagnostic, Hidden, Span, cap_per_file, error, has_errors, warning, with_call_sites
-from .layers import Dense, Inferred, Shape, format_shape, window_axis
+from .layers import Conv, Dense, Inferred, LayerConfig, Pool, Shape, format_shape, window_axis
 from .resolve import Layer, Network, Resolved
 
+ConfigT = TypeVar("ConfigT", bound=LayerConfig)
 BYTES_FP32 = 4
 CONVENTIONS = {
     "macs": "multiply-accumulates of conv and dense weights, one image; bias adds, "
@@ -40,6 +42,13 @@ class CheckedLayer:
     def name(self) -> str:
         return self.layer.name
 
+    def config_as(self, kind: type[ConfigT]) -> ConfigT:
+        """The layer's arguments as the kind a backend dispatched on (checked, and typed)."""
+        config = self.layer.config
+        if not isinstance(config, kind):
+            raise TypeError(f"{self.name} is a {config.kind}, not a {kind.kind}")
+        return config
+
     @property
     def kind(self) -> str:
         return self.layer.kind
@@ -58,7 +67,7 @@ class CheckedLayer:
         everywhere. Padding is never part of a max, nor of an average (padding is not
         counted), so the values are unchanged."""
         config = self.layer.config
-        if self.pads is None or not getattr(config, "ceil", False):
+        if self.pads is None or not isinstance(config, Pool) or not config.ceil:
             return self.pads
         top, _, left, _ = self.pads
         stride = config.stride or config.kernel
@@ -228,7 +237,9 @@ def _nested_shape(values) -> tuple[int, ...] | None:
     inner = {_nested_shape(v) for v in values}
     if len(inner) != 1 or None in inner:
         return None if values else (0,)
-    return (len(values), *inner.pop())
+    rest = inner.pop()
+    assert rest is not None
+    return (len(values), *rest)
 
 
 def accepted_weight_shapes(full: Shape) -> list[Shape]:
@@ -341,19 +352,12 @@ def check_network(
 def _explain(entry: CheckedLayer) -> str:
     """How the actual shape comes about, for the help line of a failed `->`."""
     config = entry.layer.config
-    if entry.pads is not None and len(entry.input_shape) == 3:
-        stride = getattr(config, "stride", None) or config.kernel  # type: ignore[attr-defined]
-        dilation = getattr(config, "dilation", (1, 1))
-        t, b, l_, r = entry.pads
-        h = window_axis(
-            entry.input_shape[1],
-            config.kernel[0],
-            stride[0],
-            dilation[0],
-            t,
-            b,  # type: ignore[attr-defined]
-            getattr(config, "ceil", False),
-        )
+    if entry.pads is not None and len(entry.input_shape) == 3 and isinstance(config, (Conv, Pool)):
+        stride = config.stride or config.kernel
+        dilation = config.dilation if isinstance(config, Conv) else (1, 1)
+        t, b, _, _ = entry.pads
+        ceil = isinstance(config, Pool) and config.ceil
+        h = window_axis(entry.input_shape[1], config.kernel[0], stride[0], dilation[0], t, b, ceil)
         return f"height: {h.arithmetic}"
     if isinstance(config, Dense):
         return f"dense gives its {config.units} units"

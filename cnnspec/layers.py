@@ -39,7 +39,7 @@ class Argument(NamedTuple):
     form into Python, `schema` (pydantic-core) validates it."""
 
     converter: str
-    schema: dict
+    schema: cs.CoreSchema
 
 
 POSITIVE = cs.int_schema(gt=0)
@@ -97,6 +97,7 @@ class LayerConfig:
     positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare arguments, in order
     flags: ClassVar[dict[str, tuple[str, object]]] = {}  # bare word -> (field, value)
     arguments: ClassVar[dict[str, Argument]] = {}  # every field, bare or KEY=VALUE
+    _validator: ClassVar[SchemaValidator | None] = None  # per kind, read from the class's own __dict__
 
     @classmethod
     @functools.cache
@@ -111,7 +112,7 @@ class LayerConfig:
     @classmethod
     def validate(cls, values: dict) -> LayerConfig:
         """Validate with the kind's schema; raises pydantic_core.ValidationError."""
-        validator = cls.__dict__.get("_validator")
+        validator: SchemaValidator | None = cls.__dict__.get("_validator")
         if validator is None:
             required = cls.required()
             fields = {
@@ -447,7 +448,7 @@ class Conv(_Windowed):
             )
         hw, window, spatial_problems = self.spatial(x, "kernel")
         problems += spatial_problems
-        tensors = {
+        tensors: dict[str, tuple[Shape, bool]] = {
             "weight": ((self.filters, max(c // self.groups, 1), *self.kernel), True),
         }
         if self.bias:
@@ -561,7 +562,7 @@ class BatchNorm(LayerConfig):
         return "batchnorm"
 
     def infer(self, x: Shape) -> Inferred:
-        c = (x[0],)
+        c: Shape = (x[0],)
         # As Keras counts: gamma and beta train, the running statistics do not.
         tensors = {
             "weight": (c, True),
@@ -669,7 +670,7 @@ class Dense(LayerConfig):
                     f"add `flatten` before it: it would give {n:,} inputs ({format_shape(x)})",
                 )
             )
-        tensors = {"weight": ((self.units, n), True)}
+        tensors: dict[str, tuple[Shape, bool]] = {"weight": ((self.units, n), True)}
         if self.bias:
             tensors["bias"] = ((self.units,), True)
         return Inferred(

@@ -23,6 +23,7 @@ from . import __version__
 from .diagnostics import CnnspecError, Diagnostic
 from .files import target, temporary
 from .infer import CheckedLayer, CheckedNetwork
+from .layers import ActivationLayer, BatchNorm, Conv, GlobalPool, Pool
 from .weights import WeightSet
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; Gelu (opset 20) is decomposed below it
@@ -134,8 +135,14 @@ def _onnx_pads(pads: tuple[int, int, int, int]) -> list[int]:
     return [top, left, bottom, right]  # ONNX: all begins, then all ends
 
 
+def _pads(entry: CheckedLayer, floor_mode: bool = False) -> list[int]:
+    pads = entry.floor_mode_pads if floor_mode else entry.pads
+    assert pads is not None  # windowed layers always have them
+    return _onnx_pads(pads)
+
+
 def lower_conv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    config = entry.layer.config
+    config = entry.config_as(Conv)
     inputs = [x, g.tensor(f"{entry.name}.weight")]
     if "bias" in entry.tensors or f"{entry.name}.bias" in g.folded:
         inputs.append(g.tensor(f"{entry.name}.bias"))
@@ -148,7 +155,7 @@ def lower_conv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
         _doc(entry),
         kernel_shape=list(config.kernel),
         strides=list(config.stride),
-        pads=_onnx_pads(entry.pads),
+        pads=_pads(entry),
         dilations=list(config.dilation),
         group=config.groups,
     )
@@ -156,11 +163,11 @@ def lower_conv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 
 
 def lower_pool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    config = entry.layer.config
+    config = entry.config_as(Pool)
     attrs = dict(
         kernel_shape=list(config.kernel),
         strides=list(config.stride or config.kernel),
-        pads=_onnx_pads(entry.floor_mode_pads),
+        pads=_pads(entry, floor_mode=True),
     )
     if config.mode == "max":
         g.node("MaxPool", [x], out, entry.name, _doc(entry), **attrs)
@@ -169,7 +176,7 @@ def lower_pool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 
 
 def lower_globalpool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    op = "GlobalMaxPool" if entry.layer.config.mode == "max" else "GlobalAveragePool"
+    op = "GlobalMaxPool" if entry.config_as(GlobalPool).mode == "max" else "GlobalAveragePool"
     g.node(op, [x], out, entry.name, _doc(entry))
 
 
@@ -181,7 +188,12 @@ def lower_batchnorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
         g.tensor(f"{entry.name}.{suffix}") for suffix in ("weight", "bias", "running_mean", "running_var")
     ]
     g.node(
-        "BatchNormalization", [x, *names], out, entry.name, _doc(entry), epsilon=float(entry.layer.config.eps)
+        "BatchNormalization",
+        [x, *names],
+        out,
+        entry.name,
+        _doc(entry),
+        epsilon=float(entry.config_as(BatchNorm).eps),
     )
 
 
@@ -203,7 +215,7 @@ def lower_flatten(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 
 
 def lower_activation(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    config = entry.layer.config
+    config = entry.config_as(ActivationLayer)
     _activation(g, config.fn, config.alpha, x, out, entry.name, _doc(entry))
 
 
@@ -230,7 +242,7 @@ def _fold_batchnorm(network: CheckedNetwork, weights: WeightSet) -> tuple[dict[s
         if before.layer.config.activation_name is not None:
             continue
         a = weights.arrays
-        scale = a[f"{bn.name}.weight"] / np.sqrt(a[f"{bn.name}.running_var"] + bn.layer.config.eps)
+        scale = a[f"{bn.name}.weight"] / np.sqrt(a[f"{bn.name}.running_var"] + bn.config_as(BatchNorm).eps)
         weight = a[f"{before.name}.weight"]
         bias = a.get(f"{before.name}.bias", np.zeros(weight.shape[0], np.float32))
         shape = (-1,) + (1,) * (weight.ndim - 1)

@@ -45,7 +45,7 @@ _PLAIN_TERMINALS = {
 
 def _span(path: str, token: Token) -> Span:
     end = token.end_column if token.end_line == token.line else None
-    return Span(path, token.line, token.column, end)
+    return Span(path, token.line or 1, token.column or 1, end)
 
 
 @v_args(inline=True)
@@ -312,7 +312,7 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
         transformer.path = path
         transformer.problems = []
         try:
-            items = lark.parse(source)
+            items: tuple = lark.parse(source)  # type: ignore[assignment]  # start() returns a tuple
         except UnexpectedInput as exc:
             raise CnnspecError([_syntax_error(exc, text, path, lark)]) from None
         if transformer.problems:
@@ -377,7 +377,8 @@ def _line(text: str, number: int) -> str:
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        position = exc.pos_in_stream or 0
+        char = text[position] if position < len(text) else ""
         span = Span(path, exc.line, exc.column)
         help_ = None
         if char in "\"'":

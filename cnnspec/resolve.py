@@ -241,7 +241,7 @@ def _bool(v: ast.Value) -> bool:
 
 def _word(v: ast.Value) -> str:
     if v.kind == "word":
-        return v.data  # type: ignore[return-value]
+        return v.data
     raise _ArgError(f"expected a word, got '{v.text()}'")
 
 
@@ -343,8 +343,9 @@ def _build_config(
         return None, spans, problems
     if word in DEFAULT_ALPHA and "activation" not in values and values.get("alpha") is None:
         values["alpha"] = DEFAULT_ALPHA[word]
-    if isinstance(values.get("activation"), dict) and values["activation"]["name"] in DEFAULT_ALPHA:
-        values["activation"]["alpha"] = DEFAULT_ALPHA[values["activation"]["name"]]
+    activation = values.get("activation")
+    if isinstance(activation, dict) and activation["name"] in DEFAULT_ALPHA:
+        activation["alpha"] = DEFAULT_ALPHA[activation["name"]]
     try:
         return cls.validate(values), spans, []
     except ValidationError as exc:
@@ -615,9 +616,9 @@ def _block_usage(block: ast.BlockDef) -> str:
 
 def _substitute(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
     if v.kind == "word" and v.data in env:
-        return env[v.data]  # type: ignore[index]
+        return env[v.data]
     if v.kind in ("tuple", "list") and env:
-        return ast.Value(v.kind, tuple(_substitute(x, env) for x in v.data), v.span)  # type: ignore[union-attr]
+        return ast.Value(v.kind, tuple(_substitute(x, env) for x in v.data), v.span)
     return v
 
 
@@ -694,11 +695,11 @@ class _Resolver:
         self.counts: dict[str, dict[str, int]] = {}
         self.in_progress: list[str] = []
         for path, spec in ws.files.items():
-            for definition in (*spec.networks, *spec.blocks):
-                table = self.networks if isinstance(definition, ast.NetworkDef) else self.blocks
-                other = self.networks.get(definition.name) or self.blocks.get(definition.name)
-                if other is not None:
-                    first = other[1] if isinstance(other, tuple) else other
+            definitions: tuple[ast.NetworkDef | ast.BlockDef, ...] = (*spec.networks, *spec.blocks)
+            for definition in definitions:
+                known = self.networks.get(definition.name)
+                first = known[1] if known else self.blocks.get(definition.name)
+                if first is not None:
                     self.diagnostics.append(
                         error(
                             "duplicate-definition",
@@ -720,7 +721,9 @@ class _Resolver:
                     continue
                 if isinstance(definition, ast.BlockDef):
                     self._check_params(definition)
-                table[definition.name] = (path, definition) if table is self.networks else definition
+                    self.blocks[definition.name] = definition
+                else:
+                    self.networks[definition.name] = (path, definition)
 
     def _check_params(self, block: ast.BlockDef) -> None:
         seen: set[str] = set()
@@ -803,6 +806,7 @@ class _Resolver:
         return Network(definition.name, definition.span, given[0], given[1], tuple(layers))
 
     def _derived(self, definition: ast.NetworkDef) -> Network | None:
+        assert definition.base is not None
         if definition.base not in self.networks:
             hint = did_you_mean(definition.base, self.networks)
             self.diagnostics.append(

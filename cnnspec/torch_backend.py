@@ -10,6 +10,8 @@ their batch norms stay in inference mode, also under `model.train()`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from torch import nn
 
 from .diagnostics import CnnspecError, Diagnostic
 from .infer import CheckedLayer, CheckedNetwork
+from .layers import ActivationLayer, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Pool
 
 _ACTIVATIONS = {
     "relu": lambda alpha: nn.ReLU(),
@@ -64,35 +67,35 @@ class _AveragePool(nn.Module):
 
 def _core(entry: CheckedLayer) -> nn.Module:
     """The parameterised (or shaping) op of one layer; its activation comes after."""
-    config, kind = entry.layer.config, entry.kind
-    if kind == "conv":
-        return _Conv(entry)
-    if kind == "pool":
+    config = entry.layer.config
+    if isinstance(config, Conv):
+        return _Conv(entry, config)
+    if isinstance(config, Pool):
         pads = entry.floor_mode_pads
+        assert pads is not None
         stride = config.stride or config.kernel
         if config.mode == "max":
             return _Padded(nn.MaxPool2d(config.kernel, stride), pads, float("-inf"))
         return _AveragePool(config.kernel, stride, pads)
-    if kind == "globalpool":
+    if isinstance(config, GlobalPool):
         return nn.AdaptiveMaxPool2d(1) if config.mode == "max" else nn.AdaptiveAvgPool2d(1)
-    if kind == "batchnorm":
+    if isinstance(config, BatchNorm):
         norm = nn.BatchNorm2d if len(entry.input_shape) == 3 else nn.BatchNorm1d
         return norm(entry.input_shape[0], eps=config.eps, momentum=config.momentum)
-    if kind == "dropout":
+    if isinstance(config, Dropout):
         return nn.Dropout(config.rate)
-    if kind == "flatten":
+    if isinstance(config, Flatten):
         return nn.Flatten()
-    if kind == "dense":
-        return nn.Linear(entry.in_features, config.units, config.bias)
-    return _ACTIVATIONS[config.fn](config.alpha)
+    if isinstance(config, Dense):
+        return nn.Linear(math.prod(entry.input_shape), config.units, config.bias)
+    return _ACTIVATIONS[entry.config_as(ActivationLayer).fn](entry.config_as(ActivationLayer).alpha)
 
 
 class _Conv(nn.Conv2d):
     """Conv2d with explicit (top, bottom, left, right) zero padding; the parameters stay
     at `conv1.weight` and `conv1.bias`."""
 
-    def __init__(self, entry: CheckedLayer):
-        config = entry.layer.config
+    def __init__(self, entry: CheckedLayer, config: Conv):
         super().__init__(
             entry.input_shape[0],
             config.filters,
@@ -103,6 +106,7 @@ class _Conv(nn.Conv2d):
             config.groups,
             config.bias,
         )
+        assert entry.pads is not None
         top, bottom, left, right = entry.pads
         self.explicit_pads = (left, right, top, bottom)
 

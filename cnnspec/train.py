@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,7 @@ def train(
         stats = EpochStats(epoch, total_loss / len(order), correct / len(order), val_loss, val_acc)
         result.history.append(stats)
         bar.end_epoch(stats)
-        key = (val_acc, -val_loss) if val_acc is not None else (epoch, 0.0)
+        key = (val_acc, -val_loss) if val_acc is not None and val_loss is not None else (epoch, 0.0)
         if key > best_key:
             best_key, result.best_epoch = key, epoch
             result.arrays = module.cnnspec_tensors()
@@ -239,7 +240,8 @@ class _Progress:
         import sys
 
         self.epochs, self.steps, self.enabled = epochs, steps, enabled
-        self.bar = None
+        self.bar: Any = None  # rich.progress.Progress, imported only on a terminal
+        self.task: Any = None
         if enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -251,7 +253,6 @@ class _Progress:
                 transient=False,
             )
             self.bar.start()
-        self.task = None
 
     def step(self, epoch: int, loss: float, accuracy: float) -> None:
         if self.bar is None:
