@@ -46,6 +46,13 @@ def _say(prefix: str, message: str) -> None:
     print(f"cnnspec: {prefix}: {printable(message)}", file=sys.stderr)
 
 
+def _shown(text: str) -> str:
+    """A path or a label from the user, safe to print (control characters escaped)."""
+    from .diagnostics import printable
+
+    return printable(text)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """numpy's and Pillow's warnings as one cnnspec line, without their source paths."""
     _say("warning", str(message))
@@ -104,7 +111,7 @@ def cmd_check(args) -> int:
             sys.stdout.flush()
             print(("\n" if table else "") + notes, file=sys.stderr)
         if not table and not notes:  # a file of blocks only: say what was checked
-            print(f"{', '.join(args.files)}: no network to check (blocks only); no errors")
+            print(f"{_shown(', '.join(args.files))}: no network to check (blocks only); no errors")
     return EXIT_OK if result.ok else EXIT_ERRORS
 
 
@@ -228,13 +235,13 @@ def cmd_export(args) -> int:
         return EXIT_ERRORS
     size = sum(p.stat().st_size for p in written)
     print(
-        f"wrote {args.output} ({size / 1e6:.1f} MB, opset {args.opset}): network {network.name}, "
+        f"wrote {_shown(args.output)} ({size / 1e6:.1f} MB, opset {args.opset}): network {network.name}, "
         f"input {'x'.join(map(str, ('N', *network.input_shape)))}, "
         f"output {'x'.join(map(str, ('N', *network.output_shape)))}"
     )
     print(weights.table() if args.plan else weights.summary())
     if len(written) > 1:
-        print(f"weights above protobuf's 2 GB limit are in {written[1].name} beside the model")
+        print(f"weights above protobuf's 2 GB limit are in {_shown(written[1].name)} beside the model")
     return EXIT_OK
 
 
@@ -296,14 +303,16 @@ def cmd_run(args) -> int:
     finally:
         scratch_dir.cleanup()
     origin = "random" if not args.input else ", ".join(args.input)
-    print(f"model: {described}")
+    print(f"model: {_shown(described)}")
     print(f"provider: {result.providers[0]}")
-    print(f"input: {'x'.join(map(str, batch.shape))} ({origin})   output: {'x'.join(map(str, output.shape))}")
+    print(
+        f"input: {'x'.join(map(str, batch.shape))} ({_shown(origin)})   output: {'x'.join(map(str, output.shape))}"
+    )
     if output.ndim == 2 and output.shape[1] > 1:
         shown = 8
         for index, best in enumerate(top_k(output[:shown], min(args.top, output.shape[1]), labels)):
             ranked = "  ".join(f"{label} {p:.4f}" for label, p in best)
-            print(f"  [{index}] {ranked}")
+            print(f"  [{index}] {_shown(ranked)}")  # labels come from a file
         if output.shape[0] > shown:
             print(f"  ... {output.shape[0] - shown} more (save them all with -o OUT.npy)")
     elif output.size <= 256:
@@ -315,7 +324,7 @@ def cmd_run(args) -> int:
     )
     if args.output:
         _save_npy(args.output, output, read)
-        print(f"wrote {args.output}")
+        print(f"wrote {_shown(args.output)}")
     return EXIT_OK
 
 
@@ -423,7 +432,7 @@ def cmd_train(args) -> int:
         print(
             f"last epoch {best.epoch}: train acc {best.accuracy:.4f} loss {best.loss:.4f} (no validation split)"
         )
-    print(f"wrote {args.output}")
+    print(f"wrote {_shown(args.output)}")
     return EXIT_OK
 
 

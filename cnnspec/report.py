@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .diagnostics import render
+from .diagnostics import printable, render
 from .infer import CheckedNetwork, CheckResult
 from .layers import format_shape
 
@@ -62,7 +62,7 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     if net.base:
         title += f" from {net.base}"
     lines = [
-        style(title, "1") + f"  ({net.path}:{net.line})  input {format_shape(net.input_shape)}",
+        style(title, "1") + f"  ({printable(net.path)}:{net.line})  input {format_shape(net.input_shape)}",
         style(row([c for c, _, _ in columns]), "1"),
         "─" * width,
     ]

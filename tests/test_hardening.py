@@ -180,6 +180,20 @@ def test_control_characters_are_escaped_in_every_message(tmp_path):
     bad_name = tmp_path / "evil\x1b[31m.cnn"
     out = run_cli("check", str(bad_name))
     assert out.returncode == 2 and "\x1b" not in out.stderr and "evil\\x1b[31m" in out.stderr
+    bad_name.write_text(net("relu", "4"))  # a valid spec: its path is in the table's title
+    out = run_cli("check", str(bad_name))
+    assert out.returncode == 0 and "\x1b" not in out.stdout and "evil\\x1b[31m" in out.stdout
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\x1b]0;owned\x07\ndog\n")
+    spec = tmp_path / "two.cnn"
+    spec.write_text(net("dense 2", "4"))
+    out = run_cli("run", str(spec), "--input", str(_npy(tmp_path / "x.npy", (4,))), "--labels", str(labels))
+    assert out.returncode == 0 and "\x1b" not in out.stdout and "cat\\x1b]0;owned" in out.stdout
+
+
+def _npy(path: Path, shape: tuple[int, ...]) -> Path:
+    np.save(path, np.ones(shape, np.float32))
+    return path
 
 
 def test_the_caret_stays_under_an_escaped_line():
