@@ -88,10 +88,13 @@ def target(out: str | Path, protect: tuple[Path, ...] = ()) -> Path:
             raise BadOutput("not a regular file (cnnspec never replaces a device node, FIFO or socket)")
         for path in protect:
             try:
-                if _same_file(existing, os.stat(path)):
-                    raise BadOutput(f"refusing to overwrite {path}, which this command reads")
+                info = os.stat(path)
             except OSError:
                 continue
+            if _same_file(existing, info):
+                raise BadOutput(f"refusing to overwrite {path}, which this command reads")
+            if stat.S_ISDIR(info.st_mode) and resolved.is_relative_to(Path(path).resolve()):
+                raise BadOutput(f"refusing to overwrite a file inside {path}, which this command reads")
     if not resolved.parent.is_dir():
         raise BadOutput(f"{Path(out).parent}: no such folder")
     if not os.access(resolved.parent, os.W_OK | os.X_OK):

@@ -492,7 +492,7 @@ class _Expander:
                     tag = f"{suffix}_{i + 1}" if count > 1 else suffix
                     self.statements(stmt.body, env, (*stack, _REPEAT), calls, instance, tag, out)
             else:
-                where = "a block" if stack else "this network"
+                where = "a block" if any(s != _REPEAT for s in stack) else "this network"
                 self.diagnostics.append(
                     error(
                         "misplaced-statement",

@@ -817,3 +817,17 @@ def test_the_reserved_list_covers_every_public_pytorch_module_attribute():
 
     public = {name for name in dir(torch.nn.Module) if not name.startswith("_")}
     assert public <= TORCH_MODULE_ATTRIBUTES
+
+
+def test_train_never_writes_over_a_file_of_its_image_folder(capsys, tmp_path, monkeypatch):
+    import cnnspec.train as train_module
+
+    spec, _ = _trainable(tmp_path)
+    for label in ("a", "b"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp_path / "imgs" / label / "1.png")
+    image = tmp_path / "imgs" / "a" / "1.png"
+    before = image.read_bytes()
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("trained before checking -o"))
+    code, _, err = cli(capsys, "train", str(spec), "--data", str(tmp_path / "imgs"), "-o", str(image))
+    assert code == 2 and "inside" in err and image.read_bytes() == before
