@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from .diagnostics import Diagnostic, Hidden, Span, cap_per_file, error, has_errors, warning, with_call_sites
 from .layers import Conv, Dense, Inferred, LayerConfig, Pool, Shape, format_shape, window_axis
-from .resolve import Layer, Network, Resolved
+from .resolve import INPUT, Layer, Network, Resolved
 
 ConfigT = TypeVar("ConfigT", bound=LayerConfig)
 BYTES_FP32 = 4
@@ -21,6 +21,8 @@ CONVENTIONS = {
     "train and the running mean and variance do not (as Keras counts them)",
     "receptive_field": "input pixels (height, width) that one output position sees",
     "activation_bytes": "fp32 bytes of the input and every layer output, one image",
+    "receptive_field_paths": "where paths join, the largest receptive field and jump over the inputs; "
+    "upsample and deconv leave them unchanged",
 }
 
 
@@ -37,6 +39,11 @@ class CheckedLayer:
     jump: tuple[int, int] | None  # cumulative stride: input pixels between output positions
     pads: tuple[int, int, int, int] | None  # windowed layers, `same` resolved
     in_features: int | None
+    input_shapes: tuple[Shape, ...] = ()  # one per input (joins read several)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.layer.inputs
 
     @property
     def name(self) -> str:
@@ -88,6 +95,7 @@ class CheckedLayer:
         return {
             "name": self.name,
             "kind": self.kind,
+            "inputs": list(layer.inputs),
             "spec": layer.spec_text(),
             "path": layer.span.path,
             "line": layer.span.line,
@@ -121,10 +129,18 @@ class CheckedNetwork:
     complete: bool  # False when a shape error stopped the walk before the last layer
     base: str | None = None
     dropped: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()  # layer names; none: the network is its input
+
+    @property
+    def output_shapes(self) -> tuple[Shape, ...]:
+        by_name = {layer.name: layer for layer in self.layers}
+        return tuple(by_name[name].output_shape for name in self.outputs if name in by_name)
 
     @property
     def output_shape(self) -> Shape:
-        return self.layers[-1].output_shape if self.layers else self.input_shape
+        """The first output's shape (the input's when there is no layer)."""
+        shapes = self.output_shapes
+        return shapes[0] if shapes else (self.layers[-1].output_shape if self.layers else self.input_shape)
 
     @property
     def total_params(self) -> int:
@@ -170,6 +186,10 @@ class CheckedNetwork:
             "dropped": list(self.dropped),
             "input": list(self.input_shape),
             "output": list(self.output_shape),
+            "inputs": [INPUT],
+            "outputs": [
+                {"name": name, "shape": list(shape)} for name, shape in zip(self.outputs, self.output_shapes)
+            ],
             "complete": self.complete,
             "layers": [layer.to_json() for layer in self.layers],
             "total_params": self.total_params,
@@ -214,7 +234,7 @@ class CheckResult:
 
     def to_json(self) -> dict:
         return {
-            "schema": 1,
+            "schema": 2,
             "conventions": CONVENTIONS,
             "networks": [net.to_json() for net in self.networks],
             "diagnostics": [d.to_json() for d in self.diagnostics],
@@ -268,16 +288,33 @@ def _check_fixed_weights(layer: Layer, result: Inferred) -> Diagnostic | None:
     )
 
 
+def _origin(name: str, layers: dict[str, Layer]) -> str:
+    """`conv3 (line 12)`: an input of a join, with where it came from."""
+    layer = layers.get(name)
+    return "the input" if layer is None else f"{name} (line {layer.span.line})"
+
+
 def check_network(
     network: Network, base: CheckedNetwork | None = None
 ) -> tuple[CheckedNetwork, list[Diagnostic]]:
+    """Walk the layer graph in definition order (a topological order). A shape error
+    stops only the layers that depend on it; the other branches are still checked."""
     diagnostics: list[Diagnostic] = []
-    shape: Shape = network.input_shape
-    rf, jump = (1, 1), (1, 1)
+    shapes: dict[str, Shape] = {INPUT: network.input_shape}
+    fields: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {INPUT: ((1, 1), (1, 1))}
+    by_name = {layer.name: layer for layer in network.layers}
     checked: list[CheckedLayer] = []
     complete = True
     for layer in network.layers:
-        result = layer.config.infer(shape)
+        if any(name not in shapes for name in layer.inputs):
+            complete = False  # an input failed: this layer cannot be checked
+            continue
+        in_shapes = [shapes[name] for name in layer.inputs]
+        shape = in_shapes[0]
+        if layer.config.joins and len(in_shapes) > 1:
+            result = layer.config.infer_many(in_shapes, [_origin(n, by_name) for n in layer.inputs])
+        else:
+            result = layer.config.infer(shape)
         for problem in result.problems:
             make = error if problem.severity == "error" else warning
             diagnostics.append(
@@ -296,7 +333,10 @@ def check_network(
             diagnostics.append(with_call_sites(fixed, layer.calls))
         if result.output is None:
             complete = False
-            break
+            continue
+        # Receptive field and jump: the largest over every path into the layer.
+        rf = tuple(max(fields[n][0][axis] for n in layer.inputs) for axis in (0, 1))
+        jump = tuple(max(fields[n][1][axis] for n in layer.inputs) for axis in (0, 1))
         spatial = len(shape) == 3
         if result.window and spatial:
             extent, stride = result.window.extent, result.window.stride
@@ -306,6 +346,7 @@ def check_network(
             # Every output sees every position of the map (global pool, flatten).
             rf = (rf[0] + (shape[1] - 1) * jump[0], rf[1] + (shape[2] - 1) * jump[1])
             jump = (jump[0] * shape[1], jump[1] * shape[2])
+        fields[layer.name] = ((rf[0], rf[1]), (jump[0], jump[1]))
         trainable = sum(math.prod(s) for s, t in result.tensors.values() if t and not layer.frozen)
         total = sum(math.prod(s) for s, _ in result.tensors.values())
         entry = CheckedLayer(
@@ -316,10 +357,11 @@ def check_network(
             trainable_params=trainable,
             non_trainable_params=total - trainable,
             macs=result.macs,
-            receptive_field=rf,
-            jump=jump,
+            receptive_field=(rf[0], rf[1]),
+            jump=(jump[0], jump[1]),
             pads=result.window.pads if result.window else None,
             in_features=result.in_features,
+            input_shapes=tuple(in_shapes),
         )
         if layer.expect is not None and tuple(layer.expect) != result.output:
             diagnostics.append(
@@ -332,10 +374,11 @@ def check_network(
                 )
             )
         checked.append(entry)
-        shape = result.output
+        shapes[layer.name] = result.output
     if base is not None:
         diagnostics += _transfer_problems(network, checked, base)
     diagnostics += _order_warnings(checked)
+    diagnostics += _unused_branches(network)
     net = CheckedNetwork(
         network.name,
         network.span.path,
@@ -345,8 +388,29 @@ def check_network(
         complete,
         network.base,
         network.dropped,
+        network.outputs,
     )
     return net, diagnostics
+
+
+def _unused_branches(network: Network) -> list[Diagnostic]:
+    """A layer nothing reads that is not an output: its work never reaches a result."""
+    read = {name for layer in network.layers for name in layer.inputs}
+    found = []
+    for layer in network.layers:
+        if layer.name not in read and layer.name not in network.outputs:
+            found.append(
+                with_call_sites(
+                    warning(
+                        "unused-branch",
+                        f"{layer.name} reaches no output: nothing reads it",
+                        layer.span,
+                        f"read it (`from {layer.name}`, a join) or list it in `output`",
+                    ),
+                    layer.calls,
+                )
+            )
+    return found
 
 
 def _explain(entry: CheckedLayer) -> str:

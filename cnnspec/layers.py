@@ -28,10 +28,23 @@ Pads = tuple[int, int, int, int]  # top, bottom, left, right
 Padding = Union[Literal["same"], Pads]  # `same` is resolved against the input size in `infer`
 Matrix = tuple  # nested tuples of floats, checked against the tensor shape in `infer`
 
-ACTIVATIONS = ("relu", "leakyrelu", "sigmoid", "tanh", "softmax", "elu", "gelu")
+ACTIVATIONS = (
+    "relu",
+    "leakyrelu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "elu",
+    "gelu",
+    "relu6",
+    "silu",
+    "swish",  # = silu
+    "hardswish",
+    "hardsigmoid",
+)
 DEFAULT_ALPHA = {"leakyrelu": 0.01, "elu": 1.0}
 # He initialisation suits these; Glorot the others (see onnx_export / weights).
-RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu")
+RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu", "relu6", "silu", "swish", "hardswish")
 
 
 class Argument(NamedTuple):
@@ -145,9 +158,16 @@ class LayerConfig:
     def infer(self, x: Shape) -> Inferred:
         return Inferred(output=x)
 
+    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+        """A layer that reads several tensors (joins); `labels` name them for messages."""
+        return self.infer(shapes[0])
+
     @property
     def activation_name(self) -> str | None:
         return None
+
+    # Joins read every tensor named on their line; all other kinds read exactly one.
+    joins: ClassVar[bool] = False
 
 
 # ------------------------------------------------------------------ window arithmetic
@@ -678,7 +698,260 @@ class Dense(LayerConfig):
         )
 
 
+@dataclass(frozen=True)
+class Deconv(LayerConfig):
+    """Transposed convolution (ONNX ConvTranspose, PyTorch ConvTranspose2d)."""
+
+    kind: ClassVar[str] = "deconv"
+    prefix: ClassVar[str] = "deconv"
+    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    flags: ClassVar[dict] = _ACTIVATION_FLAGS
+    arguments: ClassVar[dict[str, Argument]] = {
+        "filters": Argument("int", POSITIVE),
+        "kernel": Argument("pair", PAIR),
+        "stride": Argument("pair", PAIR),
+        "pad": Argument("padding", cs.tuple_schema([cs.int_schema(ge=0)] * 4)),
+        "output_pad": Argument("pair", cs.tuple_schema([cs.int_schema(ge=0)] * 2)),
+        "dilation": Argument("pair", PAIR),
+        "groups": Argument("int", POSITIVE),
+        "bias": Argument("bool", cs.bool_schema()),
+        "activation": Argument("activation", ACTIVATION),
+    }
+
+    filters: int
+    kernel: Pair
+    stride: Pair = (1, 1)
+    pad: Pads = (0, 0, 0, 0)
+    output_pad: tuple[int, int] = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
+    activation: Optional[Activation] = None
+
+    @property
+    def activation_name(self) -> str | None:
+        return self.activation.name if self.activation else None
+
+    def short(self) -> str:
+        parts = [f"deconv {self.filters} {_kernel(self.kernel)}"]
+        if self.stride != (1, 1):
+            parts.append(f"stride={_pair(self.stride)}")
+        parts.append(_padding_text(self.pad))
+        if self.output_pad != (0, 0):
+            parts.append(f"output_pad={_pair(self.output_pad)}")
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={_pair(self.dilation)}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if not self.bias:
+            parts.append("bias=false")
+        if self.activation:
+            parts.append(self.activation.short())
+        return " ".join(p for p in parts if p)
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = _needs_spatial(x, "deconv")
+        if flat:
+            return flat
+        c, h, w = x
+        problems: list[Problem] = []
+        if c % self.groups or self.filters % self.groups:
+            problems.append(
+                Problem(
+                    "error",
+                    "groups-mismatch",
+                    f"groups={self.groups} must divide both the {c} input channels and the "
+                    f"{self.filters} filters",
+                    _groups_help(c, self.filters),
+                    "groups",
+                )
+            )
+        for axis, (op, s) in enumerate(zip(self.output_pad, self.stride)):
+            if op >= max(s, self.dilation[axis]):
+                problems.append(
+                    Problem(
+                        "error",
+                        "invalid-argument",
+                        f"output_pad {op} must be smaller than the stride or the dilation",
+                        "output_pad only picks among the sizes a stride allows",
+                        "output_pad",
+                    )
+                )
+                break
+        t, b, l_, r = self.pad
+        sizes = []
+        for n, k, s, d, p0, p1, op in (
+            (h, self.kernel[0], self.stride[0], self.dilation[0], t, b, self.output_pad[0]),
+            (w, self.kernel[1], self.stride[1], self.dilation[1], l_, r, self.output_pad[1]),
+        ):
+            size = (n - 1) * s - p0 - p1 + d * (k - 1) + op + 1
+            if size <= 0 and not problems:
+                problems.append(
+                    Problem(
+                        "error",
+                        "empty-output",
+                        f"output size would be {size}: ({n} - 1)·{s} - {p0 + p1} + {d}·({k} - 1) + {op} + 1",
+                        "reduce the padding",
+                        "pad",
+                    )
+                )
+            sizes.append(size)
+        tensors: dict[str, tuple[Shape, bool]] = {
+            "weight": ((c, max(self.filters // self.groups, 1), *self.kernel), True),
+        }
+        if self.bias:
+            tensors["bias"] = ((self.filters,), True)
+        if any(p.severity == "error" for p in problems):
+            return Inferred(None, tensors, problems=problems)
+        macs = c * h * w * self.filters * self.kernel[0] * self.kernel[1] // self.groups
+        return Inferred((self.filters, sizes[0], sizes[1]), tensors, macs, problems=problems)
+
+
+@dataclass(frozen=True)
+class Upsample(LayerConfig):
+    """`upsample 2 [nearest|bilinear]`: H and W times SCALE (ONNX Resize, F.interpolate)."""
+
+    kind: ClassVar[str] = "upsample"
+    prefix: ClassVar[str] = "up"
+    positional: ClassVar[tuple[str, ...]] = ("scale", "mode")
+    arguments: ClassVar[dict[str, Argument]] = {
+        "scale": Argument("int", POSITIVE),
+        "mode": Argument("word", cs.literal_schema(["nearest", "bilinear"])),
+    }
+
+    scale: int
+    mode: str = "nearest"
+
+    def short(self) -> str:
+        return f"upsample {self.scale}" + ("" if self.mode == "nearest" else f" {self.mode}")
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = _needs_spatial(x, "upsample")
+        if flat:
+            return flat
+        return Inferred((x[0], x[1] * self.scale, x[2] * self.scale))
+
+
+def _listed(labels: list[str], shapes: list[Shape]) -> str:
+    return ", ".join(f"{label} {format_shape(shape)}" for label, shape in zip(labels, shapes))
+
+
+@dataclass(frozen=True)
+class _Join(LayerConfig):
+    joins: ClassVar[bool] = True
+
+    def infer(self, x: Shape) -> Inferred:  # one input: passes it through
+        return Inferred(output=x)
+
+
+@dataclass(frozen=True)
+class Add(_Join):
+    """Element-wise sum of equally shaped tensors (ResNet)."""
+
+    kind: ClassVar[str] = "add"
+    prefix: ClassVar[str] = "add"
+
+    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+        if len(set(shapes)) == 1:
+            return Inferred(shapes[0])
+        return Inferred(
+            None,
+            problems=[
+                Problem(
+                    "error",
+                    "merge-shape-mismatch",
+                    f"add needs equal shapes, but gets {_listed(labels, shapes)}",
+                    _residual_help(shapes),
+                )
+            ],
+        )
+
+
+def _residual_help(shapes: list[Shape]) -> str:
+    """The projection that turns the other input into the first's shape (the body's, in
+    `residual`: a 1x1 conv with the body's channels and the stride it applies)."""
+    target, other = shapes[0], next(s for s in shapes if s != shapes[0])
+    if len(target) == 3 and len(other) == 3 and other[1] >= target[1] > 0:
+        stride = other[1] // target[1]
+        option = f" stride={stride}" if stride > 1 else ""
+        return (
+            f"when the body changes the shape, project the input: `shortcut {{ conv {target[0]} 1x1{option} }}` "
+            "(or make the shapes match)"
+        )
+    return "make the shapes match"
+
+
+@dataclass(frozen=True)
+class Concat(_Join):
+    """Concatenation along the channels (or of vectors)."""
+
+    kind: ClassVar[str] = "concat"
+    prefix: ClassVar[str] = "concat"
+
+    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+        ranks = {len(s) for s in shapes}
+        if ranks == {1}:
+            return Inferred((sum(s[0] for s in shapes),))
+        if ranks == {3} and len({s[1:] for s in shapes}) == 1:
+            return Inferred((sum(s[0] for s in shapes), *shapes[0][1:]))
+        return Inferred(
+            None,
+            problems=[
+                Problem(
+                    "error",
+                    "merge-shape-mismatch",
+                    f"concat joins along the channels and needs equal height and width, but gets "
+                    f"{_listed(labels, shapes)}",
+                    "resize one branch (pool, stride or upsample) so that H and W match",
+                )
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class Multiply(_Join):
+    """Element-wise product; a Cx1x1 gate broadcasts over H and W (squeeze-and-excitation)."""
+
+    kind: ClassVar[str] = "multiply"
+    prefix: ClassVar[str] = "mul"
+
+    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+        full = max(shapes, key=lambda s: (len(s), math.prod(s)))
+        for shape in shapes:
+            gate = len(shape) == 3 and len(full) == 3 and shape == (full[0], 1, 1)
+            if shape != full and not gate:
+                return Inferred(
+                    None,
+                    problems=[
+                        Problem(
+                            "error",
+                            "merge-shape-mismatch",
+                            f"multiply needs equal shapes or a Cx1x1 gate with the same C, but gets "
+                            f"{_listed(labels, shapes)}",
+                            f"a gate for {format_shape(full)} is {full[0]}x1x1 (globalpool, then conv {full[0]} 1x1)"
+                            if len(full) == 3
+                            else "make the shapes match",
+                        )
+                    ],
+                )
+        return Inferred(full)
+
+
 KINDS: dict[str, type[LayerConfig]] = {
-    cls.kind: cls for cls in (Conv, Pool, GlobalPool, BatchNorm, Dropout, Flatten, Dense)
+    cls.kind: cls
+    for cls in (
+        Conv,
+        Pool,
+        GlobalPool,
+        BatchNorm,
+        Dropout,
+        Flatten,
+        Dense,
+        Deconv,
+        Upsample,
+        Add,
+        Concat,
+        Multiply,
+    )
 }
 KINDS.update({fn: ActivationLayer for fn in ACTIVATIONS})

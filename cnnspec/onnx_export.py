@@ -23,7 +23,7 @@ from . import __version__
 from .diagnostics import CnnspecError, Diagnostic
 from .files import target, temporary
 from .infer import CheckedLayer, CheckedNetwork
-from .layers import ActivationLayer, BatchNorm, Conv, GlobalPool, Pool
+from .layers import ActivationLayer, BatchNorm, Conv, Deconv, GlobalPool, Pool, Upsample
 from .weights import WeightSet
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; Gelu (opset 20) is decomposed below it
@@ -95,6 +95,19 @@ def _activation(g: _Graph, fn: str, alpha: float | None, x: str, out: str, name:
         g.node("Tanh", [x], out, name, doc)
     elif fn == "softmax":
         g.node("Softmax", [x], out, name, doc, axis=1)  # over classes (or channels)
+    elif fn == "relu6":
+        limits = {f"{name}.c_zero": 0.0, f"{name}.c_six": 6.0}
+        for cname, value in limits.items():
+            g.initializers.append(numpy_helper.from_array(np.array(value, np.float32), cname))
+        g.nodes.append(helper.make_node("Clip", [x, *limits], [out], name=name, doc_string=doc))
+    elif fn in ("silu", "swish"):  # x * sigmoid(x)
+        g.node("Sigmoid", [x], f"{name}.gate", f"{name}.sigmoid", doc)
+        g.node("Mul", [x, f"{name}.gate"], out, name, doc)
+    elif fn == "hardsigmoid":  # PyTorch's: relu6(x + 3) / 6
+        g.node("HardSigmoid", [x], out, name, doc, alpha=1.0 / 6.0, beta=0.5)
+    elif fn == "hardswish":  # x * hardsigmoid(x); HardSwish itself needs opset 14
+        g.node("HardSigmoid", [x], f"{name}.gate", f"{name}.hardsigmoid", doc, alpha=1.0 / 6.0, beta=0.5)
+        g.node("Mul", [x, f"{name}.gate"], out, name, doc)
     elif fn == "gelu" and g.opset >= 20:
         g.node("Gelu", [x], out, name, doc)
     elif fn == "gelu":  # 0.5 * x * (1 + erf(x / sqrt(2))), the exact form
@@ -206,6 +219,64 @@ def lower_dense(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     _finish_activation(g, entry, out)
 
 
+def lower_deconv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    config = entry.config_as(Deconv)
+    inputs = [x, g.tensor(f"{entry.name}.weight")]
+    if "bias" in entry.tensors:
+        inputs.append(g.tensor(f"{entry.name}.bias"))
+    g.node(
+        "ConvTranspose",
+        inputs,
+        _with_activation(entry, out),
+        entry.name,
+        _doc(entry),
+        kernel_shape=list(config.kernel),
+        strides=list(config.stride),
+        pads=_onnx_pads(config.pad),
+        dilations=list(config.dilation),
+        group=config.groups,
+        output_padding=list(config.output_pad),
+    )
+    _finish_activation(g, entry, out)
+
+
+def lower_upsample(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    config = entry.config_as(Upsample)
+    scales = f"{entry.name}.scales"
+    g.initializers.append(
+        numpy_helper.from_array(np.array([1, 1, config.scale, config.scale], np.float32), scales)
+    )
+    if config.mode == "nearest":  # PyTorch's nearest: floor of the asymmetric source index
+        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:  # PyTorch's bilinear with align_corners=False
+        attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+    g.node("Resize", [x, "", scales], out, entry.name, _doc(entry), **attrs)
+
+
+def lower_join(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """add, concat, multiply over the layers it names (a single input passes through)."""
+    inputs = list(entry.inputs)
+    if len(inputs) == 1:
+        g.node("Identity", inputs, out, entry.name, _doc(entry))
+    elif entry.kind == "concat":
+        g.node("Concat", inputs, out, entry.name, _doc(entry), axis=1)
+    elif entry.kind == "add" and len(inputs) > 2:
+        g.node("Sum", inputs, out, entry.name, _doc(entry))
+    else:  # Add or Mul, pairwise; a Cx1x1 gate broadcasts as N x C x 1 x 1
+        op = "Add" if entry.kind == "add" else "Mul"
+        current = inputs[0]
+        for i, other in enumerate(inputs[1:], 1):
+            target = out if i == len(inputs) - 1 else f"{out}.{i}"
+            g.node(
+                op,
+                [current, other],
+                target,
+                entry.name if target == out else f"{entry.name}.{i}",
+                _doc(entry),
+            )
+            current = target
+
+
 def lower_identity(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Identity", [x], out, entry.name, _doc(entry) + " (inference: passes values through)")
 
@@ -227,6 +298,11 @@ LOWERINGS = {
     "dropout": lower_identity,
     "flatten": lower_flatten,
     "dense": lower_dense,
+    "deconv": lower_deconv,
+    "upsample": lower_upsample,
+    "add": lower_join,
+    "concat": lower_join,
+    "multiply": lower_join,
 }
 
 
@@ -236,8 +312,16 @@ def _fold_batchnorm(network: CheckedNetwork, weights: WeightSet) -> tuple[dict[s
     folded: dict[str, np.ndarray] = {}
     folded_bn: set[str] = set()
     layers = network.layers
+    readers: dict[str, int] = {}
+    for layer in layers:
+        for name in layer.inputs:
+            readers[name] = readers.get(name, 0) + 1
     for before, bn in zip(layers, layers[1:]):
         if bn.kind != "batchnorm" or before.kind not in ("conv", "dense"):
+            continue
+        # Only a batch norm that is its layer's only reader: another reader needs the
+        # unnormalised values (and an output is read from outside).
+        if bn.inputs != (before.name,) or readers.get(before.name) != 1 or before.name in network.outputs:
             continue
         if before.layer.config.activation_name is not None:
             continue
@@ -274,17 +358,23 @@ def to_onnx(
     g = _Graph(opset, weights, external)
     if fold_bn:
         g.folded, g.folded_bn = _fold_batchnorm(network, weights)
-    x = "input"
-    for entry in network.layers:
+    for entry in network.layers:  # each reads its inputs by name: the graph as written
         lower = LOWERINGS.get(entry.kind, lower_activation)
-        lower(g, entry, x, entry.name)
-        x = entry.name
-    g.nodes.append(helper.make_node("Identity", [x], ["output"], name="output"))
+        lower(g, entry, entry.inputs[0], entry.name)
+    if len(network.outputs) > 1:  # several outputs: graph outputs named after their layers
+        outputs = [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
+            for name, shape in zip(network.outputs, network.output_shapes)
+        ]
+    else:
+        last = network.outputs[0] if network.outputs else "input"
+        g.nodes.append(helper.make_node("Identity", [last], ["output"], name="output"))
+        outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", *network.output_shape])]
     graph = helper.make_graph(
         g.nodes,
         network.name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *network.input_shape])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", *network.output_shape])],
+        outputs,
         initializer=g.initializers,
         doc_string=f"{network.name} from {network.path}:{network.line}",
     )

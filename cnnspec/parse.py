@@ -102,6 +102,12 @@ class _ToAst(Transformer):
     def tuple(self, bracket, *values):
         return ast.Value("tuple", values, self._s(bracket))
 
+    def group(self, bracket, value):
+        return value
+
+    def binop(self, left, op, right):
+        return ast.Value("expr", (str(op), left, right), left.span)
+
     def list(self, bracket, *values):
         return ast.Value("list", tuple(v for v in values if v is not None), self._s(bracket))
 
@@ -125,28 +131,64 @@ class _ToAst(Transformer):
     def expect(self, shape):
         return ("expect", shape)
 
+    def body(self, *statements):
+        return ("body", tuple(statements))
+
+    def shortcut(self, body):
+        return ("shortcut", body[1])
+
+    def branches(self, *items):
+        bodies = tuple(item[1] for item in items if item[0] == "body")
+        shortcut = next((item[1] for item in items if item[0] == "shortcut"), None)
+        return ("branches", bodies, shortcut)
+
+    def source(self, name):
+        return ("source", str(name), self._s(name))
+
     def layer(self, op, *items):
         args, options, alias, expect, expect_span, expect_text = [], [], None, None, None, None
+        branches, shortcut, source, source_span = (), None, None, None
         for item in items:
             if isinstance(item, ast.Value):
                 args.append(item)
             elif isinstance(item, ast.Option):
                 options.append(item)
+            elif item is None:
+                continue
             elif item[0] == "alias":
                 alias = item[1]
+            elif item[0] == "branches":
+                _, branches, shortcut = item
+            elif item[0] == "source":
+                _, source, source_span = item
             else:
                 expect, expect_span, expect_text = item[1]
                 expect = expect if expect is not None else ()
         return ast.LayerStmt(
-            str(op), tuple(args), tuple(options), alias, expect, self._s(op), expect_span, expect_text
+            str(op),
+            tuple(args),
+            tuple(options),
+            alias,
+            expect,
+            self._s(op),
+            expect_span,
+            expect_text,
+            branches,
+            shortcut,
+            source,
+            source_span,
         )
+
+    def output_stmt(self, *names):
+        spans = tuple(self._s(n) for n in names)
+        return ast.OutputStmt(tuple(map(str, names)), spans, spans[0])
 
     def input_stmt(self, shape):
         dims, span, text = shape
         return ast.InputStmt(dims if dims is not None else (), span, text)
 
-    def repeat(self, count, *body):
-        return ast.RepeatStmt(count, body, count.span)
+    def repeat(self, count, body):
+        return ast.RepeatStmt(count, body[1], count.span)
 
     def drop_from(self, name):
         return ast.DropStmt("from", str(name), self._s(name))
@@ -169,16 +211,12 @@ class _ToAst(Transformer):
         return name
 
     def network(self, name, *rest):
-        base = None
-        if rest and isinstance(rest[0], Token):
-            base, rest = rest[0], rest[1:]
-        elif rest and rest[0] is None:
-            rest = rest[1:]
+        base, body = (rest[0], rest[1]) if len(rest) == 2 else (None, rest[0])
         return ast.NetworkDef(
             str(name),
             str(base) if base else None,
             self._s(base) if base else None,
-            tuple(rest),
+            body[1],
             self._s(name),
         )
 
@@ -187,7 +225,7 @@ class _ToAst(Transformer):
 
     def block(self, name, *rest):
         params = tuple(p for p in rest if isinstance(p, ast.Param))
-        body = tuple(s for s in rest if s is not None and not isinstance(s, ast.Param))
+        body = next(item[1] for item in rest if isinstance(item, tuple) and item and item[0] == "body")
         return ast.BlockDef(str(name), params, body, self._s(name))
 
     def use_stmt(self, tok):
@@ -365,6 +403,18 @@ def _unclosed_brace(text: str, path: str) -> Span | None:
     return stack[-1] if stack else None
 
 
+def _definition_inside(text: str, path: str, opened: Span | None) -> Span | None:
+    """A `network` or `block` line after the first unclosed '{' (a '}' forgotten above it)."""
+    lines = text.split("\n")
+    depth = 0
+    for number, line in enumerate(lines, 1):
+        code = re.sub(r'"[^"\n]*"', lambda m: " " * len(m.group()), line.split("#", 1)[0])
+        if depth > 0 and re.match(r"\s*(network|block)\s+\w+", code) and "{" in code:
+            return Span(path, number, code.index("{") + 1, code.index("{") + 2)
+        depth += code.count("{") - code.count("}")
+    return None
+
+
 def _end_span(text: str, path: str) -> Span:
     lines = text.splitlines() or [""]
     return Span(path, len(lines), len(lines[-1]) + 1)
@@ -392,6 +442,15 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
         span = _end_span(text, path)
         if "RBRACE" in expected:
             opened = _unclosed_brace(text, path)
+            nested = _definition_inside(text, path, opened)
+            if nested is not None:
+                word = _line(text, nested.line).split()[0]
+                return error(
+                    "syntax-error",
+                    f"'{word}' starts inside another body: is a '}}' missing above?",
+                    nested,
+                    "close the network or block above with '}' before this line",
+                )
             where = f" (line {span.line})" if opened else ""
             return error(
                 "syntax-error",
@@ -420,6 +479,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
             f"'{_line(text, token.line).split()[0]}' starts inside another body: is a '}}' missing above?"
         )
         help_ = "close the network or block above with '}' before this line"
+    elif token.type == "LBRACE" and not _line(text, token.line)[: token.column - 1].strip():
+        help_ = "a '{' goes at the end of the line it opens: `residual {`, `repeat 3 {`"
     elif token.type == "LBRACE" and "_NL" in expected:
         help_ = "the body starts on the line after '{'"
     return error("syntax-error", message, span, help_)

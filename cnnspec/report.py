@@ -66,13 +66,22 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         style(row([c for c, _, _ in columns]), "1"),
         "─" * width,
     ]
+    previous, group = "input", None
     for entry in net.layers:
+        if entry.layer.block != group:  # a block instance's layers under its name
+            group = entry.layer.block
+            if group is not None:
+                lines.append(style(f"{group}:", "36"))
+        spec = entry.layer.spec_text()
+        if entry.inputs != (previous,):  # reads something other than the row above
+            spec = f"{spec} ← {', '.join(entry.inputs)}"
+        previous = entry.name
         rf = entry.receptive_field
         rf_text = "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
         train = "" if not entry.params else ("no" if entry.layer.frozen else "yes")
         cells = [
             entry.name,
-            entry.layer.spec_text(),
+            spec,
             format_shape(entry.output_shape),
             f"{entry.params:,}",
             si(entry.macs) if entry.macs else "0",
@@ -107,6 +116,9 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
             )
     if net.dropped:
         lines.append(f"dropped from {net.base}: {', '.join(net.dropped)}")
+    if len(net.outputs) > 1:
+        shapes = ", ".join(f"{n} {format_shape(s)}" for n, s in zip(net.outputs, net.output_shapes))
+        lines.append(f"outputs: {shapes}")
     if dense_equivalent:
         convs = [c for c in net.layers if c.dense_equivalent_params]
         if convs:

@@ -61,6 +61,7 @@ class Layer:
     calls: tuple[Span, ...] = ()  # block call sites that produced it, outermost first
     block: str | None = None  # outermost block instance (`cbapd1`), freezable by name
     origin: Origin = "own"  # in a derived network: kept from the base, or new
+    inputs: tuple[str, ...] = ()  # the layers it reads (`input`: the network's input)
 
     @property
     def kind(self) -> str:
@@ -80,6 +81,7 @@ class Network:
     base: str | None = None
     base_span: Span | None = None
     dropped: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()  # `output a b`, else the last layer (none: the input itself)
 
 
 @dataclass
@@ -185,9 +187,10 @@ def _load(ws: _Workspace, text: str, path: str, real: Path | None, stack: tuple[
 
 
 class _ArgError(Exception):
-    def __init__(self, message: str, help: str | None = None):
+    def __init__(self, message: str, help: str | None = None, span: Span | None = None):
         super().__init__(message)
         self.help = help
+        self.span = span
 
 
 def _int(v: ast.Value) -> int:
@@ -394,6 +397,11 @@ def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Di
 # ------------------------------------------------------------------ expansion
 
 
+Ref = int | str  # a layer being expanded (its index) or a final name (`input`, a base layer)
+INPUT = "input"  # the network's input tensor, as layers name what they read
+COMBINATORS = ("residual",)  # `residual { B } [shortcut { S }]`; the joins take bodies too
+
+
 @dataclass(frozen=True)
 class _Raw:
     """A layer before naming: what expansion produces."""
@@ -405,36 +413,89 @@ class _Raw:
     alias: str | None
     calls: tuple[Span, ...]
     block: str | None
+    inputs: tuple[Ref, ...] = ()
+
+
+@dataclass
+class _Scope:
+    """The names a statement can refer to: those written in this block instance (or
+    network) so far, then the enclosing body's; `in` is the block's input."""
+
+    input: Ref
+    names: dict[str, Ref] = field(default_factory=dict)
+    parent: _Scope | None = None
+
+    def lookup(self, name: str) -> Ref | None:
+        if name == "in":
+            return self.input
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.names:
+                return scope.names[name]
+            scope = scope.parent
+        return None
+
+    def known(self) -> list[str]:
+        found: list[str] = ["in"]
+        scope: _Scope | None = self
+        while scope is not None:
+            found += list(scope.names)
+            scope = scope.parent
+        return found
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """Where a statement is expanded: parameters, block nesting, naming, visible names."""
+
+    env: Mapping[str, ast.Value]
+    stack: tuple[str, ...]  # block names and repeat levels, outermost first
+    calls: tuple[Span, ...]  # block call sites, outermost first
+    prefix: str | None  # names given with `as` inside a block instance start with it
+    block: str | None  # the outermost block instance (`cbapd1`), freezable by name
+    suffix: str  # `_1`, `_2`, ... inside a repeat
+    scope: _Scope
 
 
 class _Expander:
-    def __init__(self, blocks: dict[str, ast.BlockDef], diagnostics: list[Diagnostic]):
+    def __init__(
+        self,
+        blocks: dict[str, ast.BlockDef],
+        diagnostics: list[Diagnostic],
+        external: Mapping[str, str] | None = None,
+    ):
         self.blocks = blocks
         self.diagnostics = diagnostics
+        self.external = dict(external or {})  # a base network's layer names, readable by name
         self.block_uses: dict[str, int] = {}
         self.steps = 0  # see MAX_EXPANSION
         self.block_sizes: dict[str, int] = {}
         self.exhausted = False
+        self.outputs: list[tuple[Ref, Span]] = []
+        self.output_span: Span | None = None
 
     def size(self, body: tuple[ast.Statement, ...], env: Mapping[str, ast.Value], depth: int = 0) -> int:
-        """A lower bound of the steps `body` expands to (at least 1), computed without
-        expanding: nested literal repeats multiply, block calls count their bodies."""
+        """A lower bound of the steps `body` expands to, computed without expanding:
+        nested literal repeats multiply, block calls and branches count their bodies."""
         total = 0
         for stmt in body:
             if depth > MAX_DEPTH or total > MAX_EXPANSION:
                 break
             if isinstance(stmt, ast.RepeatStmt):
-                count = _substitute(stmt.count, env)
+                count = env.get(stmt.count.data, stmt.count) if stmt.count.kind == "word" else stmt.count
                 times = count.data if count.kind == "number" and isinstance(count.data, int) else 1
                 total += 1 + max(times, 0) * (1 + self.size(stmt.body, env, depth + 1))
-            elif isinstance(stmt, ast.LayerStmt) and stmt.op in self.blocks:
-                if stmt.op not in self.block_sizes:  # memoised: blocks calling blocks twice
-                    self.block_sizes[stmt.op] = 1  # (and a recursive block) stay linear
-                    self.block_sizes[stmt.op] = self.size(self.blocks[stmt.op].body, {}, depth + 1)
-                total += 1 + self.block_sizes[stmt.op]
+            elif isinstance(stmt, ast.LayerStmt):
+                bodies = (*stmt.branches, *((stmt.shortcut,) if stmt.shortcut is not None else ()))
+                total += 1 + sum(self.size(b, env, depth + 1) for b in bodies)
+                if stmt.op in self.blocks:
+                    if stmt.op not in self.block_sizes:  # memoised: blocks calling blocks twice
+                        self.block_sizes[stmt.op] = 1  # (and a recursive block) stay linear
+                        self.block_sizes[stmt.op] = self.size(self.blocks[stmt.op].body, {}, depth + 1)
+                    total += self.block_sizes[stmt.op]
             else:
                 total += 1
-        return max(total, 1)
+        return total
 
     def _over_budget(self, span: Span, calls: tuple[Span, ...], what: str) -> None:
         self.exhausted = True
@@ -450,49 +511,23 @@ class _Expander:
             )
         )
 
-    def statements(
-        self,
-        body: tuple[ast.Statement, ...],
-        env: dict[str, ast.Value],
-        stack: tuple[str, ...],
-        calls: tuple[Span, ...],
-        instance: str | None,
-        suffix: str,
-        out: list[_Raw],
-    ) -> None:
+    def statements(self, body: tuple[ast.Statement, ...], ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:
+        """Expand `body` reading `current` first; returns what its last statement gives."""
         for stmt in body:
             if self.exhausted:
-                return
+                return current
             self.steps += 1
             if self.steps > MAX_EXPANSION:
-                self._over_budget(stmt.span, calls, "this network is too large")
-                return
+                self._over_budget(stmt.span, ctx.calls, "this network is too large")
+                return current
             if isinstance(stmt, ast.LayerStmt):
-                self.layer(stmt, env, stack, calls, instance, suffix, out)
+                current = self.layer(stmt, ctx, current, out)
             elif isinstance(stmt, ast.RepeatStmt):
-                count_value = _substitute(stmt.count, env)
-                try:
-                    count = _int(count_value)
-                    if count < 0:
-                        raise _ArgError(f"repeat count must be 0 or more, got {count}")
-                except _ArgError as exc:
-                    self.diagnostics.append(
-                        with_call_sites(error("invalid-argument", str(exc), count_value.span), calls)
-                    )
-                    continue
-                if self.steps + count * (1 + self.size(stmt.body, env)) > MAX_EXPANSION:
-                    self._over_budget(count_value.span, calls, f"repeat {count:,} is too large")
-                    return
-                if len(stack) >= MAX_DEPTH and self._too_deep(stmt.span, calls):
-                    return
-                for i in range(count):
-                    if self.exhausted:
-                        return
-                    self.steps += 1  # an empty body costs a step too
-                    tag = f"{suffix}_{i + 1}" if count > 1 else suffix
-                    self.statements(stmt.body, env, (*stack, _REPEAT), calls, instance, tag, out)
+                current = self.repeat(stmt, ctx, current, out)
+            elif isinstance(stmt, ast.OutputStmt) and not ctx.stack:
+                self.output(stmt, ctx)
             else:
-                where = "a block" if any(s != _REPEAT for s in stack) else "this network"
+                where = "a block" if any(s != _REPEAT for s in ctx.stack) else "this network"
                 self.diagnostics.append(
                     error(
                         "misplaced-statement",
@@ -501,47 +536,241 @@ class _Expander:
                         _placement_help(stmt),
                     )
                 )
+        return current
 
-    def layer(self, stmt, env, stack, calls, instance, suffix, out) -> None:
-        args = [_substitute(v, env) for v in stmt.args]
-        options = [(o.name, _substitute(o.value, env), o.span) for o in stmt.options]
-        alias = stmt.alias
-        if alias is not None:
-            alias = f"{instance}_{alias}" if instance else alias
-            alias = alias + suffix
-        if stmt.op in KINDS:
+    def repeat(self, stmt: ast.RepeatStmt, ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:
+        try:
+            count_value = _evaluate(stmt.count, ctx.env)
+            count = _int(count_value)
+            if count < 0:
+                raise _ArgError(f"repeat count must be 0 or more, got {count}")
+        except _ArgError as exc:
+            span = exc.span or stmt.count.span
+            self.diagnostics.append(
+                with_call_sites(error("invalid-argument", str(exc), span, exc.help), ctx.calls)
+            )
+            return current
+        if self.steps + count * (1 + self.size(stmt.body, ctx.env)) > MAX_EXPANSION:
+            self._over_budget(stmt.count.span, ctx.calls, f"repeat {count:,} is too large")
+            return current
+        if len(ctx.stack) >= MAX_DEPTH and self._too_deep(stmt.span, ctx.calls):
+            return current
+        for i in range(count):
+            if self.exhausted:
+                return current
+            self.steps += 1  # an empty body costs a step too
+            tag = f"{ctx.suffix}_{i + 1}" if count > 1 else ctx.suffix
+            inner = replace(ctx, stack=(*ctx.stack, _REPEAT), suffix=tag)
+            current = self.statements(stmt.body, inner, current, out)
+        return current
+
+    def output(self, stmt: ast.OutputStmt, ctx: _Ctx) -> None:
+        self.output_span = stmt.span
+        for name, span in zip(stmt.names, stmt.spans):
+            found = self.reference(name, span, ctx)
+            if found is not None:
+                self.outputs.append((found, span))
+
+    def reference(self, name: str, span: Span, ctx: _Ctx) -> Ref | None:
+        """The layer `name` refers to here, or None after an unknown-reference error."""
+        found = ctx.scope.lookup(name)
+        if found is None:
+            found = self.external.get(name)
+        if found is None:
+            known = [*ctx.scope.known(), *self.external]
+            self.diagnostics.append(
+                with_call_sites(
+                    error(
+                        "unknown-reference",
+                        f"no layer named '{name}' here",
+                        span,
+                        did_you_mean(name, known)
+                        or "name a layer with `as NAME` before the line that reads it; `in` is the block's input",
+                    ),
+                    ctx.calls,
+                )
+            )
+        return found
+
+    def _alias(self, stmt: ast.LayerStmt, ctx: _Ctx) -> str | None:
+        if stmt.alias is None:
+            return None
+        return (f"{ctx.prefix}_{stmt.alias}" if ctx.prefix else stmt.alias) + ctx.suffix
+
+    def _emit(self, raw: _Raw, stmt: ast.LayerStmt, ctx: _Ctx, out: list[_Raw]) -> int:
+        out.append(raw)
+        if stmt.alias is not None:
+            ctx.scope.names[stmt.alias] = len(out) - 1
+        return len(out) - 1
+
+    def layer(self, stmt: ast.LayerStmt, ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:
+        try:
+            args = [_evaluate(v, ctx.env) for v in stmt.args]
+            options = [(o.name, _evaluate(o.value, ctx.env), o.span) for o in stmt.options]
+        except _ArgError as exc:
+            self.diagnostics.append(
+                with_call_sites(
+                    error("invalid-argument", str(exc), exc.span or stmt.span, exc.help), ctx.calls
+                )
+            )
+            return current
+        source = current
+        if stmt.source is not None:
+            found = self.reference(stmt.source, stmt.source_span or stmt.span, ctx)
+            if found is None:
+                return current
+            source = found
+        cls = KINDS.get(stmt.op)
+        if stmt.op == "shortcut":
+            self.diagnostics.append(
+                error(
+                    "misplaced-statement",
+                    "`shortcut` goes on the line of the residual's closing brace: `} shortcut {`",
+                    stmt.span,
+                    "residual { ... } shortcut { ... }",
+                )
+            )
+            return current
+        if stmt.op in COMBINATORS or stmt.branches:
+            return self.combinator(stmt, ctx, source, out, args, options)
+        if cls is not None and cls.joins:
+            return self.named_join(stmt, ctx, source, out, args, options)
+        if cls is not None:
             config, spans, problems = _build_config(stmt.op, args, options, stmt.span)
-            self.diagnostics.extend(with_call_sites(p, calls) for p in problems)
-            if config is not None:
-                out.append(_Raw(stmt.op, config, stmt, spans, alias, calls, instance))
-            return
+            self.diagnostics.extend(with_call_sites(p, ctx.calls) for p in problems)
+            if config is None:
+                return current
+            raw = _Raw(stmt.op, config, stmt, spans, self._alias(stmt, ctx), ctx.calls, ctx.block, (source,))
+            return self._emit(raw, stmt, ctx, out)
         block = self.blocks.get(stmt.op)
         if block is None:
-            choices = list(KINDS) + list(self.blocks)
+            choices = list(KINDS) + list(self.blocks) + list(COMBINATORS)
             hint = did_you_mean(stmt.op, choices)
             self.diagnostics.append(
                 error(
                     "unknown-layer",
                     f"unknown layer or block '{stmt.op}'",
                     stmt.span,
-                    hint or "layers: " + ", ".join(sorted(KINDS)),
+                    hint or "layers: " + ", ".join(sorted(k for k in KINDS if k not in ("swish",))),
                 )
             )
-            return
-        if block.name in stack:
-            chain = " -> ".join(s for s in (*stack, block.name) if s != _REPEAT)
+            return current
+        if block.name in ctx.stack:
+            chain = " -> ".join(s for s in (*ctx.stack, block.name) if s != _REPEAT)
             self.diagnostics.append(
                 error("recursive-block", f"block '{block.name}' uses itself: {chain}", stmt.span)
             )
-            return
+            return current
         bound = self.bind(block, stmt, args, options)
         if bound is None:
-            return
-        if len(stack) >= MAX_DEPTH and self._too_deep(stmt.span, calls):
-            return
+            return current
+        if len(ctx.stack) >= MAX_DEPTH and self._too_deep(stmt.span, ctx.calls):
+            return current
         self.block_uses[block.name] = self.block_uses.get(block.name, 0) + 1
-        name = instance or (stmt.alias or f"{block.name}{self.block_uses[block.name]}")
-        self.statements(block.body, bound, (*stack, block.name), (*calls, stmt.span), name, suffix, out)
+        own = stmt.alias or f"{block.name}{self.block_uses[block.name]}"
+        inner = _Ctx(
+            env=bound,
+            stack=(*ctx.stack, block.name),
+            calls=(*ctx.calls, stmt.span),
+            prefix=f"{ctx.prefix}_{own}" if ctx.prefix else own,
+            block=ctx.block or own,
+            suffix=ctx.suffix,
+            scope=_Scope(source),
+        )
+        last = self.statements(block.body, inner, source, out)
+        if stmt.alias is not None:  # the instance's name refers to its output
+            ctx.scope.names[stmt.alias] = last
+        return last
+
+    def combinator(self, stmt: ast.LayerStmt, ctx: _Ctx, source: Ref, out: list[_Raw], args, options) -> Ref:
+        """`residual {B} [shortcut {S}]`, `concat {A} {B}...`, `add {A} {B}...`, `multiply {A}`:
+        each body reads `source` ({} is `source` itself); a join of their ends follows."""
+        word = "add" if stmt.op == "residual" else stmt.op
+        cls = KINDS.get(word)
+        if cls is None or not cls.joins:
+            self.diagnostics.append(
+                error(
+                    "unknown-layer",
+                    f"'{stmt.op}' takes no {{ body }}: only residual, concat, add and multiply do",
+                    stmt.span,
+                    did_you_mean(stmt.op, ["residual", "concat", "add", "multiply"]),
+                )
+            )
+            return source
+        if args or options:
+            first = args[0].span if args else options[0][2]
+            self.diagnostics.append(
+                error("too-many-arguments", f"{stmt.op} with bodies takes no arguments", first)
+            )
+            return source
+        if stmt.op == "residual" and len(stmt.branches) != 1:
+            self.diagnostics.append(
+                error(
+                    "misplaced-statement",
+                    "residual takes one body (and a `shortcut { ... }`)",
+                    stmt.span,
+                    "residual { B } is input + B; residual { B } shortcut { S } is S + B",
+                )
+            )
+            return source
+        if stmt.shortcut is not None and stmt.op != "residual":
+            self.diagnostics.append(
+                error("misplaced-statement", "only residual takes a `shortcut { ... }`", stmt.span)
+            )
+            return source
+        ends: list[Ref] = []
+        for body in stmt.branches:
+            scope = _Scope(ctx.scope.input, parent=ctx.scope)
+            ends.append(self.statements(body, replace(ctx, scope=scope), source, out))
+        if stmt.op == "residual":
+            scope = _Scope(ctx.scope.input, parent=ctx.scope)
+            shortcut = self.statements(stmt.shortcut or (), replace(ctx, scope=scope), source, out)
+            ends = [ends[0], shortcut]
+        elif stmt.op == "multiply":
+            ends = [source, *ends]
+        if len(ends) < 2:
+            ends = [source, *ends]
+        config = cls.validate({})
+        raw = _Raw(word, config, stmt, {}, self._alias(stmt, ctx), ctx.calls, ctx.block, tuple(ends))
+        return self._emit(raw, stmt, ctx, out)
+
+    def named_join(self, stmt: ast.LayerStmt, ctx: _Ctx, source: Ref, out: list[_Raw], args, options) -> Ref:
+        """`add a b`, `concat a b`, `multiply a b`: the named layers, in this order."""
+        if options:
+            self.diagnostics.append(
+                error(
+                    "unknown-option", f"{stmt.op} takes no options, only the layers it joins", options[0][2]
+                )
+            )
+            return source
+        if len(args) < 2:
+            self.diagnostics.append(
+                error(
+                    "missing-argument",
+                    f"{stmt.op} needs the names of two or more layers, or bodies",
+                    stmt.span,
+                    f"for example: {stmt.op} a b, or {stmt.op} {{ ... }} {{ ... }}",
+                )
+            )
+            return source
+        inputs: list[Ref] = []
+        for value in args:
+            if value.kind != "word":
+                self.diagnostics.append(
+                    error(
+                        "invalid-argument",
+                        f"{stmt.op} joins layers by name, got '{value.text()}'",
+                        value.span,
+                    )
+                )
+                return source
+            found = self.reference(value.data, value.span, ctx)
+            if found is None:
+                return source
+            inputs.append(found)
+        config = KINDS[stmt.op].validate({})
+        raw = _Raw(stmt.op, config, stmt, {}, self._alias(stmt, ctx), ctx.calls, ctx.block, tuple(inputs))
+        return self._emit(raw, stmt, ctx, out)
 
     def _too_deep(self, span: Span, calls: tuple[Span, ...]) -> bool:
         self.exhausted = True
@@ -614,18 +843,43 @@ def _block_usage(block: ast.BlockDef) -> str:
     return " ".join([block.name, *words])
 
 
-def _substitute(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
+def _evaluate(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
+    """Block parameters replaced by their values and integer arithmetic done:
+    `4*growth` with growth=32 is 128. Raises _ArgError (with the span) on a division by
+    zero, a decimal in arithmetic, or a result beyond int64."""
     if v.kind == "word" and v.data in env:
         return env[v.data]
-    if v.kind in ("tuple", "list") and env:
-        return ast.Value(v.kind, tuple(_substitute(x, env) for x in v.data), v.span)
-    return v
+    if v.kind in ("tuple", "list"):
+        return ast.Value(v.kind, tuple(_evaluate(x, env) for x in v.data), v.span)
+    if v.kind != "expr":
+        return v
+    op, left, right = v.data
+    a, b = _evaluate(left, env), _evaluate(right, env)
+    for operand in (a, b):
+        if not (operand.kind == "number" and isinstance(operand.data, int)):
+            what = "an unknown name" if operand.kind == "word" else "not a whole number"
+            raise _ArgError(
+                f"arithmetic takes whole numbers and block parameters; '{operand.text()}' is {what}",
+                span=operand.span,
+            )
+    if op == "//" and b.data == 0:
+        raise _ArgError(f"division by zero in '{v.text()}'", span=v.span)
+    result = {"+": a.data + b.data, "-": a.data - b.data, "*": a.data * b.data}.get(op)
+    if op == "//":
+        result = a.data // b.data
+    assert result is not None
+    if abs(result) > 2**63 - 1:
+        raise _ArgError(f"'{v.text()}' is beyond int64", span=v.span)
+    return ast.Value("number", result, v.span)
 
 
 def _statement_word(stmt) -> str:
-    return {ast.InputStmt: "`input`", ast.DropStmt: "`drop`", ast.FreezeStmt: "`freeze`"}.get(
-        type(stmt), "this"
-    )
+    return {
+        ast.InputStmt: "`input`",
+        ast.DropStmt: "`drop`",
+        ast.FreezeStmt: "`freeze`",
+        ast.OutputStmt: "`output`",
+    }.get(type(stmt), "this")
 
 
 def _placement_help(stmt) -> str | None:
@@ -633,12 +887,15 @@ def _placement_help(stmt) -> str | None:
         return "`input` is the first line of a network"
     if isinstance(stmt, ast.DropStmt):
         return "`drop` works on a derived network: network NAME from BASE { ... }"
+    if isinstance(stmt, ast.OutputStmt):
+        return "`output` names a network's outputs, at the network's top level"
     return None
 
 
 def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diagnostics) -> list[Layer]:
-    """conv1, conv2, bn1, ...: numbered by kind in order of appearance, names or not."""
-    layers = []
+    """conv1, conv2, bn1, ...: numbered by kind in order of appearance, names or not;
+    each layer's inputs named too (an index into `raws` becomes that layer's name)."""
+    layers: list[Layer] = []
     for raw in raws:
         prefix = KINDS[raw.word].name_prefix(raw.config)
         counts[prefix] = counts.get(prefix, 0) + 1
@@ -677,9 +934,46 @@ def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diag
                 expect_text=raw.stmt.expect_text,
                 calls=raw.calls,
                 block=raw.block,
+                inputs=tuple(ref if isinstance(ref, str) else layers[ref].name for ref in raw.inputs),
             )
         )
     return layers
+
+
+def _ref_name(ref: Ref, layers: list[Layer]) -> str:
+    return ref if isinstance(ref, str) else layers[ref].name
+
+
+def _descendants(layers: list[Layer], roots: set[str]) -> set[str]:
+    """`roots` and every layer that reads one of them, directly or not."""
+    found = set(roots)
+    for layer in layers:  # definition order is a topological order
+        if any(name in found for name in layer.inputs):
+            found.add(layer.name)
+    return found
+
+
+def _ancestors(layers: list[Layer], root: str) -> set[str]:
+    """`root` and every layer it reads, directly or not."""
+    by_name = {layer.name: layer for layer in layers}
+    found, todo = set(), [root]
+    while todo:
+        name = todo.pop()
+        if name in found or name not in by_name:
+            continue
+        found.add(name)
+        todo.extend(by_name[name].inputs)
+    return found
+
+
+def _sinks(layers: list[Layer]) -> list[str]:
+    """Layers no other layer reads, in definition order."""
+    read = {name for layer in layers for name in layer.inputs}
+    return [layer.name for layer in layers if layer.name not in read]
+
+
+def _top_context() -> _Ctx:
+    return _Ctx(env={}, stack=(), calls=(), prefix=None, block=None, suffix="", scope=_Scope(INPUT))
 
 
 # ------------------------------------------------------------------ networks
@@ -796,14 +1090,31 @@ class _Resolver:
         layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
         expander = _Expander(self.blocks, self.diagnostics)
         raws: list[_Raw] = []
-        expander.statements(layers_body, {}, (), (), None, "", raws)
+        last = expander.statements(layers_body, _top_context(), INPUT, raws)
         counts: dict[str, int] = {}
         layers = _name_layers(raws, counts, set(), self.diagnostics)
         self.counts[definition.name] = counts
         layers = self._freeze(rest, layers, layers)
         if given is None:
             return None
-        return Network(definition.name, definition.span, given[0], given[1], tuple(layers))
+        outputs = self._outputs(expander, last, layers)
+        return Network(definition.name, definition.span, given[0], given[1], tuple(layers), outputs=outputs)
+
+    def _outputs(self, expander: _Expander, last: Ref, layers: list[Layer]) -> tuple[str, ...]:
+        if expander.outputs:
+            names = [_ref_name(ref, layers) for ref, _ in expander.outputs]
+            for (_, span), name in zip(expander.outputs, names):
+                if name == INPUT or names.count(name) > 1:
+                    self.diagnostics.append(
+                        error(
+                            "invalid-argument",
+                            f"'{name}' cannot be an output here (twice, or the input)",
+                            span,
+                        )
+                    )
+            return tuple(dict.fromkeys(n for n in names if n != INPUT))
+        name = _ref_name(last, layers)
+        return () if name == INPUT else (name,)
 
     def _derived(self, definition: ast.NetworkDef) -> Network | None:
         assert definition.base is not None
@@ -827,11 +1138,13 @@ class _Resolver:
         kept = list(base.layers)
         dropped: list[str] = []
         names = [layer.name for layer in kept]
+        instances = {layer.block for layer in kept if layer.block}
         for stmt in rest:
             if not isinstance(stmt, ast.DropStmt):
                 continue
             if stmt.mode == "from":
-                if stmt.target not in names[: len(kept)]:
+                left = [layer.name for layer in kept]
+                if stmt.target not in left and stmt.target not in instances:
                     hint = did_you_mean(str(stmt.target), names)
                     self.diagnostics.append(
                         error(
@@ -843,7 +1156,12 @@ class _Resolver:
                         )
                     )
                     continue
-                cut = names.index(stmt.target)
+                # X and everything that depends on it (a block instance: all its layers).
+                roots = {layer.name for layer in kept if stmt.target in (layer.name, layer.block)}
+                gone = _descendants(kept, roots)
+                dropped += [layer.name for layer in kept if layer.name in gone]
+                kept = [layer for layer in kept if layer.name not in gone]
+                continue
             else:
                 count = int(stmt.target)
                 if count > len(kept) or count < 0:
@@ -861,16 +1179,26 @@ class _Resolver:
             kept = kept[:cut]
         # Frozen-ness belongs to a training recipe, so a derived network starts unfrozen.
         kept = [replace(layer, frozen=False, origin="base") for layer in kept]
-        new_body = tuple(s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt)))
-        expander = _Expander(self.blocks, self.diagnostics)
+        new_body = tuple(
+            s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt, ast.OutputStmt))
+        )
+        attach = self._attach_point(definition, base, kept, new_body)
+        expander = _Expander(self.blocks, self.diagnostics, {layer.name: layer.name for layer in kept})
         raws: list[_Raw] = []
-        expander.statements(new_body, {}, (), (), None, "", raws)
+        last = expander.statements(new_body, _top_context(), attach, raws)
         counts = dict(self.counts.get(definition.base, {}))  # new layers number on from the base
         new_layers = _name_layers(raws, counts, {layer.name for layer in kept}, self.diagnostics)
         self.counts[definition.name] = counts
         new_layers = [replace(layer, origin="new") for layer in new_layers]
         layers = self._freeze(rest, kept + new_layers, kept)
         shape, span = given if given else (base.input_shape, base.input_span)
+        if expander.outputs or raws:
+            outputs = self._outputs(expander, last, new_layers)  # indices count the new layers
+        else:  # nothing new: the base's outputs that were kept
+            kept_names = {layer.name for layer in kept}
+            outputs = tuple(name for name in base.outputs if name in kept_names) or (
+                (attach,) if attach != INPUT else ()
+            )
         return Network(
             definition.name,
             definition.span,
@@ -880,7 +1208,29 @@ class _Resolver:
             definition.base,
             definition.base_span,
             tuple(dropped),
+            outputs,
         )
+
+    def _attach_point(self, definition, base: Network, kept: list[Layer], new_body) -> str:
+        """What new layers read: the one end left after dropping (the base's output when
+        nothing was dropped). Several ends are an error that lists them."""
+        if not kept:
+            return INPUT
+        left = {layer.name for layer in kept}
+        ends = [name for name in base.outputs if name in left] or _sinks(kept)
+        if len(ends) > 1 and any(isinstance(s, (ast.LayerStmt, ast.RepeatStmt)) for s in new_body):
+            first = next(s for s in new_body if isinstance(s, (ast.LayerStmt, ast.RepeatStmt)))
+            if not (isinstance(first, ast.LayerStmt) and first.source):
+                self.diagnostics.append(
+                    error(
+                        "unknown-reference",
+                        f"the new layers could attach to any of {', '.join(ends)}: "
+                        f"'{definition.base}' has several ends left",
+                        first.span,
+                        f"say which with `from NAME` on the first new line, e.g. `... from {ends[0]}`",
+                    )
+                )
+        return ends[-1] if ends else kept[-1].name
 
     def _freeze(self, body, layers: list[Layer], base_layers: list[Layer]) -> list[Layer]:
         frozen: set[str] = set()
@@ -904,8 +1254,9 @@ class _Resolver:
                         )
                     )
                 elif stmt.mode == "through":
+                    # X and everything X depends on (a block instance: through its last layer).
                     last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))
-                    frozen |= set(names[: last + 1])
+                    frozen |= _ancestors(layers, names[last])
                 else:
                     frozen |= {layer.name for layer in layers if target in (layer.name, layer.block)}
         if not frozen:

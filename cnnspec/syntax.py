@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 
 from .diagnostics import Span
 
-ValueKind = Literal["number", "dims", "word", "string", "tuple", "list"]
+ValueKind = Literal["number", "dims", "word", "string", "tuple", "list", "expr"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,9 @@ class Value:
     def text(self) -> str:
         if self.written is not None:
             return self.written
+        if self.kind == "expr":  # (operator, left, right)
+            op, left, right = self.data
+            return f"{_operand(left)} {op} {_operand(right)}"
         if self.kind == "dims":
             return "x".join(map(str, self.data))
         if self.kind == "string":
@@ -36,6 +39,10 @@ class Value:
         if self.kind == "list":
             return "[" + ",".join(v.text() for v in self.data) + "]"
         return str(self.data)
+
+
+def _operand(v: Value) -> str:
+    return f"({v.text()})" if v.kind == "expr" else v.text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,10 @@ class LayerStmt:
     span: Span
     expect_span: Span | None = None
     expect_text: str | None = None  # the `-> SHAPE` as typed, for messages
+    branches: tuple[tuple[Statement, ...], ...] = ()  # `{ ... } { ... }` after a combinator
+    shortcut: tuple[Statement, ...] | None = None  # `residual { ... } shortcut { ... }`
+    source: str | None = None  # `from NAME`: read NAME instead of the line above
+    source_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +98,16 @@ class FreezeStmt:
     span: Span
 
 
-Statement = Union[LayerStmt, InputStmt, RepeatStmt, DropStmt, FreezeStmt]
+@dataclass(frozen=True, slots=True)
+class OutputStmt:
+    """`output a b`: the network's outputs, in this order."""
+
+    names: tuple[str, ...]
+    spans: tuple[Span, ...]
+    span: Span
+
+
+Statement = Union[LayerStmt, InputStmt, RepeatStmt, DropStmt, FreezeStmt, OutputStmt]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,20 @@ from torch import nn
 
 from .diagnostics import CnnspecError, Diagnostic
 from .infer import CheckedLayer, CheckedNetwork
-from .layers import ActivationLayer, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Pool
+from .layers import (
+    ActivationLayer,
+    BatchNorm,
+    Conv,
+    Deconv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    Pool,
+    Upsample,
+)
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict = {
     "relu": lambda alpha: nn.ReLU(),
     "leakyrelu": lambda alpha: nn.LeakyReLU(alpha if alpha is not None else 0.01),
     "sigmoid": lambda alpha: nn.Sigmoid(),
@@ -29,7 +40,63 @@ _ACTIVATIONS = {
     "softmax": lambda alpha: nn.Softmax(dim=1),
     "elu": lambda alpha: nn.ELU(alpha if alpha is not None else 1.0),
     "gelu": lambda alpha: nn.GELU(),
+    "relu6": lambda alpha: nn.ReLU6(),
+    "silu": lambda alpha: nn.SiLU(),
+    "swish": lambda alpha: nn.SiLU(),
+    "hardswish": lambda alpha: nn.Hardswish(),
+    "hardsigmoid": lambda alpha: nn.Hardsigmoid(),
 }
+
+
+class _Join(nn.Module):
+    """add, concat (channels), multiply (a Cx1x1 gate broadcasts) over several tensors."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.kind == "concat":
+            return torch.cat(xs, dim=1)
+        out = xs[0]
+        for other in xs[1:]:
+            out = out + other if self.kind == "add" else out * other
+        return out
+
+
+class _Upsample(nn.Module):
+    def __init__(self, scale: int, mode: str):
+        super().__init__()
+        self.scale, self.mode = scale, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            return F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+
+class _Deconv(nn.ConvTranspose2d):
+    """ConvTranspose2d with (top, bottom, left, right) pads: symmetric ones are PyTorch's
+    `padding`; uneven ones crop the full output (what ONNX's pads mean)."""
+
+    def __init__(self, entry: CheckedLayer, config: Deconv):
+        super().__init__(
+            entry.input_shape[0],
+            config.filters,
+            config.kernel,
+            config.stride,
+            0,
+            config.output_pad,
+            config.groups,
+            config.bias,
+            config.dilation,
+        )
+        self.crop = config.pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = super().forward(x)
+        top, bottom, left, right = self.crop
+        return y[:, :, top : y.shape[2] - bottom, left : y.shape[3] - right]
 
 
 class _Padded(nn.Module):
@@ -88,6 +155,12 @@ def _core(entry: CheckedLayer) -> nn.Module:
         return nn.Flatten()
     if isinstance(config, Dense):
         return nn.Linear(math.prod(entry.input_shape), config.units, config.bias)
+    if isinstance(config, Deconv):
+        return _Deconv(entry, config)
+    if isinstance(config, Upsample):
+        return _Upsample(config.scale, config.mode)
+    if config.joins:
+        return _Join(config.kind)
     return _ACTIVATIONS[entry.config_as(ActivationLayer).fn](entry.config_as(ActivationLayer).alpha)
 
 
@@ -123,6 +196,8 @@ class CnnspecModule(nn.Module):
         super().__init__()
         self.network_name = network.name
         self.order: list[str] = []
+        self.inputs: dict[str, tuple[str, ...]] = {c.name: c.inputs for c in network.layers}
+        self.outputs: tuple[str, ...] = network.outputs
         self.activations = nn.ModuleDict()
         self.frozen_names = [c.name for c in network.layers if c.layer.frozen]
         for entry in network.layers:
@@ -145,26 +220,31 @@ class CnnspecModule(nn.Module):
             for parameter in getattr(self, name).parameters():
                 parameter.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.order:
-            x = getattr(self, name)(x)
-            if name in self.activations:
-                x = self.activations[name](x)
-        return x
-
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The output before a final softmax, for a numerically stable cross-entropy."""
-        last = self.order[-1]
+    def forward_all(self, x: torch.Tensor, logits: bool = False) -> tuple[torch.Tensor, ...]:
+        """Every output, walking the graph in definition order; with `logits`, a softmax
+        that produces an output is left out (for a numerically stable cross-entropy)."""
+        values = {"input": x}
         for name in self.order:
             module = getattr(self, name)
-            if name == last and isinstance(module, nn.Softmax):
-                return x
-            x = module(x)
-            if name in self.activations:
-                if name == last and isinstance(self.activations[name], nn.Softmax):
-                    return x
-                x = self.activations[name](x)
-        return x
+            args = [values[source] for source in self.inputs[name]]
+            if logits and name in self.outputs and isinstance(module, nn.Softmax):
+                values[name] = args[0]
+                continue
+            y = module(*args)
+            activation = self.activations[name] if name in self.activations else None
+            if activation is not None and not (
+                logits and name in self.outputs and isinstance(activation, nn.Softmax)
+            ):
+                y = activation(y)
+            values[name] = y
+        return tuple(values[name] for name in self.outputs) if self.outputs else (x,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(x)[0]
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The (first) output before a final softmax, for a numerically stable cross-entropy."""
+        return self.forward_all(x, logits=True)[0]
 
     def train(self, mode: bool = True) -> CnnspecModule:
         super().train(mode)

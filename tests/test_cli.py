@@ -89,7 +89,7 @@ def test_json_carries_diagnostics_when_the_check_fails(capsys):
 def test_errors_exit_1_and_print_path_line_column():
     out = run_cli("check", "specs/mistakes_syntax.cnn")
     assert out.returncode == 1
-    assert out.stderr.startswith("specs/mistakes_syntax.cnn:7:19: error: unexpected '}'")
+    assert out.stderr.startswith("specs/mistakes_syntax.cnn:7:19: error: unexpected ')'")
     assert "Traceback" not in out.stderr
 
 

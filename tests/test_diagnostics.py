@@ -16,7 +16,13 @@ RUNTIME_CODES = {"weights-file", "onnx-file", "bad-input"}
 # (spec, code, line, column, words the message or help must contain)
 CASES = [
     # syntax
-    ("network a {\n  input 1x8x8\n  conv 3 3x3 relu }\n", "syntax-error", 3, 19, "put '}' on a line"),
+    (
+        "network a {\n  input 1x8x8\n  residual\n  {\n  }\n}\n",
+        "syntax-error",
+        4,
+        3,
+        "at the end of the line it opens",
+    ),
     ("network a {\n  input 1x8x8\n", "syntax-error", 1, 11, "this '{' is never closed"),
     ("network a {\n  repeat 2 {\n    relu\n  }\n", "syntax-error", 1, 11, "the file ends (line 4)"),
     ("network a {\n  input 1x8x8\nnetwork b {\n}\n", "syntax-error", 3, 11, "is a '}' missing above?"),
@@ -35,7 +41,7 @@ CASES = [
     # names and arguments
     (net("convv 16 3x3"), "unknown-layer", 3, 3, "did you mean 'conv'?"),
     (net("maxpool 2"), "unknown-layer", 3, 3, "did you mean 'pool'?"),
-    (net("lstm 2"), "unknown-layer", 3, 3, "layers: batchnorm, conv, dense"),
+    (net("lstm 2"), "unknown-layer", 3, 3, "layers: add, batchnorm, concat, conv"),
     (net("conv 16 3x3 strides=2"), "unknown-option", 3, 15, "did you mean 'stride'?"),
     (net("pool max 2 padding=1"), "unknown-option", 3, 14, "did you mean 'pad'?"),
     (net("conv 16"), "missing-argument", 3, 3, "conv needs kernel"),
@@ -88,6 +94,36 @@ CASES = [
         "are 2x2, but the layer needs 1x1x3x3",
     ),
     (net("conv 1 3x3 weights=[[1,0,1],[0,1]]", "1x6x6"), "weights-shape", 3, 22, "ragged"),
+    # branches
+    (net("conv 8 3x3\nconcat enc1 conv1"), "unknown-reference", 4, 10, "no layer named 'enc1'"),
+    (net("conv 8 3x3 as enc\nconv 4 1x1 from enx"), "unknown-reference", 4, 19, "did you mean 'enc'?"),
+    (
+        net("conv 8 3x3 as a\npool max 2\nconv 4 3x3 as b\nadd a b", "1x16x16"),
+        "merge-shape-mismatch",
+        6,
+        3,
+        "add needs equal shapes, but gets a (line 3) 8x14x14, b (line 5) 4x5x5",
+    ),
+    (
+        net("residual {\nconv 16 3x3 stride=2 pad=1\n}", "8x16x16"),
+        "merge-shape-mismatch",
+        3,
+        3,
+        "shortcut { conv 16 1x1 stride=2 }",
+    ),
+    (
+        net("conv 8 1x1 as a\nconv 4 1x1 as b\nconcat a b\nglobalpool avg\nmultiply a b", "8x4x4"),
+        "merge-shape-mismatch",
+        7,
+        3,
+        "multiply needs equal shapes or a Cx1x1 gate",
+    ),
+    (net("conv 8 3x3 as a\nconv 4 1x1 from in", "1x8x8"), "unused-branch", 3, 3, "a reaches no output"),
+    (net("add a", "4"), "missing-argument", 3, 3, "two or more layers"),
+    (net("conv 8 3x3 { relu }", "1x8x8"), "unknown-layer", 3, 3, "takes no { body }"),
+    (net("relu\nshortcut {\nrelu\n}", "4"), "misplaced-statement", 4, 3, "closing brace"),
+    (net("conv 8//0 3x3", "1x8x8"), "invalid-argument", 3, 8, "division by zero"),
+    (net("conv 8*x 3x3", "1x8x8"), "invalid-argument", 3, 10, "'x' is an unknown name"),
     # names and limits
     (net("conv 8 3x3 as forward"), "reserved-name", 3, 3, "cnnspec's PyTorch backend uses it"),
     (net("conv 6 5x5 as input"), "reserved-name", 3, 3, "the exported graph uses it"),

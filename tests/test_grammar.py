@@ -16,4 +16,6 @@ def test_grammar_has_no_conflicts_or_colliding_terminals():
 def test_parser_loads_the_shipped_grammar_file():
     path = grammar_path()
     assert path.name == "cnnspec.lark" and path.parent.name == "grammars"
-    assert "layer: NAME (value | option)* alias? expect?" in path.read_text(encoding="utf-8")
+    assert "layer: NAME (value | option)* branches? source? alias? expect?" in path.read_text(
+        encoding="utf-8"
+    )
