@@ -441,8 +441,10 @@ def intermediate_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.Model
     debugging); their shapes are left for the runtime to report."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    present = {output.name for output in copy.graph.output}
     for name in names:
-        copy.graph.output.append(helper.make_empty_tensor_value_info(name))
+        if name not in present:
+            copy.graph.output.append(helper.make_empty_tensor_value_info(name))
     return copy
 
 

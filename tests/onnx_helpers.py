@@ -24,5 +24,6 @@ def run_all_layers(network: cnnspec.CheckedNetwork, x: np.ndarray, seed: int = 0
     """Every layer's output by name, as onnxruntime computes it."""
     model, weights = build_model(network, seed, **kwargs)
     names = [layer.name for layer in network.layers]
-    outputs = session(intermediate_outputs(model, names)).run(None, {"input": x})
-    return model, weights, dict(zip(["output", *names], outputs))
+    runner = session(intermediate_outputs(model, names))
+    outputs = runner.run(None, {"input": x})
+    return model, weights, dict(zip([o.name for o in runner.get_outputs()], outputs))

@@ -1,0 +1,319 @@
+"""Networks with branches (issue 7): the design notes' syntax as written, published
+parameter totals of the zoo, predicted shapes against onnxruntime on every layer of the
+zoo and of generated graphs, PyTorch against onnxruntime, transfer on graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cnnspec
+from cnnspec.layers import KINDS
+from cnnspec.onnx_export import LOWERINGS, build_model
+from tests.conftest import SPECS, check_text, net
+from tests.onnx_helpers import run_all_layers, session
+
+ZOO = SPECS / "zoo"
+
+# Published totals (torchvision / the papers): trainable parameters, as torchvision counts
+# them (batch norm's running statistics are buffers, not parameters).
+PUBLISHED = [
+    ("resnet.cnn", "resnet18", 11_689_512),
+    ("resnet.cnn", "resnet50", 25_557_032),
+    ("mobilenetv2.cnn", "mobilenetv2", 3_504_872),
+    ("densenet121.cnn", "densenet121", 7_978_856),
+    ("squeezenet.cnn", "squeezenet1_1", 1_235_496),
+]
+
+
+@pytest.mark.parametrize("spec, name, total", PUBLISHED, ids=[p[1] for p in PUBLISHED])
+def test_zoo_matches_published_parameter_totals(spec, name, total):
+    result = cnnspec.check(ZOO / spec, name)
+    assert result.ok, [d.message for d in result.errors]
+    network = result.network(name)
+    assert network.trainable_params == total
+    assert network.output_shape == (1000,)
+
+
+def test_zoo_macs_match_published_figures():
+    # The commonly cited multiply-accumulates of conv and dense layers (fvcore, ptflops).
+    macs = {n.name: n.macs for n in cnnspec.check(ZOO / "resnet.cnn").networks}
+    assert round(macs["resnet50"] / 1e9, 2) == 4.09
+    assert round(macs["resnet18"] / 1e9, 2) == 1.81
+    assert round(cnnspec.check(ZOO / "mobilenetv2.cnn").network().macs / 1e6) == 301
+
+
+def test_every_example_of_the_design_notes_checks_as_written():
+    result = cnnspec.check(SPECS / "branches.cnn")
+    assert result.ok, [d.message for d in result.errors]
+    unet = result.network("unet_small")
+    assert unet.outputs == ("mask", "aux")
+    assert unet.output_shapes == ((2, 64, 64), (1, 64, 64))
+    assert unet.layer("concat1").inputs == ("enc1", "up1")
+    assert unet.layer("concat1").output_shape == (32, 64, 64)
+    assert unet.layer("aux").inputs == ("enc1",)
+    blocks = result.network("blocks")
+    assert blocks.output_shape == (224, 8, 8)  # 128 + 32 (dense_layer), +32 +32 (repeat 2)
+
+
+def _layer_graph_shapes(network, batch=1):
+    x = np.random.default_rng(0).standard_normal((batch, *network.input_shape)).astype(np.float32)
+    _, _, outputs = run_all_layers(network, x)
+    for layer in network.layers:
+        assert outputs[layer.name].shape == (batch, *layer.output_shape), layer.name
+    return outputs
+
+
+@pytest.mark.parametrize(
+    "spec, name",
+    [
+        ("resnet.cnn", "resnet18"),
+        ("mobilenetv2.cnn", "mobilenetv2"),
+        ("squeezenet.cnn", "squeezenet1_1"),
+        ("densenet121.cnn", "densenet121"),
+        ("unet.cnn", "unet"),
+    ],
+)
+def test_zoo_shapes_equal_onnxruntime_on_every_layer(spec, name):
+    _layer_graph_shapes(cnnspec.check(ZOO / spec, name).network(name))
+
+
+def test_design_networks_run_and_give_every_output():
+    for network in cnnspec.check(SPECS / "branches.cnn").networks:
+        outputs = _layer_graph_shapes(network, batch=2)
+        for name, shape in zip(network.outputs, network.output_shapes):
+            assert outputs[name].shape == (2, *shape)
+
+
+def test_every_kind_has_an_onnx_lowering_and_a_pytorch_factory():
+    from cnnspec.torch_backend import _core
+
+    for word, cls in KINDS.items():
+        config_kind = cls.kind
+        assert config_kind in LOWERINGS or cls.kind == "activation", word
+    # one network with every kind, through both back ends
+    activations = "\n".join(("relu", "relu6", "silu", "swish", "hardswish", "sigmoid", "tanh", "elu", "gelu"))
+    spec = net(
+        "conv 4 3x3 pad=1 as a\ndeconv 4 2x2 stride=2 relu\npool max 2 as p\nadd a p\nconcat a p\n"
+        "batchnorm\nupsample 2\npool avg 2\nmultiply { globalpool max; conv 8 1x1 hardsigmoid }\n"
+        f"{activations}\nleakyrelu 0.2\ndropout 0.1\nflatten\ndense 3 softmax",
+        "2x6x6",
+    )
+    network = check_text(spec).network()
+    kinds = {layer.layer.config.kind for layer in network.layers}
+    assert {cls.kind for cls in KINDS.values()} <= kinds
+    for layer in network.layers:
+        assert _core(layer) is not None
+    _compare_backends(network)
+
+
+def _compare_backends(network, atol=1e-4):
+    import torch
+
+    from cnnspec.torch_backend import build_module
+
+    model, weights = build_model(network, seed=3)
+    onnx.checker.check_model(model, full_check=True)
+    x = np.random.default_rng(1).standard_normal((2, *network.input_shape)).astype(np.float32)
+    module = build_module(network, weights.arrays)
+    with torch.no_grad():
+        expected = [t.numpy() for t in module.forward_all(torch.from_numpy(x))]
+    got = session(model).run(None, {"input": x})
+    assert len(got) == len(expected) == max(len(network.outputs), 1)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, atol=atol, rtol=atol)
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("spec, name", [("resnet.cnn", "resnet18"), ("branches.cnn", "unet_small")])
+def test_pytorch_equals_onnxruntime_on_graphs(spec, name):
+    path = ZOO / spec if (ZOO / spec).exists() else SPECS / spec
+    _compare_backends(cnnspec.check(path, name).network(name), atol=2e-4)
+
+
+# ------------------------------------------------------------------ language details
+
+
+@pytest.mark.parametrize(
+    "text, shape",
+    [
+        ("block b(c) {\n  conv (c + 7)//8*8 1x1\n}\n" + net("b 9", "1x4x4"), (16, 4, 4)),
+        ("block b(k) {\n  conv 4 k pad=k//2\n}\n" + net("b 5", "1x8x8"), (4, 8, 8)),
+        (net("repeat 3 { conv 2 1x1; relu }", "1x4x4"), (2, 4, 4)),
+        (net("conv 4 1x1 as a; conv 4 1x1 as b; add a b", "4x4x4"), (4, 4, 4)),
+        (net("conv 4 3x3 pad=1 as a\nconv 4 3x3 pad=1\nresidual {}\nconcat a in", "4x4x4"), (8, 4, 4)),
+    ],
+)
+def test_arithmetic_semicolons_and_references(text, shape):
+    result = check_text(text)
+    assert result.ok, [d.message for d in result.errors]
+    assert result.network().output_shape == shape
+
+
+def test_names_are_unique_at_every_level_of_nesting():
+    spec = "block inner() {\n  conv 2 1x1 as c\n}\nblock outer() {\n  inner\n  inner\n}\n" + net(
+        "outer\nouter", "1x4x4"
+    )
+    result = check_text(spec)
+    assert result.ok, [d.message for d in result.errors]
+    names = [layer.name for layer in result.network().layers]
+    assert names == ["outer1_inner1_c", "outer1_inner2_c", "outer2_inner3_c", "outer2_inner4_c"]
+
+
+def test_a_block_instance_name_refers_to_its_output():
+    spec = "block b() {\n  conv 3 1x1\n  relu\n}\n" + net("b as first\nconv 3 1x1\nadd first in", "3x4x4")
+    network = check_text(spec).network()
+    assert network.layers[-1].inputs == ("relu1", "input")
+
+
+def test_a_shape_error_stops_only_what_depends_on_it():
+    spec = net(
+        "conv 4 1x1 as a\npool max 8 as bad\nconv 2 1x1 from bad\nconv 3 1x1 from a as good\noutput good",
+        "1x4x4",
+    )
+    result = check_text(spec)
+    assert [d.code for d in result.errors] == ["kernel-too-large"]
+    network = result.network()
+    assert not network.complete
+    assert network.layer("good").output_shape == (3, 4, 4)
+
+
+def test_receptive_field_is_the_largest_over_all_paths():
+    spec = net("conv 2 7x7 pad=3 as wide\nconv 2 1x1 from in as narrow\nadd wide narrow", "1x16x16")
+    network = check_text(spec).network()
+    assert network.layer("narrow").receptive_field == (1, 1)
+    assert network.layer("add1").receptive_field == (7, 7)
+
+
+def test_json_lists_inputs_and_outputs_with_schema_2():
+    document = cnnspec.check(SPECS / "branches.cnn").to_json()
+    assert document["schema"] == 2
+    unet = next(n for n in document["networks"] if n["name"] == "unet_small")
+    assert unet["outputs"] == [{"name": "mask", "shape": [2, 64, 64]}, {"name": "aux", "shape": [1, 64, 64]}]
+    concat = next(layer for layer in unet["layers"] if layer["name"] == "concat1")
+    assert concat["inputs"] == ["enc1", "up1"]
+
+
+def test_table_shows_inputs_and_groups_block_instances():
+    from cnnspec.report import render_table
+
+    text = render_table(cnnspec.check(SPECS / "branches.cnn"))
+    assert "concat ← enc1, up1" in text and "conv 1 1x1 ← enc1" in text
+    assert "\nbasic1:\n" in text and "outputs: mask 2x64x64, aux 1x64x64" in text
+
+
+def test_deconv_formulas_by_hand():
+    # out = (n-1)·s - p_begin - p_end + d·(f-1) + output_pad + 1; params (C_in/g)·C_out·f·f + bias
+    layer = check_text(net("deconv 6 3x3 stride=2 pad=1 output_pad=1", "4x5x5")).network().layers[0]
+    assert layer.output_shape == (6, 10, 10)  # 4·2 - 2 + 2 + 1 + 1
+    assert layer.params == 4 * 6 * 9 + 6
+    assert layer.macs == 4 * 5 * 5 * 6 * 9
+
+
+def test_fold_bn_only_folds_a_batch_norm_that_is_its_layers_only_reader():
+    import cnnspec.onnx_export as export
+
+    spec = net("conv 4 3x3 pad=1 as c\nbatchnorm as n\nadd c n", "4x6x6")
+    network = check_text(spec).network()
+    _, weights = build_model(network)
+    folded, folded_bn = export._fold_batchnorm(network, weights)
+    assert folded_bn == set()
+    model, _ = build_model(network, fold_bn=True)
+    x = np.ones((1, 4, 6, 6), np.float32)
+    plain, _ = build_model(network)
+    np.testing.assert_allclose(
+        session(model).run(None, {"input": x})[0], session(plain).run(None, {"input": x})[0]
+    )
+
+
+# ------------------------------------------------------------------ transfer on graphs
+
+GRAPH_BASE = """
+network base {
+  input 3x16x16
+  conv 8 3x3 pad=1 relu as stem
+  residual { conv 8 3x3 pad=1; relu } as block1
+  conv 8 1x1 from stem as side
+  concat block1 side as joined
+  globalpool avg
+  flatten
+  dense 10 softmax as head
+}
+"""
+
+
+def test_drop_from_removes_what_depends_on_it_and_freeze_through_its_ancestors():
+    spec = (
+        GRAPH_BASE
+        + "network tuned from base {\n  drop from head\n  freeze through block1\n  dense 3 softmax\n}\n"
+    )
+    network = check_text(spec).network("tuned")
+    frozen = {layer.name for layer in network.layers if layer.layer.frozen}
+    assert frozen == {"stem", "conv2", "relu1", "block1"}  # not `side` (conv3), a parallel branch
+    assert network.layers[-1].inputs == ("flatten1",)
+    assert network.output_shape == (3,)
+    spec = GRAPH_BASE + "network cut from base {\n  drop from stem\n}\n"
+    assert check_text(spec).network("cut").layers == ()
+
+
+def test_new_layers_need_one_end_to_attach_to():
+    spec = GRAPH_BASE + "network two from base {\n  drop from joined\n  dense 3\n}\n"
+    result = check_text(spec)
+    (d,) = [d for d in result.errors if d.code == "unknown-reference"]
+    assert "block1, side" in d.message and "from NAME" in d.help
+    spec = GRAPH_BASE + "network two from base {\n  drop from joined\n  conv 2 1x1 from side\n}\n"
+    assert check_text(spec).ok
+
+
+# ------------------------------------------------------------------ generated graphs
+
+BODIES = st.sampled_from(
+    [
+        "conv {c} 3x3 pad=1",
+        "conv {c} 1x1; relu",
+        "batchnorm; relu6",
+        "conv {c} 3x3 pad=1 groups={c}",
+        "silu",
+        "",
+    ]
+)
+
+
+@st.composite
+def graph_text(draw):
+    channels = draw(st.sampled_from([2, 4]))
+    size = draw(st.sampled_from([4, 6, 8]))
+    lines = [f"conv {channels} 1x1 as s0"]
+    for i in range(draw(st.integers(1, 5))):
+        form = draw(st.sampled_from(["residual", "concat", "gate", "named", "down", "up"]))
+        body = draw(BODIES).format(c=channels)
+        if form == "residual":
+            lines.append(f"residual {{ {body} }}")
+        elif form == "concat":
+            lines.append(f"concat {{ {body} }} {{ conv {channels} 1x1 }}")
+            lines.append(f"conv {channels} 1x1")
+        elif form == "gate":
+            lines.append(f"multiply {{ globalpool avg; conv {channels} 1x1 sigmoid }}")
+        elif form == "named":
+            lines.append(f"conv {channels} 3x3 pad=1 as n{i}")
+            lines.append(f"add n{i} s0")
+        elif form == "down" and size >= 4:
+            lines.append("pool max 2")
+            lines.append(f"upsample 2 {draw(st.sampled_from(['nearest', 'bilinear']))}")
+        else:
+            lines.append(f"deconv {channels} 2x2 stride=2")
+            lines.append("pool avg 2")
+    return net("; ".join(lines), f"{channels}x{size}x{size}")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=graph_text())
+def test_generated_graphs_predicted_shapes_equal_onnxruntime_and_pytorch(text):
+    result = check_text(text)
+    assert result.ok, (text, [d.message for d in result.errors])
+    network = result.network()
+    _layer_graph_shapes(network, batch=2)
+    _compare_backends(network)
