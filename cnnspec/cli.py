@@ -237,7 +237,10 @@ def cmd_export(args) -> int:
     print(
         f"wrote {_shown(args.output)} ({size / 1e6:.1f} MB, opset {args.opset}): network {network.name}, "
         f"input {'x'.join(map(str, ('N', *network.input_shape)))}, "
-        f"output {'x'.join(map(str, ('N', *network.output_shape)))}"
+        + ", ".join(
+            f"output {name + ' ' if len(network.outputs) > 1 else ''}{'x'.join(map(str, ('N', *shape)))}"
+            for name, shape in zip(network.outputs or ("input",), network.output_shapes or (network.input_shape,))
+        )
     )
     print(weights.table() if args.plan else weights.summary())
     if len(written) > 1:
@@ -247,7 +250,7 @@ def cmd_export(args) -> int:
 
 def cmd_run(args) -> int:
     from .diagnostics import CnnspecError
-    from .runtime import ProviderUnavailable, input_shape, load_inputs, make_session, read_labels, run, top_k
+    from .runtime import ProviderUnavailable, input_shape, load_inputs, make_session, read_labels, run
 
     path = Path(args.model)
     _readable_file(args.model, "file")
@@ -289,6 +292,10 @@ def cmd_run(args) -> int:
             read = (path, *map(Path, args.input), *_maybe(args.labels))
         session = make_session(source, args.provider)
         shape = input_shape(session)
+        if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
+            raise UsageError(
+                f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
+            )
         if not is_spec and not args.input:
             _check_input_memory(shape, args.batch)
         batch = load_inputs(args.input, shape, args.batch, args.seed, args.mean, args.std)
@@ -305,12 +312,31 @@ def cmd_run(args) -> int:
     origin = "random" if not args.input else ", ".join(args.input)
     print(f"model: {_shown(described)}")
     print(f"provider: {result.providers[0]}")
-    print(
-        f"input: {'x'.join(map(str, batch.shape))} ({_shown(origin)})   output: {'x'.join(map(str, output.shape))}"
+    several = len(result.outputs) > 1
+    shapes = "   ".join(
+        f"{_shown(n) + ': ' if several else ''}{'x'.join(map(str, o.shape))}" for n, o in result.outputs
     )
+    print(f"input: {'x'.join(map(str, batch.shape))} ({_shown(origin)})   output: {shapes}")
+    for name, output in result.outputs:  # every output of the network, in order
+        if several:
+            print(f"{_shown(name)}:")
+        _print_output(output, labels if output is result.output else None, args.top)
+    print(
+        f"latency: {result.latency_ms:.3f} ms per batch of {batch.shape[0]} (median of {result.runs}) · "
+        f"{result.images_per_second:,.0f} images/s"
+    )
+    if args.output:
+        _save_outputs(args.output, result.outputs, read)
+        print(f"wrote {_shown(args.output)}")
+    return EXIT_OK
+
+
+def _print_output(output, labels, top: int) -> None:
+    from .runtime import top_k
+
     if output.ndim == 2 and output.shape[1] > 1:
         shown = 8
-        for index, best in enumerate(top_k(output[:shown], min(args.top, output.shape[1]), labels)):
+        for index, best in enumerate(top_k(output[:shown], min(top, output.shape[1]), labels)):
             ranked = "  ".join(f"{label} {p:.4f}" for label, p in best)
             print(f"  [{index}] {_shown(ranked)}")  # labels come from a file
         if output.shape[0] > shown:
@@ -318,14 +344,8 @@ def cmd_run(args) -> int:
     elif output.size <= 256:
         with np_printoptions():
             print(output[0] if output.shape[0] == 1 else output)
-    print(
-        f"latency: {result.latency_ms:.3f} ms per batch of {batch.shape[0]} (median of {result.runs}) · "
-        f"{result.images_per_second:,.0f} images/s"
-    )
-    if args.output:
-        _save_npy(args.output, output, read)
-        print(f"wrote {_shown(args.output)}")
-    return EXIT_OK
+    else:
+        print(f"  {output.size:,} values (save them with -o)")
 
 
 def _maybe(path: str | None) -> tuple[Path, ...]:
@@ -469,8 +489,9 @@ def np_printoptions():
     return np.printoptions(precision=4, suppress=True, linewidth=100)
 
 
-def _save_npy(out: str, array, protect: tuple[Path, ...]) -> None:
-    """Write OUT.npy atomically (temporary file, then rename); never over an input."""
+def _save_outputs(out: str, outputs, protect: tuple[Path, ...]) -> None:
+    """Write OUT.npy (one output) or OUT.npz (every output by name) atomically
+    (temporary file, then rename); never over an input."""
     import numpy as np
 
     from .files import temporary
@@ -480,7 +501,10 @@ def _save_npy(out: str, array, protect: tuple[Path, ...]) -> None:
         temp = temporary(final)
         try:
             with open(temp, "wb") as stream:
-                np.save(stream, array)
+                if final.suffix == ".npz":
+                    np.savez(stream, **dict(outputs))
+                else:
+                    np.save(stream, outputs[0][1])
             os.replace(temp, final)
         finally:
             temp.unlink(missing_ok=True)
@@ -586,7 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mean", type=_finite, nargs="+", help="per-channel mean subtracted from the input")
     run.add_argument("--std", type=_finite, nargs="+", help="per-channel std the input is divided by")
     run.add_argument("--repeat", type=_count, default=10, help="timed runs (default 10)")
-    run.add_argument("-o", "--output", metavar="OUT.npy", help="save the output array")
+    run.add_argument(
+        "-o", "--output", metavar="OUT.npy|OUT.npz", help="save the output (.npz: every output, by name)"
+    )
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
 

@@ -243,10 +243,11 @@ def _stack(paths: list[str], shape: tuple[int, ...], mean, std) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RunResult:
-    output: np.ndarray
+    output: np.ndarray  # the first output
     providers: list[str]
     latency_ms: float  # median over the timed runs, whole batch
     runs: int
+    outputs: tuple[tuple[str, np.ndarray], ...] = ()  # every output, by name
 
     @property
     def images_per_second(self) -> float:
@@ -267,17 +268,17 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
             f"give {fixed} input{'s' * (fixed != 1)}, or --batch {fixed}",
         )
     feeds = {session.get_inputs()[0].name: batch}
-    output_name = session.get_outputs()[0].name
+    names = [output.name for output in session.get_outputs()]
     options = ort.RunOptions()
     options.log_severity_level = 4
     times = []
     try:
-        output = session.run([output_name], feeds, options)[0]
+        outputs = session.run(names, feeds, options)
         for _ in range(max(warmup - 1, 0)):
-            session.run([output_name], feeds, options)
+            session.run(names, feeds, options)
         for _ in range(max(repeat, 1)):
             start = time.perf_counter()
-            output = session.run([output_name], feeds, options)[0]
+            outputs = session.run(names, feeds, options)
             times.append(time.perf_counter() - start)
     except MemoryError:
         raise
@@ -286,7 +287,8 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
         if "alloc" in text.lower():
             text = f"not enough memory for a batch of {batch.shape[0]:,} ({text[:200]})"
         raise _fail("bad-input", f"onnxruntime cannot run this input: {text[:300]}") from None
-    return RunResult(output, session.get_providers(), statistics.median(times) * 1000.0, len(times))
+    median = statistics.median(times) * 1000.0
+    return RunResult(outputs[0], session.get_providers(), median, len(times), tuple(zip(names, outputs)))
 
 
 def top_k(scores: np.ndarray, k: int, labels: list[str] | None = None) -> list[list[tuple[str, float]]]:

@@ -165,6 +165,12 @@ def train(
 
     from .torch_backend import build_module
 
+    if len(network.outputs) > 1:
+        raise _fail(
+            f"training needs one output; '{network.name}' has {len(network.outputs)} "
+            f"({', '.join(network.outputs)})",
+            "derive a network for training that keeps one: `output NAME`",
+        )
     if len(network.output_shape) != 1:
         raise _fail(
             f"training needs class scores out of the network; '{network.name}' gives "

@@ -317,3 +317,64 @@ def test_generated_graphs_predicted_shapes_equal_onnxruntime_and_pytorch(text):
     network = result.network()
     _layer_graph_shapes(network, batch=2)
     _compare_backends(network)
+
+
+# ------------------------------------------------------------------ run and train
+
+
+def test_run_prints_and_saves_every_output(capsys, tmp_path):
+    from cnnspec.cli import main
+
+    spec = str(SPECS / "branches.cnn")
+    assert main(["run", spec, "--network", "unet_small", "-o", str(tmp_path / "o.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "output: mask: 1x2x64x64   aux: 1x1x64x64" in out and "\nmask:\n" in out and "\naux:\n" in out
+    saved = np.load(tmp_path / "o.npz")
+    assert saved["mask"].shape == (1, 2, 64, 64) and saved["aux"].shape == (1, 1, 64, 64)
+    assert main(["run", spec, "--network", "unet_small", "-o", str(tmp_path / "o.npy")]) == 2
+    assert "-o OUT.npz" in capsys.readouterr().err and not (tmp_path / "o.npy").exists()
+    assert main(["export", spec, "--network", "unet_small", "-o", str(tmp_path / "u.onnx")]) == 0
+    assert "output mask Nx2x64x64, output aux Nx1x64x64" in capsys.readouterr().out
+
+
+@pytest.mark.train
+def test_training_a_residual_network_keeps_frozen_batch_norm_bit_identical():
+    from cnnspec.train import Dataset, train
+    from cnnspec.weights import build_weights
+
+    spec = (
+        "network base {\n  input 1x8x8\n  conv 4 3x3 pad=1 bias=false\n  batchnorm\n  relu\n"
+        "  residual { conv 4 3x3 pad=1 bias=false; batchnorm; relu } as res\n"
+        "  globalpool avg\n  flatten\n  dense 2 softmax\n}\n"
+        "network tuned from base {\n  freeze through res\n}\n"
+    )
+    network = check_text(spec).network("tuned")
+    rng = np.random.default_rng(0)
+    arrays = build_weights(network, seed=0).arrays
+    arrays = {
+        k: (v + rng.random(v.shape).astype(np.float32) * 0.1) if "running" in k else v
+        for k, v in arrays.items()
+    }
+    weights = build_weights(network, 0, arrays)
+    y = rng.integers(0, 2, 32)
+    x = (rng.random((32, 1, 8, 8)) + y[:, None, None, None]).astype(np.float32)
+    outcome = train(
+        network, weights, Dataset(x, y.astype(np.int64), ["0", "1"]), epochs=2, val_split=0, progress=False
+    )
+    for name, value in weights.arrays.items():
+        if name.startswith(("conv", "bn")):  # the frozen residual block and the stem
+            np.testing.assert_array_equal(outcome.arrays[name], value, err_msg=name)
+    assert not np.array_equal(outcome.arrays["dense1.weight"], weights.arrays["dense1.weight"])
+
+
+@pytest.mark.train
+def test_training_needs_exactly_one_output():
+    from cnnspec.diagnostics import CnnspecError
+    from cnnspec.train import Dataset, train
+    from cnnspec.weights import build_weights
+
+    network = cnnspec.check(SPECS / "branches.cnn", "unet_small").network("unet_small")
+    data = Dataset(np.zeros((2, 1, 64, 64), np.float32), np.zeros(2, np.int64), ["0"])
+    with pytest.raises(CnnspecError) as caught:
+        train(network, build_weights(network), data, epochs=1, progress=False)
+    assert "training needs one output" in caught.value.diagnostics[0].message
