@@ -239,7 +239,9 @@ def cmd_export(args) -> int:
         f"input {'x'.join(map(str, ('N', *network.input_shape)))}, "
         + ", ".join(
             f"output {name + ' ' if len(network.outputs) > 1 else ''}{'x'.join(map(str, ('N', *shape)))}"
-            for name, shape in zip(network.outputs or ("input",), network.output_shapes or (network.input_shape,))
+            for name, shape in zip(
+                network.outputs or ("input",), network.output_shapes or (network.input_shape,)
+            )
         )
     )
     print(weights.table() if args.plan else weights.summary())

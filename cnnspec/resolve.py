@@ -463,8 +463,11 @@ class _Expander:
         blocks: dict[str, ast.BlockDef],
         diagnostics: list[Diagnostic],
         external: Mapping[str, str] | None = None,
+        counts: Mapping[str, int] | None = None,
     ):
         self.blocks = blocks
+        self.counts = dict(counts or {})  # automatic names, numbered on as `_name_layers` does
+        self.final: dict[str, int] = {}  # every final name so far -> its layer
         self.diagnostics = diagnostics
         self.external = dict(external or {})  # a base network's layer names, readable by name
         self.block_uses: dict[str, int] = {}
@@ -575,9 +578,9 @@ class _Expander:
         """The layer `name` refers to here, or None after an unknown-reference error."""
         found = ctx.scope.lookup(name)
         if found is None:
-            found = self.external.get(name)
+            found = self.final.get(name, self.external.get(name))
         if found is None:
-            known = [*ctx.scope.known(), *self.external]
+            known = [*ctx.scope.known(), *self.external, *self.final]
             self.diagnostics.append(
                 with_call_sites(
                     error(
@@ -599,9 +602,15 @@ class _Expander:
 
     def _emit(self, raw: _Raw, stmt: ast.LayerStmt, ctx: _Ctx, out: list[_Raw]) -> int:
         out.append(raw)
+        index = len(out) - 1
         if stmt.alias is not None:
-            ctx.scope.names[stmt.alias] = len(out) - 1
-        return len(out) - 1
+            ctx.scope.names[stmt.alias] = index
+        # The final name (`conv3`, `b1_c`) is readable from anywhere after it, as the table
+        # shows it; `_name_layers` gives the same names (same counts, same order).
+        prefix = KINDS[raw.word].name_prefix(raw.config)
+        self.counts[prefix] = self.counts.get(prefix, 0) + 1
+        self.final[raw.alias or f"{prefix}{self.counts[prefix]}"] = index
+        return index
 
     def layer(self, stmt: ast.LayerStmt, ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:
         try:
@@ -1183,7 +1192,12 @@ class _Resolver:
             s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt, ast.OutputStmt))
         )
         attach = self._attach_point(definition, base, kept, new_body)
-        expander = _Expander(self.blocks, self.diagnostics, {layer.name: layer.name for layer in kept})
+        expander = _Expander(
+            self.blocks,
+            self.diagnostics,
+            {layer.name: layer.name for layer in kept},
+            self.counts.get(definition.base, {}),
+        )
         raws: list[_Raw] = []
         last = expander.statements(new_body, _top_context(), attach, raws)
         counts = dict(self.counts.get(definition.base, {}))  # new layers number on from the base

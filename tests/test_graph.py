@@ -38,12 +38,19 @@ def test_zoo_matches_published_parameter_totals(spec, name, total):
     assert network.output_shape == (1000,)
 
 
-def test_zoo_macs_match_published_figures():
-    # The commonly cited multiply-accumulates of conv and dense layers (fvcore, ptflops).
-    macs = {n.name: n.macs for n in cnnspec.check(ZOO / "resnet.cnn").networks}
-    assert round(macs["resnet50"] / 1e9, 2) == 4.09
-    assert round(macs["resnet18"] / 1e9, 2) == 1.81
-    assert round(cnnspec.check(ZOO / "mobilenetv2.cnn").network().macs / 1e6) == 301
+@pytest.mark.parametrize(
+    "spec, name, gmacs",
+    [
+        ("resnet.cnn", "resnet18", 1.81),
+        ("resnet.cnn", "resnet50", 4.09),
+        ("mobilenetv2.cnn", "mobilenetv2", 0.30),
+        ("densenet121.cnn", "densenet121", 2.83),
+        ("squeezenet.cnn", "squeezenet1_1", 0.35),
+    ],
+)
+def test_zoo_macs_match_published_figures(spec, name, gmacs):
+    # torchvision's model table ("GFLOPS", which are multiply-accumulates of conv and dense)
+    assert round(cnnspec.check(ZOO / spec, name).network(name).macs / 1e9, 2) == gmacs
 
 
 def test_every_example_of_the_design_notes_checks_as_written():
@@ -163,6 +170,12 @@ def test_names_are_unique_at_every_level_of_nesting():
     assert names == ["outer1_inner1_c", "outer1_inner2_c", "outer2_inner3_c", "outer2_inner4_c"]
 
 
+def test_layers_are_readable_by_the_names_the_table_shows():
+    spec = "block b() {\n  conv 3 1x1 as c\n}\n" + net("conv 3 1x1\nb\nrelu\nadd conv1 b1_c relu1", "3x4x4")
+    network = check_text(spec).network()
+    assert network.layers[-1].inputs == ("conv1", "b1_c", "relu1")
+
+
 def test_a_block_instance_name_refers_to_its_output():
     spec = "block b() {\n  conv 3 1x1\n  relu\n}\n" + net("b as first\nconv 3 1x1\nadd first in", "3x4x4")
     network = check_text(spec).network()
@@ -257,6 +270,18 @@ def test_drop_from_removes_what_depends_on_it_and_freeze_through_its_ancestors()
     assert network.output_shape == (3,)
     spec = GRAPH_BASE + "network cut from base {\n  drop from stem\n}\n"
     assert check_text(spec).network("cut").layers == ()
+
+
+def test_drop_and_freeze_take_block_instance_names():
+    spec = (
+        "block unit() {\n  conv 4 3x3 pad=1\n  relu\n}\n"
+        + net("unit as first\nunit as second\nflatten\ndense 2", "1x4x4").replace("network t", "network base")
+        + "network tuned from base {\n  drop from second\n  freeze through first\n  dense 3\n}\n"
+    )
+    network = check_text(spec).network("tuned")
+    assert [layer.name for layer in network.layers] == ["conv1", "relu1", "dense2"]
+    assert [layer.layer.frozen for layer in network.layers] == [True, True, False]
+    assert network.dropped == ("conv2", "relu2", "flatten1", "dense1")
 
 
 def test_new_layers_need_one_end_to_attach_to():
