@@ -455,34 +455,51 @@ def _transfer_problems(
 
 
 def _order_warnings(checked: list[CheckedLayer]) -> list[Diagnostic]:
+    """Softmax that feeds more layers, dropout after the last weighted layer: followed
+    along the graph (what reads what), so parallel branches do not count. One backward
+    pass: linear in the number of layers."""
+    readers: dict[str, list[CheckedLayer]] = {}
+    for entry in checked:
+        for name in entry.inputs:
+            readers.setdefault(name, []).append(entry)
+    weighted_below: dict[str, bool] = {}  # a weighted layer reads it, directly or not
+    next_real: dict[str, str | None] = {}  # the first layer other than dropout it feeds
+    for entry in reversed(checked):
+        below = readers.get(entry.name, [])
+        weighted_below[entry.name] = any(_weighted(r) or weighted_below[r.name] for r in below)
+        candidates = [r.name if r.kind != "dropout" else next_real[r.name] for r in below]
+        next_real[entry.name] = next((c for c in candidates if c), None)
     found = []
-    weighted = [i for i, c in enumerate(checked) if c.tensors and c.kind != "batchnorm"]
-    last_weighted = weighted[-1] if weighted else -1
-    for i, entry in enumerate(checked):
-        config, layer = entry.layer.config, entry.layer
-        if config.activation_name == "softmax":
-            after = [c for c in checked[i + 1 :] if c.kind != "dropout"]
-            if after:
-                found.append(
-                    warning(
-                        "softmax-not-last",
-                        f"{layer.name}: softmax is followed by {after[0].name}; "
-                        "softmax normally gives the final class probabilities",
-                        layer.span,
-                        "move softmax to the last layer, or use relu here",
-                    )
+    last_weighted: CheckedLayer | None = None
+    for entry in checked:
+        layer = entry.layer
+        if entry.layer.config.activation_name == "softmax" and next_real[entry.name]:
+            found.append(
+                warning(
+                    "softmax-not-last",
+                    f"{layer.name}: softmax is followed by {next_real[entry.name]}; "
+                    "softmax normally gives the final class probabilities",
+                    layer.span,
+                    "move softmax to the last layer, or use relu here",
                 )
-        if entry.kind == "dropout" and i > last_weighted >= 0:
+            )
+        if entry.kind == "dropout" and last_weighted is not None and not weighted_below[entry.name]:
             found.append(
                 warning(
                     "dropout-after-output",
                     f"{layer.name}: dropout after the output layer "
-                    f"{checked[last_weighted].name} randomly zeroes the network's outputs in training",
+                    f"{last_weighted.name} randomly zeroes the network's outputs in training",
                     layer.span,
                     "put dropout before the last dense layer",
                 )
             )
+        if _weighted(entry):
+            last_weighted = entry
     return found
+
+
+def _weighted(entry: CheckedLayer) -> bool:
+    return bool(entry.tensors) and entry.kind != "batchnorm"
 
 
 def infer(resolved: Resolved) -> CheckResult:

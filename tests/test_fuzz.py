@@ -67,6 +67,24 @@ TOKENS = [
     "ceil",
     "a",
     "b",
+    # branches and arithmetic
+    "residual",
+    "shortcut",
+    "concat",
+    "add",
+    "multiply",
+    "output",
+    "in",
+    ";",
+    "*",
+    "//",
+    "+",
+    " - ",
+    "{}",
+    "deconv",
+    "upsample",
+    "as a",
+    "from a",
 ]
 
 fuzz = settings(max_examples=300, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
