@@ -710,7 +710,7 @@ class Deconv(LayerConfig):
         "filters": Argument("int", POSITIVE),
         "kernel": Argument("pair", PAIR),
         "stride": Argument("pair", PAIR),
-        "pad": Argument("padding", cs.tuple_schema([cs.int_schema(ge=0)] * 4)),
+        "pad": Argument("padding", PADDING),
         "output_pad": Argument("pair", cs.tuple_schema([cs.int_schema(ge=0)] * 2)),
         "dilation": Argument("pair", PAIR),
         "groups": Argument("int", POSITIVE),
@@ -721,7 +721,7 @@ class Deconv(LayerConfig):
     filters: int
     kernel: Pair
     stride: Pair = (1, 1)
-    pad: Pads = (0, 0, 0, 0)
+    pad: Padding = (0, 0, 0, 0)  # `same` is refused in infer, with the reason
     output_pad: tuple[int, int] = (0, 0)
     dilation: Pair = (1, 1)
     groups: int = 1
@@ -755,6 +755,19 @@ class Deconv(LayerConfig):
             return flat
         c, h, w = x
         problems: list[Problem] = []
+        if self.pad == "same":
+            return Inferred(
+                None,
+                problems=[
+                    Problem(
+                        "error",
+                        "invalid-argument",
+                        "deconv takes explicit pads (P, PHxPW or (top,bottom,left,right)), not same",
+                        "a stride-S deconv with kernel S and no padding multiplies the size by S",
+                        "pad",
+                    )
+                ],
+            )
         if c % self.groups or self.filters % self.groups:
             problems.append(
                 Problem(

@@ -221,6 +221,7 @@ def lower_dense(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 
 def lower_deconv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     config = entry.config_as(Deconv)
+    assert config.pad != "same"  # refused by infer
     inputs = [x, g.tensor(f"{entry.name}.weight")]
     if "bias" in entry.tensors:
         inputs.append(g.tensor(f"{entry.name}.bias"))

@@ -91,6 +91,7 @@ class _Deconv(nn.ConvTranspose2d):
             config.bias,
             config.dilation,
         )
+        assert config.pad != "same"  # refused by infer
         self.crop = config.pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

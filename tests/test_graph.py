@@ -403,3 +403,20 @@ def test_training_needs_exactly_one_output():
     with pytest.raises(CnnspecError) as caught:
         train(network, build_weights(network), data, epochs=1, progress=False)
     assert "training needs one output" in caught.value.diagnostics[0].message
+
+
+@pytest.mark.train
+@pytest.mark.parametrize(
+    "layer",
+    [
+        "deconv 3 3x3 stride=2 pad=1 output_pad=1",
+        "deconv 4 3x3 stride=2 pad=(1,0,0,1)",
+        "deconv 4 2x3 stride=(2,1) dilation=2 groups=2 bias=false",
+        "upsample 3 bilinear",
+        "upsample 2",
+    ],
+)
+def test_upsampling_layers_agree_between_onnxruntime_and_pytorch(layer):
+    network = check_text(net(layer, "4x5x6")).network()
+    _layer_graph_shapes(network, batch=2)
+    _compare_backends(network)
