@@ -43,7 +43,7 @@ def _clip(text: str, width: int) -> str:
 def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False) -> str:
     style = _Style(color)
     columns = [
-        ("layer", 9, "<"),
+        ("layer", 11, "<"),
         ("spec", 22, "<"),
         ("output", 10, ">"),
         ("params", 11, ">"),
@@ -80,7 +80,7 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         rf_text = "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
         train = "" if not entry.params else ("no" if entry.layer.frozen else "yes")
         cells = [
-            entry.name,
+            f"  {entry.name}" if group is not None else entry.name,  # rows of a block instance
             spec,
             format_shape(entry.output_shape),
             f"{entry.params:,}",
