@@ -108,9 +108,10 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     lines.append(
         f"activations: {nbytes(net.activation_bytes)} per image (fp32, input and every layer output)"
     )
-    for i, entry in enumerate(net.layers):
-        if entry.in_features is not None and i and net.layers[i - 1].kind == "flatten":
-            source = net.layers[i - 1]
+    by_name = {entry.name: entry for entry in net.layers}
+    for entry in net.layers:  # the classic "size mismatch, m1: [1 x 32768]" line, said upfront
+        source = by_name.get(entry.inputs[0]) if entry.inputs else None
+        if entry.in_features is not None and source is not None and source.kind == "flatten":
             lines.append(
                 f"{entry.name} takes {entry.in_features:,} inputs from {source.name} ({format_shape(source.input_shape)})"
             )
