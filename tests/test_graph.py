@@ -420,3 +420,10 @@ def test_upsampling_layers_agree_between_onnxruntime_and_pytorch(layer):
     network = check_text(net(layer, "4x5x6")).network()
     _layer_graph_shapes(network, batch=2)
     _compare_backends(network)
+
+
+def test_the_flatten_footer_follows_the_graph():
+    from cnnspec.report import render_table
+
+    spec = net("conv 4 3x3 as a\nflatten as f\nconv 2 1x1 from a\ndense 3 from f", "1x8x8")
+    assert render_table(check_text(spec)).splitlines()[-1] == "dense1 takes 144 inputs from f (4x6x6)"
