@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 MAX_SOURCE_BYTES = 1024 * 1024  # ~30,000 lines; a 10,000-layer generated spec is ~0.3 MB
 
 
-class UnreadableFile(Exception):
-    """A file cnnspec was asked to read cannot be used; the message names the reason."""
+class UnreadableFile(OSError):
+    """A file cnnspec was asked to read cannot be used; the message names the reason.
+    An OSError, so that callers of `cnnspec.check` that caught OSError still do."""
 
 
 class BadOutput(Exception):
@@ -104,6 +104,8 @@ def target(out: str | Path, protect: tuple[Path, ...] = ()) -> Path:
 
 def temporary(final: Path) -> Path:
     """An empty temporary file beside `final`, with the permissions a new file gets."""
+    import tempfile  # only commands that write pay for it
+
     handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(handle)
     umask = os.umask(0)
