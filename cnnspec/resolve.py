@@ -577,6 +577,8 @@ class _Expander:
     def reference(self, name: str, span: Span, ctx: _Ctx) -> Ref | None:
         """The layer `name` refers to here, or None after an unknown-reference error."""
         found = ctx.scope.lookup(name)
+        if found is None and name == INPUT and not any(level != _REPEAT for level in ctx.stack):
+            found = INPUT  # at the top level, `input` is the network's input, as `in` is
         if found is None:
             found = self.final.get(name, self.external.get(name))
         if found is None:

@@ -176,6 +176,13 @@ def test_layers_are_readable_by_the_names_the_table_shows():
     assert network.layers[-1].inputs == ("conv1", "b1_c", "relu1")
 
 
+def test_input_names_the_network_input_at_the_top_level_only():
+    network = check_text(net("conv 3 1x1\nadd input conv1", "3x4x4")).network()
+    assert network.layers[-1].inputs == ("input", "conv1")
+    result = check_text("block b() {\n  add input in\n}\n" + net("b", "3x4x4"))
+    assert [d.code for d in result.errors] == ["unknown-reference"]
+
+
 def test_a_block_instance_name_refers_to_its_output():
     spec = "block b() {\n  conv 3 1x1\n  relu\n}\n" + net("b as first\nconv 3 1x1\nadd first in", "3x4x4")
     network = check_text(spec).network()
