@@ -414,6 +414,7 @@ class _Raw:
     calls: tuple[Span, ...]
     block: str | None
     inputs: tuple[Ref, ...] = ()
+    asserted: ast.LayerStmt | None = None  # a block call's `-> SHAPE`, checked on its last layer
 
 
 @dataclass
@@ -691,6 +692,8 @@ class _Expander:
         last = self.statements(block.body, inner, source, out)
         if stmt.alias is not None:  # the instance's name refers to its output
             ctx.scope.names[stmt.alias] = last
+        if stmt.expect is not None and isinstance(last, int):  # `cbapd 32 -> 32x16x16`
+            out[last] = replace(out[last], asserted=stmt)
         return last
 
     def combinator(self, stmt: ast.LayerStmt, ctx: _Ctx, source: Ref, out: list[_Raw], args, options) -> Ref:
@@ -940,9 +943,9 @@ def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diag
                 config=raw.config,
                 span=raw.stmt.span,
                 arg_spans=MappingProxyType(raw.arg_spans),
-                expect=raw.stmt.expect,
-                expect_span=raw.stmt.expect_span,
-                expect_text=raw.stmt.expect_text,
+                expect=(raw.asserted or raw.stmt).expect,
+                expect_span=(raw.asserted or raw.stmt).expect_span,
+                expect_text=(raw.asserted or raw.stmt).expect_text,
                 calls=raw.calls,
                 block=raw.block,
                 inputs=tuple(ref if isinstance(ref, str) else layers[ref].name for ref in raw.inputs),

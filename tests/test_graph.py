@@ -183,6 +183,12 @@ def test_input_names_the_network_input_at_the_top_level_only():
     assert [d.code for d in result.errors] == ["unknown-reference"]
 
 
+def test_a_shape_assertion_on_a_block_call_checks_its_output():
+    result = check_text("block b() {\n  conv 4 1x1\n}\n" + net("b -> 5x8x8\nb -> 4x8x8", "3x8x8"))
+    (d,) = result.errors
+    assert d.code == "shape-mismatch" and d.span.line == 6 and "gives 4x8x8, not 5x8x8" in d.message
+
+
 def test_a_block_instance_name_refers_to_its_output():
     spec = "block b() {\n  conv 3 1x1\n  relu\n}\n" + net("b as first\nconv 3 1x1\nadd first in", "3x4x4")
     network = check_text(spec).network()
