@@ -469,6 +469,7 @@ class _Expander:
         self.blocks = blocks
         self.counts = dict(counts or {})  # automatic names, numbered on as `_name_layers` does
         self.final: dict[str, int] = {}  # every final name so far -> its layer
+        self.written: dict[str, Span] = {}  # `as NAME` anywhere in the body, for "written later"
         self.diagnostics = diagnostics
         self.external = dict(external or {})  # a base network's layer names, readable by name
         self.block_uses: dict[str, int] = {}
@@ -584,13 +585,20 @@ class _Expander:
             found = self.final.get(name, self.external.get(name))
         if found is None:
             known = [*ctx.scope.known(), *self.external, *self.final]
+            written = self.written.get(name)
+            later = (
+                written.line if written and written.path == span.path and written.line > span.line else None
+            )
             self.diagnostics.append(
                 with_call_sites(
                     error(
                         "unknown-reference",
-                        f"no layer named '{name}' here",
+                        f"no layer named '{name}' here"
+                        + (f": it is written later, on line {later}" if later else ""),
                         span,
-                        did_you_mean(name, known)
+                        "a layer reads only layers written before it"
+                        if later
+                        else did_you_mean(name, known)
                         or "name a layer with `as NAME` before the line that reads it; `in` is the block's input",
                     ),
                     ctx.calls,
@@ -986,6 +994,19 @@ def _sinks(layers: list[Layer]) -> list[str]:
     return [layer.name for layer in layers if layer.name not in read]
 
 
+def _aliases(body: tuple[ast.Statement, ...], found: dict[str, Span]) -> dict[str, Span]:
+    """Every `as NAME` written in `body` (branches and repeats included), first one wins."""
+    for stmt in body:
+        if isinstance(stmt, ast.LayerStmt):
+            if stmt.alias is not None:
+                found.setdefault(stmt.alias, stmt.span)
+            for inner in (*stmt.branches, *((stmt.shortcut,) if stmt.shortcut is not None else ())):
+                _aliases(inner, found)
+        elif isinstance(stmt, ast.RepeatStmt):
+            _aliases(stmt.body, found)
+    return found
+
+
 def _top_context() -> _Ctx:
     return _Ctx(env={}, stack=(), calls=(), prefix=None, block=None, suffix="", scope=_Scope(INPUT))
 
@@ -1103,6 +1124,7 @@ class _Resolver:
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
         expander = _Expander(self.blocks, self.diagnostics)
+        expander.written = _aliases(layers_body, {})
         raws: list[_Raw] = []
         last = expander.statements(layers_body, _top_context(), INPUT, raws)
         counts: dict[str, int] = {}
@@ -1203,6 +1225,7 @@ class _Resolver:
             {layer.name: layer.name for layer in kept},
             self.counts.get(definition.base, {}),
         )
+        expander.written = _aliases(new_body, {})
         raws: list[_Raw] = []
         last = expander.statements(new_body, _top_context(), attach, raws)
         counts = dict(self.counts.get(definition.base, {}))  # new layers number on from the base

@@ -98,6 +98,13 @@ CASES = [
     (net("conv 8 3x3\nconcat enc1 conv1"), "unknown-reference", 4, 10, "no layer named 'enc1'"),
     (net("conv 8 3x3 as enc\nconv 4 1x1 from enx"), "unknown-reference", 4, 19, "did you mean 'enc'?"),
     (
+        net("add a b\nconv 2 1x1 as a\nconv 2 1x1 as b", "2x4x4"),
+        "unknown-reference",
+        3,
+        7,
+        "written later, on line 4",
+    ),
+    (
         net("conv 8 3x3 as a\npool max 2\nconv 4 3x3 as b\nadd a b", "1x16x16"),
         "merge-shape-mismatch",
         6,
