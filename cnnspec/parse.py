@@ -106,7 +106,19 @@ class _ToAst(Transformer):
         return value
 
     def binop(self, left, op, right):
-        return ast.Value("expr", (str(op), left, right), left.span)
+        depth = 1 + max(left.depth, right.depth)
+        if depth > MAX_EXPRESSION_DEPTH:  # evaluation recurses: keep it far from the stack limit
+            if depth == MAX_EXPRESSION_DEPTH + 1:
+                self.problems.append(
+                    error(
+                        "too-deep",
+                        f"arithmetic with more than {MAX_EXPRESSION_DEPTH} operators in a row",
+                        left.span,
+                        "compute the value, or give it a block parameter",
+                    )
+                )
+            return ast.Value("number", 0, left.span, depth=depth)
+        return ast.Value("expr", (str(op), left, right), left.span, depth=depth)
 
     def list(self, bracket, *values):
         return ast.Value("list", tuple(v for v in values if v is not None), self._s(bracket))
@@ -237,6 +249,7 @@ class _ToAst(Transformer):
 
 _lock = threading.Lock()
 MAX_INT = 2**63 - 1  # ONNX and numpy sizes are int64
+MAX_EXPRESSION_DEPTH = 100
 
 
 def _shorten(text: str, keep: int = 24) -> str:

@@ -994,16 +994,19 @@ def _sinks(layers: list[Layer]) -> list[str]:
     return [layer.name for layer in layers if layer.name not in read]
 
 
-def _aliases(body: tuple[ast.Statement, ...], found: dict[str, Span]) -> dict[str, Span]:
-    """Every `as NAME` written in `body` (branches and repeats included), first one wins."""
-    for stmt in body:
-        if isinstance(stmt, ast.LayerStmt):
-            if stmt.alias is not None:
-                found.setdefault(stmt.alias, stmt.span)
-            for inner in (*stmt.branches, *((stmt.shortcut,) if stmt.shortcut is not None else ())):
-                _aliases(inner, found)
-        elif isinstance(stmt, ast.RepeatStmt):
-            _aliases(stmt.body, found)
+def _aliases(body: tuple[ast.Statement, ...]) -> dict[str, Span]:
+    """Every `as NAME` written in `body` (branches and repeats included), first one wins.
+    Iterative: a body may nest deeper than Python's recursion limit (refused later)."""
+    found: dict[str, Span] = {}
+    todo = [body]
+    while todo:
+        for stmt in todo.pop():
+            if isinstance(stmt, ast.LayerStmt):
+                if stmt.alias is not None:
+                    found.setdefault(stmt.alias, stmt.span)
+                todo += [*stmt.branches, *((stmt.shortcut,) if stmt.shortcut is not None else ())]
+            elif isinstance(stmt, ast.RepeatStmt):
+                todo.append(stmt.body)
     return found
 
 
@@ -1124,7 +1127,7 @@ class _Resolver:
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
         expander = _Expander(self.blocks, self.diagnostics)
-        expander.written = _aliases(layers_body, {})
+        expander.written = _aliases(layers_body)
         raws: list[_Raw] = []
         last = expander.statements(layers_body, _top_context(), INPUT, raws)
         counts: dict[str, int] = {}
@@ -1225,7 +1228,7 @@ class _Resolver:
             {layer.name: layer.name for layer in kept},
             self.counts.get(definition.base, {}),
         )
-        expander.written = _aliases(new_body, {})
+        expander.written = _aliases(new_body)
         raws: list[_Raw] = []
         last = expander.statements(new_body, _top_context(), attach, raws)
         counts = dict(self.counts.get(definition.base, {}))  # new layers number on from the base

@@ -23,6 +23,7 @@ class Value:
     data: Any  # int | float | tuple[int, ...] | str | tuple[Value, ...]
     span: Span
     written: str | None = None  # a number as typed (`1e3`), for messages
+    depth: int = 0  # operators nested in an `expr`, bounded by the parser
 
     def text(self) -> str:
         if self.written is not None:

@@ -429,6 +429,16 @@ def test_deep_nesting_is_a_located_error_not_a_crash():
         assert "too-deep" in codes(result), codes(result)[:5]
 
 
+def test_long_arithmetic_is_a_located_error_not_a_recursion_error():
+    result = check_text(net("conv " + "+".join(["1"] * 5000) + " 3x3", "1x8x8"))
+    assert [d.code for d in result.errors] == ["too-deep"]
+    assert check_text(net("conv " + "+".join(["1"] * 50) + " 3x3", "1x8x8")).network().output_shape == (
+        50,
+        6,
+        6,
+    )
+
+
 # ---------------------------------------------------------------- 13. exit 70 on bad input
 
 
