@@ -466,8 +466,9 @@ def _order_warnings(checked: list[CheckedLayer]) -> list[Diagnostic]:
     next_real: dict[str, str | None] = {}  # the first layer other than dropout it feeds
     for entry in reversed(checked):
         below = readers.get(entry.name, [])
-        weighted_below[entry.name] = any(_weighted(r) or weighted_below[r.name] for r in below)
-        candidates = [r.name if r.kind != "dropout" else next_real[r.name] for r in below]
+        # .get: with a duplicate-name error, a "reader" may come first; stay total
+        weighted_below[entry.name] = any(_weighted(r) or weighted_below.get(r.name, False) for r in below)
+        candidates = [r.name if r.kind != "dropout" else next_real.get(r.name) for r in below]
         next_real[entry.name] = next((c for c in candidates if c), None)
     found = []
     last_weighted: CheckedLayer | None = None

@@ -440,3 +440,9 @@ def test_the_flatten_footer_follows_the_graph():
 
     spec = net("conv 4 3x3 as a\nflatten as f\nconv 2 1x1 from a\ndense 3 from f", "1x8x8")
     assert render_table(check_text(spec)).splitlines()[-1] == "dense1 takes 144 inputs from f (4x6x6)"
+
+
+def test_a_name_taken_twice_in_a_graph_is_reported_not_a_crash():
+    # found by fuzzing: `upsample` is auto-named up1, which the deconv already took
+    result = check_text(net("deconv 2 2x2 stride=2 as up1\nupsample 1\ndropout 0.1 from up1", "1x8x8"))
+    assert "duplicate-name" in [d.code for d in result.errors]
