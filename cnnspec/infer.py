@@ -39,7 +39,6 @@ class CheckedLayer:
     jump: tuple[int, int] | None  # cumulative stride: input pixels between output positions
     pads: tuple[int, int, int, int] | None  # windowed layers, `same` resolved
     in_features: int | None
-    input_shapes: tuple[Shape, ...] = ()  # one per input (joins read several)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -361,7 +360,6 @@ def check_network(
             jump=(jump[0], jump[1]),
             pads=result.window.pads if result.window else None,
             in_features=result.in_features,
-            input_shapes=tuple(in_shapes),
         )
         if layer.expect is not None and tuple(layer.expect) != result.output:
             diagnostics.append(

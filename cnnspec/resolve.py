@@ -477,7 +477,6 @@ class _Expander:
         self.block_sizes: dict[str, int] = {}
         self.exhausted = False
         self.outputs: list[tuple[Ref, Span]] = []
-        self.output_span: Span | None = None
 
     def size(self, body: tuple[ast.Statement, ...], env: Mapping[str, ast.Value], depth: int = 0) -> int:
         """A lower bound of the steps `body` expands to, computed without expanding:
@@ -570,7 +569,6 @@ class _Expander:
         return current
 
     def output(self, stmt: ast.OutputStmt, ctx: _Ctx) -> None:
-        self.output_span = stmt.span
         for name, span in zip(stmt.names, stmt.spans):
             found = self.reference(name, span, ctx)
             if found is not None:
