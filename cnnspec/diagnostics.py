@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -113,6 +112,8 @@ def with_call_sites(diagnostic: Diagnostic, calls: Iterable[Span]) -> Diagnostic
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """`did you mean 'X'?` for the closest choice, or None when nothing is close."""
+    import difflib  # only a run with a mistake pays for it (~15 ms here)
+
     match = difflib.get_close_matches(word.lower(), sorted(set(choices)), n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
 
