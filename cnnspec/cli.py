@@ -371,8 +371,6 @@ def _readable_file(name: str, what: str) -> None:
 
 
 def _check_input_memory(shape: tuple[int, ...], batch: int) -> None:
-    import math
-
     from .resources import shortfall
 
     problem = shortfall(batch * math.prod(shape) * 4 * 2)  # the batch and at least its copy

@@ -435,19 +435,7 @@ class Conv(_Windowed):
         return self.activation.name if self.activation else None
 
     def short(self) -> str:
-        parts = [f"conv {self.filters} {_kernel(self.kernel)}"]
-        if self.stride != (1, 1):
-            parts.append(f"stride={_pair(self.stride)}")
-        parts.append(_padding_text(self.pad))
-        if self.dilation != (1, 1):
-            parts.append(f"dilation={_pair(self.dilation)}")
-        if self.groups != 1:
-            parts.append(f"groups={self.groups}")
-        if not self.bias:
-            parts.append("bias=false")
-        if self.activation:
-            parts.append(self.activation.short())
-        return " ".join(p for p in parts if p)
+        return _filter_text(self)
 
     def infer(self, x: Shape) -> Inferred:
         flat = _needs_spatial(x, "conv")
@@ -455,17 +443,7 @@ class Conv(_Windowed):
             return flat
         c = x[0]
         problems: list[Problem] = []
-        if c % self.groups or self.filters % self.groups:
-            problems.append(
-                Problem(
-                    "error",
-                    "groups-mismatch",
-                    f"groups={self.groups} must divide both the {c} input channels and the "
-                    f"{self.filters} filters",
-                    _groups_help(c, self.filters),
-                    "groups",
-                )
-            )
+        problems += _groups_problems(c, self.filters, self.groups)
         hw, window, spatial_problems = self.spatial(x, "kernel")
         problems += spatial_problems
         tensors: dict[str, tuple[Shape, bool]] = {
@@ -478,6 +456,37 @@ class Conv(_Windowed):
         per_output = self.kernel[0] * self.kernel[1] * (c // self.groups)
         macs = self.filters * hw[0] * hw[1] * per_output
         return Inferred((self.filters, *hw), tensors, macs, window, problems=problems)
+
+
+def _filter_text(config: Conv | Deconv, extra: str = "") -> str:
+    """`conv 16 3x3 stride=2 pad=1 ... relu`: the spec line of a conv or deconv, defaults left out."""
+    parts = [f"{config.kind} {config.filters} {_kernel(config.kernel)}"]
+    if config.stride != (1, 1):
+        parts.append(f"stride={_pair(config.stride)}")
+    parts += [_padding_text(config.pad), extra]
+    if config.dilation != (1, 1):
+        parts.append(f"dilation={_pair(config.dilation)}")
+    if config.groups != 1:
+        parts.append(f"groups={config.groups}")
+    if not config.bias:
+        parts.append("bias=false")
+    if config.activation:
+        parts.append(config.activation.short())
+    return " ".join(p for p in parts if p)
+
+
+def _groups_problems(channels: int, filters: int, groups: int) -> list[Problem]:
+    if not (channels % groups or filters % groups):
+        return []
+    return [
+        Problem(
+            "error",
+            "groups-mismatch",
+            f"groups={groups} must divide both the {channels} input channels and the {filters} filters",
+            _groups_help(channels, filters),
+            "groups",
+        )
+    ]
 
 
 def _groups_help(channels: int, filters: int) -> str:
@@ -733,21 +742,8 @@ class Deconv(LayerConfig):
         return self.activation.name if self.activation else None
 
     def short(self) -> str:
-        parts = [f"deconv {self.filters} {_kernel(self.kernel)}"]
-        if self.stride != (1, 1):
-            parts.append(f"stride={_pair(self.stride)}")
-        parts.append(_padding_text(self.pad))
-        if self.output_pad != (0, 0):
-            parts.append(f"output_pad={_pair(self.output_pad)}")
-        if self.dilation != (1, 1):
-            parts.append(f"dilation={_pair(self.dilation)}")
-        if self.groups != 1:
-            parts.append(f"groups={self.groups}")
-        if not self.bias:
-            parts.append("bias=false")
-        if self.activation:
-            parts.append(self.activation.short())
-        return " ".join(p for p in parts if p)
+        extra = f"output_pad={_pair(self.output_pad)}" if self.output_pad != (0, 0) else ""
+        return _filter_text(self, extra)
 
     def infer(self, x: Shape) -> Inferred:
         flat = _needs_spatial(x, "deconv")
@@ -768,17 +764,7 @@ class Deconv(LayerConfig):
                     )
                 ],
             )
-        if c % self.groups or self.filters % self.groups:
-            problems.append(
-                Problem(
-                    "error",
-                    "groups-mismatch",
-                    f"groups={self.groups} must divide both the {c} input channels and the "
-                    f"{self.filters} filters",
-                    _groups_help(c, self.filters),
-                    "groups",
-                )
-            )
+        problems += _groups_problems(c, self.filters, self.groups)
         for axis, (op, s) in enumerate(zip(self.output_pad, self.stride)):
             if op >= max(s, self.dilation[axis]):
                 problems.append(
