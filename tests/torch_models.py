@@ -1,0 +1,270 @@
+"""Reference networks in plain PyTorch (torchvision's layouts; torchvision itself does not
+import against the CPU build used here). Used to prove the ONNX import on real exports."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU):
+    layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = None
+        if stride != 1 or cin != width:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != width * 4:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, width * 4, 1, stride, bias=False), nn.BatchNorm2d(width * 4))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, counts: list[int], classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (count, width) in enumerate(zip(counts, (64, 128, 256, 512)), 1):
+            blocks = []
+            for j in range(count):
+                blocks.append(block(cin, width, 2 if j == 0 and i > 1 else 1))
+                cin = width * block.expansion
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18() -> nn.Module:
+    return ResNet(BasicBlock, [2, 2, 2, 2])
+
+
+def resnet50() -> nn.Module:
+    return ResNet(Bottleneck, [3, 4, 6, 3])
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        self.use_res_connect = stride == 1 and cin == cout
+        layers = [] if expand == 1 else [conv_bn(cin, hidden, 1, act=nn.ReLU6)]
+        layers += [
+            conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        features: list[nn.Module] = [conv_bn(3, 32, 3, 2, act=nn.ReLU6)]
+        cin = 32
+        for t, c, n, s in settings:
+            for i in range(n):
+                features.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        features.append(conv_bn(cin, 1280, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class Fire(nn.Module):
+    def __init__(self, cin: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, squeeze, 1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class SqueezeNet(nn.Module):  # version 1.1
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 2), nn.ReLU(inplace=True), pool(),
+            Fire(64, 16, 64), Fire(128, 16, 64), pool(),
+            Fire(128, 32, 128), Fire(256, 32, 128), pool(),
+            Fire(256, 48, 192), Fire(384, 48, 192), Fire(384, 64, 256), Fire(512, 64, 256),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(512, classes, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(cin)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(cin, 4 * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(4 * growth)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        out = self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+        return torch.cat([x, out], 1)
+
+
+class DenseNet(nn.Module):
+    def __init__(self, counts=(6, 12, 24, 16), growth: int = 32, classes: int = 1000):
+        super().__init__()
+        layers: list[tuple[str, nn.Module]] = [
+            ("conv0", nn.Conv2d(3, 64, 7, 2, 3, bias=False)),
+            ("norm0", nn.BatchNorm2d(64)),
+            ("relu0", nn.ReLU(inplace=True)),
+            ("pool0", nn.MaxPool2d(3, 2, 1)),
+        ]
+        c = 64
+        for i, count in enumerate(counts, 1):
+            block = nn.Sequential()
+            for j in range(count):
+                block.add_module(f"denselayer{j + 1}", DenseLayer(c + j * growth, growth))
+            layers.append((f"denseblock{i}", block))
+            c += count * growth
+            if i != len(counts):
+                transition = nn.Sequential()
+                transition.add_module("norm", nn.BatchNorm2d(c))
+                transition.add_module("relu", nn.ReLU(inplace=True))
+                transition.add_module("conv", nn.Conv2d(c, c // 2, 1, bias=False))
+                transition.add_module("pool", nn.AvgPool2d(2, 2))
+                layers.append((f"transition{i}", transition))
+                c //= 2
+        layers.append(("norm5", nn.BatchNorm2d(c)))
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.classifier = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = nn.functional.relu(self.features(x))
+        x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class UNet(nn.Module):
+    def __init__(self, cin: int = 1, classes: int = 2, base: int = 16):
+        super().__init__()
+
+        def double(a: int, b: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
+                nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
+            )  # fmt: skip
+
+        widths = [base, base * 2, base * 4, base * 8]
+        self.inc = double(cin, widths[0])
+        self.downs = nn.ModuleList(double(widths[i], widths[i + 1]) for i in range(3))
+        self.pool = nn.MaxPool2d(2)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, 2) for i in reversed(range(3)))
+        self.decs = nn.ModuleList(double(widths[i] * 2, widths[i]) for i in reversed(range(3)))
+        self.up_last = nn.Upsample(scale_factor=1)
+        self.outc = nn.Conv2d(widths[0], classes, 1)
+
+    def forward(self, x):
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(self.pool(skips[-1])))
+        x = skips.pop()
+        for up, dec in zip(self.ups, self.decs):
+            x = dec(torch.cat([skips.pop(), up(x)], 1))
+        return self.outc(x)
+
+
+def export(model: nn.Module, shape: tuple[int, ...], path, fold: bool = True, opset: int = 17) -> None:
+    """torch.onnx.export as users call it: eval mode, symbolic batch."""
+    import warnings
+
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            torch.randn(1, *shape),
+            str(path),
+            dynamo=False,
+            do_constant_folding=fold,
+            opset_version=opset,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+        )
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial running statistics, so a wrongly imported batch norm shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
