@@ -23,7 +23,7 @@ from . import __version__
 from .diagnostics import CnnspecError, Diagnostic
 from .files import target, temporary
 from .infer import CheckedLayer, CheckedNetwork
-from .layers import ActivationLayer, BatchNorm, Conv, Deconv, GlobalPool, Pool, Upsample
+from .layers import ActivationLayer, BatchNorm, Conv, Deconv, Dropout, GlobalPool, Pool, Upsample
 from .weights import WeightSet
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; Gelu (opset 20) is decomposed below it
@@ -278,8 +278,20 @@ def lower_join(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
             current = target
 
 
-def lower_identity(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    g.node("Identity", [x], out, entry.name, _doc(entry) + " (inference: passes values through)")
+def lower_dropout(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """ONNX Dropout outside training passes values through; kept as Dropout (not Identity)
+    so that the rate survives an import of the model."""
+    ratio = f"{entry.name}.ratio"
+    g.nodes.append(
+        helper.make_node(
+            "Constant",
+            [],
+            [ratio],
+            name=ratio,
+            value=numpy_helper.from_array(np.array(entry.config_as(Dropout).rate, np.float32)),
+        )
+    )
+    g.node("Dropout", [x, ratio], out, entry.name, _doc(entry) + " (inference: passes values through)")
 
 
 def lower_flatten(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
@@ -296,7 +308,7 @@ LOWERINGS = {
     "pool": lower_pool,
     "globalpool": lower_globalpool,
     "batchnorm": lower_batchnorm,
-    "dropout": lower_identity,
+    "dropout": lower_dropout,
     "flatten": lower_flatten,
     "dense": lower_dense,
     "deconv": lower_deconv,

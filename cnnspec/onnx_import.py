@@ -77,6 +77,15 @@ class _Act:
     shape: Shape
 
 
+@dataclass(frozen=True)
+class _Partial:
+    """A step of GELU's exact form, 0.5·x·(1 + erf(x/√2)), as exporters spell it below
+    opset 20: `stage` says how far it got, `x` what it is applied to."""
+
+    stage: str  # div | erf | plus | half
+    x: _Act
+
+
 @dataclass
 class _State:
     model_path: Path
@@ -205,6 +214,8 @@ def _const(state: _State, name: str) -> np.ndarray:
 
 def _act(state: _State, name: str) -> _Act:
     value = state.values.get(name)
+    if isinstance(value, _Partial):
+        raise _Unsupported(f"'{name}' is part of an expression cnnspec has no layer for")
     if not isinstance(value, _Act):
         raise _Unsupported(f"'{name}' is a constant where cnnspec expects a layer's output")
     return value
@@ -396,7 +407,36 @@ def _matmul(state: _State, node) -> _Act:
     return _add_layer(state, node, config, [x], {"weight": b.T}, node.input[1])
 
 
-def _add(state: _State, node) -> _Act:
+def _is(value, number: float) -> bool:
+    return isinstance(value, np.ndarray) and value.size == 1 and math.isclose(float(value.reshape(-1)[0]), number, rel_tol=1e-5)
+
+
+def _partial_pair(state: _State, node, stage: str, number: float) -> _Partial | None:
+    """(the _Partial at `stage`, the constant `number`) among the node's two inputs."""
+    a, b = (state.values.get(n) for n in node.input[:2])
+    for partial, const in ((a, b), (b, a)):
+        if isinstance(partial, _Partial) and partial.stage == stage and _is(const, number):
+            return partial
+    return None
+
+
+def _div(state: _State, node):
+    x, c = (state.values.get(n) for n in node.input[:2])
+    if isinstance(x, _Act) and _is(c, math.sqrt(2)):
+        return _Partial("div", x)
+    raise _Unsupported("a division cnnspec has no layer for")
+
+
+def _erf(state: _State, node):
+    value = state.values.get(node.input[0])
+    if isinstance(value, _Partial) and value.stage == "div":
+        return _Partial("erf", value.x)
+    raise _Unsupported("erf outside GELU")
+
+
+def _add(state: _State, node) -> _Act | _Partial:
+    if (partial := _partial_pair(state, node, "erf", 1.0)) is not None:
+        return _Partial("plus", partial.x)
     a, b = (state.values.get(n) for n in node.input[:2])
     if isinstance(a, _Act) and isinstance(b, _Act):
         return _add_layer(state, node, Add(), [a, b], {})
@@ -426,7 +466,13 @@ def _sum(state: _State, node) -> _Act:
     return inputs[0] if len(inputs) == 1 else _add_layer(state, node, Add(), inputs, {})
 
 
-def _mul(state: _State, node) -> _Act:
+def _mul(state: _State, node) -> _Act | _Partial:
+    if (partial := _partial_pair(state, node, "half", 0.5)) is not None:
+        return _add_layer(state, node, ActivationLayer(fn="gelu"), [partial.x], {})
+    values = [state.values.get(n) for n in node.input[:2]]
+    for x, plus in (values, values[::-1]):
+        if isinstance(plus, _Partial) and plus.stage == "plus" and x == plus.x:
+            return _Partial("half", plus.x)
     a, b = (_act(state, n) for n in node.input[:2])
     for x, gate in ((a, b), (b, a)):  # x * sigmoid(x) is silu, x * hardsigmoid(x) hardswish
         layer = state.layers.get(gate.layer)
@@ -635,6 +681,8 @@ HANDLERS = {
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Add": _add,
+    "Div": _div,
+    "Erf": _erf,
     "Sum": _sum,
     "Mul": _mul,
     "Concat": _concat,
@@ -793,7 +841,7 @@ def import_graph(model, path: Path, input_shape: Shape | None = None, name: str 
                 raise _Unsupported("")
             result = handler(state, node)
             state.values[node.output[0]] = result
-            if result.layer != INPUT:
+            if isinstance(result, _Act) and result.layer != INPUT:
                 state.layer_tensor.setdefault(result.layer, node.output[0])
         except _Unsupported as exc:
             state.unsupported[node.op_type].append((label, str(exc)))
