@@ -496,7 +496,7 @@ def cmd_import(args) -> int:
         temp_weights = temporary(weights_path)
         written.append(temp_weights)
         with open(temp_weights, "wb") as stream:
-            np.savez(stream, **imported.weights)
+            np.savez(stream, **imported.weights)  # type: ignore[arg-type]
         temp_spec = temporary(spec_path)
         written.append(temp_spec)
         temp_spec.write_text(imported.spec, encoding="utf-8")
@@ -697,11 +697,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("model", metavar="MODEL.onnx")
     imp.add_argument("-o", "--output", required=True, metavar="NET.cnn")
-    imp.add_argument("--weights-out", metavar="NET.npz", help="where the weights go (default: beside NET.cnn)")
+    imp.add_argument(
+        "--weights-out", metavar="NET.npz", help="where the weights go (default: beside NET.cnn)"
+    )
     imp.add_argument("--name", help="the network's name (default: from NET.cnn)")
     imp.add_argument("--flat", action="store_true", help="one line per layer: no combinators, no blocks")
     imp.add_argument(
-        "--input-shape", type=_shape_argument, metavar="CxHxW", help="the input size, where the model leaves it open"
+        "--input-shape",
+        type=_shape_argument,
+        metavar="CxHxW",
+        help="the input size, where the model leaves it open",
     )
     imp.set_defaults(func=cmd_import)
 

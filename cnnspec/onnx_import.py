@@ -45,7 +45,16 @@ from .printer import INPUT, GraphLayer, spec_name
 
 BATCH = 987_654_321  # stands for the batch size while shape arithmetic is folded
 MAX_MODEL_BYTES = 2**31  # protobuf cannot hold more; larger models keep tensors in data files
-ROLE_WORDS = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked", "kernel", "gamma", "beta"}
+ROLE_WORDS = {
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "kernel",
+    "gamma",
+    "beta",
+}
 RESERVED = {"input", "output", "in", "as", "from", "network", "block", "use", "repeat", "drop", "freeze"}
 RESERVED |= {"shortcut", "last", "through", "all", "true", "false", "same", "valid"}
 _AUTO_NODE_NAME = re.compile(r"^(?:node_)?[A-Za-z]+_\d+$")
@@ -107,7 +116,7 @@ def load_model(path: Path):
     """The ModelProto of `path`, with external tensor data read only from plain files
     in the model's folder. Raises NotAModel with a one-line reason."""
     import onnx
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     try:
         if not path.is_file():
@@ -142,7 +151,7 @@ def _external(tensor, folder: Path) -> np.ndarray:
     nbytes = count * np.dtype(dtype).itemsize
     if offset < 0 or offset + nbytes > data_path.stat().st_size:
         raise NotAModel(f"tensor '{tensor.name}' lies beyond the end of {location}")
-    array = np.fromfile(data_path, dtype=dtype, count=count, offset=offset)
+    array: np.ndarray = np.fromfile(data_path, dtype=dtype, count=count, offset=offset)
     return array.reshape(tuple(tensor.dims))
 
 
@@ -235,7 +244,9 @@ def _optional(node, i: int) -> str | None:
     return node.input[i] if len(node.input) > i and node.input[i] else None
 
 
-def _add_layer(state: _State, node, config: LayerConfig, inputs: list[_Act], tensors: dict, weight: str | None = None) -> _Act:
+def _add_layer(
+    state: _State, node, config: LayerConfig, inputs: list[_Act], tensors: dict, weight: str | None = None
+) -> _Act:
     shapes = [a.shape for a in inputs]
     if config.joins:
         inferred = config.infer_many(shapes, [a.layer for a in inputs])
@@ -256,7 +267,9 @@ def _add_layer(state: _State, node, config: LayerConfig, inputs: list[_Act], ten
     return _Act(name, inferred.output)
 
 
-def _pads(attrs: dict, x: Shape, kernel: tuple[int, int], stride, dilation) -> tuple[int, int, int, int] | str:
+def _pads(
+    attrs: dict, x: Shape, kernel: tuple[int, int], stride, dilation
+) -> tuple[int, int, int, int] | str:
     """cnnspec's (top, bottom, left, right) or 'same' from ONNX pads / auto_pad."""
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
@@ -368,10 +381,17 @@ def _batchnorm(state: _State, node) -> _Act:
     attrs = _attrs(node)
     if attrs.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
         raise _Unsupported("training-mode batch norm (export the model in eval mode)")
-    names = {"weight": node.input[1], "bias": node.input[2], "running_mean": node.input[3], "running_var": node.input[4]}
+    names = {
+        "weight": node.input[1],
+        "bias": node.input[2],
+        "running_mean": node.input[3],
+        "running_var": node.input[4],
+    }
     tensors = {suffix: _const(state, n).reshape(-1) for suffix, n in names.items()}
     eps = _float32(attrs.get("epsilon", 1e-5))
-    momentum = _float32(1.0 - _float32(attrs.get("momentum", 0.9)))  # ONNX keeps the old share, PyTorch the new
+    momentum = _float32(
+        1.0 - _float32(attrs.get("momentum", 0.9))
+    )  # ONNX keeps the old share, PyTorch the new
     config = _validated(BatchNorm, {"eps": eps, "momentum": momentum})
     return _add_layer(state, node, config, [x], tensors, node.input[1])
 
@@ -408,7 +428,11 @@ def _matmul(state: _State, node) -> _Act:
 
 
 def _is(value, number: float) -> bool:
-    return isinstance(value, np.ndarray) and value.size == 1 and math.isclose(float(value.reshape(-1)[0]), number, rel_tol=1e-5)
+    return (
+        isinstance(value, np.ndarray)
+        and value.size == 1
+        and math.isclose(float(value.reshape(-1)[0]), number, rel_tol=1e-5)
+    )
 
 
 def _partial_pair(state: _State, node, stage: str, number: float) -> _Partial | None:
@@ -443,7 +467,8 @@ def _add(state: _State, node) -> _Act | _Partial:
     act, const = (a, b) if isinstance(a, _Act) else (b, a)
     dense = state.layers.get(act.layer) if isinstance(act, _Act) else None
     if (
-        isinstance(const, np.ndarray)
+        isinstance(act, _Act)
+        and isinstance(const, np.ndarray)
         and dense is not None
         and isinstance(dense.config, Dense)
         and not dense.config.bias
@@ -506,7 +531,10 @@ def _activation(fn: str):
         if fn in ("leakyrelu", "elu"):
             alpha = _float32(attrs.get("alpha", 0.01 if fn == "leakyrelu" else 1.0))
         if fn == "hardsigmoid":
-            if not (math.isclose(attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-5) and math.isclose(attrs.get("beta", 0.5), 0.5)):
+            if not (
+                math.isclose(attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-5)
+                and math.isclose(attrs.get("beta", 0.5), 0.5)
+            ):
                 raise _Unsupported("HardSigmoid other than PyTorch's (alpha=1/6, beta=0.5)")
         if fn == "gelu" and attrs.get("approximate", b"none") not in (b"none", "none"):
             raise _Unsupported("the tanh approximation of GELU")
@@ -514,7 +542,9 @@ def _activation(fn: str):
             axis = int(attrs.get("axis", 1 if state.opset < 13 else -1))
             rank = len(x.shape) + 1
             flat_like = len(x.shape) == 1 or x.shape[1:] == (1, 1)
-            if not (axis in (1, 1 - rank) and (state.opset >= 13 or flat_like)) and not (len(x.shape) == 1 and axis == -1):
+            if not (axis in (1, 1 - rank) and (state.opset >= 13 or flat_like)) and not (
+                len(x.shape) == 1 and axis == -1
+            ):
                 raise _Unsupported(f"softmax over axis {axis}; cnnspec's softmax is over channels or classes")
         return _add_layer(state, node, ActivationLayer(fn=fn, alpha=alpha), [x], {})
 
@@ -551,7 +581,14 @@ def _pool(mode: str):
         if mode == "avg" and attrs.get("count_include_pad", 0) and pads != (0, 0, 0, 0):
             raise _Unsupported("count_include_pad=1 with padding: cnnspec's average leaves padding out")
         config = _validated(
-            Pool, {"mode": mode, "kernel": kernel, "stride": stride, "pad": pads, "ceil": bool(attrs.get("ceil_mode", 0))}
+            Pool,
+            {
+                "mode": mode,
+                "kernel": kernel,
+                "stride": stride,
+                "pad": pads,
+                "ceil": bool(attrs.get("ceil_mode", 0)),
+            },
         )
         return _add_layer(state, node, config, [x], {})
 
@@ -597,10 +634,16 @@ def _reshape(state: _State, node) -> _Act:
     target = [int(v) for v in _const(state, node.input[1]).reshape(-1)]
     size = math.prod(x.shape)
     batch_like = {BATCH, -1, 0} | ({state.declared_batch} if state.declared_batch else set())
-    if len(target) == 2 and target[0] in batch_like and (target[1] == size or (target[1] == -1 and target[0] != -1)):
+    if (
+        len(target) == 2
+        and target[0] in batch_like
+        and (target[1] == size or (target[1] == -1 and target[0] != -1))
+    ):
         return x if len(x.shape) == 1 else _add_layer(state, node, Flatten(), [x], {})
     full = [BATCH, *x.shape]
-    if len(target) == len(full) and all(t in (f, 0) or (i == 0 and t in batch_like) for i, (t, f) in enumerate(zip(target, full))):
+    if len(target) == len(full) and all(
+        t in (f, 0) or (i == 0 and t in batch_like) for i, (t, f) in enumerate(zip(target, full))
+    ):
         return x  # a reshape to the same shape
     shown = ["N" if t == BATCH else str(t) for t in target]
     raise _Unsupported(f"reshapes to [{', '.join(shown)}]; cnnspec can only flatten")
@@ -611,7 +654,11 @@ def _squeeze(state: _State, node) -> _Act:
     axes = _attrs(node).get("axes")
     if axes is None and (n := _optional(node, 1)):
         axes = [int(a) for a in _const(state, n).reshape(-1)]
-    if len(x.shape) == 3 and x.shape[1:] == (1, 1) and (axes is None or sorted(a % 4 for a in axes) == [2, 3]):
+    if (
+        len(x.shape) == 3
+        and x.shape[1:] == (1, 1)
+        and (axes is None or sorted(a % 4 for a in axes) == [2, 3])
+    ):
         return _add_layer(state, node, Flatten(), [x], {})
     raise _Unsupported(f"squeezes axes {axes} of a {'x'.join(map(str, x.shape))} map")
 
@@ -623,7 +670,9 @@ def _resize(state: _State, node) -> _Act:
     attrs = _attrs(node)
     text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
     mode = text.get("mode", "nearest")
-    ctm = text.get("coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric")
+    ctm = text.get(
+        "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric"
+    )
     scales_name = node.input[1] if node.op_type == "Upsample" else _optional(node, 2)
     sizes_name = _optional(node, 3) if node.op_type == "Resize" else None
     if scales_name and _const(state, scales_name).size:
@@ -635,11 +684,19 @@ def _resize(state: _State, node) -> _Act:
         scales = [float(s) for s in attrs["scales"]]
     else:
         raise _Unsupported("neither scales nor sizes are constant")
-    if len(scales) != 4 or scales[:2] != [1.0, 1.0] or scales[2] != scales[3] or not scales[2].is_integer() or scales[2] < 1:
+    if (
+        len(scales) != 4
+        or scales[:2] != [1.0, 1.0]
+        or scales[2] != scales[3]
+        or not scales[2].is_integer()
+        or scales[2] < 1
+    ):
         raise _Unsupported(f"scales {scales}; cnnspec upsamples H and W by one whole factor")
     scale = int(scales[2])
     if mode == "nearest":
-        exact = (ctm == "asymmetric" and text.get("nearest_mode", "round_prefer_floor") == "floor") or ctm in (
+        exact = (
+            ctm == "asymmetric" and text.get("nearest_mode", "round_prefer_floor") == "floor"
+        ) or ctm in (
             "half_pixel",
             "pytorch_half_pixel",
         )
@@ -741,7 +798,11 @@ def _fold(state: _State, node) -> np.ndarray | None:
             start, end = attrs.get("start", 0), attrs.get("end", None)
             return shape[start:end]
     inputs = [state.values.get(n) if n else None for n in node.input]
-    if not inputs or not all(isinstance(v, np.ndarray) or v is None for v in inputs) or all(v is None for v in inputs):
+    if (
+        not inputs
+        or not all(isinstance(v, np.ndarray) or v is None for v in inputs)
+        or all(v is None for v in inputs)
+    ):
         return None
     if op not in _FOLDABLE:
         return None
@@ -783,7 +844,9 @@ _FOLDABLE = {
     "Squeeze": lambda i, a: np.squeeze(i[0], axis=tuple(_axes(i, a))) if _axes(i, a) else np.squeeze(i[0]),
     "Concat": lambda i, a: np.concatenate([np.atleast_1d(x) for x in i], axis=int(a.get("axis", 0))),
     "Slice": _slice,
-    "Cast": lambda i, a: i[0].astype(np.int64 if a.get("to") == 7 else np.float32 if a.get("to") == 1 else i[0].dtype),
+    "Cast": lambda i, a: i[0].astype(
+        np.int64 if a.get("to") == 7 else np.float32 if a.get("to") == 1 else i[0].dtype
+    ),
     "Add": lambda i, a: i[0] + i[1],
     "Sub": lambda i, a: i[0] - i[1],
     "Mul": lambda i, a: i[0] * i[1],
@@ -796,7 +859,9 @@ _FOLDABLE = {
 # ------------------------------------------------------------------ the graph
 
 
-def import_graph(model, path: Path, input_shape: Shape | None = None, name: str = "imported") -> ImportedGraph:
+def import_graph(
+    model, path: Path, input_shape: Shape | None = None, name: str = "imported"
+) -> ImportedGraph:
     """The layer graph of a loaded model. Raises CnnspecError listing what cannot be
     imported, NotAModel when the file is not a usable model."""
     graph = model.graph
@@ -820,15 +885,23 @@ def import_graph(model, path: Path, input_shape: Shape | None = None, name: str 
     for node in graph.node:
         label = node.name or (node.output[0] if node.output else node.op_type)
         if node.domain not in ("", "ai.onnx"):
-            state.unsupported[f"{node.domain}.{node.op_type}"].append((label, "an op outside the standard ONNX domain"))
+            state.unsupported[f"{node.domain}.{node.op_type}"].append(
+                (label, "an op outside the standard ONNX domain")
+            )
             broken.update(node.output)
             continue
         missing = [n for n in node.input if n and n not in state.values and n not in broken]
         if missing:
-            raise NotAModel(f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)")
+            raise NotAModel(
+                f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)"
+            )
         if any(n in broken for n in node.input if n):
             broken.update(node.output)
-            if node.op_type not in HANDLERS and node.op_type not in _FOLDABLE and node.op_type not in ("Shape", "Constant"):
+            if (
+                node.op_type not in HANDLERS
+                and node.op_type not in _FOLDABLE
+                and node.op_type not in ("Shape", "Constant")
+            ):
                 state.unsupported[node.op_type].append((label, ""))
             continue
         try:
@@ -852,17 +925,27 @@ def import_graph(model, path: Path, input_shape: Shape | None = None, name: str 
     for out in graph.output:
         value = state.values.get(out.name)
         if not isinstance(value, _Act) or value.layer == INPUT:
-            raise CnnspecError([_error(path, "import-unsupported", f"output '{out.name}' is not computed by a layer")])
+            raise CnnspecError(
+                [_error(path, "import-unsupported", f"output '{out.name}' is not computed by a layer")]
+            )
         outputs.append(value.layer)
     layers, kept_outputs = _fuse_activations(list(state.layers.values()), tuple(outputs))
-    return ImportedGraph(name, shape, _reachable(layers, kept_outputs), kept_outputs, opset, model.producer_name)
+    return ImportedGraph(
+        name, shape, _reachable(layers, kept_outputs), kept_outputs, opset, model.producer_name
+    )
 
 
 def _input_shape(inputs, path: Path, given: Shape | None) -> Shape:
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise CnnspecError(
-            [_error(path, "import-unsupported", f"the model has {len(inputs)} inputs ({names}); cnnspec networks have one")]
+            [
+                _error(
+                    path,
+                    "import-unsupported",
+                    f"the model has {len(inputs)} inputs ({names}); cnnspec networks have one",
+                )
+            ]
         )
     tensor_type = inputs[0].type.tensor_type
     if tensor_type.elem_type != 1:
@@ -870,14 +953,26 @@ def _input_shape(inputs, path: Path, given: Shape | None) -> Shape:
     dims = tensor_type.shape.dim
     if len(dims) not in (2, 4):
         raise CnnspecError(
-            [_error(path, "import-unsupported", f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW or NxF")]
+            [
+                _error(
+                    path,
+                    "import-unsupported",
+                    f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW or NxF",
+                )
+            ]
         )
     fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:]]
     if given is not None:
         if len(given) != len(fixed) or any(f is not None and f != g for f, g in zip(fixed, given)):
             shown = "x".join(str(f) if f else "?" for f in fixed)
             raise CnnspecError(
-                [_error(path, "import-unsupported", f"--input-shape {'x'.join(map(str, given))} does not fit the model's input {shown}")]
+                [
+                    _error(
+                        path,
+                        "import-unsupported",
+                        f"--input-shape {'x'.join(map(str, given))} does not fit the model's input {shown}",
+                    )
+                ]
             )
         return tuple(given)
     if any(f is None for f in fixed):
@@ -944,11 +1039,15 @@ def _error(path: Path, code: str, message: str, help: str | None = None) -> Diag
 def _unsupported_report(state: _State, path: Path) -> list[Diagnostic]:
     diagnostics = []
     for op, nodes in sorted(state.unsupported.items()):
-        shown = ", ".join(label for label, _ in nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+        shown = ", ".join(label for label, _ in nodes[:5]) + (
+            f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
+        )
         reasons = sorted({reason for _, reason in nodes if reason})
         why = f": {reasons[0]}" if reasons else ": no cnnspec layer does this"
         diagnostics.append(
-            _error(path, "import-unsupported", f"{op} x{len(nodes)} ({shown}) cannot be written in cnnspec{why}")
+            _error(
+                path, "import-unsupported", f"{op} x{len(nodes)} ({shown}) cannot be written in cnnspec{why}"
+            )
         )
     return diagnostics
 
@@ -982,14 +1081,20 @@ def import_model(
     graph = import_graph(model, path, input_shape, name)
     header = (
         f"# Imported by cnnspec from {path.name} ({graph.producer or 'unknown producer'}, opset {graph.opset})."
-        + (f"\n# Weights: {weights_file} (cnnspec export {name}.cnn --weights {weights_file} -o model.onnx)" if weights_file else "")
+        + (
+            f"\n# Weights: {weights_file} (cnnspec export {name}.cnn --weights {weights_file} -o model.onnx)"
+            if weights_file
+            else ""
+        )
     )
     printed = print_network(name, graph.input_shape, graph.layers, graph.outputs, flat, header)
     result = check_source(printed.text, f"{name}.cnn")
     errors = [d for d in result.diagnostics if d.severity == "error"]
     network = result.networks[0] if result.networks else None
     if errors or network is None:  # the printer wrote something the checker refuses: a cnnspec bug
-        raise RuntimeError(f"the imported spec does not check: {errors[0].message if errors else 'no network'}")
+        raise RuntimeError(
+            f"the imported spec does not check: {errors[0].message if errors else 'no network'}"
+        )
     checked = [entry for entry in network.layers if entry.tensors]
     imported = [layer for layer in printed.order if layer.tensors]
     if len(checked) != len(imported):

@@ -150,8 +150,8 @@ def _combinator(join: Item, items: dict[str, Item], uses: Counter, outputs: set[
     if join.layer.config.kind == "concat" and any(not chain for chain in chains):
         # A skip connection (`concat {} { ... }`) around a long or nested body, as in
         # U-Net, reads better as a named join: the body stays at the top level.
-        body = [layer for chain in chains for item in chain for layer in item.expansion()]
-        if len(body) > MAX_SKIPPED or any(item.kind for chain in chains for item in chain):
+        skipped = [layer for chain in chains for item in chain for layer in item.expansion()]
+        if len(skipped) > MAX_SKIPPED or any(item.kind for chain in chains for item in chain):
             return None
     exits = [item.exit for chain in chains for item in chain]
     if len(exits) != len(set(exits)):
@@ -234,7 +234,10 @@ def _key(run: list[Item], prefix: tuple[str, ...]) -> tuple:
         parts.append((item.kind, len(item.bodies), item.shortcut is not None, _shape_of(item)))
         for layer in item.expansion():
             fields = tuple(
-                (f.name, "#" if f.name in SLOT_FIELDS and _slot_value(layer.config, f.name) is not None else value)
+                (
+                    f.name,
+                    "#" if f.name in SLOT_FIELDS and _slot_value(layer.config, f.name) is not None else value,
+                )
                 for f in dataclasses.fields(layer.config)
                 for value in [getattr(layer.config, f.name)]
             )
@@ -440,7 +443,9 @@ class _Writer:
                 tail = f" from {self.ref(item.source)}" + tail
             inner = indent + "  "
             bodies = [self.lines(list(body), item.source, inner) for body in item.bodies]
-            shortcut = self.lines(list(item.shortcut), item.source, inner) if item.shortcut is not None else None
+            shortcut = (
+                self.lines(list(item.shortcut), item.source, inner) if item.shortcut is not None else None
+            )
             return indent + _combinator_text(item.kind, bodies, shortcut, indent) + tail
         layer = item.layer
         if layer.config.joins:
@@ -459,7 +464,9 @@ def _combinator_text(kind: str, bodies: list[list[str]], shortcut: list[str] | N
 
     pieces = [*bodies, *([shortcut] if shortcut is not None else [])]
     if all("\n" not in line for lines in pieces for line in lines):
-        words = [kind, *map(one_line, bodies)] + (["shortcut", one_line(shortcut)] if shortcut is not None else [])
+        words = [kind, *map(one_line, bodies)] + (
+            ["shortcut", one_line(shortcut)] if shortcut is not None else []
+        )
         if len(indent) + len(" ".join(words)) <= MAX_LINE:
             return " ".join(words)
     words = [kind, *map(block, bodies)] + (["shortcut", block(shortcut)] if shortcut is not None else [])
@@ -500,13 +507,19 @@ def _with_sentinels(item: Item, family: _Family, sentinels: dict[int, str], coun
                 sentinels[value] = expression
                 current = getattr(layer.config, f)
                 changes[f] = (value,) * len(current) if isinstance(current, tuple) else value
-        return dataclasses.replace(layer, config=dataclasses.replace(layer.config, **changes)) if changes else layer
+        return (
+            dataclasses.replace(layer, config=dataclasses.replace(layer.config, **changes))
+            if changes
+            else layer
+        )
 
     if not item.kind:
         return Item(copy(item.layer))
     bodies = [[_with_sentinels(i, family, sentinels, counter) for i in body] for body in item.bodies]
     shortcut = (
-        [_with_sentinels(i, family, sentinels, counter) for i in item.shortcut] if item.shortcut is not None else None
+        [_with_sentinels(i, family, sentinels, counter) for i in item.shortcut]
+        if item.shortcut is not None
+        else None
     )
     return Item(copy(item.layer), item.source, item.kind, bodies, shortcut)
 
@@ -577,13 +590,15 @@ def _print(
             order.extend(layer for item in entry.run for layer in item.expansion())
         else:
             order.extend(entry.expansion())
-    in_blocks = {id(layer) for f in families for run in f.instances for item in run for layer in item.expansion()}
+    in_blocks = {
+        id(layer) for f in families for run in f.instances for item in run for layer in item.expansion()
+    }
     aliases = {
         layer.name: layer.name
         for layer in order
         if id(layer) not in in_blocks and (layer.name in by_name or (layer.has_params and layer.module))
     }
-    aliases = _avoid_automatic_names(order, aliases)
+    aliases = _avoid_automatic_names(order, aliases, by_name)
     rename = {k: aliases.get(k, v) for k, v in rename.items()}
     lines = [header] if header else []
     for family in families:
@@ -598,14 +613,18 @@ def _print(
     return Printed(text, order, text.count("\n"))
 
 
-def _avoid_automatic_names(order: list[GraphLayer], aliases: dict[str, str]) -> dict[str, str]:
+def _avoid_automatic_names(
+    order: list[GraphLayer], aliases: dict[str, str], by_name: set[str]
+) -> dict[str, str]:
     """An `as` name equal to the automatic name of another layer (`conv3` is the third conv)
-    would collide: such names get a suffix."""
+    would collide: such names get a suffix. One equal to the layer's own is left out."""
     counts: Counter = Counter()
     automatic = set()
     for layer in order:
         prefix = type(layer.config).name_prefix(layer.config)
         counts[prefix] += 1
+        if aliases.get(layer.name) == f"{prefix}{counts[prefix]}" and layer.name not in by_name:
+            del aliases[layer.name]  # the name it gets anyway: `as` would only repeat it
         if layer.name not in aliases:
             automatic.add(f"{prefix}{counts[prefix]}")
     fixed = {}

@@ -20,7 +20,7 @@ import cnnspec
 from cnnspec.cli import main
 from cnnspec.onnx_export import build_model, save
 from cnnspec.onnx_import import import_model
-from tests.conftest import SPECS, check_text, net
+from tests.conftest import SPECS, check_text
 from tests.test_export import network_text
 from tests.test_graph import graph_text
 
@@ -34,7 +34,11 @@ def _networks(path: Path) -> list[str]:
 def _rows(network) -> list[tuple]:
     """What the table says of each layer; activations merge into the conv or dense line
     on import, and have no parameters or MACs of their own."""
-    return [(layer.output_shape, layer.params, layer.macs) for layer in network.layers if layer.kind != "activation"]
+    return [
+        (layer.output_shape, layer.params, layer.macs)
+        for layer in network.layers
+        if layer.kind != "activation"
+    ]
 
 
 def _outputs(model: onnx.ModelProto | str, x: np.ndarray) -> list[np.ndarray]:
@@ -78,7 +82,11 @@ def test_every_example_survives_export_import_check(path: Path, name: str, tmp_p
     _assert_same_outputs(model, again, network.input_shape)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(text=network_text())
 def test_generated_chains_survive_the_round_trip(text, tmp_path_factory):
     result = check_text(text)
@@ -90,7 +98,11 @@ def test_generated_chains_survive_the_round_trip(text, tmp_path_factory):
     _assert_same_outputs(model, again, network.input_shape)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(text=graph_text())
 def test_generated_graphs_survive_the_round_trip(text, tmp_path_factory):
     network = check_text(text).network()
@@ -123,13 +135,19 @@ def _torch_params(model, folded: bool) -> int:
     batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if not folded:
         return total + sum(2 * m.num_features for m in batchnorms)
-    return total - sum(2 * m.num_features for m in batchnorms) + sum(
-        m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is None
+    return (
+        total
+        - sum(2 * m.num_features for m in batchnorms)
+        + sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is None)
     )
 
 
-@pytest.mark.parametrize("name, factory, shape, folded, opset", TORCH_MODELS, ids=[m[0] for m in TORCH_MODELS])
-def test_pytorch_exports_import_with_equal_parameters_and_outputs(name, factory, shape, folded, opset, tmp_path):
+@pytest.mark.parametrize(
+    "name, factory, shape, folded, opset", TORCH_MODELS, ids=[m[0] for m in TORCH_MODELS]
+)
+def test_pytorch_exports_import_with_equal_parameters_and_outputs(
+    name, factory, shape, folded, opset, tmp_path
+):
     torch.manual_seed(0)
     model = tm.randomize_batchnorm(factory())
     path = tmp_path / f"{name}.onnx"
@@ -160,7 +178,7 @@ def resnet_imports(tmp_path_factory) -> dict[str, str]:
 
 def test_imported_resnets_read_like_the_hand_written_specs(resnet_imports):
     hand_written = (SPECS / "zoo" / "resnet.cnn").read_text().count("\n")  # both networks and their blocks
-    for name, text in resnet_imports.items():
+    for text in resnet_imports.values():
         assert text.count("\n") <= hand_written, text
     resnet50 = resnet_imports["resnet50"]
     # PyTorch's module names, the bottleneck written once with its width as a parameter
@@ -175,7 +193,9 @@ def test_flat_writes_one_line_per_layer(resnet_imports, tmp_path):
     tm.export(tm.resnet18(), (3, 64, 64), path)
     flat = import_model(path, "r18", flat=True).spec
     network = check_text(flat).network()
-    layer_lines = [line for line in flat.splitlines() if line.startswith("  ") and not line.startswith("  input")]
+    layer_lines = [
+        line for line in flat.splitlines() if line.startswith("  ") and not line.startswith("  input")
+    ]
     assert len(layer_lines) == len(network.layers)
     assert "block" not in flat and "residual" not in flat
     assert "  add layer1_0_conv2 maxpool\n" in flat and "  add layer4_1_conv2 layer4_0_relu_1\n" in flat
@@ -197,3 +217,169 @@ def test_transfer_learning_from_an_imported_model(tmp_path):
     out = tmp_path / "mine.onnx"
     args = ["export", str(derived), "--network", "mine", "--weights", str(tmp_path / "imported.npz")]
     assert main([*args, "-o", str(out)]) == 0
+
+
+# ------------------------------------------------------------------ what cannot be imported
+
+
+def _model(nodes, inputs=None, initializers=(), outputs=("y",), opset=17) -> onnx.ModelProto:
+    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        initializer=list(initializers),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _import(tmp_path, model_or_bytes, *extra) -> int:
+    path = tmp_path / "m.onnx"
+    data = model_or_bytes if isinstance(model_or_bytes, bytes) else model_or_bytes.SerializeToString()
+    path.write_bytes(data)
+    return main(["import", str(path), "-o", str(tmp_path / "net.cnn"), *extra])
+
+
+def _conv_weight(name="w", shape=(4, 3, 3, 3)):
+    return numpy_helper.from_array(np.ones(shape, np.float32), name)
+
+
+def test_every_unsupported_op_is_listed_with_its_nodes_and_count(tmp_path, capsys):
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node("Transpose", ["c"], ["t1"], name="swap1", perm=[0, 1, 3, 2]),
+            helper.make_node("Transpose", ["t1"], ["t2"], name="swap2", perm=[0, 1, 3, 2]),
+            helper.make_node("Sin", ["t2"], ["s"], name="wave"),
+            helper.make_node(
+                "AveragePool",
+                ["s"],
+                ["p"],
+                name="avg",
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                count_include_pad=1,
+            ),
+            helper.make_node("Relu", ["p"], ["y"], name="act"),
+        ],
+        initializers=[_conv_weight()],
+    )
+    assert _import(tmp_path, model) == 1
+    err = capsys.readouterr().err
+    assert "Transpose x2 (swap1, swap2) cannot be written in cnnspec" in err
+    assert "Sin x1 (wave)" in err and "[import-unsupported]" in err and "Traceback" not in err
+    assert not (tmp_path / "net.cnn").exists() and not (tmp_path / "net.npz").exists()
+    # an op cnnspec has, with an attribute it cannot express, says which
+    model = _model(
+        [
+            helper.make_node(
+                "AveragePool",
+                ["x"],
+                ["y"],
+                name="avg",
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                count_include_pad=1,
+            )
+        ]
+    )
+    assert _import(tmp_path, model) == 1
+    assert (
+        "AveragePool x1 (avg) cannot be written in cnnspec: count_include_pad=1 with padding"
+        in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not an ONNX model"),
+        (b"network n {\n  input 3x8x8\n}\n", "not an ONNX model"),
+        (bytes(range(256)) * 4, "not an ONNX model"),
+    ],
+)
+def test_a_file_that_is_not_a_model_is_one_line_and_exit_2(tmp_path, capsys, content, message):
+    assert _import(tmp_path, content) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_truncated_or_corrupt_model_is_exit_2(tmp_path, capsys):
+    good = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], initializers=[_conv_weight()])
+    data = good.SerializeToString()
+    assert _import(tmp_path, data[: len(data) // 2]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**20, 2**20, 3, 3], raw_data=b"")
+    assert _import(tmp_path, _model([helper.make_node("Conv", ["x", "w"], ["y"])], initializers=[huge])) == 2
+    assert "tensor 'w' cannot be read" in capsys.readouterr().err
+    dangling = _model([helper.make_node("Relu", ["nowhere"], ["y"], name="r")])
+    assert _import(tmp_path, dangling) == 2
+    assert "reads 'nowhere', which no earlier node writes" in capsys.readouterr().err
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, capsys):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(108, np.float32).tobytes())
+    folder = tmp_path / "models"
+    folder.mkdir()
+    weight = _conv_weight()
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "432")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"])], initializers=[weight])
+    assert _import(folder, model) == 2
+    assert "points outside the model's folder" in capsys.readouterr().err
+    weight.external_data[0].value = "secret.bin"  # beside the model: allowed
+    (folder / "secret.bin").write_bytes(secret.read_bytes())
+    assert _import(folder, _model([helper.make_node("Conv", ["x", "w"], ["y"])], initializers=[weight])) == 0
+
+
+def test_an_open_input_size_needs_input_shape(tmp_path, capsys):
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])]
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], inputs, [_conv_weight()])
+    assert _import(tmp_path, model) == 1
+    err = capsys.readouterr().err
+    assert "the input size 3xHxW is not fixed" in err and "--input-shape CxHxW" in err
+    assert _import(tmp_path, model, "--input-shape", "3x16x16") == 0
+    assert "input 3x16x16" in (tmp_path / "net.cnn").read_text()
+    assert (
+        _import(tmp_path, model, "--weights-out", str(tmp_path / "net.npz"), "--input-shape", "4x16x16") == 1
+    )
+    assert "--input-shape 4x16x16 does not fit the model's input 3x?x?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, 8, 8]) for n in ("a", "b")],
+            "the model has 2 inputs (a, b)",
+        ),
+        ([helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 3, 8, 8])], "input is not float32"),
+        ([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])], None),
+    ],
+)
+def test_model_inputs_cnnspec_cannot_take(tmp_path, capsys, inputs, message):
+    model = _model([helper.make_node("Relu", [inputs[0].name], ["y"])], inputs)
+    code = _import(tmp_path, model)
+    if message is None:  # a flat vector input is fine
+        assert code == 0 and "input 8\n" in (tmp_path / "net.cnn").read_text()
+    else:
+        assert code == 1 and message in capsys.readouterr().err
+
+
+def test_existing_weights_beside_the_spec_are_never_replaced_unasked(tmp_path, capsys):
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], initializers=[_conv_weight()])
+    (tmp_path / "net.npz").write_bytes(b"mine")
+    assert _import(tmp_path, model) == 2
+    assert "--weights-out" in capsys.readouterr().err
+    assert (tmp_path / "net.npz").read_bytes() == b"mine" and not (tmp_path / "net.cnn").exists()
+    assert _import(tmp_path, model, "--weights-out", str(tmp_path / "net.npz")) == 0
+    assert set(np.load(tmp_path / "net.npz")) == {"conv.weight"}
+    # the model itself is never an output
+    path = tmp_path / "m.onnx"
+    assert main(["import", str(path), "-o", str(tmp_path / "n2.cnn"), "--weights-out", str(path)]) == 2
+    assert onnx.load(path).graph.node[0].name == "conv"
