@@ -31,3 +31,19 @@ def test_transfer_example_prints_three_accuracies():
     )
     assert [r[0] for r in rows] == ["from scratch", "frozen backbone + new head", "fine-tuning everything"]
     assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+
+
+def test_import_example_trains_a_head_on_an_imported_pytorch_model(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "examples/import/run.py", "--epochs-a", "2", "--epochs-b", "3", "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "dense 64 relu as fc1\n  dense 5 as fc2\n}" in out.stdout
+    assert re.search(r"^fc1 +dense 64 relu +64 +32,832 .* no$", out.stdout, re.M)  # frozen, loaded
+    match = re.search(r"test accuracy (\d\.\d{3}) on (\d+) images", out.stdout)
+    assert match and 0.0 <= float(match.group(1)) <= 1.0 and int(match.group(2)) == 896 - 100
+    assert (tmp_path / "digits_b.onnx").exists()
