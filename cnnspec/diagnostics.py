@@ -45,6 +45,7 @@ CODES: dict[str, str] = {
     "too-deep": "blocks, `repeat`, `use` or `from` nest deeper than cnnspec allows",
     "too-large": "a number, a file or an expansion is above cnnspec's limits",
     "no-network": "a spec file defines no network and no block",
+    "import-unsupported": "`cnnspec import`: the model has ops, attributes or inputs cnnspec cannot express",
     "transfer-shape-changed": "a layer kept from the base gets a different input size",
     "dropped-pixels": "(warning) a window leaves rows or columns of the input unused",
     "asymmetric-same": "(warning) `pad=same` with an even kernel pads one side more",

@@ -24,6 +24,7 @@ import numpy as np
 
 from .diagnostics import CnnspecError, Diagnostic
 from .layers import (
+    DEFAULT_ALPHA,
     Activation,
     ActivationLayer,
     Add,
@@ -1009,6 +1010,8 @@ def _fuse_activations(
                 and isinstance(before.config, (Conv, Dense, Deconv))
                 and before.config.activation is None
                 and readers[before.name] == 1
+                and layer.config.alpha
+                in (None, DEFAULT_ALPHA.get(layer.config.fn))  # a conv line takes no alpha
             ):
                 before.config = dataclasses.replace(
                     before.config, activation=Activation(name=layer.config.fn, alpha=layer.config.alpha)

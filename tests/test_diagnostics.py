@@ -11,7 +11,7 @@ from cnnspec.diagnostics import CODES, render
 from tests.conftest import SPECS, check_text, net
 
 # Codes of `export`, `run` and `train` (files and data, not spec text).
-RUNTIME_CODES = {"weights-file", "onnx-file", "bad-input"}
+RUNTIME_CODES = {"weights-file", "onnx-file", "bad-input", "import-unsupported"}
 
 # (spec, code, line, column, words the message or help must contain)
 CASES = [
@@ -182,7 +182,7 @@ def test_every_code_is_exercised():
         "drop-too-many",
         "transfer-shape-changed",
     }
-    exercised |= RUNTIME_CODES  # tested in test_export.py and test_run.py
+    exercised |= RUNTIME_CODES  # tested in test_export.py, test_run.py and test_import.py
     assert set(CODES) - exercised == set()
 
 

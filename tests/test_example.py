@@ -35,7 +35,16 @@ def test_transfer_example_prints_three_accuracies():
 
 def test_import_example_trains_a_head_on_an_imported_pytorch_model(tmp_path):
     out = subprocess.run(
-        [sys.executable, "examples/import/run.py", "--epochs-a", "2", "--epochs-b", "3", "--workdir", str(tmp_path)],
+        [
+            sys.executable,
+            "examples/import/run.py",
+            "--epochs-a",
+            "2",
+            "--epochs-b",
+            "3",
+            "--workdir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -125,6 +125,9 @@ TORCH_MODELS = [
     ("densenet121", tm.DenseNet, (3, 64, 64), False, 17),
     ("unet", tm.UNet, (1, 64, 64), False, 17),
     ("unet_folded", tm.UNet, (1, 64, 64), True, 14),
+    ("opmix_13", tm.OpMix, (3, 32, 32), True, 13),
+    ("opmix_18", tm.OpMix, (3, 32, 32), False, 18),
+    ("opmix_21", tm.OpMix, (3, 32, 32), True, 21),
 ]
 
 

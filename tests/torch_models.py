@@ -286,3 +286,48 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return model
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x):
+        gate = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(nn.functional.silu(self.fc1(gate))))
+
+
+class OpMix(nn.Module):
+    """Every op the importer claims, in one small network: SiLU, hardswish, hardsigmoid,
+    leaky ReLU, GELU, a squeeze-and-excitation gate, nearest and bilinear upsampling, a
+    ceil-mode pool, a padded average pool, a mean over H and W, and a softmax."""
+
+    def __init__(self, classes: int = 7):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1)
+        self.act = nn.SiLU()
+        self.se = SqueezeExcite(8, 4)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.hs = nn.Hardswish()
+        self.gate = nn.Conv2d(16, 16, 1)
+        self.hsig = nn.Hardsigmoid()
+        self.up_nearest = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up_bilinear = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.avg = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.reduce = nn.Conv2d(16, 12, 3, padding=1)
+        self.leaky = nn.LeakyReLU(0.2)
+        self.fc = nn.Linear(12, 16)
+        self.gelu = nn.GELU()
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = self.se(self.act(self.stem(x)))
+        x = self.hs(self.expand(x))
+        x = x * self.hsig(self.gate(x))
+        x = self.pool(self.up_bilinear(self.up_nearest(x)))
+        x = self.leaky(self.reduce(self.avg(x)))
+        x = x.mean((2, 3))
+        return torch.softmax(self.head(self.gelu(self.fc(x))), dim=1)

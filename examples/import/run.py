@@ -102,7 +102,14 @@ def main() -> None:
         )  # fmt: skip
 
     # 3. import
-    run("import", str(work / "base.onnx"), "-o", str(work / "imported.cnn"), "--weights-out", str(work / "imported.npz"))
+    run(
+        "import",
+        str(work / "base.onnx"),
+        "-o",
+        str(work / "imported.cnn"),
+        "--weights-out",
+        str(work / "imported.npz"),
+    )
     print((work / "imported.cnn").read_text())
 
     # 4. derive and train on a few labelled digits 5-9
@@ -121,7 +128,9 @@ def main() -> None:
     # 5. score it with onnxruntime
     scores = make_session(work / "digits_b.onnx", "cpu").run(None, {"input": x[test]})[0]
     accuracy = float((scores.argmax(1) == y[test] - 5).mean())
-    print(f"digits 5-9 from {args.shots} labelled images per class: test accuracy {accuracy:.3f} on {len(test)} images")
+    print(
+        f"digits 5-9 from {args.shots} labelled images per class: test accuracy {accuracy:.3f} on {len(test)} images"
+    )
     print(f"files in {work}")
 
 
