@@ -514,6 +514,11 @@ def cmd_import(args) -> int:
         f"{imported.total_params:,} parameters"
     )
     print(f"wrote {_shown(str(weights_out))} ({len(imported.weights)} tensors)")
+    if graph.layout == "NHWC":
+        _say(
+            "warning",
+            "the model took NxHxWxC input; the spec takes NxCxHxW: transpose images to channels first",
+        )
     return EXIT_OK
 
 

@@ -588,7 +588,12 @@ class BatchNorm(LayerConfig):
     momentum: float = 0.1  # PyTorch's convention, used in training
 
     def short(self) -> str:
-        return "batchnorm"
+        parts = ["batchnorm"]
+        if self.eps != 1e-5:
+            parts.append(f"eps={self.eps!r}")
+        if self.momentum != 0.1:
+            parts.append(f"momentum={self.momentum!r}")
+        return " ".join(parts)
 
     def infer(self, x: Shape) -> Inferred:
         c: Shape = (x[0],)

@@ -77,6 +77,7 @@ class ImportedGraph:
     outputs: tuple[str, ...]
     opset: int
     producer: str
+    layout: str = "NCHW"  # NHWC: the model took HxWxC images; the spec takes them as CxHxW
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,11 @@ class _Act:
 
 @dataclass(frozen=True)
 class _Partial:
-    """A step of GELU's exact form, 0.5·x·(1 + erf(x/√2)), as exporters spell it below
-    opset 20: `stage` says how far it got, `x` what it is applied to."""
+    """A value no layer writes but a later node completes: a step of GELU's exact form,
+    0.5·x·(1 + erf(x/√2)), as exporters spell it below opset 20, or a map in Keras'
+    HxWxC order. `stage` says which, `x` the layer output it stands for."""
 
-    stage: str  # div | erf | plus | half
+    stage: str  # div | erf | plus | half; nhwc: a CxHxW map transposed to HxWxC; nhwc_input
     x: _Act
 
 
@@ -108,6 +110,9 @@ class _State:
     taken: set[str] = field(default_factory=set)
     counts: Counter = field(default_factory=Counter)
     layer_tensor: dict[str, str] = field(default_factory=dict)  # layer -> the ONNX tensor it writes
+    # flatten layers whose model flattened in HxWxC order (Keras): layer -> the CxHxW shape,
+    # until the dense layer reading it takes the order into its weights
+    hwc_flatten: dict[str, Shape] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ reading the file
@@ -276,13 +281,15 @@ def _pads(
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if auto == "VALID":
         return (0, 0, 0, 0)
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
+    if auto == "SAME_UPPER":
+        return "same"  # cnnspec's `same`: the odd pixel at the end, as Keras and TensorFlow pad
+    if auto == "SAME_LOWER":
         pads = []
         for n, k, s, d in zip(x[1:], kernel, stride, dilation):
             out = -(-n // s)
             total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
             small, large = total // 2, total - total // 2
-            pads.append((small, large) if auto == "SAME_UPPER" else (large, small))
+            pads.append((large, small))
         return (*pads[0], *pads[1])
     if auto != "NOTSET":
         raise _Unsupported(f"auto_pad={auto}")
@@ -409,7 +416,7 @@ def _gemm(state: _State, node) -> _Act:
     if attrs.get("transA", 0):
         raise _Unsupported("transA=1")
     b = _const(state, node.input[1])
-    weight = (b if attrs.get("transB", 0) else b.T) * float(attrs.get("alpha", 1.0))
+    weight = _hwc_columns(state, x, (b if attrs.get("transB", 0) else b.T) * float(attrs.get("alpha", 1.0)))
     tensors = {"weight": weight}
     c_name = _optional(node, 2)
     if c_name:
@@ -425,7 +432,20 @@ def _matmul(state: _State, node) -> _Act:
     if len(x.shape) != 1 or b.ndim != 2:
         raise _Unsupported("only a flat vector times a constant matrix")
     config = _validated(Dense, {"units": int(b.shape[1]), "bias": False})
-    return _add_layer(state, node, config, [x], {"weight": b.T}, node.input[1])
+    return _add_layer(state, node, config, [x], {"weight": _hwc_columns(state, x, b.T)}, node.input[1])
+
+
+def _hwc_columns(state: _State, x: _Act, weight: np.ndarray) -> np.ndarray:
+    """A dense weight whose inputs came flattened in HxWxC order, reordered for cnnspec's
+    CxHxW flatten: the same products, so the same outputs."""
+    shape = state.hwc_flatten.pop(x.layer, None)
+    if shape is None:
+        return weight
+    if state.readers[_tensor_of(state, x.layer)] != 1:
+        raise _Unsupported("an HxWxC flatten read by more than this dense layer")
+    c, h, w = shape
+    order = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+    return weight[:, order]
 
 
 def _is(value, number: float) -> bool:
@@ -622,16 +642,42 @@ def _reduce(mode: str):
     return handle
 
 
+def _hwc_source(state: _State, name: str) -> _Act | None:
+    value = state.values.get(name)
+    return value.x if isinstance(value, _Partial) and value.stage == "nhwc" else None
+
+
+def _flatten_layer(state: _State, node, x: _Act, hwc: bool) -> _Act:
+    if len(x.shape) == 1:
+        return x
+    flat = _add_layer(state, node, Flatten(), [x], {})
+    if hwc and x.shape[1:] != (1, 1):  # on 1x1 maps both orders are the same
+        state.hwc_flatten[flat.layer] = x.shape
+    return flat
+
+
 def _flatten(state: _State, node) -> _Act:
-    x = _act(state, node.input[0])
+    hwc = _hwc_source(state, node.input[0])
+    x = hwc or _act(state, node.input[0])
     axis = int(_attrs(node).get("axis", 1))
     if axis != 1:
         raise _Unsupported(f"Flatten(axis={axis}); cnnspec flattens everything but the batch")
-    return x if len(x.shape) == 1 else _add_layer(state, node, Flatten(), [x], {})
+    return _flatten_layer(state, node, x, hwc is not None)
+
+
+def _transpose(state: _State, node):
+    value = state.values.get(node.input[0])
+    perm = [int(p) for p in _attrs(node).get("perm", [])]
+    if isinstance(value, _Partial) and value.stage == "nhwc_input" and perm == [0, 3, 1, 2]:
+        return value.x  # NHWC input to NCHW: the spec takes CxHxW
+    if isinstance(value, _Act) and len(value.shape) == 3 and perm == [0, 2, 3, 1]:
+        return _Partial("nhwc", value)  # only a flatten may follow (Keras' HxWxC order)
+    raise _Unsupported(f"perm={perm}; cnnspec keeps maps as CxHxW")
 
 
 def _reshape(state: _State, node) -> _Act:
-    x = _act(state, node.input[0])
+    hwc = _hwc_source(state, node.input[0])
+    x = hwc or _act(state, node.input[0])
     target = [int(v) for v in _const(state, node.input[1]).reshape(-1)]
     size = math.prod(x.shape)
     batch_like = {BATCH, -1, 0} | ({state.declared_batch} if state.declared_batch else set())
@@ -640,7 +686,9 @@ def _reshape(state: _State, node) -> _Act:
         and target[0] in batch_like
         and (target[1] == size or (target[1] == -1 and target[0] != -1))
     ):
-        return x if len(x.shape) == 1 else _add_layer(state, node, Flatten(), [x], {})
+        return _flatten_layer(state, node, x, hwc is not None)
+    if hwc is not None:
+        raise _Unsupported("reshapes an HxWxC map other than flattening it")
     full = [BATCH, *x.shape]
     if len(target) == len(full) and all(
         t in (f, 0) or (i == 0 and t in batch_like) for i, (t, f) in enumerate(zip(target, full))
@@ -767,6 +815,7 @@ HANDLERS = {
     "Upsample": _resize,
     "Dropout": _dropout,
     "Identity": _identity,
+    "Transpose": _transpose,
 }
 
 
@@ -854,6 +903,7 @@ _FOLDABLE = {
     "Div": lambda i, a: i[0] // i[1] if i[0].dtype.kind in "iu" else i[0] / i[1],
     "ReduceProd": lambda i, a: np.prod(i[0], keepdims=bool(a.get("keepdims", 1))),
     "Reshape": lambda i, a: i[0].reshape([int(v) for v in i[1]]),
+    "Transpose": lambda i, a: np.transpose(i[0], a.get("perm")),
 }
 
 
@@ -872,13 +922,19 @@ def import_graph(
     folder = path.parent
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
-    shape = _input_shape(inputs, path, input_shape)
+    readers = [n for n in graph.node if inputs and inputs[0].name in n.input]
+    # Keras models converted as they are take NxHxWxC and transpose it first
+    nhwc = bool(readers) and all(
+        n.op_type == "Transpose" and [int(p) for p in _attrs(n).get("perm", [])] == [0, 3, 1, 2]
+        for n in readers
+    )
+    shape = _input_shape(inputs, path, input_shape, nhwc)
     dims = inputs[0].type.tensor_type.shape.dim
     declared = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
     state = _State(path, opset, declared)
     for tensor in graph.initializer:
         state.values[tensor.name] = _array(tensor, folder)
-    state.values[inputs[0].name] = _Act(INPUT, shape)
+    state.values[inputs[0].name] = _Partial("nhwc_input", _Act(INPUT, shape)) if nhwc else _Act(INPUT, shape)
     for node in graph.node:
         state.readers.update(n for n in node.input if n)
     state.readers.update(o.name for o in graph.output)
@@ -920,6 +976,10 @@ def import_graph(
         except _Unsupported as exc:
             state.unsupported[node.op_type].append((label, str(exc)))
             broken.update(node.output)
+    for flat in state.hwc_flatten:
+        state.unsupported["Transpose"].append(
+            (flat, "it flattens in HxWxC order, and no dense layer follows to take that order over")
+        )
     if state.unsupported:
         raise CnnspecError(_unsupported_report(state, path))
     outputs = []
@@ -932,11 +992,17 @@ def import_graph(
         outputs.append(value.layer)
     layers, kept_outputs = _fuse_activations(list(state.layers.values()), tuple(outputs))
     return ImportedGraph(
-        name, shape, _reachable(layers, kept_outputs), kept_outputs, opset, model.producer_name
+        name,
+        shape,
+        _reachable(layers, kept_outputs),
+        kept_outputs,
+        opset,
+        model.producer_name,
+        "NHWC" if nhwc else "NCHW",
     )
 
 
-def _input_shape(inputs, path: Path, given: Shape | None) -> Shape:
+def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) -> Shape:
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise CnnspecError(
@@ -963,6 +1029,9 @@ def _input_shape(inputs, path: Path, given: Shape | None) -> Shape:
             ]
         )
     fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:]]
+    open_names = [d.dim_param or "?" for d in dims[1:]]
+    if nhwc:  # HxWxC, written CxHxW like every cnnspec input
+        fixed, open_names = fixed[2:] + fixed[:2], open_names[2:] + open_names[:2]
     if given is not None:
         if len(given) != len(fixed) or any(f is not None and f != g for f, g in zip(fixed, given)):
             shown = "x".join(str(f) if f else "?" for f in fixed)
@@ -977,7 +1046,7 @@ def _input_shape(inputs, path: Path, given: Shape | None) -> Shape:
             )
         return tuple(given)
     if any(f is None for f in fixed):
-        shown = "x".join(str(f) if f else (d.dim_param or "?") for f, d in zip(fixed, dims[1:]))
+        shown = "x".join(str(f) if f else name for f, name in zip(fixed, open_names))
         raise CnnspecError(
             [
                 Diagnostic(
@@ -1082,6 +1151,11 @@ def import_model(
     path = Path(path)
     model = load_model(path)
     graph = import_graph(model, path, input_shape, name)
+    layout = (
+        "\n# The model took NxHxWxC input; this spec takes NxCxHxW (transpose images to channels first)."
+        if graph.layout == "NHWC"
+        else ""
+    )
     header = (
         f"# Imported by cnnspec from {path.name} ({graph.producer or 'unknown producer'}, opset {graph.opset})."
         + (
@@ -1089,6 +1163,7 @@ def import_model(
             if weights_file
             else ""
         )
+        + layout
     )
     printed = print_network(name, graph.input_shape, graph.layers, graph.outputs, flat, header)
     result = check_source(printed.text, f"{name}.cnn")

@@ -386,3 +386,80 @@ def test_existing_weights_beside_the_spec_are_never_replaced_unasked(tmp_path, c
     path = tmp_path / "m.onnx"
     assert main(["import", str(path), "-o", str(tmp_path / "n2.cnn"), "--weights-out", str(path)]) == 2
     assert onnx.load(path).graph.node[0].name == "conv"
+
+
+# ------------------------------------------------------------------ Keras conversions
+
+
+def _keras_like(flatten: str = "dense") -> onnx.ModelProto:
+    """What tf2onnx writes for a small Keras CNN: NHWC input transposed to NCHW, `same`
+    padding as auto_pad, Keras' HxWxC flatten (a Transpose before the Reshape), Dense as
+    MatMul + Add, batch norm with Keras' epsilon."""
+    rng = np.random.default_rng(0)
+    tensors = {
+        "k": rng.standard_normal((6, 3, 3, 3)).astype(np.float32),
+        "kb": rng.standard_normal(6).astype(np.float32),
+        "g": rng.random(6).astype(np.float32) + 0.5,
+        "b": rng.standard_normal(6).astype(np.float32),
+        "m": rng.standard_normal(6).astype(np.float32) * 0.1,
+        "v": rng.random(6).astype(np.float32) + 0.5,
+        "w": rng.standard_normal((6 * 5 * 4, 7)).astype(np.float32),
+        "wb": rng.standard_normal(7).astype(np.float32),
+        "shape": np.array([-1, 6 * 5 * 4], np.int64),
+    }
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node(
+            "Conv", ["nchw", "k", "kb"], ["c"], name="sequential/conv2d/BiasAdd", auto_pad="SAME_UPPER"
+        ),
+        helper.make_node(
+            "BatchNormalization",
+            ["c", "g", "b", "m", "v"],
+            ["n"],
+            name="sequential/bn/FusedBatchNorm",
+            epsilon=0.001,
+        ),
+        helper.make_node("Relu", ["n"], ["r"], name="sequential/conv2d/Relu"),
+        helper.make_node(
+            "MaxPool",
+            ["r"],
+            ["p"],
+            name="sequential/pool/MaxPool",
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+            auto_pad="VALID",
+        ),
+        helper.make_node(
+            "Transpose", ["p"], ["nhwc"], name="sequential/flatten/transpose", perm=[0, 2, 3, 1]
+        ),
+        helper.make_node("Reshape", ["nhwc", "shape"], ["f"], name="sequential/flatten/Reshape"),
+    ]
+    if flatten == "dense":
+        nodes += [
+            helper.make_node("MatMul", ["f", "w"], ["mm"], name="sequential/dense/MatMul"),
+            helper.make_node("Add", ["mm", "wb"], ["a"], name="sequential/dense/BiasAdd"),
+            helper.make_node("Softmax", ["a"], ["y"], name="sequential/dense/Softmax", axis=-1),
+        ]
+    else:
+        nodes.append(helper.make_node("Relu", ["f"], ["y"], name="after"))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10, 8, 3])]
+    initializers = [numpy_helper.from_array(v, k) for k, v in tensors.items()]
+    return _model(nodes, inputs, initializers, opset=13)
+
+
+def test_a_keras_conversion_imports_with_channels_first_and_equal_outputs(tmp_path, capsys):
+    model = _keras_like()
+    assert _import(tmp_path, model) == 0
+    assert "takes NxCxHxW: transpose images to channels first" in capsys.readouterr().err
+    text = (tmp_path / "net.cnn").read_text()
+    assert "input 3x10x8" in text and "conv 6 3x3 pad=same as sequential_conv2d" in text
+    assert "batchnorm eps=0.001" in text and "dense 7 softmax as sequential_dense" in text
+    again, _ = build_model(cnnspec.check(tmp_path / "net.cnn").network(), weights_file=tmp_path / "net.npz")
+    x = np.random.default_rng(2).standard_normal((2, 10, 8, 3)).astype(np.float32)
+    expected = _outputs(model, x)[0]
+    np.testing.assert_allclose(_outputs(again, x.transpose(0, 3, 1, 2))[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_hxwxc_flatten_without_a_dense_layer_is_refused(tmp_path, capsys):
+    assert _import(tmp_path, _keras_like(flatten="relu")) == 1
+    assert "flattens in HxWxC order" in capsys.readouterr().err
