@@ -461,7 +461,7 @@ def cmd_import(args) -> int:
     import numpy as np
 
     from .diagnostics import CnnspecError
-    from .onnx_import import NotAModel, import_model
+    from .onnx_import import RESERVED, NotAModel, import_model
     from .printer import spec_name
 
     model = Path(args.model)
@@ -482,6 +482,8 @@ def cmd_import(args) -> int:
     if spec_path == weights_path:
         raise UsageError("the spec and its weights need two different files")
     name = args.name or spec_name((spec_out.stem,)) or "imported"
+    if spec_name((name,)) != name or name in RESERVED:
+        raise UsageError(f"--name {_shown(name)}: not a network name (letters, digits and _, not a keyword)")
     try:
         imported = import_model(model, name, args.input_shape, args.flat, weights_out.name)
     except NotAModel as exc:

@@ -43,6 +43,7 @@ from .layers import (
     Upsample,
 )
 from .printer import INPUT, GraphLayer, spec_name
+from .resolve import MAX_EXPANSION, RESERVED_NAMES, TORCH_MODULE_ATTRIBUTES
 
 BATCH = 987_654_321  # stands for the batch size while shape arithmetic is folded
 MAX_MODEL_BYTES = 2**31  # protobuf cannot hold more; larger models keep tensors in data files
@@ -58,6 +59,7 @@ ROLE_WORDS = {
 }
 RESERVED = {"input", "output", "in", "as", "from", "network", "block", "use", "repeat", "drop", "freeze"}
 RESERVED |= {"shortcut", "last", "through", "all", "true", "false", "same", "valid"}
+RESERVED |= RESERVED_NAMES | TORCH_MODULE_ATTRIBUTES  # names cnnspec's graph and backend use
 _AUTO_NODE_NAME = re.compile(r"^(?:node_)?[A-Za-z]+_\d+$")
 
 
@@ -916,6 +918,16 @@ def import_graph(
     """The layer graph of a loaded model. Raises CnnspecError listing what cannot be
     imported, NotAModel when the file is not a usable model."""
     graph = model.graph
+    if len(graph.node) > MAX_EXPANSION:
+        raise CnnspecError(
+            [
+                _error(
+                    path,
+                    "too-large",
+                    f"{len(graph.node):,} nodes; a cnnspec network has at most {MAX_EXPANSION:,} layers",
+                )
+            ]
+        )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset == 0:
         raise NotAModel("the model imports no standard ONNX opset")

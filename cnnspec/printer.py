@@ -33,6 +33,8 @@ from .layers import LayerConfig, Shape
 
 INPUT = "input"
 MAX_CHAIN = 10  # longer branches are clearer as named joins than as a combinator body
+MAX_NESTING = 6  # combinators inside combinators; deeper is named joins (and bounded recursion)
+MAX_MODULE_DEPTH = 8  # module-path depths tried as block boundaries
 MAX_SKIPPED = 8  # layers a `concat {} { ... }` may skip (DenseNet's six); U-Net's are named joins
 MAX_LINE = 100  # joined statements and one-line combinators stay this short
 FOLLOWERS = ("batchnorm", "activation", "dropout")  # written on the line of the layer before
@@ -68,6 +70,7 @@ class Item:
     kind: str = ""  # "" for a plain layer; residual | add | concat | multiply
     bodies: list[list[Item]] = field(default_factory=list)
     shortcut: list[Item] | None = None
+    depth: int = 0  # combinators nested inside it, itself included
 
     @property
     def exit(self) -> str:
@@ -113,22 +116,20 @@ def recover_structure(layers: list[GraphLayer], outputs: tuple[str, ...]) -> lis
     items: dict[str, Item] = {layer.name: Item(layer) for layer in layers}
     position = {layer.name: i for i, layer in enumerate(layers)}
     uses = _consumers(layers, outputs)
-    changed = True
-    while changed:
-        changed = False
-        for layer in layers:
-            item = items.get(layer.name)
-            if item is None or item.kind or not layer.config.joins or len(layer.inputs) < 2:
-                continue
-            combinator = _combinator(item, items, uses, set(outputs))
-            if combinator is None:
-                continue
-            for body in [*combinator.bodies, combinator.shortcut or []]:
-                for inner in body:
-                    del items[inner.exit]
-            items[layer.name] = combinator
-            uses[combinator.source] -= len(layer.inputs) - 1
-            changed = True
+    # One pass in topological order: a join inside another's branch comes first, so by the
+    # time the outer join is reached the inner one is already a single statement.
+    for layer in layers:
+        item = items.get(layer.name)
+        if item is None or not layer.config.joins or len(layer.inputs) < 2:
+            continue
+        combinator = _combinator(item, items, uses, set(outputs))
+        if combinator is None:
+            continue
+        for body in [*combinator.bodies, combinator.shortcut or []]:
+            for inner in body:
+                del items[inner.exit]
+        items[layer.name] = combinator
+        uses[combinator.source] -= len(layer.inputs) - 1
     return sorted(items.values(), key=lambda it: position[it.exit])
 
 
@@ -147,6 +148,9 @@ def _combinator(join: Item, items: dict[str, Item], uses: Counter, outputs: set[
         chains.append(chain)
     if len(sources) != 1 or any(len(chain) > MAX_CHAIN for chain in chains):
         return None
+    depth = 1 + max((item.depth for chain in chains for item in chain), default=0)
+    if depth > MAX_NESTING:
+        return None
     if join.layer.config.kind == "concat" and any(not chain for chain in chains):
         # A skip connection (`concat {} { ... }`) around a long or nested body, as in
         # U-Net, reads better as a named join: the body stays at the top level.
@@ -160,13 +164,13 @@ def _combinator(join: Item, items: dict[str, Item], uses: Counter, outputs: set[
     kind = join.layer.config.kind
     if kind == "add" and len(chains) == 2:
         body, shortcut = sorted(chains, key=len, reverse=True)
-        return Item(join.layer, source, "residual", [body], shortcut or None)
+        return Item(join.layer, source, "residual", [body], shortcut or None, depth)
     if kind == "multiply":
         if len(chains) != 2 or sum(1 for chain in chains if not chain) != 1:
             return None
         gate = next(chain for chain in chains if chain)
-        return Item(join.layer, source, "multiply", [gate])
-    return Item(join.layer, source, kind, chains)
+        return Item(join.layer, source, "multiply", [gate], None, depth)
+    return Item(join.layer, source, kind, chains, None, depth)
 
 
 # ------------------------------------------------------------------ 2. blocks
@@ -521,7 +525,7 @@ def _with_sentinels(item: Item, family: _Family, sentinels: dict[int, str], coun
         if item.shortcut is not None
         else None
     )
-    return Item(copy(item.layer), item.source, item.kind, bodies, shortcut)
+    return Item(copy(item.layer), item.source, item.kind, bodies, shortcut, item.depth)
 
 
 # ------------------------------------------------------------------ the whole network
@@ -542,7 +546,7 @@ def print_network(
     if flat:
         variants: list[list[Entry]] = [list(items)]
     else:
-        depths = max((len(layer.module) for layer in layers), default=0)
+        depths = min(max((len(layer.module) for layer in layers), default=0), MAX_MODULE_DEPTH)
         variants = [list(items), fold_blocks(items, by_name, None)]
         variants += [fold_blocks(items, by_name, d) for d in range(1, depths)]
     printed = [_print(name, input_shape, entries, outputs, by_name, flat, header) for entries in variants]

@@ -253,7 +253,7 @@ def test_every_unsupported_op_is_listed_with_its_nodes_and_count(tmp_path, capsy
         [
             helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
             helper.make_node("Transpose", ["c"], ["t1"], name="swap1", perm=[0, 1, 3, 2]),
-            helper.make_node("Transpose", ["t1"], ["t2"], name="swap2", perm=[0, 1, 3, 2]),
+            helper.make_node("Transpose", ["c"], ["t2"], name="swap2", perm=[0, 1, 3, 2]),
             helper.make_node("Sin", ["t2"], ["s"], name="wave"),
             helper.make_node(
                 "AveragePool",
@@ -270,7 +270,7 @@ def test_every_unsupported_op_is_listed_with_its_nodes_and_count(tmp_path, capsy
     )
     assert _import(tmp_path, model) == 1
     err = capsys.readouterr().err
-    assert "Transpose x2 (swap1, swap2) cannot be written in cnnspec" in err
+    assert "Transpose x2 (swap1, swap2) cannot be written in cnnspec: perm=[0, 1, 3, 2]" in err
     assert "Sin x1 (wave)" in err and "[import-unsupported]" in err and "Traceback" not in err
     assert not (tmp_path / "net.cnn").exists() and not (tmp_path / "net.npz").exists()
     # an op cnnspec has, with an attribute it cannot express, says which
@@ -463,3 +463,56 @@ def test_a_keras_conversion_imports_with_channels_first_and_equal_outputs(tmp_pa
 def test_an_hxwxc_flatten_without_a_dense_layer_is_refused(tmp_path, capsys):
     assert _import(tmp_path, _keras_like(flatten="relu")) == 1
     assert "flattens in HxWxC order" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ hostile and odd graphs
+
+
+def test_deeply_nested_branches_import_without_recursion_limits(tmp_path):
+    """300 residuals each inside the next: combinators nest a few levels, the rest are
+    named joins; nothing recurses per level."""
+    nodes, tensor = [], "x"
+    entries = []
+    for i in range(300):  # going in: relu_i reads the previous level
+        nodes.append(helper.make_node("Relu", [tensor], [f"r{i}"], name=f"down{i}"))
+        entries.append(tensor)
+        tensor = f"r{i}"
+    for i in reversed(range(300)):  # coming out: each level adds its own input back
+        nodes.append(helper.make_node("Add", [tensor, entries[i]], [f"a{i}"], name=f"join{i}"))
+        tensor = f"a{i}"
+    nodes.append(helper.make_node("Identity", [tensor], ["y"]))
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])])
+    imported = import_model(_write(tmp_path, model), "deep")
+    result = check_text(imported.spec)
+    assert result.ok and len(result.network().layers) == 600
+    again, _ = build_model(result.network())
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(again, x)[0], _outputs(model, x)[0], rtol=1e-6)
+
+
+def _write(tmp_path: Path, model: onnx.ModelProto) -> Path:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_node_names_that_cnnspec_reserves_are_renamed(tmp_path):
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="forward"),
+        helper.make_node("Relu", ["c"], ["r"], name="input"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="a b/c\x1b[31m"),
+    ]
+    model = _model(nodes, initializers=[_conv_weight(), _conv_weight("w2", (2, 4, 1, 1))])
+    imported = import_model(_write(tmp_path, model), "odd")
+    names = [layer.name for layer in check_text(imported.spec).network().layers]
+    assert "forward" not in names and "input" not in names and "\x1b" not in imported.spec
+    assert set(imported.weights) == {f"{names[0]}.weight", f"{names[-1]}.weight"}
+
+
+def test_a_network_name_must_be_a_name(tmp_path, capsys):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])])
+    for bad in ("a-b", "input", "3d"):
+        assert _import(tmp_path, model, "--name", bad) == 2
+        assert "not a network name" in capsys.readouterr().err
+    assert _import(tmp_path, model, "--name", "mine") == 0
+    assert "network mine {" in (tmp_path / "net.cnn").read_text()
