@@ -252,6 +252,11 @@ def _optional(node, i: int) -> str | None:
     return node.input[i] if len(node.input) > i and node.input[i] else None
 
 
+def _extra_outputs_read(state: _State, node) -> bool:
+    """Whether anything reads a second output (a pool's indices, a dropout's mask)."""
+    return any(state.readers[name] for name in node.output[1:] if name)
+
+
 def _add_layer(
     state: _State, node, config: LayerConfig, inputs: list[_Act], tensors: dict, weight: str | None = None
 ) -> _Act:
@@ -389,7 +394,7 @@ def _deconv(state: _State, node) -> _Act:
 def _batchnorm(state: _State, node) -> _Act:
     x = _act(state, node.input[0])
     attrs = _attrs(node)
-    if attrs.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+    if attrs.get("training_mode", 0) or _extra_outputs_read(state, node):
         raise _Unsupported("training-mode batch norm (export the model in eval mode)")
     names = {
         "weight": node.input[1],
@@ -594,7 +599,7 @@ def _pool(mode: str):
         if len(x.shape) != 3:
             raise _Unsupported("pooling needs a CxHxW map")
         attrs = _attrs(node)
-        if len([o for o in node.output if o]) > 1:
+        if _extra_outputs_read(state, node):
             raise _Unsupported("the indices output of MaxPool")
         kernel = _pair(attrs, "kernel_shape", (1, 1))
         stride = _pair(attrs, "strides", (1, 1))
@@ -766,7 +771,7 @@ def _resize(state: _State, node) -> _Act:
 
 def _dropout(state: _State, node) -> _Act:
     x = _act(state, node.input[0])
-    if len([o for o in node.output if o]) > 1:
+    if _extra_outputs_read(state, node):
         raise _Unsupported("the mask output of Dropout")
     if (n := _optional(node, 2)) and bool(_const(state, n).reshape(-1)[0]):
         raise _Unsupported("training-mode dropout")

@@ -516,3 +516,12 @@ def test_a_network_name_must_be_a_name(tmp_path, capsys):
         assert "not a network name" in capsys.readouterr().err
     assert _import(tmp_path, model, "--name", "mine") == 0
     assert "network mine {" in (tmp_path / "net.cnn").read_text()
+
+
+def test_a_second_output_matters_only_when_something_reads_it(tmp_path, capsys):
+    pool = helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool", kernel_shape=[2, 2], strides=[2, 2])
+    assert _import(tmp_path, _model([pool])) == 0  # the indices are written but unread
+    assert "pool max 2" in (tmp_path / "net.cnn").read_text()
+    (tmp_path / "net.npz").unlink()
+    assert _import(tmp_path, _model([pool], outputs=("y", "idx"))) == 1
+    assert "MaxPool x1 (pool) cannot be written in cnnspec: the indices output" in capsys.readouterr().err
