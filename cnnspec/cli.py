@@ -224,12 +224,18 @@ def cmd_export(args) -> int:
 
     _check_opset(args.opset)
     _check_weights_option(args)
+    _check_speed_options(args)
+    report = None
     try:
         loaded = _weights(args, args.file, (args.output,))
         if loaded is None:
             return EXIT_ERRORS
         network, weights, spec_text, read = loaded
-        written = _write_model(network, weights, args, spec_text, read)
+        if args.int8 or args.optimize:
+            report = _write_faster_model(network, weights, args, spec_text, read)
+            written = [Path(args.output)]
+        else:
+            written = _write_model(network, weights, args, spec_text, read)
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
@@ -247,7 +253,209 @@ def cmd_export(args) -> int:
     print(weights.table() if args.plan else weights.summary())
     if len(written) > 1:
         print(f"weights above protobuf's 2 GB limit are in {_shown(written[1].name)} beside the model")
+    if args.optimize:
+        print("graph optimised offline by onnxruntime (extended level: folding and fusions, any CPU)")
+    if report is not None:
+        _print_int8_report(report)
     return EXIT_OK
+
+
+def _check_speed_options(args) -> None:
+    if args.int8 and not args.calibrate:
+        raise UsageError("--int8 needs --calibrate DATA: a few hundred examples (image folder, .npz or .npy)")
+    if args.calibrate and not args.int8:
+        raise UsageError("--calibrate goes with --int8")
+    if (args.mean or args.std) and not args.calibrate:
+        raise UsageError("--mean and --std apply to the --calibrate examples")
+    if args.std and min(args.std) <= 0:
+        raise UsageError("--std values must be above 0")
+    if args.int8 and args.optimize:
+        raise UsageError("--int8 writes onnxruntime's quantised graph; --optimize applies to fp32 models")
+    if args.calibrate:
+        _readable_path(args.calibrate, "calibration data")
+
+
+def _readable_path(name: str, what: str) -> None:
+    """A file or a folder that must exist."""
+    if not Path(name).is_dir():
+        _readable_file(name, what)
+
+
+def _write_faster_model(network, weights, args, spec_text, read):
+    """export --int8 / --optimize: the fp32 model built in memory, transformed, written."""
+    from .files import BadOutput
+    from .onnx_export import needs_external_data, to_onnx
+    from .quantize import export_int8, load_examples, optimize
+
+    if needs_external_data(weights):
+        raise UsageError("--int8 and --optimize take models below 2 GB (protobuf's limit for one file)")
+    model = to_onnx(network, weights, args.opset, args.fold_bn, spec_text).SerializeToString()
+    protect = read + ((Path(args.calibrate),) if args.calibrate else ())
+    try:
+        if args.optimize:
+            optimize(model, Path(args.output), protect)
+            return None
+        examples = load_examples(args.calibrate, network.input_shape, args.mean, args.std)
+        return export_int8(model, Path(args.output), examples, args.int8 == "auto", args.threads, protect)
+    except BadOutput as exc:
+        raise UsageError(f"{args.output}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+
+
+def _print_int8_report(report) -> None:
+    from .quantize import AGREEMENT_WARNING
+
+    a = report.agreement
+    print(
+        f"int8 (static QDQ, per channel): top-1 agreement with fp32 {a.top1:.1%} on {a.examples} held-out "
+        f"examples; largest output difference {a.max_difference:.4g} (fp32 outputs up to {a.fp32_range:.4g})"
+    )
+    if report.comparison is not None:
+        ratios = ", ".join(
+            f"batch {f.batch}: {f.p50_ms:.3f} ms fp32, {i.p50_ms:.3f} ms int8 ({r:.2f}x)"
+            for f, i, r in zip(report.comparison.fp32, report.comparison.int8, report.comparison.ratios())
+        )
+        print(f"measured here: {ratios}")
+        if report.kept == "fp32":
+            _say(
+                "warning",
+                "int8 is not faster for this model on this machine: wrote the fp32 model (--int8 auto)",
+            )
+        else:
+            print("int8 is faster here: wrote the int8 model")
+    if a.top1 < AGREEMENT_WARNING:
+        _say(
+            "warning",
+            f"int8 agrees with fp32 on only {a.top1:.1%} of held-out examples (below {AGREEMENT_WARNING:.0%}); "
+            "check accuracy before deploying it, or calibrate on more representative data",
+        )
+
+
+def cmd_bench(args) -> int:
+    """Latency and throughput, fp32 and (given calibration data) int8, side by side."""
+    import json
+
+    from .diagnostics import CnnspecError
+    from .quantize import compare, load_examples, quantize, split
+    from .runtime import ProviderUnavailable, input_shape, make_session
+
+    path = Path(args.model)
+    _readable_file(args.model, "file")
+    if args.int8_calibrate:
+        _readable_path(args.int8_calibrate, "calibration data")
+    if (args.mean or args.std) and not args.int8_calibrate:
+        raise UsageError("--mean and --std apply to the --int8-calibrate examples")
+    if path.suffix != ".cnn":
+        for option, value in (("--weights", args.weights), ("--network", args.network)):
+            if value:
+                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-bench-")
+    scratch = Path(scratch_dir.name)
+    try:
+        if path.suffix == ".cnn":
+            _check_opset(args.opset)
+            _check_weights_option(args)
+            loaded = _weights(args, args.model)
+            if loaded is None:
+                return EXIT_ERRORS
+            network, weights, spec_text, _ = loaded
+            _check_run_memory(network, max(args.batch))
+            fp32: bytes | Path = _model_source(network, weights, args, spec_text, scratch)
+            described = f"{network.name} ({args.model}, seed {args.seed})"
+        else:
+            fp32, described = path, str(path)
+        fp32_session = make_session(fp32, args.provider, args.threads)
+        shape = input_shape(fp32_session)
+        if path.suffix != ".cnn":
+            _check_input_memory(shape, max(args.batch))
+        int8_session, agreement = None, None
+        if args.int8_calibrate:
+            from .quantize import agreement as measure
+
+            source = scratch / "fp32.onnx"
+            if isinstance(fp32, bytes):
+                source.write_bytes(fp32)
+            else:
+                source = fp32
+            calibration, held_out = split(load_examples(args.int8_calibrate, shape, args.mean, args.std))
+            quantize(source, scratch / "int8.onnx", calibration)
+            int8_session = make_session(scratch / "int8.onnx", args.provider, args.threads)
+            agreement = measure(fp32_session, int8_session, held_out)
+        comparison = compare(fp32_session, int8_session, shape, args.batch, args.seconds)
+    except ProviderUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    except CnnspecError as exc:
+        _print_error(exc)
+        return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
+    provider = fp32_session.get_providers()[0]
+    threads = args.threads or os.cpu_count()
+    verdict = comparison.verdict() if int8_session is not None else None
+    if args.format == "json":
+        document = {
+            "model": described,
+            "provider": provider,
+            "threads": threads,
+            "input": list(shape),
+            "fp32": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.fp32],
+            "int8": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.int8],
+            "int8_speedup": comparison.ratios(),
+            "agreement": vars(agreement) if agreement else None,
+            "deploy": {"int8": "int8", "fp32": "fp32", "mixed": "depends on the batch size"}.get(
+                verdict or "", "fp32"
+            ),
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    print(
+        f"model: {_shown(described)}   input: Nx{'x'.join(map(str, shape))}   {provider}, {threads} threads"
+    )
+    header = f"{'batch':>5}  {'fp32 p50':>10} {'p90':>10} {'images/s':>10}"
+    if int8_session is not None:
+        header += f"  {'int8 p50':>10} {'p90':>10} {'images/s':>10}  {'int8 speed-up':>13}"
+    print(header)
+    for i, f in enumerate(comparison.fp32):
+        row = f"{f.batch:>5}  {f.p50_ms:>7.3f} ms {f.p90_ms:>7.3f} ms {f.images_per_second:>10,.0f}"
+        if int8_session is not None:
+            q = comparison.int8[i]
+            row += f"  {q.p50_ms:>7.3f} ms {q.p90_ms:>7.3f} ms {q.images_per_second:>10,.0f}  {comparison.ratios()[i]:>12.2f}x"
+        print(row)
+    if agreement is not None:
+        print(
+            f"int8 top-1 agreement with fp32: {agreement.top1:.1%} on {agreement.examples} held-out examples "
+            f"(largest output difference {agreement.max_difference:.4g})"
+        )
+    if verdict == "int8":
+        print("deploy: int8 (faster at every batch size measured)")
+    elif verdict == "fp32":
+        _say(
+            "warning",
+            "int8 is slower than fp32 for this model on this machine at every batch size: deploy fp32",
+        )
+        print("deploy: fp32")
+    elif verdict == "mixed":
+        wins = [f.batch for f, r in zip(comparison.fp32, comparison.ratios()) if r > 1.05]
+        print(f"deploy: int8 for batch sizes {', '.join(map(str, wins))}; fp32 otherwise")
+    return EXIT_OK
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of batch sizes such as 1,8,32") from None
+    if not values or min(values) < 1 or max(values) > 65536:
+        raise argparse.ArgumentTypeError(f"'{text}': batch sizes run from 1 to 65,536")
+    return values
+
+
+def _threads(text: str) -> int:
+    value = _count(text)
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"'{text}': threads run from 1 to 1,024")
+    return value
 
 
 def cmd_run(args) -> int:
@@ -292,7 +500,7 @@ def cmd_run(args) -> int:
             source = path
             described = str(path)
             read = (path, *map(Path, args.input), *_maybe(args.labels))
-        session = make_session(source, args.provider)
+        session = make_session(source, args.provider, args.threads)
         shape = input_shape(session)
         if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
             raise UsageError(
@@ -670,6 +878,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--plan", action="store_true", help="list every tensor: loaded, new or from the spec; frozen or not"
     )
+    export.add_argument(
+        "--int8",
+        nargs="?",
+        const="on",
+        choices=("on", "auto"),
+        help="static int8 quantisation (QDQ, per channel); `auto` keeps fp32 where int8 is not faster here",
+    )
+    export.add_argument(
+        "--calibrate", metavar="DATA", help="int8 calibration examples: image folder, .npz or .npy"
+    )
+    export.add_argument("--mean", type=_finite, nargs="+", help="per-channel mean of the calibration images")
+    export.add_argument("--std", type=_finite, nargs="+", help="per-channel std of the calibration images")
+    export.add_argument("--threads", type=_threads, help="threads when timing for --int8 auto")
+    export.add_argument("--optimize", action="store_true", help="write onnxruntime's offline-optimised graph")
     export_options(export)
     export.set_defaults(func=cmd_export)
 
@@ -691,8 +913,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-o", "--output", metavar="OUT.npy|OUT.npz", help="save the output (.npz: every output, by name)"
     )
+    run.add_argument(
+        "--threads", type=_threads, help="onnxruntime's intra-op threads (default: one per core)"
+    )
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser(
+        "bench",
+        help="latency and throughput, fp32 and int8 side by side",
+        description="Time a .cnn or an ONNX model with onnxruntime: p50 and p90 latency and images/s per "
+        "batch size; with --int8-calibrate, the int8 model beside it, the speed-up, the top-1 agreement "
+        "and which one to deploy on this machine.",
+    )
+    bench.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
+    bench.add_argument("--batch", type=_batches, default=(1, 8, 32), help="batch sizes (default 1,8,32)")
+    bench.add_argument("--int8-calibrate", metavar="DATA", help="quantise with these examples and compare")
+    bench.add_argument("--mean", type=_finite, nargs="+", help="per-channel mean of the calibration images")
+    bench.add_argument("--std", type=_finite, nargs="+", help="per-channel std of the calibration images")
+    bench.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
+    bench.add_argument(
+        "--threads", type=_threads, help="onnxruntime's intra-op threads (default: one per core)"
+    )
+    bench.add_argument("--seconds", type=_finite, default=1.0, help="timing per batch size (default 1)")
+    bench.add_argument("--format", choices=("table", "json"), default="table")
+    export_options(bench, for_run=True)
+    bench.set_defaults(func=cmd_bench)
 
     imp = sub.add_parser(
         "import",

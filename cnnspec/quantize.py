@@ -1,0 +1,299 @@
+"""fp32 ONNX model -> int8, and the measurements that say whether to deploy it.
+
+int8 is not always faster: on a CPU with VNNI, large convolutions run several times faster,
+but a small network pays more for the quantize/dequantize steps than it saves. So
+quantisation here always comes with two checks on this machine: how closely the int8 model
+agrees with fp32 on examples that were not used for calibration, and how fast each one
+runs (`benchmark`). onnxruntime's own tools do the quantisation: static, QDQ, per channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .diagnostics import CnnspecError, Diagnostic
+from .layers import format_shape
+from .runtime import IMAGE_SUFFIXES, load_array, load_image
+
+MAX_CALIBRATION = 300  # examples onnxruntime calibrates on; more adds time, not accuracy
+MAX_HELD_OUT = 200  # examples the agreement is measured on
+MIN_EXAMPLES = 2  # one to calibrate on, one to check
+AGREEMENT_WARNING = 0.99
+DEFAULT_BATCHES = (1, 8, 32)
+
+
+def _fail(message: str, help: str | None = None) -> CnnspecError:
+    return CnnspecError([Diagnostic("error", "bad-input", message, None, help)])
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_examples(
+    path: str | Path, shape: tuple[int, ...], mean=None, std=None, limit: int = 1000
+) -> np.ndarray:
+    """Examples for calibration: an `.npz` (its `x`, or its one array), an `.npy`, or a
+    folder of images (class subfolders allowed), at most `limit`, in a fixed order."""
+    from .runtime import _normalise
+
+    path = Path(path)
+    if path.is_dir():
+        images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise _fail(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below")
+        if len(images) > limit:  # an even spread over the folder, not its first class only
+            images = [images[i] for i in np.linspace(0, len(images) - 1, limit).astype(int)]
+        return np.stack([load_image(p, shape, mean, std) for p in images])
+    if not path.is_file():
+        raise _fail(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".npy":
+        return _normalise(load_array(path, shape)[:limit], mean, std)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = list(getattr(archive, "files", []))
+            key = "x" if "x" in files else (files[0] if len(files) == 1 else None)
+            if key is None:
+                raise _fail(f"{path}: needs an array 'x' (it has: {', '.join(files) or 'none'})")
+            x = archive[key][:limit]
+    except CnnspecError:
+        raise
+    except Exception as exc:  # zip and format errors all mean an unreadable file
+        raise _fail(f"{path}: not a readable .npz or .npy ({type(exc).__name__})") from None
+    if tuple(x.shape[1:]) != tuple(shape) or x.dtype.kind not in "biuf":
+        raise _fail(
+            f"{path}: x is {format_shape(x.shape)} {x.dtype}, the network takes Nx{format_shape(shape)}"
+        )
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise _fail(f"{path}: x holds NaN or infinite values")
+    return _normalise(x, mean, std)
+
+
+def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, held out): every fifth example is held out, at least one each."""
+    if len(x) < MIN_EXAMPLES:
+        raise _fail(
+            f"int8 calibration needs at least {MIN_EXAMPLES} examples, got {len(x)}",
+            "a few hundred representative images give good ranges",
+        )
+    held = np.arange(len(x)) % 5 == 4
+    if not held.any():
+        held[-1] = True
+    return x[~held][:MAX_CALIBRATION], x[held][:MAX_HELD_OUT]
+
+
+# ------------------------------------------------------------------ quantisation
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol: one example at a time."""
+
+    def __init__(self, name: str, x: np.ndarray):
+        self.name, self.x, self.i = name, x, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1 : self.i]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
+    """Static QDQ quantisation, per channel, signed int8 weights and activations (the
+    format onnxruntime's CPU kernels run fastest), calibrated on `calibration`."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    reader = _Reader(name, calibration)
+    CalibrationDataReader.register(_Reader)
+    prepared = out.with_name(out.stem + ".prepared.onnx")
+    logging.disable(logging.WARNING)  # its advice goes to the root logger, on every call
+    try:
+        # shape inference and onnxruntime's fusions first (a batch norm folds into its conv),
+        # as onnxruntime recommends: fewer tensors to quantise, better ranges
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+        prepared.unlink(missing_ok=True)
+
+
+@dataclass
+class Agreement:
+    examples: int
+    top1: float  # share of examples (or positions, for maps) whose best class is the same
+    max_difference: float  # largest absolute output difference
+    fp32_range: float  # largest absolute fp32 output, to read the difference against
+
+
+def agreement(fp32_session, int8_session, x: np.ndarray) -> Agreement:
+    name = fp32_session.get_inputs()[0].name
+    a = fp32_session.run(None, {name: x})[0]
+    b = int8_session.run(None, {int8_session.get_inputs()[0].name: x})[0]
+    if a.ndim >= 2 and a.shape[1] > 1:  # classes along axis 1 (per pixel for maps)
+        top1 = float(np.mean(a.argmax(1) == b.argmax(1)))
+    else:  # one score per example: agreement of its sign
+        top1 = float(np.mean((a > 0) == (b > 0)))
+    return Agreement(len(x), top1, float(np.max(np.abs(a - b))), float(np.max(np.abs(a))))
+
+
+# ------------------------------------------------------------------ timing
+
+
+@dataclass
+class Timing:
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    runs: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch / (self.p50_ms / 1000.0)
+
+
+@dataclass
+class Comparison:
+    """fp32 and int8 side by side, per batch size."""
+
+    fp32: list[Timing]
+    int8: list[Timing] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        return [f.p50_ms / i.p50_ms for f, i in zip(self.fp32, self.int8)]
+
+    def verdict(self) -> str:
+        """'int8' when it is faster at every batch size measured, 'fp32' when slower at
+        every one, else 'mixed'."""
+        ratios = self.ratios()
+        if not ratios:
+            return "fp32"
+        if all(r > 1.05 for r in ratios):
+            return "int8"
+        if all(r < 1.0 for r in ratios):
+            return "fp32"
+        return "mixed"
+
+
+def time_session(
+    session, shape: tuple[int, ...], batch: int, seconds: float = 1.0, min_runs: int = 5, max_runs: int = 200
+) -> Timing:
+    """Latency of one batch: warm-up, then runs until `seconds` have passed (at least
+    `min_runs`); p50 and p90 of those."""
+    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+    feeds = {session.get_inputs()[0].name: x}
+    session.run(None, feeds)  # warm-up: first-run allocations and kernel choices
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < seconds and len(times) < max_runs):
+        t = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - t) * 1000.0)
+    times.sort()
+    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    return Timing(batch, statistics.median(times), p90, len(times))
+
+
+def compare(fp32_session, int8_session, shape: tuple[int, ...], batches, seconds: float = 1.0) -> Comparison:
+    result = Comparison([time_session(fp32_session, shape, b, seconds) for b in batches])
+    if int8_session is not None:
+        result.int8 = [time_session(int8_session, shape, b, seconds) for b in batches]
+    return result
+
+
+# ------------------------------------------------------------------ the export
+
+
+@dataclass
+class Int8Export:
+    agreement: Agreement
+    kept: str  # int8 | fp32 (`--int8 auto` where int8 does not pay)
+    comparison: Comparison | None = None  # measured for `auto`
+
+
+def export_int8(
+    fp32_model: bytes,
+    out: Path,
+    examples: np.ndarray,
+    auto: bool = False,
+    threads: int | None = None,
+    protect: tuple[Path, ...] = (),
+) -> Int8Export:
+    """Quantise, check agreement on held-out examples, and write the int8 model to `out`
+    (with `auto`, the fp32 model where int8 is not faster here). Atomic."""
+    import os
+    import tempfile
+
+    from .files import target, temporary
+    from .runtime import make_session
+
+    final = target(out, protect)
+    calibration, held_out = split(examples)
+    with tempfile.TemporaryDirectory(prefix="cnnspec-int8-") as scratch:
+        fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+        fp32.write_bytes(fp32_model)
+        quantize(fp32, int8, calibration)
+        fp32_session, int8_session = make_session(fp32, threads=threads), make_session(int8, threads=threads)
+        report = Int8Export(agreement(fp32_session, int8_session, held_out), "int8")
+        if auto:
+            shape = tuple(examples.shape[1:])
+            report.comparison = compare(fp32_session, int8_session, shape, (1, 8), seconds=0.5)
+            if report.comparison.verdict() != "int8":
+                report.kept = "fp32"
+        temp = temporary(final)
+        try:
+            temp.write_bytes((int8 if report.kept == "int8" else fp32).read_bytes())
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+    return report
+
+
+def optimize(model: bytes, out: Path, protect: tuple[Path, ...] = ()) -> None:
+    """onnxruntime's offline-optimised graph (constant folding, conv + batch norm and
+    conv + activation fusions: the `extended` level, portable across CPUs), written atomically."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    from .files import target, temporary
+
+    final = target(out, protect)
+    with tempfile.TemporaryDirectory(prefix="cnnspec-opt-") as scratch:
+        optimized = Path(scratch) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(optimized)
+        options.log_severity_level = 4
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        temp = temporary(final)
+        try:
+            temp.write_bytes(optimized.read_bytes())
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
