@@ -58,6 +58,33 @@ def main() -> None:
         print(f"  cnnspec export   {seconds:6.1f} s   peak {peak:.1f} GB   -> {sizes}")
         seconds, peak, out = timed([*cnnspec, "run", str(model), "--repeat", "1"])
         print(f"  cnnspec run      {seconds:6.1f} s   peak {peak:.1f} GB   -> {out.splitlines()[2]}")
+        # What the export cannot avoid, for comparison: drawing the fresh values (seeded
+        # normal numbers) and writing that many bytes to the same disk.
+        largest = n * n * 4
+        seconds, peak, _ = timed([sys.executable, "-c", DRAW, str(n)])
+        print(f"  draw the {n}x{n} tensor alone   {seconds:6.1f} s   peak {peak:.1f} GB")
+        seconds, peak, _ = timed([sys.executable, "-c", WRITE, str(Path(folder) / "bytes"), str(params * 4)])
+        print(f"  write {params * 4 / 1e9:.2f} GB to this disk  {seconds:6.1f} s   peak {peak:.1f} GB")
+        print(
+            f"  largest tensor {largest / 2**30:.2f} GB: the export's peak divided by it is the figure to watch"
+        )
+
+
+DRAW = (
+    "import sys\n"
+    "from cnnspec.weights import fresh_tensor\n"
+    "n = int(sys.argv[1])\n"
+    "fresh_tensor('dense1.weight', (n, n), True, 0)\n"
+)
+WRITE = (
+    "import sys\n"
+    "chunk = bytes(1 << 26)\n"
+    "left = int(sys.argv[2])\n"
+    "with open(sys.argv[1], 'wb') as f:\n"
+    "    while left > 0:\n"
+    "        f.write(chunk[: min(left, len(chunk))])\n"
+    "        left -= len(chunk)\n"
+)
 
 
 if __name__ == "__main__":

@@ -442,7 +442,7 @@ def build_model(
 
 
 def weight_bytes(weights: WeightSet) -> int:
-    return sum(array.size * 4 for array in weights.arrays.values())
+    return sum(math.prod(p.shape) * 4 for p in weights.plan)  # from the plan: fresh tensors are not made
 
 
 def needs_external_data(weights: WeightSet) -> bool:

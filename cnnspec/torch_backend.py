@@ -11,6 +11,7 @@ their batch norms stay in inference mode, also under `model.train()`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -261,7 +262,7 @@ class CnnspecModule(nn.Module):
             if not key.endswith("num_batches_tracked")
         }
 
-    def load_cnnspec_tensors(self, arrays: dict[str, np.ndarray]) -> None:
+    def load_cnnspec_tensors(self, arrays: Mapping[str, np.ndarray]) -> None:
         state = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [m for m in missing if not m.endswith("num_batches_tracked")]
@@ -269,7 +270,7 @@ class CnnspecModule(nn.Module):
             raise RuntimeError(f"tensor names differ: missing {missing}, unexpected {unexpected}")
 
 
-def build_module(network: CheckedNetwork, arrays: dict[str, np.ndarray] | None = None) -> CnnspecModule:
+def build_module(network: CheckedNetwork, arrays: Mapping[str, np.ndarray] | None = None) -> CnnspecModule:
     """The PyTorch model of a checked network, with `arrays` (e.g. `WeightSet.arrays`)."""
     module = CnnspecModule(network)
     if arrays is not None:

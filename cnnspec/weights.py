@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from .infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
 from .layers import RELU_FAMILY, format_shape
 
 Source = Literal["loaded", "new", "spec"]
+FRESH_CHUNK = 1 << 22  # values drawn at once for a fresh tensor (32 MB of float64)
 NPZ_HELP = "save with numpy.savez(path, **{'conv1.weight': ..., 'conv1.bias': ...})"
 
 
@@ -34,9 +36,47 @@ class TensorPlan:
     trainable: bool  # False for frozen layers and for batch-norm running statistics
 
 
+class TensorStore(MutableMapping[str, np.ndarray]):
+    """Tensors by name. Fresh ones are made each time they are read and never held, so an
+    export streams a model tensor by tensor: memory peaks near its largest tensor, not its
+    size. The values are the same on every read (seeded by name)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._fresh: dict[str, tuple[tuple[int, ...], bool, int]] = {}
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        self._fresh.pop(name, None)
+        self._arrays[name] = array
+
+    __setitem__ = put
+
+    def __delitem__(self, name: str) -> None:
+        if self._arrays.pop(name, None) is None:
+            del self._fresh[name]
+
+    def fresh(self, name: str, shape: tuple[int, ...], he: bool, seed: int) -> None:
+        self._fresh[name] = (shape, he, seed)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._arrays:
+            return self._arrays[name]
+        shape, he, seed = self._fresh[name]
+        return fresh_tensor(name, shape, he, seed)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._arrays, *self._fresh])
+
+    def __len__(self) -> int:
+        return len(self._arrays) + len(self._fresh)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._arrays or name in self._fresh
+
+
 @dataclass(frozen=True)
 class WeightSet:
-    arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray]
     plan: tuple[TensorPlan, ...]
     unused: tuple[str, ...] = ()  # tensors of the file that belong to dropped layers
 
@@ -109,10 +149,18 @@ def fresh_tensor(name: str, shape: tuple[int, ...], he: bool, seed: int) -> np.n
     # The whole seed enters the stream (no masking: seeds 1 and 2^32 + 1 differ).
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     fan_in, fan_out = _fans(shape)
-    if he:
-        return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, shape).astype(np.float32)
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)
+    # In chunks: numpy draws in float64, and a whole large tensor of it would double the
+    # memory; drawn in pieces the stream, hence the values, are the same.
+    for start in range(0, flat.size, FRESH_CHUNK):
+        count = min(FRESH_CHUNK, flat.size - start)
+        if he:
+            flat[start : start + count] = rng.standard_normal(count) * math.sqrt(2.0 / fan_in)
+        else:
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            flat[start : start + count] = rng.uniform(-limit, limit, count)
+    return out
 
 
 def _spec_tensor(entry: CheckedLayer, suffix: str) -> np.ndarray | None:
@@ -186,7 +234,7 @@ def build_weights(
     """Every tensor of `network`: from `provided` for layers that must take them, from the
     spec where written there, otherwise fresh. Raises CnnspecError listing every
     missing, extra or wrongly shaped tensor at once."""
-    arrays: dict[str, np.ndarray] = {}
+    arrays = TensorStore()
     plan: list[TensorPlan] = []
     problems: list[Diagnostic] = []
     used: set[str] = set()
@@ -216,16 +264,19 @@ def build_weights(
                         )
                     )
                     continue
-                arrays[name], source = value.astype(np.float32), "loaded"
+                arrays.put(name, value.astype(np.float32))
+                source = "loaded"
             elif must_load:
                 problems.append(
                     _problem(f"the weights have no tensor '{name}' (needed: {format_shape(shape)})")
                 )
                 continue
             elif (written := _spec_tensor(entry, suffix)) is not None:
-                arrays[name], source = written, "spec"
+                arrays.put(name, written)
+                source = "spec"
             else:
-                arrays[name], source = fresh_tensor(name, shape, he, seed), "new"
+                arrays.fresh(name, tuple(shape), he, seed)
+                source = "new"
             plan.append(TensorPlan(name, tuple(shape), source, layer.frozen, trainable))
     unused: list[str] = []
     if provided is not None:
