@@ -107,9 +107,20 @@ class _Reader:
         self.i = 0
 
 
+def has_vnni() -> bool:
+    """Whether this x86 CPU has int8 dot-product instructions (AVX-VNNI or AVX512-VNNI)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
-    """Static QDQ quantisation, per channel, signed int8 weights and activations (the
-    format onnxruntime's CPU kernels run fastest), calibrated on `calibration`."""
+    """Static QDQ quantisation, per channel, int8 weights, calibrated on `calibration`.
+    Activations are int8 where the CPU has VNNI (onnxruntime's recommended S8S8), uint8
+    without it: AVX2's VPMADDUBSW multiplies uint8 by int8 directly (U8S8 measured 1.28x
+    against S8S8's 1.10x over fp32 on the CIFAR net on an AVX2-only CPU)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -134,7 +145,7 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
             reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if has_vnni() else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
     finally:
