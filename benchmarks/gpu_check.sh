@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CUDA check for a machine with an NVIDIA GPU (not part of CI): exports LeNet-5 and
 # VGG-16, runs both with `--provider cuda` and compares the outputs with the CPU's to
-# within 1e-3. Usage: bash benchmarks/gpu_check.sh  (installs into ./.gpu-venv)
+# within 1e-3; then ResNet-50 and VGG-16 exported with --fp16, timed and compared with
+# fp32 on the GPU. Usage: bash benchmarks/gpu_check.sh  (installs into ./.gpu-venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .gpu-venv
@@ -39,6 +40,24 @@ for spec, batch in (("specs/lenet5.cnn", 32), ("specs/vgg16.cnn", 8)):
     print(f"{network.name}: batch {batch}  max |cpu - cuda| = {diff:.2e}  "
           f"cpu {cpu.images_per_second:,.0f} img/s  cuda {gpu.images_per_second:,.0f} img/s")
 assert worst < 1e-3, f"CPU and CUDA differ by {worst}"
+
+# float16 on the GPU (export --fp16): float32 in and out, close to the fp32 model
+from cnnspec.onnx_export import to_fp16
+
+for spec, batch in (("specs/zoo/resnet.cnn", 16), ("specs/vgg16.cnn", 8)):
+    network = cnnspec.check(spec).networks[-1]
+    model, _ = build_model(network, seed=0)
+    full, half = out / f"{network.name}.onnx", out / f"{network.name}.fp16.onnx"
+    save(model, full)
+    save(to_fp16(model), half)
+    x = np.random.default_rng(0).random((batch, *network.input_shape), dtype=np.float32)
+    fp32 = run(make_session(full, "cuda"), x, repeat=10)
+    fp16 = run(make_session(half, "cuda"), x, repeat=10)
+    scale = float(np.abs(fp32.output).max())
+    diff = float(np.abs(fp32.output - fp16.output).max())
+    print(f"{network.name}: batch {batch}  fp32 {fp32.latency_ms:.2f} ms  fp16 {fp16.latency_ms:.2f} ms "
+          f"({fp32.latency_ms / fp16.latency_ms:.2f}x)  max |fp32 - fp16| = {diff:.2e} of {scale:.2e}")
+    assert diff <= 2e-2 * scale + 1e-3, f"fp16 differs by {diff}"
 print("CUDA check passed")
 PY
 cnnspec run specs/lenet5.cnn --provider cuda --batch 4 | head -3

@@ -231,7 +231,7 @@ def cmd_export(args) -> int:
         if loaded is None:
             return EXIT_ERRORS
         network, weights, spec_text, read = loaded
-        if args.int8 or args.optimize:
+        if args.int8 or args.optimize or args.fp16:
             report = _write_faster_model(network, weights, args, spec_text, read)
             written = [Path(args.output)]
         else:
@@ -255,6 +255,8 @@ def cmd_export(args) -> int:
         print(f"weights above protobuf's 2 GB limit are in {_shown(written[1].name)} beside the model")
     if args.optimize:
         print("graph optimised offline by onnxruntime (extended level: folding and fusions, any CPU)")
+    if args.fp16:
+        print("float16 inside (for --provider cuda), float32 input and output")
     if report is not None:
         _print_int8_report(report)
     return EXIT_OK
@@ -271,6 +273,8 @@ def _check_speed_options(args) -> None:
         raise UsageError("--std values must be above 0")
     if args.int8 and args.optimize:
         raise UsageError("--int8 writes onnxruntime's quantised graph; --optimize applies to fp32 models")
+    if args.fp16 and (args.int8 or args.optimize):
+        raise UsageError("--fp16 is a model of its own: not with --int8 or --optimize")
     if args.calibrate:
         _readable_path(args.calibrate, "calibration data")
 
@@ -288,10 +292,20 @@ def _write_faster_model(network, weights, args, spec_text, read):
     from .quantize import export_int8, load_examples, optimize
 
     if needs_external_data(weights):
-        raise UsageError("--int8 and --optimize take models below 2 GB (protobuf's limit for one file)")
-    model = to_onnx(network, weights, args.opset, args.fold_bn, spec_text).SerializeToString()
+        raise UsageError(
+            "--int8, --optimize and --fp16 take models below 2 GB (protobuf's limit for one file)"
+        )
+    built = to_onnx(network, weights, args.opset, args.fold_bn, spec_text)
+    model = built.SerializeToString()
     protect = read + ((Path(args.calibrate),) if args.calibrate else ())
     try:
+        if args.fp16:
+            from .onnx_export import save, to_fp16
+
+            half = to_fp16(built)
+            onnx_checker(half)
+            save(half, args.output, protect)
+            return None
         if args.optimize:
             optimize(model, Path(args.output), protect)
             return None
@@ -301,6 +315,12 @@ def _write_faster_model(network, weights, args, spec_text, read):
         raise UsageError(f"{args.output}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+
+
+def onnx_checker(model) -> None:
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
 
 
 def _print_int8_report(report) -> None:
@@ -892,6 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--std", type=_finite, nargs="+", help="per-channel std of the calibration images")
     export.add_argument("--threads", type=_threads, help="threads when timing for --int8 auto")
     export.add_argument("--optimize", action="store_true", help="write onnxruntime's offline-optimised graph")
+    export.add_argument(
+        "--fp16", action="store_true", help="compute in float16 (for the CUDA provider); float32 in and out"
+    )
     export_options(export)
     export.set_defaults(func=cmd_export)
 

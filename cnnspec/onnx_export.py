@@ -544,3 +544,78 @@ def write_model(
         if old != data:
             old.unlink(missing_ok=True)
     return [final, data]
+
+
+FP16_MAX = 65504.0
+# Inputs that stay float32 in an fp16 model: their types are fixed apart from the data's.
+_FLOAT32_INPUTS = {"Resize": (1, 2)}  # roi, scales
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network computing in float16 (for GPUs: half the memory and bandwidth,
+    tensor cores), taking and giving float32 so that callers feed it as before: a Cast
+    after the input and before each output. Raises CnnspecError naming the tensors whose
+    values do not fit in float16."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    keep32 = {
+        node.input[i]
+        for node in graph.node
+        for i in _FLOAT32_INPUTS.get(node.op_type, ())
+        if len(node.input) > i
+    }
+    too_large = []
+    for i, tensor in enumerate(graph.initializer):
+        if tensor.data_type != TensorProto.FLOAT or tensor.name in keep32:
+            continue
+        array = numpy_helper.to_array(tensor)
+        if array.size and float(np.max(np.abs(array))) > FP16_MAX:
+            too_large.append(tensor.name)
+        graph.initializer[i].CopyFrom(numpy_helper.from_array(array.astype(np.float16), tensor.name))
+    if too_large:
+        raise CnnspecError(
+            [
+                Diagnostic(
+                    "error",
+                    "weights-file",
+                    f"values above float16's range (65,504) in {', '.join(too_large[:5])}",
+                    None,
+                    "export in fp32 (drop --fp16)",
+                )
+            ]
+        )
+    for node in graph.node:
+        if node.op_type == "Constant":  # e.g. a dropout's ratio
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.t.data_type == TensorProto.FLOAT:
+                    attribute.t.CopyFrom(
+                        numpy_helper.from_array(
+                            numpy_helper.to_array(attribute.t).astype(np.float16), attribute.t.name
+                        )
+                    )
+    name = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = [f"{name}.fp16" if x == name else x for x in node.input]
+    casts = [
+        helper.make_node("Cast", [name], [f"{name}.fp16"], name=f"{name}.to_fp16", to=TensorProto.FLOAT16)
+    ]
+    for output in graph.output:
+        for node in graph.node:
+            node.output[:] = [f"{output.name}.fp16" if x == output.name else x for x in node.output]
+            node.input[:] = [f"{output.name}.fp16" if x == output.name else x for x in node.input]
+        casts.append(
+            helper.make_node(
+                "Cast",
+                [f"{output.name}.fp16"],
+                [output.name],
+                name=f"{output.name}.to_fp32",
+                to=TensorProto.FLOAT,
+            )
+        )
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([casts[0], *nodes, *casts[1:]])
+    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata["precision"] = "fp16"
+    helper.set_model_props(model, metadata)
+    return model

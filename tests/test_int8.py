@@ -195,3 +195,52 @@ def test_bench_takes_an_onnx_model_and_refuses_spec_options(tmp_path, capsys):
 def test_run_takes_threads(capsys):
     assert main(["run", CIFAR, "--threads", "1", "--repeat", "1"]) == 0
     assert "latency:" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ float16
+
+
+@pytest.mark.parametrize(
+    "spec, network",
+    [
+        ("cifar.cnn", None),
+        ("lenet5.cnn", None),
+        ("branches.cnn", "unet_small"),
+        ("zoo/mobilenetv2.cnn", None),
+    ],
+)
+def test_fp16_export_takes_and_gives_float32_and_stays_close(tmp_path, spec, network, capsys):
+    plain, half = tmp_path / "plain.onnx", tmp_path / "half.onnx"
+    options = ["--network", network] if network else []
+    assert main(["export", str(SPECS / spec), *options, "-o", str(plain)]) == 0
+    assert main(["export", str(SPECS / spec), *options, "--fp16", "-o", str(half)]) == 0
+    assert "float16 inside" in capsys.readouterr().out
+    model = onnx.load(half)
+    kinds = {init.data_type for init in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in kinds
+    assert model.graph.node[0].op_type == "Cast" and model.graph.node[-1].op_type == "Cast"
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
+    session = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)"
+    assert all(o.type == "tensor(float)" for o in session.get_outputs())
+    shape = session.get_inputs()[0].shape[1:]
+    x = np.random.default_rng(3).random((2, *shape), dtype=np.float32)
+    reference = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    for a, b in zip(reference, session.run(None, {"input": x}), strict=True):
+        assert np.abs(a - b).max() <= 2e-2 * np.abs(a).max() + 1e-3
+
+
+def test_fp16_refuses_values_beyond_its_range(tmp_path, capsys):
+    spec = tmp_path / "s.cnn"
+    spec.write_text("network s {\n  input 1x4x4\n  conv 1 1x1\n}\n")
+    np.savez(
+        tmp_path / "w.npz",
+        **{"conv1.weight": np.full((1, 1, 1, 1), 1e6, np.float32), "conv1.bias": np.zeros(1, np.float32)},
+    )
+    out = tmp_path / "s.onnx"
+    assert main(["export", str(spec), "--weights", str(tmp_path / "w.npz"), "--fp16", "-o", str(out)]) == 1
+    assert (
+        "values above float16's range (65,504) in conv1.weight" in capsys.readouterr().err
+        and not out.exists()
+    )
+    assert main(["export", str(spec), "--fp16", "--optimize", "-o", str(out)]) == 2
