@@ -262,6 +262,37 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_draw(args) -> int:
+    """The network as a diagram: .svg, .png or .html, chosen by the output's suffix."""
+    from .draw import layout, to_html, to_png, to_svg
+    from .files import temporary
+
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".svg", ".png", ".html"):
+        raise UsageError(f"{args.output}: draw writes .svg, .png or .html")
+    network, result = _checked_network(args.file, args.network, args)
+    if network is None:
+        return EXIT_ERRORS
+    final = _output_target(args.output, tuple(result.files))
+    diagram = layout(network, args.collapse)
+    temp = temporary(final)
+    try:
+        if suffix == ".png":
+            try:
+                to_png(diagram, temp)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            temp.write_text(to_svg(diagram) if suffix == ".svg" else to_html(diagram), encoding="utf-8")
+        os.replace(temp, final)
+    except OSError as exc:
+        raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    print(f"wrote {_shown(args.output)} ({diagram.width}x{diagram.height}, {len(diagram.boxes)} boxes)")
+    return EXIT_OK
+
+
 def _check_speed_options(args) -> None:
     if args.int8 and not args.calibrate:
         raise UsageError("--int8 needs --calibrate DATA: a few hundred examples (image folder, .npz or .npy)")
@@ -941,6 +972,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
+
+    draw = sub.add_parser(
+        "draw",
+        help="draw the network: SVG, PNG or HTML",
+        description="Draw a checked network top-down: one box per layer (kind, arguments, output shape, "
+        "parameters), arrows labelled with tensor shapes, block instances framed, branches side by side, "
+        "frozen layers grey. The output's suffix picks the format.",
+    )
+    draw.add_argument("file", metavar="FILE.cnn")
+    draw.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png|OUT.html")
+    draw.add_argument("--network", metavar="NAME", help="the network to draw when the file has several")
+    draw.add_argument("--collapse", action="store_true", help="one box per block instance")
+    draw.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    draw.set_defaults(func=cmd_draw)
 
     bench = sub.add_parser(
         "bench",

@@ -1,0 +1,301 @@
+"""Checked network -> a top-down diagram, as SVG, PNG (Pillow) or an HTML page.
+
+Pure Python, no Graphviz: the graph is already in definition order, so a layer's row is
+one below the lowest of its inputs (branches that run in parallel share rows) and its
+column continues its first input's where that is free. One box per layer: name,
+parameters, spec text and output shape; arrows carry the tensor shape; block instances
+are framed and named (or one box each with `collapse`); frozen layers are grey.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .infer import CheckedNetwork
+from .layers import format_shape
+
+BOX_W, BOX_H = 230, 62
+GAP_X, GAP_Y = 50, 46
+MARGIN = 30
+MAX_PNG_PIXELS = 60_000_000
+COLOURS = {  # border colour by kind
+    "conv": "#1f6fb2",
+    "deconv": "#1f6fb2",
+    "dense": "#c05a00",
+    "pool": "#2e8b57",
+    "globalpool": "#2e8b57",
+    "upsample": "#2e8b57",
+    "add": "#7b3fa0",
+    "concat": "#7b3fa0",
+    "multiply": "#7b3fa0",
+    "input": "#333333",
+    "block": "#1f6fb2",
+}
+DEFAULT_COLOUR = "#777777"
+
+
+@dataclass
+class Box:
+    key: str
+    title: str
+    lines: list[str]
+    kind: str
+    shape: str
+    frozen: bool = False
+    rank: int = 0
+    lane: int = 0
+    inputs: list[str] = field(default_factory=list)
+
+    @property
+    def x(self) -> int:
+        return MARGIN + self.lane * (BOX_W + GAP_X)
+
+    @property
+    def y(self) -> int:
+        return MARGIN + 24 + self.rank * (BOX_H + GAP_Y)
+
+
+@dataclass
+class Group:
+    title: str
+    members: list[str]
+
+
+@dataclass
+class Diagram:
+    title: str
+    boxes: dict[str, Box]
+    groups: list[Group]
+    summary: str
+
+    @property
+    def width(self) -> int:
+        lanes = max((b.lane for b in self.boxes.values()), default=0) + 1
+        return 2 * MARGIN + lanes * BOX_W + (lanes - 1) * GAP_X + 90  # room for skip arcs
+
+    @property
+    def height(self) -> int:
+        ranks = max((b.rank for b in self.boxes.values()), default=0) + 1
+        return 2 * MARGIN + 24 + ranks * BOX_H + (ranks - 1) * GAP_Y
+
+
+# ------------------------------------------------------------------ layout
+
+
+def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
+    boxes: dict[str, Box] = {"input": Box("input", "input", [], "input", format_shape(network.input_shape))}
+    owner: dict[str, str] = {}  # layer -> the box that shows it
+    instances: dict[str, list[str]] = {}
+    for entry in network.layers:
+        instance = entry.layer.block
+        if instance:
+            instances.setdefault(instance, []).append(entry.name)
+        key = instance if collapse and instance else entry.name
+        owner[entry.name] = key
+        outside = [owner.get(name, "input") for name in entry.inputs]
+        box = boxes.get(key)
+        if box is None:
+            if key == entry.name:
+                params = f"{entry.params:,} params" if entry.params else ""
+                box = Box(
+                    key, entry.name, [entry.layer.spec_text(), params], entry.kind, "", entry.layer.frozen
+                )
+            else:
+                box = Box(key, key, ["block instance", ""], "block", "", entry.layer.frozen)
+            boxes[key] = box
+        box.inputs += [i for i in outside if i != key and i not in box.inputs]
+        box.shape = format_shape(entry.output_shape)  # a collapsed instance: its last layer's
+        if key != entry.name:
+            total = sum(network.layer(n).params for n in instances[key])
+            box.lines[1] = f"{len(instances[key])} layers, {total:,} params"
+            box.frozen = box.frozen and entry.layer.frozen
+    _place(boxes)
+    groups = [] if collapse else [Group(name, members) for name, members in instances.items()]
+    summary = (
+        f"{network.name}: input {format_shape(network.input_shape)}, {len(network.layers)} layers, "
+        f"{network.total_params:,} parameters ({network.trainable_params:,} trainable), {network.macs:,} MACs"
+    )
+    outputs = ", ".join(network.outputs)
+    return Diagram(
+        f"{network.name} (outputs: {outputs})" if outputs else network.name, boxes, groups, summary
+    )
+
+
+def _place(boxes: dict[str, Box]) -> None:
+    """Rows: one below the lowest input. Columns: the first input's, if nothing took it
+    since; else the leftmost column free at that row."""
+    last_rank: list[int] = []  # per lane, the lowest row used so far
+    continued: set[str] = set()
+    for box in boxes.values():
+        if box.key == "input":
+            box.rank, box.lane = 0, 0
+            last_rank.append(0)
+            continue
+        box.rank = 1 + max((boxes[i].rank for i in box.inputs), default=0)
+        first = boxes[box.inputs[0]] if box.inputs else None
+        if first is not None and first.key not in continued and last_rank[first.lane] < box.rank:
+            box.lane = first.lane
+            continued.add(first.key)
+        else:
+            box.lane = next((lane for lane, r in enumerate(last_rank) if r < box.rank), len(last_rank))
+        if box.lane == len(last_rank):
+            last_rank.append(box.rank)
+        last_rank[box.lane] = box.rank
+
+
+# ------------------------------------------------------------------ shared geometry
+
+
+def _edge_points(a: Box, b: Box) -> list[tuple[float, float]]:
+    """Start, two control points and end of the arrow from a to b (a cubic curve)."""
+    x0, y0 = a.x + BOX_W / 2, a.y + BOX_H
+    x1, y1 = b.x + BOX_W / 2, b.y
+    if a.lane == b.lane and b.rank - a.rank > 1:  # a skip past boxes in its column: arc right
+        bow = BOX_W / 2 + 70  # the curve reaches 3/4 of its control points' offset: clear of the boxes
+        return [(x0 + 8, y0), (x0 + bow, y0 + GAP_Y), (x1 + bow, y1 - GAP_Y), (x1 + 8, y1)]
+    if b.rank - a.rank > 1:  # down its own column, across in the gap above the target
+        return [(x0, y0), (x0, y1 - GAP_Y / 2), (x1, y1 - GAP_Y), (x1, y1)]
+    return [(x0, y0), (x0, y0 + GAP_Y / 2), (x1, y1 - GAP_Y / 2), (x1, y1)]
+
+
+def _bezier(points: list[tuple[float, float]], steps: int = 24) -> list[tuple[float, float]]:
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
+    out = []
+    for i in range(steps + 1):
+        t = i / steps
+        u = 1 - t
+        out.append(
+            (
+                u**3 * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t**3 * x3,
+                u**3 * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t**3 * y3,
+            )
+        )
+    return out
+
+
+def _group_rect(diagram: Diagram, group: Group) -> tuple[int, int, int, int]:
+    members = [diagram.boxes[m] for m in group.members if m in diagram.boxes]
+    left = min(b.x for b in members) - 10
+    top = min(b.y for b in members) - 22
+    right = max(b.x for b in members) + BOX_W + 10
+    bottom = max(b.y for b in members) + BOX_H + 8
+    return left, top, right, bottom
+
+
+def _clip(text: str, limit: int = 34) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------ SVG
+
+
+def to_svg(diagram: Diagram) -> str:
+    e = html.escape
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{diagram.width}" height="{diagram.height}" '
+        f'viewBox="0 0 {diagram.width} {diagram.height}" font-family="DejaVu Sans, Arial, sans-serif">',
+        "<defs><marker id='arrow' viewBox='0 0 10 10' refX='9' refY='5' markerWidth='7' markerHeight='7' "
+        "orient='auto-start-reverse'><path d='M 0 0 L 10 5 L 0 10 z' fill='#555'/></marker></defs>",
+        '<rect class="background" width="100%" height="100%" fill="white"/>',
+        f'<text class="title" x="{MARGIN}" y="{MARGIN}" font-size="15" font-weight="bold">{e(diagram.title)}</text>',
+    ]
+    for group in diagram.groups:
+        left, top, right, bottom = _group_rect(diagram, group)
+        parts.append(
+            f'<g class="group" data-name="{e(group.title)}"><rect x="{left}" y="{top}" width="{right - left}" '
+            f'height="{bottom - top}" rx="10" fill="#f3f7fc" stroke="#9bb7d4" stroke-dasharray="5 3"/>'
+            f'<text x="{left + 8}" y="{top + 15}" font-size="12" fill="#4a6a8a">{e(group.title)}</text></g>'
+        )
+    for box in diagram.boxes.values():
+        for source in box.inputs:
+            a = diagram.boxes[source]
+            (x0, y0), (c1x, c1y), (c2x, c2y), (x1, y1) = _edge_points(a, box)
+            mid = _bezier([(x0, y0), (c1x, c1y), (c2x, c2y), (x1, y1)], 2)[1]
+            parts.append(
+                f'<g class="edge" data-from="{e(a.key)}" data-to="{e(box.key)}">'
+                f'<path d="M {x0:.1f} {y0:.1f} C {c1x:.1f} {c1y:.1f}, {c2x:.1f} {c2y:.1f}, {x1:.1f} {y1:.1f}" '
+                f'fill="none" stroke="#555" stroke-width="1.3" marker-end="url(#arrow)"/>'
+                f'<text x="{mid[0] + 6:.1f}" y="{mid[1] + 4:.1f}" font-size="10" fill="#555">{e(a.shape)}</text></g>'
+            )
+    for box in diagram.boxes.values():
+        colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
+        fill = "#e6e6e6" if box.frozen else "white"
+        frozen = ' data-frozen="true"' if box.frozen else ""
+        parts.append(
+            f'<g class="layer" data-name="{e(box.key)}" data-kind="{e(box.kind)}"{frozen}>'
+            f'<rect x="{box.x}" y="{box.y}" width="{BOX_W}" height="{BOX_H}" rx="6" fill="{fill}" '
+            f'stroke="{colour}" stroke-width="2"/>'
+            f'<text x="{box.x + 8}" y="{box.y + 17}" font-size="13" font-weight="bold">{e(_clip(box.title, 22))}</text>'
+            f'<text x="{box.x + BOX_W - 8}" y="{box.y + 17}" font-size="10" text-anchor="end" fill="#555">'
+            f"{e(box.lines[1] if box.lines else '')}{' · frozen' if box.frozen else ''}</text>"
+            f'<text x="{box.x + 8}" y="{box.y + 35}" font-size="11">{e(_clip(box.lines[0] if box.lines else ""))}</text>'
+            f'<text x="{box.x + 8}" y="{box.y + 53}" font-size="11" fill="{colour}">→ {e(box.shape)}</text></g>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def to_html(diagram: Diagram) -> str:
+    e = html.escape
+    return (
+        "<!doctype html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{e(diagram.title)}</title>"
+        "<style>body{font-family:sans-serif;margin:16px} .summary{color:#444;margin-bottom:12px}</style>"
+        f"</head><body><h1>{e(diagram.title)}</h1><p class='summary'>{e(diagram.summary)}</p>\n"
+        f"{to_svg(diagram)}</body></html>\n"
+    )
+
+
+# ------------------------------------------------------------------ PNG
+
+
+def _font(image_font, size: int):
+    """DejaVu Sans where the system has it (most Linux systems), else Pillow's own font."""
+    try:
+        return image_font.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return image_font.load_default(size=size)
+
+
+def to_png(diagram: Diagram, path: Path) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    if diagram.width * diagram.height > MAX_PNG_PIXELS:
+        raise ValueError(
+            f"a {diagram.width}x{diagram.height} PNG is too large; draw it as .svg or .html, or with --collapse"
+        )
+    image = Image.new("RGB", (diagram.width, diagram.height), "white")
+    draw = ImageDraw.Draw(image)
+    fonts = {size: _font(ImageFont, size) for size in (10, 11, 13, 15)}
+    draw.text((MARGIN, MARGIN - 14), diagram.title, fill="black", font=fonts[15])
+    for group in diagram.groups:
+        left, top, right, bottom = _group_rect(diagram, group)
+        draw.rounded_rectangle((left, top, right, bottom), 10, fill="#f3f7fc", outline="#9bb7d4")
+        draw.text((left + 8, top + 4), group.title, fill="#4a6a8a", font=fonts[11])
+    for box in diagram.boxes.values():
+        for source in box.inputs:
+            a = diagram.boxes[source]
+            curve = _bezier(_edge_points(a, box))
+            draw.line(curve, fill="#555555", width=1)
+            x1, y1 = curve[-1]
+            draw.polygon([(x1, y1), (x1 - 4, y1 - 7), (x1 + 4, y1 - 7)], fill="#555555")
+            mx, my = curve[len(curve) // 2]
+            draw.text((mx + 6, my - 6), a.shape, fill="#555555", font=fonts[10])
+    for box in diagram.boxes.values():
+        colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
+        draw.rounded_rectangle(
+            (box.x, box.y, box.x + BOX_W, box.y + BOX_H), 6, fill="#e6e6e6" if box.frozen else "white",
+            outline=colour, width=2,
+        )  # fmt: skip
+        draw.text((box.x + 8, box.y + 5), _clip(box.title, 22), fill="black", font=fonts[13])
+        tag = (box.lines[1] if box.lines else "") + (" · frozen" if box.frozen else "")
+        draw.text((box.x + BOX_W - 8, box.y + 7), tag, fill="#555555", font=fonts[10], anchor="ra")
+        draw.text(
+            (box.x + 8, box.y + 25), _clip(box.lines[0] if box.lines else ""), fill="black", font=fonts[11]
+        )
+        draw.text(
+            (box.x + 8, box.y + 43), f"-> {box.shape}", fill=colour, font=fonts[11]
+        )  # no arrow glyph in the font
+    image.save(path, format="PNG")
