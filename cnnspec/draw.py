@@ -94,23 +94,23 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
             instances.setdefault(instance, []).append(entry.name)
         key = instance if collapse and instance else entry.name
         owner[entry.name] = key
+        frozen = entry.layer.frozen and entry.params > 0  # layers without weights have nothing to freeze
         outside = [owner.get(name, "input") for name in entry.inputs]
         box = boxes.get(key)
         if box is None:
             if key == entry.name:
                 params = f"{entry.params:,} params" if entry.params else ""
-                box = Box(
-                    key, entry.name, [entry.layer.spec_text(), params], entry.kind, "", entry.layer.frozen
-                )
+                box = Box(key, entry.name, [entry.layer.spec_text(), params], entry.kind, "", frozen)
             else:
-                box = Box(key, key, ["block instance", ""], "block", "", entry.layer.frozen)
+                box = Box(key, key, ["block instance", ""], "block", "", True)
             boxes[key] = box
         box.inputs += [i for i in outside if i != key and i not in box.inputs]
         box.shape = format_shape(entry.output_shape)  # a collapsed instance: its last layer's
         if key != entry.name:
             total = sum(network.layer(n).params for n in instances[key])
             box.lines[1] = f"{len(instances[key])} layers, {total:,} params"
-            box.frozen = box.frozen and entry.layer.frozen
+            weighted = [network.layer(n) for n in instances[key] if network.layer(n).params]
+            box.frozen = bool(weighted) and all(layer.layer.frozen for layer in weighted)
     _place(boxes)
     groups = [] if collapse else [Group(name, members) for name, members in instances.items()]
     summary = (
