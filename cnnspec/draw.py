@@ -106,11 +106,13 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
             boxes[key] = box
         box.inputs += [i for i in outside if i != key and i not in box.inputs]
         box.shape = format_shape(entry.output_shape)  # a collapsed instance: its last layer's
-        if key != entry.name:
-            total = sum(network.layer(n).params for n in instances[key])
-            box.lines[1] = f"{len(instances[key])} layers, {total:,} params"
-            weighted = [network.layer(n) for n in instances[key] if network.layer(n).params]
-            box.frozen = bool(weighted) and all(layer.layer.frozen for layer in weighted)
+    if collapse:  # an instance's box: its layer count, parameters, frozen if all its weights are
+        by_name = {entry.name: entry for entry in network.layers}
+        for name, members in instances.items():
+            weighted = [by_name[n] for n in members if by_name[n].params]
+            total = sum(entry.params for entry in weighted)
+            boxes[name].lines[1] = f"{len(members)} layers, {total:,} params"
+            boxes[name].frozen = bool(weighted) and all(entry.layer.frozen for entry in weighted)
     _place(boxes)
     groups = [] if collapse else [Group(name, members) for name, members in instances.items()]
     summary = (
