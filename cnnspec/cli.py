@@ -527,6 +527,8 @@ def cmd_run(args) -> int:
     if args.labels:
         _readable_file(args.labels, "labels file")
     is_spec = path.suffix == ".cnn"
+    if args.activations:
+        _check_activations_folder(args.activations, is_spec)
     if not is_spec:
         for option, value in (("--weights", args.weights), ("--network", args.network)):
             if value:
@@ -563,6 +565,8 @@ def cmd_run(args) -> int:
         result = run(session, batch, repeat=args.repeat)
         output = result.output
         labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
+        if args.activations:
+            pictures = _save_activations(args, network, weights, spec_text, batch[:1])
     except ProviderUnavailable as exc:
         raise UsageError(str(exc)) from None
     except CnnspecError as exc:
@@ -589,7 +593,46 @@ def cmd_run(args) -> int:
     if args.output:
         _save_outputs(args.output, result.outputs, read)
         print(f"wrote {_shown(args.output)}")
+    if args.activations:
+        print(
+            f"wrote {_shown(str(Path(args.activations) / 'index.html'))} ({len(pictures)} feature-map pictures)"
+        )
     return EXIT_OK
+
+
+def _check_activations_folder(folder: str, is_spec: bool) -> None:
+    """--activations DIR: a new (or empty) folder in an existing, writable one."""
+    if not is_spec:
+        raise UsageError("--activations takes a .cnn spec (its layers are named and ordered)")
+    path = Path(folder)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{folder}: exists and is not an empty folder; give a new folder for the pictures")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: no such folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{parent}: folder is not writable")
+
+
+def _save_activations(args, network, weights, spec_text, example):
+    """Every layer's output for one example, as PNG grids and an index.html."""
+    from .activations import save
+    from .onnx_export import intermediate_outputs, needs_external_data, to_onnx
+    from .runtime import make_session
+
+    if needs_external_data(weights):
+        raise UsageError("--activations takes models below 2 GB")
+    names = [entry.name for entry in network.layers]
+    model = intermediate_outputs(to_onnx(network, weights, args.opset, spec_text=spec_text), names)
+    session = make_session(model.SerializeToString(), args.provider, args.threads)
+    outputs = session.run(names, {session.get_inputs()[0].name: example})
+    shape = "x".join(map(str, network.input_shape))
+    layers = [("input", f"input {shape}", example[0])]
+    layers += [(e.name, e.layer.spec_text(), out[0]) for e, out in zip(network.layers, outputs)]
+    try:
+        return save(Path(args.activations), network.name, layers)
+    except OSError as exc:
+        raise UsageError(f"{args.activations}: cannot write: {exc.strerror or exc}") from None
 
 
 def _print_output(output, labels, top: int) -> None:
@@ -969,6 +1012,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--threads", type=_threads, help="onnxruntime's intra-op threads (default: one per core)"
+    )
+    run.add_argument(
+        "--activations", metavar="DIR", help="save every layer's feature maps as PNG grids and DIR/index.html"
     )
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)

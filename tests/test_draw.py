@@ -133,3 +133,14 @@ def test_a_browser_shows_the_boxes_where_the_svg_puts_them(tmp_path):
         assert (inside.sum(axis=2) > 700).mean() > 0.5  # mostly the white box, not a blank page's grey
     text_rows = image[int(_position(boxes["conv1"])[1]) + 8 : int(_position(boxes["conv1"])[1]) + 20, 35:90]
     assert (text_rows.sum(axis=2) < 300).any()  # the layer's name is drawn in dark text
+
+
+def test_the_diagrams_the_readme_shows_are_current():
+    for spec, network, picture in (
+        ("branches.cnn", "unet_small", "unet_small.svg"),
+        ("lenet5.cnn", None, "lenet5.svg"),
+    ):
+        checked = cnnspec.check(SPECS / spec, network).network(network)
+        assert to_svg(layout(checked)) == (SPECS.parent / "docs/images" / picture).read_text(), (
+            f"regenerate with: cnnspec draw specs/{spec} {'--network ' + network if network else ''} -o docs/images/{picture}"
+        )
