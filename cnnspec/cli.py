@@ -262,6 +262,63 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_fmt(args) -> int:
+    """Rewrite specs in the canonical layout; --check and --diff only report."""
+    import difflib
+    import shutil
+
+    from .diagnostics import CnnspecError
+    from .files import temporary
+    from .fmt import format_text, meaning
+    from .parse import parse_source
+
+    code = EXIT_OK
+    for name in args.files:
+        text = _read_spec(name)
+        try:
+            before = parse_source(text, name)
+        except CnnspecError as exc:  # a file that does not parse is never rewritten
+            _print_diagnostics_of(exc, {name: text}, args)
+            code = EXIT_ERRORS
+            continue
+        formatted = format_text(text)
+        if formatted == text:
+            continue
+        if meaning(parse_source(formatted, name)) != meaning(before):  # a cnnspec bug: say so, keep the file
+            raise RuntimeError(f"formatting {name} would change what it means; the file is left as it is")
+        if args.diff:
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    text.splitlines(True), formatted.splitlines(True), f"{name} (now)", f"{name} (formatted)"
+                )
+            )
+        if args.check or args.diff:
+            if args.check:
+                print(f"would reformat {_shown(name)}")
+            code = max(code, EXIT_ERRORS)
+            continue
+        path = Path(name)
+        temp = temporary(path)
+        try:
+            temp.write_text(formatted, encoding="utf-8")
+            shutil.copymode(path, temp)
+            os.replace(temp, path)
+        except OSError as exc:
+            raise UsageError(f"{name}: cannot write: {exc.strerror or exc}") from None
+        finally:
+            temp.unlink(missing_ok=True)
+        print(f"reformatted {_shown(name)}")
+    return code
+
+
+def _print_diagnostics_of(error, sources: dict[str, str], args) -> None:
+    from .diagnostics import render
+
+    color = _use_color(sys.stderr, getattr(args, "color", "auto"))
+    for diagnostic in error.diagnostics:
+        print(render(diagnostic, sources, color=color), file=sys.stderr)
+
+
 def cmd_draw(args) -> int:
     """The network as a diagram: .svg, .png or .html, chosen by the output's suffix."""
     from .draw import layout, to_html, to_png, to_svg
@@ -1018,6 +1075,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
+
+    fmt = sub.add_parser(
+        "fmt",
+        help="rewrite specs in the canonical layout",
+        description="Format .cnn files in place: indentation, spacing, aligned trailing comments; comments "
+        "and line breaks kept. --check exits 1 when a file would change (for CI); --diff shows how.",
+    )
+    fmt.add_argument("files", nargs="+", metavar="FILE")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    fmt.add_argument("--diff", action="store_true", help="change nothing; print the changes as a diff")
+    fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    fmt.set_defaults(func=cmd_fmt)
 
     draw = sub.add_parser(
         "draw",
