@@ -262,6 +262,18 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_lsp(args) -> int:
+    """The language server, on stdin and stdout."""
+    try:
+        import pygls  # noqa: F401
+    except ImportError:
+        raise UsageError("the language server needs pygls: pip install 'cnnspec[lsp]'") from None
+    from .lsp import serve
+
+    serve()
+    return EXIT_OK
+
+
 def cmd_fmt(args) -> int:
     """Rewrite specs in the canonical layout; --check and --diff only report."""
     import difflib
@@ -1075,6 +1087,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
+
+    lsp = sub.add_parser(
+        "lsp",
+        help="a language server for editors (stdio)",
+        description="Speak the Language Server Protocol on stdin/stdout: diagnostics as you type, hover "
+        "with shapes and costs, go to definition, completion. Needs the lsp extra (pygls).",
+    )
+    lsp.set_defaults(func=cmd_lsp)
 
     fmt = sub.add_parser(
         "fmt",

@@ -93,6 +93,7 @@ class Resolved:
     diagnostics: list[Diagnostic]
     sources: dict[str, str]
     files: list[Path] = field(default_factory=list)  # every file read, resolved
+    parsed: dict[str, ast.SpecFile] = field(default_factory=dict)  # display path -> its AST
 
 
 # ------------------------------------------------------------------ files and `use`
@@ -1345,4 +1346,6 @@ def resolve_sources(text: str, path: str, real: Path | None, only: str | None = 
     for name in targets:
         resolver.network(name)
     networks = {name: net for name, net in resolver.done.items() if net is not None}
-    return Resolved(networks, [t for t in targets if t in networks], ws.diagnostics, ws.sources, ws.read)
+    return Resolved(
+        networks, [t for t in targets if t in networks], ws.diagnostics, ws.sources, ws.read, ws.files
+    )

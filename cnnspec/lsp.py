@@ -1,0 +1,282 @@
+"""`cnnspec lsp`: a language server over stdio (pygls), so an editor underlines a shape
+error as you type.
+
+- Diagnostics on open and on every change: the same codes, messages and positions as
+  `cnnspec check`.
+- Hover on a layer's line: its input and output shapes, parameters, MACs and receptive
+  field (each instance's, on a line inside a block).
+- Go to definition of a block, a network, a named layer or a `use`d file.
+- Completion of layer kinds, blocks and keywords at the start of a statement, and of a
+  kind's options and activations after it.
+
+The analysis below is plain Python (tested and timed without a client); `serve` wires
+it to pygls, the `lsp` extra.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .diagnostics import CnnspecError, Diagnostic
+from .infer import CheckedLayer, CheckResult, infer
+from .layers import ACTIVATIONS, KINDS, format_shape
+from .resolve import resolve_sources
+
+KEYWORDS = ("network", "block", "use", "input", "output", "repeat", "residual", "drop", "freeze")
+WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+@dataclass
+class Analysis:
+    path: str
+    text: str
+    result: CheckResult | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    blocks: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # name -> (path, line, col)
+    networks: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    block_params: dict[str, list[str]] = field(default_factory=dict)
+
+
+def analyse(text: str, path: str) -> Analysis:
+    """Check `text` as the file `path` (its `use`s are read relative to it)."""
+    analysis = Analysis(path, text)
+    try:
+        resolved = resolve_sources(text, path, Path(path))
+        result = infer(resolved)
+    except CnnspecError as exc:  # defensive: the stages report through results
+        analysis.diagnostics = list(exc.diagnostics)
+        return analysis
+    analysis.result = result
+    analysis.diagnostics = [d for d in result.diagnostics if d.span is None or d.span.path == path]
+    spec = resolved.parsed.get(path)
+    if spec is not None:  # None after a syntax error
+        _definitions(analysis, spec, path)
+    return analysis
+
+
+def _definitions(analysis: Analysis, spec, path: str) -> None:
+    """Where this file defines its blocks and networks."""
+    for block in spec.blocks:
+        analysis.blocks[block.name] = (path, block.span.line, block.span.column)
+        analysis.block_params[block.name] = [p.name for p in block.params]
+    for network in spec.networks:
+        analysis.networks[network.name] = (path, network.span.line, network.span.column)
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def lsp_diagnostic(d: Diagnostic) -> dict:
+    """A cnnspec diagnostic as LSP's (0-based lines and characters)."""
+    line = (d.span.line - 1) if d.span else 0
+    start = (d.span.column - 1) if d.span else 0
+    end = (d.span.end_column - 1) if d.span and d.span.end_column else start + 1
+    message = d.message + (f"\nhelp: {d.help}" if d.help else "")
+    return {
+        "range": {
+            "start": {"line": line, "character": start},
+            "end": {"line": line, "character": max(end, start + 1)},
+        },
+        "severity": 1 if d.severity == "error" else 2,
+        "code": d.code,
+        "source": "cnnspec",
+        "message": message,
+    }
+
+
+# ------------------------------------------------------------------ hover
+
+
+def layers_at(analysis: Analysis, line: int, character: int) -> list[CheckedLayer]:
+    """The checked layers written on this line (0-based), nearest the cursor first."""
+    if analysis.result is None:
+        return []
+    found = [
+        entry
+        for network in analysis.result.networks
+        for entry in network.layers
+        if entry.layer.span.path == analysis.path and entry.layer.span.line == line + 1
+    ]
+    covering = [
+        e
+        for e in found
+        if e.layer.span.column - 1 <= character <= (e.layer.span.end_column or e.layer.span.column + 40) - 1
+    ]
+    return covering or found
+
+
+def hover(analysis: Analysis, line: int, character: int) -> str | None:
+    """Markdown: each layer on this line with its shapes, parameters, MACs, receptive field."""
+    entries = layers_at(analysis, line, character)
+    if not entries:
+        return None
+    parts = []
+    for entry in entries[:4]:
+        rf = f"{entry.receptive_field[0]}x{entry.receptive_field[1]}" if entry.receptive_field else "n/a"
+        where = f" (in {entry.layer.block})" if entry.layer.block else ""
+        parts.append(
+            f"**{entry.name}**{where} `{entry.layer.spec_text()}`  \n"
+            f"{format_shape(entry.input_shape)} → **{format_shape(entry.output_shape)}** · "
+            f"{entry.params:,} params · {entry.macs:,} MACs · receptive field {rf}"
+        )
+    if len(entries) > 4:
+        parts.append(f"... and {len(entries) - 4} more instances")
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------ definition
+
+
+def _word_at(text: str, line: int, character: int) -> str | None:
+    lines = text.splitlines()
+    if line >= len(lines):
+        return None
+    for match in WORD.finditer(lines[line]):
+        if match.start() <= character <= match.end():
+            return match.group()
+    return None
+
+
+def definition(analysis: Analysis, line: int, character: int) -> tuple[str, int, int] | None:
+    """(path, 1-based line, 1-based column) of what the word under the cursor names."""
+    lines = analysis.text.splitlines()
+    current = lines[line] if line < len(lines) else ""
+    use = re.match(r'\s*use\s+"([^"\n]*)"', current)
+    if use:
+        target = (Path(analysis.path).parent / use.group(1)).resolve()
+        return (str(target), 1, 1) if target.is_file() else None
+    word = _word_at(analysis.text, line, character)
+    if word is None:
+        return None
+    if word in analysis.blocks:
+        return analysis.blocks[word]
+    if word in analysis.networks:
+        return analysis.networks[word]
+    if analysis.result is not None:
+        for network in analysis.result.networks:
+            for entry in network.layers:
+                span = entry.layer.span
+                if entry.name == word or entry.layer.block == word:
+                    return (span.path, span.line, span.column)
+    return None
+
+
+# ------------------------------------------------------------------ completion
+
+
+def completions(analysis: Analysis, line: int, character: int) -> list[tuple[str, str]]:
+    """(label, kind) pairs: kind is keyword, layer, activation, block, option or param."""
+    lines = analysis.text.splitlines()
+    before = (lines[line] if line < len(lines) else "")[:character]
+    statement = re.split(r"[;{]", before)[-1]
+    words = statement.split()
+    if not words or (len(words) == 1 and not statement.endswith(" ")):
+        items = [(k, "keyword") for k in KEYWORDS]
+        items += [(k, "layer") for k in KINDS if k not in ACTIVATIONS]
+        items += [(a, "activation") for a in ACTIVATIONS]
+        items += [(b, "block") for b in analysis.blocks]
+        prefix = words[0] if words else ""
+        return [item for item in items if item[0].startswith(prefix)]
+    op = words[0]
+    if op in KINDS:
+        cls = KINDS[op]
+        by_flag = {name for name, _ in cls.flags.values()}  # `ceil`, `relu`: written as bare words
+        items = [
+            (f"{name}=", "option")
+            for name in cls.arguments
+            if name not in cls.positional_for(op) and name not in by_flag
+        ]
+        items += [(flag, "activation" if flag in ACTIVATIONS else "option") for flag in cls.flags]
+        return items + [("as", "keyword")]
+    if op in analysis.block_params:
+        return [(f"{name}=", "param") for name in analysis.block_params[op]] + [("as", "keyword")]
+    return []
+
+
+# ------------------------------------------------------------------ the server
+
+
+def serve() -> None:  # pragma: no cover - exercised through a real client in tests/test_lsp.py
+    from lsprotocol import types
+    from pygls.lsp.server import LanguageServer
+    from pygls.uris import from_fs_path, to_fs_path
+
+    from . import __version__
+
+    server = LanguageServer("cnnspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full)
+    cache: dict[str, Analysis] = {}
+
+    def refresh(ls: LanguageServer, uri: str) -> None:
+        document = ls.workspace.get_text_document(uri)
+        path = to_fs_path(uri) or uri
+        cache[uri] = analysis = analyse(document.source, path)
+        diagnostics = [types.Diagnostic(**_lsp_types(lsp_diagnostic(d), types)) for d in analysis.diagnostics]
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+        refresh(ls, params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+        refresh(ls, params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: LanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+        cache.pop(params.text_document.uri, None)
+        ls.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[])
+        )
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    def on_hover(ls: LanguageServer, params: types.HoverParams) -> types.Hover | None:
+        analysis = cache.get(params.text_document.uri)
+        text = hover(analysis, params.position.line, params.position.character) if analysis else None
+        if text is None:
+            return None
+        return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
+
+    @server.feature(types.TEXT_DOCUMENT_DEFINITION)
+    def on_definition(ls: LanguageServer, params: types.DefinitionParams) -> types.Location | None:
+        analysis = cache.get(params.text_document.uri)
+        found = definition(analysis, params.position.line, params.position.character) if analysis else None
+        if found is None:
+            return None
+        path, line, column = found
+        position = types.Position(line=line - 1, character=column - 1)
+        return types.Location(uri=from_fs_path(path) or path, range=types.Range(start=position, end=position))
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[" "]))
+    def on_completion(ls: LanguageServer, params: types.CompletionParams) -> types.CompletionList:
+        analysis = cache.get(params.text_document.uri)
+        kinds = {
+            "keyword": types.CompletionItemKind.Keyword,
+            "layer": types.CompletionItemKind.Class,
+            "activation": types.CompletionItemKind.Function,
+            "block": types.CompletionItemKind.Module,
+            "option": types.CompletionItemKind.Property,
+            "param": types.CompletionItemKind.Variable,
+        }
+        items = completions(analysis, params.position.line, params.position.character) if analysis else []
+        return types.CompletionList(
+            is_incomplete=False,
+            items=[types.CompletionItem(label=label, kind=kinds[kind]) for label, kind in items],
+        )
+
+    server.start_io()
+
+
+def _lsp_types(d: dict, types) -> dict:
+    start, end = d["range"]["start"], d["range"]["end"]
+    return {
+        "range": types.Range(
+            start=types.Position(line=start["line"], character=start["character"]),
+            end=types.Position(line=end["line"], character=end["character"]),
+        ),
+        "severity": types.DiagnosticSeverity(d["severity"]),
+        "code": d["code"],
+        "source": d["source"],
+        "message": d["message"],
+    }

@@ -1,0 +1,235 @@
+"""`cnnspec lsp`, spoken to by a real client over stdio (JSON-RPC with Content-Length
+framing), and its analysis functions directly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cnnspec.lsp import analyse, completions, definition, hover
+from tests.conftest import SPECS
+
+
+class Client:
+    """A minimal LSP client: requests wait for their response; notifications are kept."""
+
+    def __init__(self, cwd: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cnnspec", "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd
+        )
+        self.next_id = 0
+        self.notifications: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.process.stdin.flush()
+
+    def receive(self) -> dict:
+        assert self.process.stdout is not None
+        length = 0
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise EOFError("the server closed its output")
+            if line in (b"\r\n", b"\n"):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return json.loads(self.process.stdout.read(length))
+
+    def request(self, method: str, params: dict) -> dict:
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        while True:
+            message = self.receive()
+            if message.get("id") == self.next_id and "method" not in message:
+                assert "error" not in message, message
+                return message.get("result")
+            if "method" in message:
+                self.notifications.append(message)
+
+    def notify(self, method: str, params: dict) -> None:
+        self.send({"method": method, "params": params})
+
+    def diagnostics(self, uri: str) -> list[dict]:
+        """The next diagnostics published for `uri`."""
+        while True:
+            pending = [n for n in self.notifications if n["method"] == "textDocument/publishDiagnostics"]
+            for n in pending:
+                self.notifications.remove(n)
+                if n["params"]["uri"] == uri:
+                    return n["params"]["diagnostics"]
+            message = self.receive()
+            if "method" in message:
+                self.notifications.append(message)
+
+    def close(self) -> None:
+        self.request("shutdown", None)  # type: ignore[arg-type]
+        self.notify("exit", None)  # type: ignore[arg-type]
+        self.process.wait(timeout=10)
+
+
+SPEC = """block pair(filters) {
+  conv filters 3x3 pad=1 relu
+  conv filters 3x3 pad=1 relu as second
+}
+
+network small {
+  input 3x32x32
+  conv 16 5x5 relu as first
+  pair 16 as p1
+  pool max 2
+  conv 32 3x3 from first
+  flatten
+  dense 10 softmax
+}
+"""
+
+
+def test_a_client_session_over_stdio(tmp_path):
+    path = tmp_path / "small.cnn"
+    path.write_text(SPEC)
+    uri = path.as_uri()
+    client = Client(tmp_path)
+    try:
+        init = client.request(
+            "initialize", {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}}
+        )
+        capabilities = init["capabilities"]
+        assert (
+            capabilities["hoverProvider"]
+            and capabilities["definitionProvider"]
+            and capabilities["completionProvider"]
+        )
+        client.notify("initialized", {})
+        client.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": SPEC}},
+        )
+        first = client.diagnostics(uri)
+        assert [d["code"] for d in first] == [
+            "unused-branch"
+        ]  # pool1 reaches no output: `from first` skips it
+
+        # a keystroke that breaks a shape: the error appears where `check` puts it
+        broken = SPEC.replace("dense 10 softmax", "conv 8 3x3")
+        started = time.perf_counter()
+        client.notify(
+            "textDocument/didChange",
+            {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": broken}]},
+        )
+        errors = [d for d in client.diagnostics(uri) if d["severity"] == 1]
+        elapsed = time.perf_counter() - started
+        print(f"diagnostics after a change: {elapsed * 1000:.1f} ms")  # reported, never asserted
+        assert [d["code"] for d in errors] == ["needs-spatial-input"]
+        assert errors[0]["range"]["start"] == {"line": 12, "character": 2}
+        assert errors[0]["message"].startswith("conv")
+
+        hover = client.request(
+            "textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 7, "character": 4}}
+        )
+        text = hover["contents"]["value"]
+        assert "**first**" in text and "3x32x32 → **16x28x28**" in text and "1,216 params" in text
+        assert "receptive field 5x5" in text
+        inside = client.request(
+            "textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 2, "character": 4}}
+        )
+        assert "p1_second" in inside["contents"]["value"] and "16x28x28" in inside["contents"]["value"]
+
+        block = client.request(
+            "textDocument/definition", {"textDocument": {"uri": uri}, "position": {"line": 8, "character": 3}}
+        )
+        assert block["uri"] == uri and block["range"]["start"] == {
+            "line": 0,
+            "character": 6,
+        }  # `pair` in `block pair(`
+        layer = client.request(
+            "textDocument/definition",
+            {"textDocument": {"uri": uri}, "position": {"line": 10, "character": 20}},
+        )
+        assert layer["range"]["start"]["line"] == 7  # `from first` -> the line that names it
+
+        start = client.request(
+            "textDocument/completion", {"textDocument": {"uri": uri}, "position": {"line": 9, "character": 2}}
+        )
+        labels = {item["label"] for item in start["items"]}
+        assert {"conv", "pool", "dense", "residual", "pair", "relu"} <= labels
+        options = client.request(
+            "textDocument/completion",
+            {"textDocument": {"uri": uri}, "position": {"line": 10, "character": 13}},
+        )
+        labels = {item["label"] for item in options["items"]}
+        assert {
+            "stride=",
+            "pad=",
+            "dilation=",
+            "groups=",
+            "relu",
+            "as",
+        } <= labels and "filters=" not in labels
+    finally:
+        client.close()
+
+
+def test_use_files_and_definitions_across_files(tmp_path):
+    (tmp_path / "base.cnn").write_text(
+        "network base {\n  input 1x8x8\n  conv 4 3x3 as c1\n  flatten\n  dense 2\n}\n"
+    )
+    text = 'use "base.cnn"\n\nnetwork mine from base {\n  drop from dense1\n  freeze through c1\n  dense 3 as head\n}\n'
+    analysis = analyse(text, str(tmp_path / "mine.cnn"))
+    assert analysis.diagnostics == []
+    assert definition(analysis, 0, 6) == (str((tmp_path / "base.cnn").resolve()), 1, 1)
+    found = definition(analysis, 4, 18)  # `freeze through c1`: the layer, kept from base.cnn
+    assert found is not None and found[0].endswith("base.cnn") and found[1:] == (3, 3)
+    assert definition(analysis, 2, 20) is None  # `base` is defined in the other file, not this one
+
+
+def test_analysis_of_a_300_line_spec(capsys):
+    lines = (
+        ["network long {", "  input 3x64x64"]
+        + ["  conv 8 3x3 pad=1 relu"] * 296
+        + ["  flatten", "  dense 10", "}"]
+    )
+    text = "\n".join(lines) + "\n"
+    analyse(text, "warm.cnn")
+    started = time.perf_counter()
+    analysis = analyse(text, "long.cnn")
+    elapsed = (time.perf_counter() - started) * 1000
+    with capsys.disabled():
+        print(f"\n  lsp: analysis of a {len(lines)}-line spec after a keystroke: {elapsed:.1f} ms")
+    assert len(analysis.result.networks[0].layers) == 298
+    assert hover(analysis, 150, 4) is not None
+
+
+def test_completion_and_hover_outside_anything():
+    analysis = analyse((SPECS / "lenet5.cnn").read_text(), str(SPECS / "lenet5.cnn"))
+    assert hover(analysis, 0, 0) is None  # a comment line
+    assert ("pool", "layer") in completions(analysis, 4, 2)
+    assert completions(analysis, 4, 13) == [
+        ("stride=", "option"),
+        ("pad=", "option"),
+        ("ceil", "option"),
+        ("as", "keyword"),
+    ]
+
+
+def test_without_pygls_the_command_says_how_to_get_it(monkeypatch, capsys):
+    import builtins
+
+    from cnnspec.cli import main
+
+    real_import = builtins.__import__
+
+    def no_pygls(name, *args, **kwargs):
+        if name == "pygls":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pygls)
+    assert main(["lsp"]) == 2
+    assert "pip install 'cnnspec[lsp]'" in capsys.readouterr().err
