@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from pygments import lex
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
 from pygments.token import Comment, Error, Keyword, Name, Number, Operator
 
+from cnnspec.layers import ACTIVATIONS, KINDS
 from cnnspec.pygments_lexer import CnnspecLexer
 from tests.conftest import ROOT
 
@@ -33,3 +37,60 @@ def test_tokens_carry_their_meaning():
     assert kinds["conv"] is Name.Builtin and kinds["relu"] is Name.Function
     assert kinds["stride"] is Name.Attribute and kinds["3x3"] in Number and kinds["16"] in Number
     assert kinds["# a comment"] in Comment and kinds["->"] in Operator and kinds["c1"] is Name
+
+
+# ------------------------------------------------------------------ TextMate grammar and VS Code extension
+
+VSCODE = ROOT / "editors" / "vscode"
+
+
+def _grammar() -> dict:
+    return json.loads((VSCODE / "syntaxes" / "cnn.tmLanguage.json").read_text())
+
+
+def _scopes(line: str, patterns: list[dict]) -> dict[str, str]:
+    """word -> scope, matching the patterns in order at each position, as TextMate does."""
+    compiled = [(re.compile(p["match"]), p) for p in patterns]
+    found, position = {}, 0
+    while position < len(line):
+        for regex, pattern in compiled:
+            match = regex.match(line, position)
+            if match and match.end() > position:
+                scope = pattern.get("name") or pattern["captures"]["1"]["name"]
+                found[match.group(1) if "captures" in pattern else match.group()] = scope
+                position = match.end()
+                break
+        else:
+            position += 1
+    return found
+
+
+def test_the_textmate_grammar_knows_every_kind_and_activation():
+    patterns = {p.get("name"): p["match"] for p in _grammar()["patterns"]}
+    words = lambda scope: set(re.search(r"\((.*)\)", patterns[scope]).group(1).split("|"))  # noqa: E731
+    assert words("support.type.layer.cnn") == (set(KINDS) - set(ACTIVATIONS)) | {"residual"}
+    assert words("support.function.activation.cnn") == set(ACTIVATIONS)
+
+
+def test_the_textmate_grammar_colours_a_spec_line():
+    scopes = _scopes("  conv 16 3x3 stride=2 relu as c1 -> 16x8x8  # note", _grammar()["patterns"])
+    assert scopes["conv"] == "support.type.layer.cnn" and scopes["relu"] == "support.function.activation.cnn"
+    assert (
+        scopes["stride"] == "variable.parameter.option.cnn" and scopes["3x3"] == "constant.numeric.size.cnn"
+    )
+    assert scopes["as"] == "keyword.other.cnn" and scopes["# note"] == "comment.line.number-sign.cnn"
+
+
+def test_the_vscode_extension_declares_the_language_grammar_and_server():
+    package = json.loads((VSCODE / "package.json").read_text())
+    (language,) = package["contributes"]["languages"]
+    (grammar,) = package["contributes"]["grammars"]
+    assert language["id"] == grammar["language"] == "cnn" and language["extensions"] == [".cnn"]
+    assert (VSCODE / grammar["path"]).is_file() and grammar["scopeName"] == _grammar()["scopeName"]
+    assert (VSCODE / package["main"]).is_file() and (VSCODE / language["configuration"]).is_file()
+    assert package["contributes"]["configuration"]["properties"]["cnnspec.command"]["default"] == [
+        "cnnspec",
+        "lsp",
+    ]
+    assert "vscode-languageclient" in package["dependencies"]
+    assert "LanguageClient" in (VSCODE / "extension.js").read_text()
