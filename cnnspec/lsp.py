@@ -199,6 +199,8 @@ def completions(analysis: Analysis, line: int, character: int) -> list[tuple[str
 
 
 def serve() -> None:  # pragma: no cover - exercised through a real client in tests/test_lsp.py
+    import asyncio
+
     from lsprotocol import types
     from pygls.lsp.server import LanguageServer
     from pygls.uris import from_fs_path, to_fs_path
@@ -206,26 +208,35 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
     from . import __version__
 
     server = LanguageServer("cnnspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full)
-    cache: dict[str, Analysis] = {}
+    cache: dict[str, Analysis] = {}  # the latest finished analysis per document
+    edits: dict[str, int] = {}  # changes seen per document
 
-    def refresh(ls: LanguageServer, uri: str) -> None:
+    async def refresh(ls: LanguageServer, uri: str) -> None:
+        # The check runs in a worker thread: hover, definition and completion keep
+        # answering from the last analysis while a keystroke's re-check runs, and a
+        # re-check overtaken by a newer keystroke publishes nothing.
+        edits[uri] = edit = edits.get(uri, 0) + 1
         document = ls.workspace.get_text_document(uri)
         path = to_fs_path(uri) or uri
-        cache[uri] = analysis = analyse(document.source, path)
+        analysis = await asyncio.to_thread(analyse, document.source, path)
+        if edits.get(uri) != edit:
+            return
+        cache[uri] = analysis
         diagnostics = [types.Diagnostic(**_lsp_types(lsp_diagnostic(d), types)) for d in analysis.diagnostics]
         ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics))
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-        refresh(ls, params.text_document.uri)
+    async def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+        await refresh(ls, params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-        refresh(ls, params.text_document.uri)
+    async def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+        await refresh(ls, params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: LanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         cache.pop(params.text_document.uri, None)
+        edits.pop(params.text_document.uri, None)
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[])
         )
