@@ -774,10 +774,20 @@ def cmd_train(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise UsageError("`cnnspec train` needs PyTorch: pip install 'cnnspec[train]'") from None
-    from .train import load_dataset, train
+    from .train import Recipe, load_dataset, train
     from .weights import build_weights, load_file
 
     _check_opset(args.opset)
+    device = _torch_device(args.device)
+    if args.amp and device != "cuda":
+        raise UsageError(
+            "--amp (mixed precision) runs on CUDA: it needs --device cuda (or auto on a GPU machine)"
+        )
+    for name, value in (("--patience", args.patience), ("--step-size", args.step_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if args.weight_decay < 0 or not 0 <= args.momentum < 1 or not 0 < args.gamma <= 1:
+        raise UsageError("--weight-decay must be 0 or more, --momentum in [0, 1), --gamma in (0, 1]")
     for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1")
@@ -791,28 +801,63 @@ def cmd_train(args) -> int:
     network, result = _checked_network(args.file, args.network, args)
     if network is None:
         return EXIT_ERRORS
-    read = _files_read(result, args)
+    read = _files_read(result, args) + ((Path(args.resume),) if args.resume else ())
     _output_target(args.output, read)  # before training: a bad -o must not cost the run
+    checkpoint = Path(args.checkpoint) if args.checkpoint else Path(args.output).with_suffix(".ckpt")
+    if args.resume:
+        _readable_file(args.resume, "checkpoint")
+    elif checkpoint.exists():  # an interrupted run's: never overwritten unasked
+        raise UsageError(
+            f"{checkpoint} exists (an interrupted run?): continue it with --resume {checkpoint}, or remove it"
+        )
+    if not args.resume or Path(args.resume).resolve() != checkpoint.resolve():
+        _output_target(str(checkpoint), read)
+    for extra in (args.history, args.plot):
+        if extra:
+            _output_target(extra, read)
+    recipe = Recipe(
+        args.optimizer, args.momentum, args.weight_decay, args.schedule, args.step_size or 10, args.gamma,
+        args.patience, device, args.amp,
+    )  # fmt: skip
     try:
         _check_weight_memory(network)
         provided = load_file(args.weights) if args.weights else None
         weights = build_weights(network, args.seed, provided)
         data = load_dataset(args.data, network.input_shape, network.output_shape[0])
         print(
-            f"training {network.name}: {network.trainable_params:,} trainable and "
+            f"training {network.name} on {device}: {network.trainable_params:,} trainable and "
             f"{network.total_params - network.trainable_params:,} non-trainable params; "
-            f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation",
+            f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation; "
+            f"{args.optimizer}, lr {args.lr:g}, {args.schedule} schedule",
             file=sys.stderr,
         )
         print(weights.table(), file=sys.stderr)  # the plan, before anything runs
+
+        def after_epoch(stats, outcome) -> None:
+            if args.history:
+                from .history import write_jsonl
+
+                write_jsonl(Path(args.history), outcome.history)
+
         outcome = train(
-            network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed
-        )
+            network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed,
+            recipe=recipe, checkpoint=checkpoint, resume=Path(args.resume) if args.resume else None,
+            on_epoch=after_epoch,
+        )  # fmt: skip
         trained = build_weights(network, args.seed, outcome.arrays)
         _write_model(network, trained, args, result.sources.get(args.file), read)
+        if args.plot:
+            from .history import plot
+
+            plot(Path(args.plot), outcome.history, f"{network.name}: {args.output}")
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
+    checkpoint.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    if outcome.stopped_early:
+        print(
+            f"stopped early after epoch {outcome.history[-1].epoch}: no better validation accuracy for {args.patience} epochs"
+        )
     best = outcome.best
     if best.val_accuracy is not None:
         print(
@@ -824,6 +869,58 @@ def cmd_train(args) -> int:
             f"last epoch {best.epoch}: train acc {best.accuracy:.4f} loss {best.loss:.4f} (no validation split)"
         )
     print(f"wrote {_shown(args.output)}")
+    return EXIT_OK
+
+
+def _torch_device(choice: str) -> str:
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if choice == "cuda" and not has_cuda:
+        raise UsageError("--device cuda: PyTorch sees no CUDA device here (available: cpu)")
+    return "cuda" if choice == "cuda" or (choice == "auto" and has_cuda) else "cpu"
+
+
+def cmd_evaluate(args) -> int:
+    """Accuracy, per-class accuracy and the confusion matrix on labelled data."""
+    import json
+
+    from .diagnostics import CnnspecError
+    from .evaluate import evaluate, table
+    from .runtime import input_shape, make_session
+    from .train import load_dataset
+
+    path = Path(args.model)
+    _readable_file(args.model, "model")
+    if not Path(args.data).exists():
+        raise UsageError(f"{args.data}: no such file or folder")
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-evaluate-")
+    try:
+        if path.suffix == ".cnn":
+            loaded = _weights(args, args.model)
+            if loaded is None:
+                return EXIT_ERRORS
+            network, weights, spec_text, _ = loaded
+            source: bytes | Path = _model_source(network, weights, args, spec_text, Path(scratch_dir.name))
+        else:
+            source = path
+        session = make_session(source, "cpu")
+        shape = input_shape(session)
+        classes = session.get_outputs()[0].shape[-1]
+        if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
+            raise UsageError("evaluate takes a classifier: one output of N x classes")
+        data = load_dataset(args.data, shape, classes)
+        result = evaluate(session, data.x, data.y, data.classes)
+    except CnnspecError as exc:
+        _print_error(exc)
+        return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
+    if args.format == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"model: {_shown(args.model)}   data: {_shown(args.data)}")
+        print(_shown(table(result)))
     return EXIT_OK
 
 
@@ -1143,6 +1240,18 @@ def build_parser() -> argparse.ArgumentParser:
     export_options(bench, for_run=True)
     bench.set_defaults(func=cmd_bench)
 
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="accuracy, per class, and the confusion matrix",
+        description="Evaluate a classifier (ONNX, or a .cnn with --weights) on labelled data: an .npz with "
+        "x and y, or a folder of class folders.",
+    )
+    evaluate.add_argument("model", metavar="MODEL.onnx|SPEC.cnn")
+    evaluate.add_argument("--data", required=True, metavar="DATA")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    export_options(evaluate, for_run=True)
+    evaluate.set_defaults(func=cmd_evaluate)
+
     imp = sub.add_parser(
         "import",
         help="turn an ONNX model into a .cnn spec and its weights",
@@ -1184,6 +1293,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--val-split", type=_finite, default=0.2, help="share held out for validation (default 0.2)"
     )
+    train.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    train.add_argument("--momentum", type=_finite, default=0.9, help="SGD's momentum (default 0.9)")
+    train.add_argument("--weight-decay", type=_finite, default=0.0, help="L2 penalty (AdamW: decoupled)")
+    train.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant")
+    train.add_argument(
+        "--step-size", type=_count, help="epochs between steps of --schedule step (default 10)"
+    )
+    train.add_argument("--gamma", type=_finite, default=0.1, help="factor of each step (default 0.1)")
+    train.add_argument(
+        "--patience", type=_count, help="stop after N epochs without a better validation accuracy"
+    )
+    train.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    train.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, else fp16)")
+    train.add_argument("--checkpoint", metavar="FILE", help="written after every epoch (default OUT.ckpt)")
+    train.add_argument("--resume", metavar="FILE", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--history", metavar="FILE.jsonl", help="per-epoch figures, one JSON object a line")
+    train.add_argument("--plot", metavar="FILE.png", help="loss and accuracy curves")
     export_options(train)
     train.set_defaults(func=cmd_train)
     return parser

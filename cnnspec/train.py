@@ -127,6 +127,7 @@ class EpochStats:
     accuracy: float
     val_loss: float | None
     val_accuracy: float | None
+    lr: float = 0.0
 
 
 @dataclass
@@ -134,6 +135,7 @@ class TrainResult:
     arrays: dict[str, np.ndarray]  # the kept (best) weights, by cnnspec name
     history: list[EpochStats] = field(default_factory=list)
     best_epoch: int = 0
+    stopped_early: bool = False  # by --patience
 
     @property
     def best(self) -> EpochStats:
@@ -148,6 +150,24 @@ def split(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[n_val:], order[:n_val]
 
 
+@dataclass
+class Recipe:
+    """How to train, beyond the data: what `cnnspec train`'s options set."""
+
+    optimizer: str = "adam"  # adam | adamw | sgd (with momentum)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | step
+    step_size: int = 10  # epochs between steps of the `step` schedule
+    gamma: float = 0.1  # its factor
+    patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    device: str = "cpu"  # cpu | cuda
+    amp: bool = False  # mixed precision (CUDA only): bf16 where supported, else fp16 with loss scaling
+
+
+CHECKPOINT_VERSION = 1
+
+
 def train(
     network: CheckedNetwork,
     weights: WeightSet,
@@ -158,13 +178,24 @@ def train(
     val_split: float = 0.2,
     seed: int = 0,
     progress: bool = True,
+    recipe: Recipe | None = None,
+    checkpoint: Path | None = None,
+    resume: Path | None = None,
+    stop_after: int | None = None,
+    on_epoch=None,
 ) -> TrainResult:
-    """Adam on the trainable tensors, cross-entropy on the class scores; keeps the epoch
-    with the best validation accuracy (the last one without a validation split)."""
+    """Train the trainable tensors with cross-entropy on the class scores; keep the epoch
+    with the best validation accuracy (the last one without a validation split).
+
+    `checkpoint`: written atomically after every epoch; `resume` continues from one, so
+    that a run stopped after epoch k and resumed ends as an uninterrupted run with the
+    same seed would. `stop_after`: the number of epochs to run in this call (a job in
+    time slices). `on_epoch(stats, result)` is called after each epoch."""
     import torch
 
     from .torch_backend import build_module
 
+    recipe = recipe or Recipe()
     if len(network.outputs) > 1:
         raise _fail(
             f"training needs one output; '{network.name}' has {len(network.outputs)} "
@@ -178,28 +209,46 @@ def train(
             "end the network with flatten and a dense layer",
         )
     torch.manual_seed(seed)
-    module = build_module(network, weights.arrays)
+    device = torch.device(recipe.device)
+    module = build_module(network, weights.arrays).to(device)
     trainable = [p for p in module.parameters() if p.requires_grad]
     if not trainable:
         raise _fail(f"every layer of '{network.name}' is frozen: nothing to train")
-    optimizer = torch.optim.Adam(trainable, lr=lr)
+    optimizer = _optimizer(torch, trainable, lr, recipe)
+    scheduler = _scheduler(torch, optimizer, epochs, recipe)
     loss_fn = torch.nn.CrossEntropyLoss()
     train_idx, val_idx = split(len(data.y), val_split, seed)
     if len(train_idx) == 0:
         raise _fail(f"no examples left to train on after a validation split of {val_split}")
+    if recipe.patience is not None and len(val_idx) == 0:
+        raise _fail("--patience watches the validation accuracy: it needs --val-split above 0")
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult(arrays=module.cnnspec_tensors())
     best_key = (-1.0, math.inf)
+    first_epoch, waited = 1, 0
+    if resume is not None:
+        state = _load_checkpoint(torch, resume, network, module, optimizer, scheduler, generator)
+        first_epoch = state["epoch"] + 1
+        result.history = [EpochStats(**h) for h in state["history"]]
+        result.best_epoch = state["best_epoch"]
+        result.arrays = {k: v.numpy() for k, v in state["best_arrays"].items()}
+        best_key, waited = tuple(state["best_key"]), state["waited"]
+    amp, scaler = _mixed_precision(torch, recipe)
+    last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
     bar = _Progress(epochs, math.ceil(len(train_idx) / batch_size), progress)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, last + 1):
+        if recipe.patience is not None and waited >= recipe.patience:
+            break
         module.train()
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
         total_loss, correct = 0.0, 0
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            logits = module.forward_logits(x[batch])
-            loss = loss_fn(logits, y[batch])
+            inputs, labels = x[batch].to(device), y[batch].to(device)
+            with amp():
+                logits = module.forward_logits(inputs)
+                loss = loss_fn(logits.float(), labels)
             if not torch.isfinite(loss):
                 bar.close()
                 raise _fail(
@@ -208,35 +257,162 @@ def train(
                     f"lower the learning rate (--lr {lr:g} now) or check the data",
                 )
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             total_loss += loss.item() * len(batch)
-            correct += int((logits.argmax(1) == y[batch]).sum())
+            correct += int((logits.argmax(1) == labels).sum())
             bar.step(
                 epoch,
                 total_loss / min(start + len(batch), len(order)),
                 correct / min(start + len(batch), len(order)),
             )
-        val_loss, val_acc = _evaluate(module, x, y, val_idx, loss_fn) if len(val_idx) else (None, None)
-        stats = EpochStats(epoch, total_loss / len(order), correct / len(order), val_loss, val_acc)
+        val_loss, val_acc = (
+            _evaluate(module, x, y, val_idx, loss_fn, device) if len(val_idx) else (None, None)
+        )
+        stats = EpochStats(
+            epoch,
+            total_loss / len(order),
+            correct / len(order),
+            val_loss,
+            val_acc,
+            optimizer.param_groups[0]["lr"],
+        )
+        if scheduler is not None:
+            scheduler.step()
         result.history.append(stats)
         bar.end_epoch(stats)
         key = (val_acc, -val_loss) if val_acc is not None and val_loss is not None else (epoch, 0.0)
         if key > best_key:
-            best_key, result.best_epoch = key, epoch
+            best_key, result.best_epoch, waited = key, epoch, 0
             result.arrays = module.cnnspec_tensors()
+        else:
+            waited += 1
+        if checkpoint is not None:
+            _save_checkpoint(
+                torch,
+                checkpoint,
+                network,
+                epoch,
+                module,
+                optimizer,
+                scheduler,
+                generator,
+                result,
+                best_key,
+                waited,
+            )
+        if on_epoch is not None:
+            on_epoch(stats, result)
     bar.close()
+    result.stopped_early = (
+        recipe.patience is not None and waited >= recipe.patience and len(result.history) < epochs
+    )
     return result
 
 
-def _evaluate(module, x, y, idx, loss_fn) -> tuple[float, float]:
+def _optimizer(torch, parameters, lr: float, recipe: Recipe):
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=recipe.weight_decay)
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=recipe.weight_decay)
+
+
+def _scheduler(torch, optimizer, epochs: int, recipe: Recipe):
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+    return None
+
+
+def _mixed_precision(torch, recipe: Recipe):
+    """(a context for the forward pass, a gradient scaler or None)."""
+    import contextlib
+
+    if not recipe.amp:
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def _save_checkpoint(
+    torch, path: Path, network, epoch, module, optimizer, scheduler, generator, result, best_key, waited
+):
+    """Everything a resumed run needs to continue exactly, written atomically."""
+    import dataclasses
+    import os
+
+    from .files import temporary
+
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "network": network.name,
+        "epoch": epoch,
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "torch_rng": torch.get_rng_state(),
+        "shuffle_rng": generator.get_state(),
+        "history": [dataclasses.asdict(h) for h in result.history],
+        "best_epoch": result.best_epoch,
+        "best_key": list(best_key),
+        "best_arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in result.arrays.items()},
+        "waited": waited,
+    }
+    temp = temporary(path)
+    try:
+        torch.save(state, temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, generator) -> dict:
+    """Restore a checkpoint into the fresh objects; tensors only (weights_only: never
+    unpickles code from the file)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle: the error below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
+        raise _fail(f"{path}: not a cnnspec checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise _fail(f"{path}: not a cnnspec checkpoint (or one of another version)")
+    if state.get("network") != network.name:
+        raise _fail(f"{path}: a checkpoint of '{state.get('network')}', not of '{network.name}'")
+    try:
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"]:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["shuffle_rng"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise _fail(
+            f"{path}: does not fit this network and recipe ({str(exc).splitlines()[0][:200]})",
+            "resume with the spec, --weights and options of the interrupted run",
+        ) from None
+    return state
+
+
+def _evaluate(module, x, y, idx, loss_fn, device) -> tuple[float, float]:
     import torch
 
     module.eval()
     with torch.no_grad():
         index = torch.from_numpy(idx)
-        logits = module.forward_logits(x[index])
-        return float(loss_fn(logits, y[index])), float((logits.argmax(1) == y[index]).float().mean())
+        logits = module.forward_logits(x[index].to(device)).float()
+        labels = y[index].to(device)
+        return float(loss_fn(logits, labels)), float((logits.argmax(1) == labels).float().mean())
 
 
 class _Progress:

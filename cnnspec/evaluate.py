@@ -1,0 +1,70 @@
+"""`cnnspec evaluate`: a classifier's accuracy on labelled data, per class, and its
+confusion matrix, computed with onnxruntime (no PyTorch needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BATCH = 256
+
+
+@dataclass
+class Evaluation:
+    classes: list[str]
+    confusion: np.ndarray  # [true class, predicted class] -> count
+
+    @property
+    def examples(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / max(self.examples, 1))
+
+    def per_class(self) -> list[tuple[str, int, int]]:
+        """(class, correct, examples of it)."""
+        return [
+            (c, int(self.confusion[i, i]), int(self.confusion[i].sum())) for i, c in enumerate(self.classes)
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "examples": self.examples,
+            "accuracy": self.accuracy,
+            "classes": [
+                {"class": c, "correct": k, "examples": n, "accuracy": k / n if n else None}
+                for c, k, n in self.per_class()
+            ],
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def evaluate(session, x: np.ndarray, y: np.ndarray, classes: list[str]) -> Evaluation:
+    name = session.get_inputs()[0].name
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    for start in range(0, len(x), BATCH):
+        scores = session.run(None, {name: x[start : start + BATCH]})[0]
+        np.add.at(confusion, (y[start : start + BATCH], scores.argmax(1)), 1)
+    return Evaluation(classes, confusion)
+
+
+def table(evaluation: Evaluation, limit: int = 20) -> str:
+    lines = [
+        f"accuracy: {evaluation.accuracy:.4f} ({np.trace(evaluation.confusion):,} of {evaluation.examples:,})"
+    ]
+    lines.append(f"{'class':<16} {'accuracy':>9} {'correct':>8} {'of':>6}")
+    for name, correct, total in evaluation.per_class():
+        shown = f"{correct / total:.4f}" if total else "-"
+        lines.append(f"{name[:16]:<16} {shown:>9} {correct:>8,} {total:>6,}")
+    k = len(evaluation.classes)
+    if k <= limit:
+        width = max(4, len(str(int(evaluation.confusion.max(initial=0)))) + 1)
+        lines.append("confusion (rows: true class, columns: predicted)")
+        lines.append(" " * 16 + "".join(f"{c[: width - 1]:>{width}}" for c in evaluation.classes))
+        for name, row in zip(evaluation.classes, evaluation.confusion):
+            lines.append(f"{name[:16]:<16}" + "".join(f"{v:>{width}}" for v in row))
+    else:
+        lines.append(f"confusion matrix: {k} classes (see --format json)")
+    return "\n".join(lines)
