@@ -630,7 +630,10 @@ def cmd_run(args) -> int:
             )
         if not is_spec and not args.input:
             _check_input_memory(shape, args.batch)
-        batch = load_inputs(args.input, shape, args.batch, args.seed, args.mean, args.std)
+        mean, std = args.mean, args.std
+        if not is_spec and args.input and mean is None and std is None:
+            mean, std = _model_preprocessing(path)
+        batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std)
         result = run(session, batch, repeat=args.repeat)
         output = result.output
         labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
@@ -667,6 +670,25 @@ def cmd_run(args) -> int:
             f"wrote {_shown(str(Path(args.activations) / 'index.html'))} ({len(pictures)} feature-map pictures)"
         )
     return EXIT_OK
+
+
+def _model_preprocessing(path: Path):
+    """The mean and std a model trained by cnnspec records, said when used."""
+    import onnx
+
+    from .data import model_preprocess
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnxruntime reports an unreadable model; no preprocessing to take
+        return None, None
+    mean, std = model_preprocess({p.key: p.value for p in model.metadata_props})
+    if mean is not None or std is not None:
+        shown = ", ".join(
+            f"{k} {','.join(f'{v:g}' for v in vals)}" for k, vals in (("mean", mean), ("std", std)) if vals
+        )
+        print(f"preprocessing from the model: {shown}", file=sys.stderr)
+    return mean, std
 
 
 def _check_activations_folder(folder: str, is_spec: bool) -> None:
@@ -819,11 +841,12 @@ def cmd_train(args) -> int:
         args.optimizer, args.momentum, args.weight_decay, args.schedule, args.step_size or 10, args.gamma,
         args.patience, device, args.amp,
     )  # fmt: skip
+    preprocess = _preprocess(args, network)
     try:
         _check_weight_memory(network)
         provided = load_file(args.weights) if args.weights else None
         weights = build_weights(network, args.seed, provided)
-        data = load_dataset(args.data, network.input_shape, network.output_shape[0])
+        data = load_dataset(args.data, network.input_shape, network.output_shape[0], stream=True)
         print(
             f"training {network.name} on {device}: {network.trainable_params:,} trainable and "
             f"{network.total_params - network.trainable_params:,} non-trainable params; "
@@ -842,10 +865,10 @@ def cmd_train(args) -> int:
         outcome = train(
             network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed,
             recipe=recipe, checkpoint=checkpoint, resume=Path(args.resume) if args.resume else None,
-            on_epoch=after_epoch,
+            on_epoch=after_epoch, preprocess=preprocess, workers=args.workers, on_bad_image=args.on_bad_image,
         )  # fmt: skip
         trained = build_weights(network, args.seed, outcome.arrays)
-        _write_model(network, trained, args, result.sources.get(args.file), read)
+        _write_model(network, trained, args, result.sources.get(args.file), read, preprocess.metadata())
         if args.plot:
             from .history import plot
 
@@ -870,6 +893,31 @@ def cmd_train(args) -> int:
         )
     print(f"wrote {_shown(args.output)}")
     return EXIT_OK
+
+
+def _preprocess(args, network):
+    """--preset / --mean / --std and the augmentation options, checked against the input."""
+    from .data import PRESETS, Preprocess
+
+    mean, std = args.mean, args.std
+    if args.preset:
+        if mean or std:
+            raise UsageError("--preset sets --mean and --std: give one or the other")
+        mean, std = PRESETS[args.preset]
+    channels = network.input_shape[0]
+    for name, values in (("--mean", mean), ("--std", std)):
+        if values is not None and len(values) not in (1, channels):
+            raise UsageError(f"{name} has {len(values)} values; the input has {channels} channels")
+    if std is not None and min(std) <= 0:
+        raise UsageError("--std values must be above 0")
+    if (args.crop_pad or args.flip) and len(network.input_shape) != 3:
+        raise UsageError("--crop-pad and --flip augment images: the network's input is a flat vector")
+    if args.crop_pad is not None and args.crop_pad < 0:
+        raise UsageError("--crop-pad must be 0 or more")
+    if args.workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    as_tuple = lambda v: tuple(float(x) for x in v) if v is not None else None  # noqa: E731
+    return Preprocess(as_tuple(mean), as_tuple(std), args.crop_pad or 0, args.flip)
 
 
 def _torch_device(choice: str) -> str:
@@ -909,8 +957,8 @@ def cmd_evaluate(args) -> int:
         classes = session.get_outputs()[0].shape[-1]
         if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
             raise UsageError("evaluate takes a classifier: one output of N x classes")
-        data = load_dataset(args.data, shape, classes)
-        result = evaluate(session, data.x, data.y, data.classes)
+        data = load_dataset(args.data, shape, classes, stream=True)
+        result = evaluate(session, data, classes)
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
@@ -1002,7 +1050,7 @@ def _shape_argument(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _write_model(network, weights, args, spec_text, protect: tuple[Path, ...]) -> list[Path]:
+def _write_model(network, weights, args, spec_text, protect: tuple[Path, ...], metadata=None) -> list[Path]:
     """Build, check and write args.output atomically; a bad output path or a failed write
     (a full disk, a permission) is a usage error, and leaves nothing behind."""
     from .files import BadOutput
@@ -1010,7 +1058,14 @@ def _write_model(network, weights, args, spec_text, protect: tuple[Path, ...]) -
 
     try:
         return write_model(
-            network, weights, args.output, args.opset, getattr(args, "fold_bn", False), spec_text, protect
+            network,
+            weights,
+            args.output,
+            args.opset,
+            getattr(args, "fold_bn", False),
+            spec_text,
+            protect,
+            metadata,
         )
     except BadOutput as exc:
         raise UsageError(f"{args.output}: {exc}") from None
@@ -1310,6 +1365,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="FILE", help="continue an interrupted run from its checkpoint")
     train.add_argument("--history", metavar="FILE.jsonl", help="per-epoch figures, one JSON object a line")
     train.add_argument("--plot", metavar="FILE.png", help="loss and accuracy curves")
+    train.add_argument("--preset", choices=("imagenet",), help="--mean and --std of a known preprocessing")
+    train.add_argument("--mean", type=_finite, nargs="+", help="per-channel mean (kept in the model)")
+    train.add_argument("--std", type=_finite, nargs="+", help="per-channel std (kept in the model)")
+    train.add_argument("--crop-pad", type=_count, help="augment: pad by P zeros, then crop at random")
+    train.add_argument("--flip", action="store_true", help="augment: flip images left-right at random")
+    train.add_argument("--workers", type=_count, default=0, help="processes reading images (default 0)")
+    train.add_argument(
+        "--on-bad-image",
+        choices=("fail", "skip"),
+        default="fail",
+        help="an unreadable image stops training, or is skipped",
+    )
     export_options(train)
     train.set_defaults(func=cmd_train)
     return parser

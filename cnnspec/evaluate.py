@@ -41,13 +41,23 @@ class Evaluation:
         }
 
 
-def evaluate(session, x: np.ndarray, y: np.ndarray, classes: list[str]) -> Evaluation:
+def evaluate(session, data, classes: int) -> Evaluation:
+    """`data`: arrays (train.Dataset) or a listed class folder (data.FolderData), read a
+    batch at a time."""
+    from .data import FolderData
+    from .runtime import load_image
+
     name = session.get_inputs()[0].name
-    confusion = np.zeros((len(classes), len(classes)), np.int64)
-    for start in range(0, len(x), BATCH):
-        scores = session.run(None, {name: x[start : start + BATCH]})[0]
-        np.add.at(confusion, (y[start : start + BATCH], scores.argmax(1)), 1)
-    return Evaluation(classes, confusion)
+    confusion = np.zeros((classes, classes), np.int64)
+    for start in range(0, len(data.y), BATCH):
+        if isinstance(data, FolderData):
+            x = np.stack([load_image(p, data.shape, None, None) for p in data.paths[start : start + BATCH]])
+        else:
+            x = np.asarray(data.x[start : start + BATCH], np.float32)
+        scores = session.run(None, {name: x})[0]
+        np.add.at(confusion, (data.y[start : start + BATCH], scores.argmax(1)), 1)
+    names = list(data.classes) if len(data.classes) == classes else [str(i) for i in range(classes)]
+    return Evaluation(names, confusion)
 
 
 def table(evaluation: Evaluation, limit: int = 20) -> str:

@@ -358,6 +358,7 @@ def to_onnx(
     fold_bn: bool = False,
     spec_text: str | None = None,
     external: _ExternalData | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
     """Build the ONNX model of a checked, error-free network (with its weights streamed
     to `external` when given; see `write_model`)."""
@@ -397,7 +398,7 @@ def to_onnx(
         producer_name="cnnspec",
         producer_version=__version__,
     )
-    metadata = {
+    properties = {
         "cnnspec_version": __version__,
         "network": network.name,
         "frozen_tensors": ",".join(weights.frozen_names),
@@ -405,8 +406,9 @@ def to_onnx(
         "total_params": str(network.total_params),
     }
     if spec_text is not None:
-        metadata["spec"] = spec_text
-    helper.set_model_props(model, metadata)
+        properties["spec"] = spec_text
+    properties.update(metadata or {})
+    helper.set_model_props(model, properties)
     return model
 
 
@@ -511,13 +513,14 @@ def write_model(
     fold_bn: bool = False,
     spec_text: str | None = None,
     protect: tuple[Path, ...] = (),
+    metadata: dict[str, str] | None = None,
 ) -> list[Path]:
     """Build, check and write the model. Above protobuf's 2 GB limit the weights stream
     into a data file beside it (see `data_file_name`). Either way the files appear only
     when complete, and a stopped export (an exception, Ctrl-C, SIGTERM) leaves nothing."""
     final = target(out, protect)
     if not needs_external_data(weights):
-        model = to_onnx(network, weights, opset, fold_bn, spec_text)
+        model = to_onnx(network, weights, opset, fold_bn, spec_text, metadata=metadata)
         onnx.checker.check_model(model, full_check=True)
         return save(model, final)
     stale = _own_data_files(final) if final.exists() else []
@@ -527,7 +530,7 @@ def write_model(
     external = _ExternalData(temp_data, data.name)
     try:
         try:
-            model = to_onnx(network, weights, opset, fold_bn, spec_text, external)
+            model = to_onnx(network, weights, opset, fold_bn, spec_text, external, metadata)
         finally:
             external.close()
         onnx.save_model(model, str(temp))

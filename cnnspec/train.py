@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import FolderData, Preprocess, collate, list_folder, npz_array
 from .diagnostics import CnnspecError, Diagnostic
 from .infer import CheckedNetwork
 from .layers import format_shape
@@ -33,12 +34,15 @@ class Dataset:
     classes: list[str]
 
 
-def load_dataset(path: str | Path, input_shape: tuple[int, ...], num_classes: int) -> Dataset:
+def load_dataset(
+    path: str | Path, input_shape: tuple[int, ...], num_classes: int, stream: bool = False
+) -> Dataset | FolderData:
     """An `.npz` with `x` (N, C, H, W) and `y` (N,), or a folder with one subfolder of
-    images per class (sorted names are the class indices)."""
+    images per class (sorted names are the class indices). With `stream`, a folder is
+    listed and its images read when needed (see data.py)."""
     path = Path(path)
     if path.is_dir():
-        data = _load_folder(path, input_shape)
+        data = list_folder(path, input_shape) if stream else _load_folder(path, input_shape)
         _check_labels(path, data.y, num_classes)
     elif path.is_file():
         data = _load_npz(path, input_shape, num_classes)
@@ -80,7 +84,7 @@ def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dat
                     f"{path}: needs arrays 'x' and 'y' (it has: {keys})",
                     "numpy.savez(path, x=images_NCHW, y=labels)",
                 )
-            x, y = np.asarray(archive["x"]), np.asarray(archive["y"])
+        x, y = npz_array(path, "x"), npz_array(path, "y")  # x memory-mapped when stored uncompressed
     except CnnspecError:
         raise
     except Exception as exc:  # zip, pickle and format errors all mean an unreadable file
@@ -96,9 +100,12 @@ def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dat
     if x.dtype.kind not in "biuf":
         raise _fail(f"{path}: x holds {x.dtype} values, not numbers", "x holds images as numbers, NxCxHxW")
     _check_labels(path, y, num_classes)
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise _fail(f"{path}: x holds NaN or infinite values", "clean or drop those examples first")
+    if x.dtype.kind == "f":  # in chunks: a memory-mapped x is never read whole
+        for start in range(0, len(x), 4096):
+            if not np.all(np.isfinite(x[start : start + 4096])):
+                raise _fail(f"{path}: x holds NaN or infinite values", "clean or drop those examples first")
+    if not isinstance(x, np.memmap):
+        x = x.astype(np.float32)
     classes = [str(i) for i in range(num_classes)]
     return Dataset(x, y.astype(np.int64), classes)
 
@@ -171,7 +178,7 @@ CHECKPOINT_VERSION = 1
 def train(
     network: CheckedNetwork,
     weights: WeightSet,
-    data: Dataset,
+    data: Dataset | FolderData,
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 32,
@@ -183,6 +190,9 @@ def train(
     resume: Path | None = None,
     stop_after: int | None = None,
     on_epoch=None,
+    preprocess: Preprocess | None = None,
+    workers: int = 0,
+    on_bad_image: str = "fail",
 ) -> TrainResult:
     """Train the trainable tensors with cross-entropy on the class scores; keep the epoch
     with the best validation accuracy (the last one without a validation split).
@@ -190,7 +200,9 @@ def train(
     `checkpoint`: written atomically after every epoch; `resume` continues from one, so
     that a run stopped after epoch k and resumed ends as an uninterrupted run with the
     same seed would. `stop_after`: the number of epochs to run in this call (a job in
-    time slices). `on_epoch(stats, result)` is called after each epoch."""
+    time slices). `on_epoch(stats, result)` is called after each epoch. `preprocess`:
+    normalisation and augmentation (data.py); `workers`: processes reading a folder's
+    images; `on_bad_image`: `fail` or `skip` an image that cannot be read."""
     import torch
 
     from .torch_backend import build_module
@@ -222,7 +234,8 @@ def train(
         raise _fail(f"no examples left to train on after a validation split of {val_split}")
     if recipe.patience is not None and len(val_idx) == 0:
         raise _fail("--patience watches the validation accuracy: it needs --val-split above 0")
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    preprocess = preprocess or Preprocess()
+    feed = _Feed(data, preprocess, seed, batch_size, workers, on_bad_image, device)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult(arrays=module.cnnspec_tensors())
     best_key = (-1.0, math.inf)
@@ -241,11 +254,10 @@ def train(
         if recipe.patience is not None and waited >= recipe.patience:
             break
         module.train()
-        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
-        total_loss, correct = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            inputs, labels = x[batch].to(device), y[batch].to(device)
+        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)].numpy()
+        total_loss, correct, seen = 0.0, 0, 0
+        for step, (inputs, labels) in enumerate(feed.batches(order, epoch, training=True)):
+            start = step * batch_size
             with amp():
                 logits = module.forward_logits(inputs)
                 loss = loss_fn(logits.float(), labels)
@@ -264,23 +276,16 @@ def train(
             else:
                 loss.backward()
                 optimizer.step()
-            total_loss += loss.item() * len(batch)
+            total_loss += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
-            bar.step(
-                epoch,
-                total_loss / min(start + len(batch), len(order)),
-                correct / min(start + len(batch), len(order)),
-            )
-        val_loss, val_acc = (
-            _evaluate(module, x, y, val_idx, loss_fn, device) if len(val_idx) else (None, None)
-        )
+            seen += len(labels)
+            bar.step(epoch, total_loss / seen, correct / seen)
+        if seen == 0:
+            bar.close()
+            raise _fail("no readable examples to train on", "check the images, or the data set")
+        val_loss, val_acc = _evaluate(module, feed, val_idx, loss_fn, epoch) if len(val_idx) else (None, None)
         stats = EpochStats(
-            epoch,
-            total_loss / len(order),
-            correct / len(order),
-            val_loss,
-            val_acc,
-            optimizer.param_groups[0]["lr"],
+            epoch, total_loss / seen, correct / seen, val_loss, val_acc, optimizer.param_groups[0]["lr"]
         )
         if scheduler is not None:
             scheduler.step()
@@ -404,15 +409,71 @@ def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, g
     return state
 
 
-def _evaluate(module, x, y, idx, loss_fn, device) -> tuple[float, float]:
+def _evaluate(module, feed, idx, loss_fn, epoch: int) -> tuple[float, float]:
     import torch
 
     module.eval()
+    total, correct, seen = 0.0, 0, 0
     with torch.no_grad():
-        index = torch.from_numpy(idx)
-        logits = module.forward_logits(x[index].to(device)).float()
-        labels = y[index].to(device)
-        return float(loss_fn(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+        for inputs, labels in feed.batches(idx, epoch, training=False):
+            logits = module.forward_logits(inputs).float()
+            total += float(loss_fn(logits, labels)) * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+    return (total / seen, correct / seen) if seen else (math.nan, 0.0)
+
+
+class _Feed:
+    """Batches in a given order: sliced from arrays (memory-mapped or not), or read from a
+    folder by a DataLoader; normalised, and augmented when training."""
+
+    def __init__(
+        self, data, preprocess: Preprocess, seed: int, batch_size: int, workers: int, on_bad: str, device
+    ):
+        self.data, self.preprocess, self.seed = data, preprocess, seed
+        self.batch_size, self.workers, self.on_bad, self.device = batch_size, workers, on_bad, device
+        self.skipped: set[str] = set()
+
+    def batches(self, order: np.ndarray, epoch: int, training: bool):
+        import torch
+
+        if isinstance(self.data, FolderData):
+            yield from self._folder(order, epoch, training)
+            return
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            x = self.preprocess.normalise(np.asarray(self.data.x[index], np.float32))
+            if training and self.preprocess.augments:
+                x = np.stack(
+                    [self.preprocess.augment(x[i], self.seed, epoch, int(j)) for i, j in enumerate(index)]
+                )
+            yield torch.from_numpy(x).to(self.device), torch.from_numpy(self.data.y[index]).to(self.device)
+
+    def _folder(self, order: np.ndarray, epoch: int, training: bool):
+        from torch.utils.data import DataLoader
+
+        from .data import ImageFolderDataset
+
+        dataset = ImageFolderDataset(self.data, order, self.preprocess, self.seed, training)
+        dataset.epoch = epoch
+        loader: Any = DataLoader(
+            dataset,  # type: ignore[arg-type]  # the Dataset protocol, without importing torch at import time
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.workers,
+            collate_fn=collate,
+        )
+        for inputs, labels, broken in loader:
+            for problem in broken:
+                if self.on_bad == "fail":
+                    raise _fail(problem, "skip unreadable images with --on-bad-image skip")
+                if problem not in self.skipped:
+                    self.skipped.add(problem)
+                    import sys
+
+                    print(f"cnnspec: warning: skipped {problem}", file=sys.stderr)
+            if inputs is not None:
+                yield inputs.to(self.device), labels.to(self.device)
 
 
 class _Progress:
