@@ -171,19 +171,20 @@ class _Conv(nn.Conv2d):
     at `conv1.weight` and `conv1.bias`."""
 
     def __init__(self, entry: CheckedLayer, config: Conv):
+        assert entry.pads is not None
+        top, bottom, left, right = entry.pads
+        symmetric = top == bottom and left == right  # the convolution pads itself: no extra copy
         super().__init__(
             entry.input_shape[0],
             config.filters,
             config.kernel,
             config.stride,
-            0,
+            (top, left) if symmetric else 0,
             config.dilation,
             config.groups,
             config.bias,
         )
-        assert entry.pads is not None
-        top, bottom, left, right = entry.pads
-        self.explicit_pads = (left, right, top, bottom)
+        self.explicit_pads = (0, 0, 0, 0) if symmetric else (left, right, top, bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.explicit_pads):
