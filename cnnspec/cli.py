@@ -790,12 +790,42 @@ def _check_run_memory(network, batch: int) -> None:
 
 
 def cmd_train(args) -> int:
-    from .diagnostics import CnnspecError
-
+    """Train; under torchrun (WORLD_SIZE above 1) as one of several data-parallel
+    processes, of which only the first prints and writes."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         raise UsageError("`cnnspec train` needs PyTorch: pip install 'cnnspec[train]'") from None
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return _train(args)
+    if args.on_bad_image == "skip":
+        raise UsageError(
+            "--on-bad-image skip would give the processes different numbers of steps; clean the data"
+        )
+    import contextlib
+    import io
+
+    import torch.distributed as dist
+
+    device = _torch_device(args.device)
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    try:
+        if dist.get_rank() == 0:
+            return _train(args, processes=world)
+        quiet = io.StringIO()  # the first process speaks for all
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            return _train(args, processes=world)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(args, processes: int = 1) -> int:
+    from .diagnostics import CnnspecError
+
+    writer = int(os.environ.get("RANK", "0") or 0) == 0
     from .train import Recipe, load_dataset, train
     from .weights import build_weights, load_file
 
@@ -828,7 +858,7 @@ def cmd_train(args) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else Path(args.output).with_suffix(".ckpt")
     if args.resume:
         _readable_file(args.resume, "checkpoint")
-    elif checkpoint.exists():  # an interrupted run's: never overwritten unasked
+    elif checkpoint.exists() and writer:  # an interrupted run's: never overwritten unasked
         raise UsageError(
             f"{checkpoint} exists (an interrupted run?): continue it with --resume {checkpoint}, or remove it"
         )
@@ -848,7 +878,8 @@ def cmd_train(args) -> int:
         weights = build_weights(network, args.seed, provided)
         data = load_dataset(args.data, network.input_shape, network.output_shape[0], stream=True)
         print(
-            f"training {network.name} on {device}: {network.trainable_params:,} trainable and "
+            f"training {network.name} on {device}{f' x {processes} processes' if processes > 1 else ''}: "
+            f"{network.trainable_params:,} trainable and "
             f"{network.total_params - network.trainable_params:,} non-trainable params; "
             f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation; "
             f"{args.optimizer}, lr {args.lr:g}, {args.schedule} schedule",
@@ -857,7 +888,7 @@ def cmd_train(args) -> int:
         print(weights.table(), file=sys.stderr)  # the plan, before anything runs
 
         def after_epoch(stats, outcome) -> None:
-            if args.history:
+            if args.history and writer:
                 from .history import write_jsonl
 
                 write_jsonl(Path(args.history), outcome.history)
@@ -868,15 +899,24 @@ def cmd_train(args) -> int:
             on_epoch=after_epoch, preprocess=preprocess, workers=args.workers, on_bad_image=args.on_bad_image,
         )  # fmt: skip
         trained = build_weights(network, args.seed, outcome.arrays)
-        _write_model(network, trained, args, result.sources.get(args.file), read, preprocess.metadata())
-        if args.plot:
+        if writer:
+            _write_model(network, trained, args, result.sources.get(args.file), read, preprocess.metadata())
+        if args.plot and writer:
             from .history import plot
 
             plot(Path(args.plot), outcome.history, f"{network.name}: {args.output}")
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
-    checkpoint.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    if writer:
+        checkpoint.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    if processes > 1:
+        if not outcome.ranks_agree:
+            _say("error", f"the {processes} processes ended with different weights (a bug: please report it)")
+            return EXIT_INTERNAL
+        print(
+            f"{processes} processes (torchrun, {args.batch_size} examples a step each): all hold the same weights"
+        )
     if outcome.stopped_early:
         print(
             f"stopped early after epoch {outcome.history[-1].epoch}: no better validation accuracy for {args.patience} epochs"

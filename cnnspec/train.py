@@ -143,6 +143,7 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False  # by --patience
+    ranks_agree: bool | None = None  # several processes: whether all ended with the same weights
 
     @property
     def best(self) -> EpochStats:
@@ -237,11 +238,14 @@ def train(
     preprocess = preprocess or Preprocess()
     feed = _Feed(data, preprocess, seed, batch_size, workers, on_bad_image, device)
     generator = torch.Generator().manual_seed(seed)
+    group = _Group(torch)  # several processes (torchrun): each trains on its share of every batch
+    step_model = group.wrap(module)
+    torch.manual_seed(seed + group.rank)  # dropout draws differ between processes
     result = TrainResult(arrays=module.cnnspec_tensors())
     best_key = (-1.0, math.inf)
     first_epoch, waited = 1, 0
     if resume is not None:
-        state = _load_checkpoint(torch, resume, network, module, optimizer, scheduler, generator)
+        state = _load_checkpoint(torch, resume, network, module, optimizer, scheduler, generator, group)
         first_epoch = state["epoch"] + 1
         result.history = [EpochStats(**h) for h in state["history"]]
         result.best_epoch = state["best_epoch"]
@@ -249,17 +253,17 @@ def train(
         best_key, waited = tuple(state["best_key"]), state["waited"]
     amp, scaler = _mixed_precision(torch, recipe)
     last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
-    bar = _Progress(epochs, math.ceil(len(train_idx) / batch_size), progress)
+    bar = _Progress(epochs, math.ceil(len(train_idx) / group.size / batch_size), progress and group.rank == 0)
     for epoch in range(first_epoch, last + 1):
         if recipe.patience is not None and waited >= recipe.patience:
             break
         module.train()
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)].numpy()
         total_loss, correct, seen = 0.0, 0, 0
-        for step, (inputs, labels) in enumerate(feed.batches(order, epoch, training=True)):
+        for step, (inputs, labels) in enumerate(feed.batches(group.share(order), epoch, training=True)):
             start = step * batch_size
             with amp():
-                logits = module.forward_logits(inputs)
+                logits = step_model(inputs)
                 loss = loss_fn(logits.float(), labels)
             if not torch.isfinite(loss):
                 bar.close()
@@ -280,10 +284,14 @@ def train(
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
             bar.step(epoch, total_loss / seen, correct / seen)
+        total_loss, correct, seen = group.sum(total_loss, correct, seen)
+        group.share_buffers(module)  # batch-norm statistics: the first process's, everywhere
         if seen == 0:
             bar.close()
             raise _fail("no readable examples to train on", "check the images, or the data set")
-        val_loss, val_acc = _evaluate(module, feed, val_idx, loss_fn, epoch) if len(val_idx) else (None, None)
+        val_loss, val_acc = (
+            _evaluate(module, feed, val_idx, loss_fn, epoch, group) if len(val_idx) else (None, None)
+        )
         stats = EpochStats(
             epoch, total_loss / seen, correct / seen, val_loss, val_acc, optimizer.param_groups[0]["lr"]
         )
@@ -297,7 +305,8 @@ def train(
             result.arrays = module.cnnspec_tensors()
         else:
             waited += 1
-        if checkpoint is not None:
+        rng_states = group.gather_rng()  # every process's dropout stream, for a resume
+        if checkpoint is not None and group.rank == 0:
             _save_checkpoint(
                 torch,
                 checkpoint,
@@ -310,10 +319,12 @@ def train(
                 result,
                 best_key,
                 waited,
+                rng_states,
             )
-        if on_epoch is not None:
+        if on_epoch is not None and group.rank == 0:
             on_epoch(stats, result)
     bar.close()
+    result.ranks_agree = group.agree(module)
     result.stopped_early = (
         recipe.patience is not None and waited >= recipe.patience and len(result.history) < epochs
     )
@@ -348,7 +359,18 @@ def _mixed_precision(torch, recipe: Recipe):
 
 
 def _save_checkpoint(
-    torch, path: Path, network, epoch, module, optimizer, scheduler, generator, result, best_key, waited
+    torch,
+    path: Path,
+    network,
+    epoch,
+    module,
+    optimizer,
+    scheduler,
+    generator,
+    result,
+    best_key,
+    waited,
+    rng_states,
 ):
     """Everything a resumed run needs to continue exactly, written atomically."""
     import dataclasses
@@ -363,7 +385,7 @@ def _save_checkpoint(
         "model": module.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
-        "torch_rng": torch.get_rng_state(),
+        "torch_rng": rng_states,  # one per process
         "shuffle_rng": generator.get_state(),
         "history": [dataclasses.asdict(h) for h in result.history],
         "best_epoch": result.best_epoch,
@@ -379,7 +401,7 @@ def _save_checkpoint(
         temp.unlink(missing_ok=True)
 
 
-def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, generator) -> dict:
+def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, generator, group) -> dict:
     """Restore a checkpoint into the fresh objects; tensors only (weights_only: never
     unpickles code from the file)."""
     import warnings
@@ -399,7 +421,10 @@ def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, g
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"]:
             scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        states = state["torch_rng"]
+        if len(states) != group.size:
+            raise ValueError(f"it was written by {len(states)} processes, this run has {group.size}")
+        torch.set_rng_state(states[group.rank])
         generator.set_state(state["shuffle_rng"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise _fail(
@@ -409,18 +434,96 @@ def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, g
     return state
 
 
-def _evaluate(module, feed, idx, loss_fn, epoch: int) -> tuple[float, float]:
+def _evaluate(module, feed, idx, loss_fn, epoch: int, group) -> tuple[float, float]:
     import torch
 
     module.eval()
     total, correct, seen = 0.0, 0, 0
     with torch.no_grad():
-        for inputs, labels in feed.batches(idx, epoch, training=False):
+        for inputs, labels in feed.batches(group.share(idx, pad=False), epoch, training=False):
             logits = module.forward_logits(inputs).float()
             total += float(loss_fn(logits, labels)) * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
+    total, correct, seen = group.sum(total, correct, seen)
     return (total / seen, correct / seen) if seen else (math.nan, 0.0)
+
+
+class _Group:
+    """The processes of a data-parallel run started by torchrun (one alone otherwise):
+    DDP averages the gradients, so every process holds the same weights after each step."""
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.dist = torch.distributed
+        self.active = self.dist.is_available() and self.dist.is_initialized()
+        self.rank = self.dist.get_rank() if self.active else 0
+        self.size = self.dist.get_world_size() if self.active else 1
+
+    def wrap(self, module):
+        """The model a training step calls: the logits, through DDP when distributed."""
+        logits = _Logits(self.torch, module)
+        if not self.active:
+            return logits
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(logits)
+
+    def share(self, order: np.ndarray, pad: bool = True) -> np.ndarray:
+        """This process's part of an epoch's order; padded (by wrapping round) so that every
+        process takes the same number of steps, which DDP's collective calls need."""
+        if self.size == 1:
+            return order
+        if pad and len(order) % self.size:
+            order = np.concatenate([order, order[: self.size - len(order) % self.size]])
+        return order[self.rank :: self.size]
+
+    def sum(self, *values: float) -> tuple:
+        if not self.active:
+            return values
+        tensor = self.torch.tensor(values, dtype=self.torch.float64)
+        self.dist.all_reduce(tensor)
+        return tuple(tensor.tolist())
+
+    def share_buffers(self, module) -> None:
+        """DDP copies the first process's buffers at each forward; after the epoch's last
+        step each process has updated its own once more."""
+        if self.active:
+            for buffer in module.buffers():
+                self.dist.broadcast(buffer, 0)
+
+    def gather_rng(self) -> list:
+        state = self.torch.get_rng_state()
+        if not self.active:
+            return [state]
+        states = [self.torch.empty_like(state) for _ in range(self.size)]
+        self.dist.all_gather(states, state)
+        return states
+
+    def agree(self, module) -> bool | None:
+        if not self.active:
+            return None
+        flat = self.torch.cat([p.detach().reshape(-1).double().cpu() for p in module.state_dict().values()])
+        first = flat.clone()
+        self.dist.broadcast(first, 0)
+        same = self.torch.tensor([int(self.torch.equal(flat, first))])
+        self.dist.all_reduce(same, op=self.dist.ReduceOp.MIN)
+        return bool(same.item())
+
+
+class _Logits:
+    """`module.forward_logits` as a module's forward, so DDP can wrap it."""
+
+    def __new__(cls, torch, module):
+        class Logits(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner.forward_logits(x)
+
+        return Logits(module)
 
 
 class _Feed:

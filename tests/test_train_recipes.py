@@ -257,3 +257,27 @@ def test_evaluate_on_a_class_folder_and_its_mistakes(tmp_path, capsys):
     seg.write_text("network seg {\n  input 1x8x8\n  conv 2 1x1\n}\n")
     assert main(["evaluate", str(seg), "--data", str(tmp_path / "data")]) == 2
     assert "evaluate takes a classifier" in capsys.readouterr().err
+
+
+def test_two_processes_started_by_torchrun_train_one_model(tmp_path, files):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a free port for the processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec, data = files
+    out = tmp_path / "ddp.onnx"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+        "-m", "cnnspec", "train", str(spec), "--data", str(data), "--epochs", "2", "--batch-size", "8",
+        "--history", str(tmp_path / "h.jsonl"), "-o", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 processes (torchrun, 8 examples a step each): all hold the same weights" in done.stdout
+    assert done.stdout.count("wrote ") == 1 and done.stderr.count("epoch 1/2") == 1  # only the first speaks
+    assert "training net on cpu x 2 processes" in done.stderr
+    assert len((tmp_path / "h.jsonl").read_text().splitlines()) == 2 and out.exists()
+    assert not (tmp_path / "ddp.ckpt").exists()
