@@ -637,6 +637,8 @@ def cmd_run(args) -> int:
         result = run(session, batch, repeat=args.repeat)
         output = result.output
         labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
+        if labels is None and not is_spec and output.ndim == 2:
+            labels = _model_classes(path, output.shape[1])
         if args.activations:
             pictures = _save_activations(args, network, weights, spec_text, batch[:1])
     except ProviderUnavailable as exc:
@@ -689,6 +691,18 @@ def _model_preprocessing(path: Path):
         )
         print(f"preprocessing from the model: {shown}", file=sys.stderr)
     return mean, std
+
+
+def _model_classes(path: Path, count: int) -> list[str] | None:
+    """The class names a model trained on a class folder records."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnxruntime already reported an unreadable model
+        return None
+    names = {p.key: p.value for p in model.metadata_props}.get("classes", "").split("\n")
+    return names if len(names) == count and all(names) else None
 
 
 def _check_activations_folder(folder: str, is_spec: bool) -> None:
@@ -899,8 +913,11 @@ def _train(args, processes: int = 1) -> int:
             on_epoch=after_epoch, preprocess=preprocess, workers=args.workers, on_bad_image=args.on_bad_image,
         )  # fmt: skip
         trained = build_weights(network, args.seed, outcome.arrays)
+        metadata = preprocess.metadata()
+        if data.classes != [str(i) for i in range(len(data.classes))]:  # a folder's class names
+            metadata["classes"] = "\n".join(data.classes)
         if writer:
-            _write_model(network, trained, args, result.sources.get(args.file), read, preprocess.metadata())
+            _write_model(network, trained, args, result.sources.get(args.file), read, metadata)
         if args.plot and writer:
             from .history import plot
 
@@ -998,7 +1015,8 @@ def cmd_evaluate(args) -> int:
         if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
             raise UsageError("evaluate takes a classifier: one output of N x classes")
         data = load_dataset(args.data, shape, classes, stream=True)
-        result = evaluate(session, data, classes)
+        mean, std = _model_preprocessing(path) if path.suffix != ".cnn" else (None, None)
+        result = evaluate(session, data, classes, mean, std)
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS

@@ -41,19 +41,21 @@ class Evaluation:
         }
 
 
-def evaluate(session, data, classes: int) -> Evaluation:
+def evaluate(session, data, classes: int, mean=None, std=None) -> Evaluation:
     """`data`: arrays (train.Dataset) or a listed class folder (data.FolderData), read a
-    batch at a time."""
-    from .data import FolderData
+    batch at a time and normalised with `mean` and `std` (what the model was trained with)."""
+    from .data import FolderData, Preprocess
     from .runtime import load_image
 
     name = session.get_inputs()[0].name
     confusion = np.zeros((classes, classes), np.int64)
     for start in range(0, len(data.y), BATCH):
         if isinstance(data, FolderData):
-            x = np.stack([load_image(p, data.shape, None, None) for p in data.paths[start : start + BATCH]])
+            x = np.stack([load_image(p, data.shape, mean, std) for p in data.paths[start : start + BATCH]])
         else:
-            x = np.asarray(data.x[start : start + BATCH], np.float32)
+            x = Preprocess(_tuple(mean), _tuple(std)).normalise(
+                np.asarray(data.x[start : start + BATCH], np.float32)
+            )
         scores = session.run(None, {name: x})[0]
         np.add.at(confusion, (data.y[start : start + BATCH], scores.argmax(1)), 1)
     names = list(data.classes) if len(data.classes) == classes else [str(i) for i in range(classes)]
@@ -78,3 +80,7 @@ def table(evaluation: Evaluation, limit: int = 20) -> str:
     else:
         lines.append(f"confusion matrix: {k} classes (see --format json)")
     return "\n".join(lines)
+
+
+def _tuple(values) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in values) if values is not None else None

@@ -56,3 +56,20 @@ def test_import_example_trains_a_head_on_an_imported_pytorch_model(tmp_path):
     match = re.search(r"test accuracy (\d\.\d{3}) on (\d+) images", out.stdout)
     assert match and 0.0 <= float(match.group(1)) <= 1.0 and int(match.group(2)) == 896 - 100
     assert (tmp_path / "digits_b.onnx").exists()
+
+
+def test_folder_recipe_trains_evaluates_and_runs_from_image_files(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "examples/folder_recipe/run.py", "--epochs", "2", "--workdir", str(tmp_path / "w")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"^accuracy: \d\.\d{4} \(\d+ of \d+\)$", out.stdout, re.M)
+    assert "confusion (rows: true class, columns: predicted)" in out.stdout
+    assert re.search(r"^  \[0\] [5-9] \d\.\d{4}", out.stdout, re.M)  # class names kept in the model
+    assert "preprocessing from the model: mean 0.3, std 0.4" in out.stderr
+    work = tmp_path / "w"
+    assert (work / "curves.png").exists() and (work / "history.jsonl").read_text().count("\n") >= 1
