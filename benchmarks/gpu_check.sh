@@ -2,12 +2,12 @@
 # CUDA check for a machine with an NVIDIA GPU (not part of CI): exports LeNet-5 and
 # VGG-16, runs both with `--provider cuda` and compares the outputs with the CPU's to
 # within 1e-3; then ResNet-50 and VGG-16 exported with --fp16, timed and compared with
-# fp32 on the GPU. Usage: bash benchmarks/gpu_check.sh  (installs into ./.gpu-venv)
+# fp32 on the GPU; then `cnnspec train --device cuda`, with and without --amp. Usage: bash benchmarks/gpu_check.sh  (installs into ./.gpu-venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .gpu-venv
 . .gpu-venv/bin/activate
-python -m pip install --quiet -e '.[gpu]'
+python -m pip install --quiet -e '.[gpu,train]'
 python -m pip uninstall --quiet -y onnxruntime || true   # the GPU build provides the module
 python -m pip install --quiet --force-reinstall --no-deps 'onnxruntime-gpu>=1.17'
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -59,5 +59,23 @@ for spec, batch in (("specs/zoo/resnet.cnn", 16), ("specs/vgg16.cnn", 8)):
           f"({fp32.latency_ms / fp16.latency_ms:.2f}x)  max |fp32 - fp16| = {diff:.2e} of {scale:.2e}")
     assert diff <= 2e-2 * scale + 1e-3, f"fp16 differs by {diff}"
 print("CUDA check passed")
+PY
+# training on the GPU: fp32 and mixed precision, a few epochs on random CIFAR-sized data
+python - "$out" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.cli import main
+
+out = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+np.savez(out / "data.npz", x=rng.random((2048, 3, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 2048))
+for extra in ([], ["--amp"]):
+    args = ["train", "specs/cifar.cnn", "--data", str(out / "data.npz"), "--epochs", "2", "--device", "cuda",
+            "--batch-size", "128", *extra, "-o", str(out / "trained.onnx")]
+    assert main(args) == 0, extra
+print("CUDA training check passed")
 PY
 cnnspec run specs/lenet5.cnn --provider cuda --batch 4 | head -3
