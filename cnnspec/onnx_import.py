@@ -993,6 +993,9 @@ def import_graph(
         except _Unsupported as exc:
             state.unsupported[node.op_type].append((label, str(exc)))
             broken.update(node.output)
+        except (IndexError, KeyError, TypeError, ValueError, OverflowError, ArithmeticError) as exc:
+            # a node missing inputs or outputs, an attribute of the wrong type or size
+            raise NotAModel(f"node '{label}' ({node.op_type}) is malformed ({type(exc).__name__})") from None
     for flat in state.hwc_flatten:
         state.unsupported["Transpose"].append(
             (flat, "it flattens in HxWxC order, and no dense layer follows to take that order over")

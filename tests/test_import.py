@@ -525,3 +525,72 @@ def test_a_second_output_matters_only_when_something_reads_it(tmp_path, capsys):
     (tmp_path / "net.npz").unlink()
     assert _import(tmp_path, _model([pool], outputs=("y", "idx"))) == 1
     assert "MaxPool x1 (pool) cannot be written in cnnspec: the indices output" in capsys.readouterr().err
+
+
+def test_mutated_models_never_crash_the_importer(tmp_path, capsys):
+    """Random damage to a real model's nodes, attributes and tensors: exit 0, 1 or 2 with
+    one-line messages, never an internal error (exit 70)."""
+    import random
+
+    from cnnspec.onnx_export import build_model
+
+    network = check_text((SPECS / "cifar.cnn").read_text(), "cifar").network("cifar")
+    original, _ = build_model(network, seed=0)
+    rng = random.Random(7)
+    codes = []
+    for trial in range(120):
+        model = onnx.ModelProto.FromString(original.SerializeToString())
+        nodes = model.graph.node
+        node = nodes[rng.randrange(len(nodes))]
+        kind = trial % 6
+        if kind == 0 and node.input:
+            del node.input[rng.randrange(len(node.input))]
+        elif kind == 1 and node.attribute:
+            attribute = node.attribute[rng.randrange(len(node.attribute))]
+            if attribute.ints:
+                attribute.ints[rng.randrange(len(attribute.ints))] = rng.choice([0, -1, 2**40, 3])
+            else:
+                attribute.i = rng.choice([0, -1, 2**40])
+        elif kind == 2:
+            node.op_type = rng.choice(
+                ["Conv", "MaxPool", "Gemm", "Reshape", "Concat", "Add", "Resize", "Squeeze"]
+            )
+        elif kind == 3:
+            del node.output[:]
+        elif kind == 4 and model.graph.initializer:
+            tensor = model.graph.initializer[rng.randrange(len(model.graph.initializer))]
+            tensor.dims[:] = [rng.choice([1, 7, 2**31])] + list(tensor.dims[1:])
+        else:
+            data = bytearray(model.SerializeToString())
+            for _ in range(5):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            (tmp_path / "m.onnx").write_bytes(bytes(data))
+            codes.append(
+                main(
+                    [
+                        "import",
+                        str(tmp_path / "m.onnx"),
+                        "-o",
+                        str(tmp_path / "n.cnn"),
+                        "--weights-out",
+                        str(tmp_path / "n.npz"),
+                    ]
+                )
+            )
+            continue
+        (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+        codes.append(
+            main(
+                [
+                    "import",
+                    str(tmp_path / "m.onnx"),
+                    "-o",
+                    str(tmp_path / "n.cnn"),
+                    "--weights-out",
+                    str(tmp_path / "n.npz"),
+                ]
+            )
+        )
+    err = capsys.readouterr().err
+    assert set(codes) <= {0, 1, 2} and "internal error" not in err and "Traceback" not in err
+    assert {1, 2} <= set(codes)  # the damage was seen
