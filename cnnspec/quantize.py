@@ -122,13 +122,7 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
     without it: AVX2's VPMADDUBSW multiplies uint8 by int8 directly (U8S8 measured 1.28x
     against S8S8's 1.10x over fp32 on the CIFAR net on an AVX2-only CPU)."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader
 
     name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     reader = _Reader(name, calibration)
@@ -136,21 +130,38 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
     prepared = out.with_name(out.stem + ".prepared.onnx")
     logging.disable(logging.WARNING)  # its advice goes to the root logger, on every call
     try:
-        # shape inference and onnxruntime's fusions first (a batch norm folds into its conv),
-        # as onnxruntime recommends: fewer tensors to quantise, better ranges
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(out),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if has_vnni() else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        _quantize_static(fp32, prepared, out, reader)
+    except CnnspecError:
+        raise
+    except Exception as exc:  # onnxruntime's tools raise many kinds for graphs they cannot take
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise CnnspecError(
+            [
+                Diagnostic(
+                    "error", "onnx-file", f"onnxruntime could not quantise this model: {first}", None, None
+                )
+            ]
+        ) from None
     finally:
         logging.disable(logging.NOTSET)
         prepared.unlink(missing_ok=True)
+
+
+def _quantize_static(fp32: Path, prepared: Path, out: Path, reader) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    # shape inference and onnxruntime's fusions first (a batch norm folds into its conv), as
+    # onnxruntime recommends: fewer tensors to quantise, better ranges
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8 if has_vnni() else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
 
 
 @dataclass
