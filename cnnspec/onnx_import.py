@@ -102,7 +102,6 @@ class _Partial:
 
 @dataclass
 class _State:
-    model_path: Path
     opset: int
     declared_batch: int | None
     values: dict[str, object] = field(default_factory=dict)  # tensor -> np.ndarray | _Act
@@ -242,10 +241,6 @@ def _attrs(node) -> dict:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _inputs(node) -> list[str]:
-    return list(node.input)
 
 
 def _optional(node, i: int) -> str | None:
@@ -948,7 +943,7 @@ def import_graph(
     shape = _input_shape(inputs, path, input_shape, nhwc)
     dims = inputs[0].type.tensor_type.shape.dim
     declared = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    state = _State(path, opset, declared)
+    state = _State(opset, declared)
     for tensor in graph.initializer:
         state.values[tensor.name] = _array(tensor, folder)
     state.values[inputs[0].name] = _Partial("nhwc_input", _Act(INPUT, shape)) if nhwc else _Act(INPUT, shape)

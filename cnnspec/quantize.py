@@ -25,7 +25,6 @@ MAX_CALIBRATION = 300  # examples onnxruntime calibrates on; more adds time, not
 MAX_HELD_OUT = 200  # examples the agreement is measured on
 MIN_EXAMPLES = 2  # one to calibrate on, one to check
 AGREEMENT_WARNING = 0.99
-DEFAULT_BATCHES = (1, 8, 32)
 
 
 def _fail(message: str, help: str | None = None) -> CnnspecError:

@@ -462,7 +462,7 @@ class _Group:
 
     def wrap(self, module):
         """The model a training step calls: the logits, through DDP when distributed."""
-        logits = _Logits(self.torch, module)
+        logits = _logits(self.torch, module)
         if not self.active:
             return logits
         from torch.nn.parallel import DistributedDataParallel
@@ -511,19 +511,19 @@ class _Group:
         return bool(same.item())
 
 
-class _Logits:
-    """`module.forward_logits` as a module's forward, so DDP can wrap it."""
+def _logits(torch, module):
+    """`module.forward_logits` as a module's forward, so that DDP can wrap it (defined
+    here: torch is imported only when training)."""
 
-    def __new__(cls, torch, module):
-        class Logits(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-            def forward(self, x):
-                return self.inner.forward_logits(x)
+        def forward(self, x):
+            return self.inner.forward_logits(x)
 
-        return Logits(module)
+    return Logits(module)
 
 
 class _Feed:
