@@ -1207,6 +1207,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    def export_options(command, for_run: bool = False) -> None:
+        command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
+        command.add_argument("--seed", type=_seed, default=0, help="seed of the fresh weights (default 0)")
+        command.add_argument(
+            "--weights",
+            metavar="FILE",
+            help=".npz or .onnx with tensors named like conv1.weight"
+            + (" (only for a .cnn)" if for_run else ""),
+        )
+        command.add_argument("--opset", type=_count, default=17, help="ONNX opset (default 17)")
+        command.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
     check = sub.add_parser(
         "check",
         help="shapes, parameters, MACs, receptive fields and every mistake",
@@ -1225,17 +1237,31 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check)
 
-    def export_options(command, for_run: bool = False) -> None:
-        command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
-        command.add_argument("--seed", type=_seed, default=0, help="seed of the fresh weights (default 0)")
-        command.add_argument(
-            "--weights",
-            metavar="FILE",
-            help=".npz or .onnx with tensors named like conv1.weight"
-            + (" (only for a .cnn)" if for_run else ""),
-        )
-        command.add_argument("--opset", type=_count, default=17, help="ONNX opset (default 17)")
-        command.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    fmt = sub.add_parser(
+        "fmt",
+        help="rewrite specs in the canonical layout",
+        description="Format .cnn files in place: indentation, spacing, aligned trailing comments; comments "
+        "and line breaks kept. --check exits 1 when a file would change (for CI); --diff shows how.",
+    )
+    fmt.add_argument("files", nargs="+", metavar="FILE")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    fmt.add_argument("--diff", action="store_true", help="change nothing; print the changes as a diff")
+    fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    fmt.set_defaults(func=cmd_fmt)
+
+    draw = sub.add_parser(
+        "draw",
+        help="draw the network: SVG, PNG or HTML",
+        description="Draw a checked network top-down: one box per layer (kind, arguments, output shape, "
+        "parameters), arrows labelled with tensor shapes, block instances framed, branches side by side, "
+        "frozen layers grey. The output's suffix picks the format.",
+    )
+    draw.add_argument("file", metavar="FILE.cnn")
+    draw.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png|OUT.html")
+    draw.add_argument("--network", metavar="NAME", help="the network to draw when the file has several")
+    draw.add_argument("--collapse", action="store_true", help="one box per block instance")
+    draw.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    draw.set_defaults(func=cmd_draw)
 
     export = sub.add_parser(
         "export",
@@ -1298,40 +1324,6 @@ def build_parser() -> argparse.ArgumentParser:
     export_options(run, for_run=True)
     run.set_defaults(func=cmd_run)
 
-    lsp = sub.add_parser(
-        "lsp",
-        help="a language server for editors (stdio)",
-        description="Speak the Language Server Protocol on stdin/stdout: diagnostics as you type, hover "
-        "with shapes and costs, go to definition, completion. Needs the lsp extra (pygls).",
-    )
-    lsp.set_defaults(func=cmd_lsp)
-
-    fmt = sub.add_parser(
-        "fmt",
-        help="rewrite specs in the canonical layout",
-        description="Format .cnn files in place: indentation, spacing, aligned trailing comments; comments "
-        "and line breaks kept. --check exits 1 when a file would change (for CI); --diff shows how.",
-    )
-    fmt.add_argument("files", nargs="+", metavar="FILE")
-    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
-    fmt.add_argument("--diff", action="store_true", help="change nothing; print the changes as a diff")
-    fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    fmt.set_defaults(func=cmd_fmt)
-
-    draw = sub.add_parser(
-        "draw",
-        help="draw the network: SVG, PNG or HTML",
-        description="Draw a checked network top-down: one box per layer (kind, arguments, output shape, "
-        "parameters), arrows labelled with tensor shapes, block instances framed, branches side by side, "
-        "frozen layers grey. The output's suffix picks the format.",
-    )
-    draw.add_argument("file", metavar="FILE.cnn")
-    draw.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png|OUT.html")
-    draw.add_argument("--network", metavar="NAME", help="the network to draw when the file has several")
-    draw.add_argument("--collapse", action="store_true", help="one box per block instance")
-    draw.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    draw.set_defaults(func=cmd_draw)
-
     bench = sub.add_parser(
         "bench",
         help="latency and throughput, fp32 and int8 side by side",
@@ -1352,18 +1344,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--format", choices=("table", "json"), default="table")
     export_options(bench, for_run=True)
     bench.set_defaults(func=cmd_bench)
-
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="accuracy, per class, and the confusion matrix",
-        description="Evaluate a classifier (ONNX, or a .cnn with --weights) on labelled data: an .npz with "
-        "x and y, or a folder of class folders.",
-    )
-    evaluate.add_argument("model", metavar="MODEL.onnx|SPEC.cnn")
-    evaluate.add_argument("--data", required=True, metavar="DATA")
-    evaluate.add_argument("--format", choices=("table", "json"), default="table")
-    export_options(evaluate, for_run=True)
-    evaluate.set_defaults(func=cmd_evaluate)
 
     imp = sub.add_parser(
         "import",
@@ -1437,6 +1417,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_options(train)
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="accuracy, per class, and the confusion matrix",
+        description="Evaluate a classifier (ONNX, or a .cnn with --weights) on labelled data: an .npz with "
+        "x and y, or a folder of class folders.",
+    )
+    evaluate.add_argument("model", metavar="MODEL.onnx|SPEC.cnn")
+    evaluate.add_argument("--data", required=True, metavar="DATA")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    export_options(evaluate, for_run=True)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    lsp = sub.add_parser(
+        "lsp",
+        help="a language server for editors (stdio)",
+        description="Speak the Language Server Protocol on stdin/stdout: diagnostics as you type, hover "
+        "with shapes and costs, go to definition, completion. Needs the lsp extra (pygls).",
+    )
+    lsp.set_defaults(func=cmd_lsp)
     return parser
 
 
