@@ -1202,7 +1202,7 @@ def _count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnspec",
-        description="Check, export and run convolutional networks written as .cnn specs.",
+        description="Check, format, draw, export, run, import and train convolutional networks written as .cnn specs.",
     )
     parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
