@@ -277,10 +277,10 @@ def cmd_lsp(args) -> int:
 def cmd_fmt(args) -> int:
     """Rewrite specs in the canonical layout; --check and --diff only report."""
     import difflib
-    import shutil
+    import functools
 
     from .diagnostics import CnnspecError
-    from .files import temporary
+    from .files import write_atomically
     from .fmt import format_text, meaning
     from .parse import parse_source
 
@@ -310,15 +310,10 @@ def cmd_fmt(args) -> int:
             code = max(code, EXIT_ERRORS)
             continue
         path = Path(name)
-        temp = temporary(path)
         try:
-            temp.write_text(formatted, encoding="utf-8")
-            shutil.copymode(path, temp)
-            os.replace(temp, path)
+            write_atomically(path, functools.partial(Path.write_text, data=formatted, encoding="utf-8"), path)
         except OSError as exc:
             raise UsageError(f"{name}: cannot write: {exc.strerror or exc}") from None
-        finally:
-            temp.unlink(missing_ok=True)
         print(f"reformatted {_shown(name)}")
     return code
 
@@ -334,7 +329,7 @@ def _print_diagnostics_of(error, sources: dict[str, str], args) -> None:
 def cmd_draw(args) -> int:
     """The network as a diagram: .svg, .png or .html, chosen by the output's suffix."""
     from .draw import layout, to_html, to_png, to_svg
-    from .files import temporary
+    from .files import write_atomically
 
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".svg", ".png", ".html"):
@@ -344,8 +339,8 @@ def cmd_draw(args) -> int:
         return EXIT_ERRORS
     final = _output_target(args.output, tuple(result.files))
     diagram = layout(network, args.collapse)
-    temp = temporary(final)
-    try:
+
+    def write(temp: Path) -> None:
         if suffix == ".png":
             try:
                 to_png(diagram, temp)
@@ -353,11 +348,11 @@ def cmd_draw(args) -> int:
                 raise UsageError(str(exc)) from None
         else:
             temp.write_text(to_svg(diagram) if suffix == ".svg" else to_html(diagram), encoding="utf-8")
-        os.replace(temp, final)
+
+    try:
+        write_atomically(final, write)
     except OSError as exc:
         raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        temp.unlink(missing_ok=True)
     print(f"wrote {_shown(args.output)} ({diagram.width}x{diagram.height}, {len(diagram.boxes)} boxes)")
     return EXIT_OK
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 MAX_SOURCE_BYTES = 1024 * 1024  # ~30,000 lines; a 10,000-layer generated spec is ~0.3 MB
@@ -112,3 +113,19 @@ def temporary(final: Path) -> Path:
     os.umask(umask)
     os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; an export is an ordinary file
     return Path(name)
+
+
+def write_atomically(final: Path, write: Callable[[Path], object], keep_mode_of: Path | None = None) -> None:
+    """`write(temp)` fills a temporary file beside `final`, which then replaces `final` in
+    one rename: a reader never sees half a file, and an error or an interruption (Ctrl-C,
+    SIGTERM) leaves the old file and no temporary one."""
+    import shutil
+
+    temp = temporary(final)
+    try:
+        write(temp)
+        if keep_mode_of is not None:
+            shutil.copymode(keep_mode_of, temp)
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)

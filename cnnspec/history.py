@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
-from .files import temporary
+from .files import write_atomically
 
 WIDTH, HEIGHT, PAD = 900, 340, 48
 
 
 def write_jsonl(path: Path, history: list) -> None:
     """Rewritten whole, atomically, after every epoch: a reader never sees half a line."""
-    temp = temporary(path)
-    try:
-        temp.write_text("".join(json.dumps(dataclasses.asdict(h)) + "\n" for h in history), encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    text = "".join(json.dumps(dataclasses.asdict(h)) + "\n" for h in history)
+    write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 def plot(path: Path, history: list, title: str) -> None:
@@ -64,12 +59,7 @@ def plot(path: Path, history: list, title: str) -> None:
         draw.text((right - 160, top + 6), "training", fill="#1f6fb2", font=font)
         if any(v is not None for v in val):
             draw.text((right - 160, top + 22), "validation", fill="#c05a00", font=font)
-    temp = temporary(path)
-    try:
-        image.save(temp, format="PNG")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_atomically(path, lambda temp: image.save(temp, format="PNG"))
 
 
 def _point(box: tuple, epoch: int, value: float) -> tuple[float, float]:

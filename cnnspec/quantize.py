@@ -266,10 +266,9 @@ def export_int8(
 ) -> Int8Export:
     """Quantise, check agreement on held-out examples, and write the int8 model to `out`
     (with `auto`, the fp32 model where int8 is not faster here). Atomic."""
-    import os
     import tempfile
 
-    from .files import target, temporary
+    from .files import target, write_atomically
     from .runtime import make_session
 
     final = target(out, protect)
@@ -285,24 +284,19 @@ def export_int8(
             report.comparison = compare(fp32_session, int8_session, shape, (1, 8), seconds=0.5)
             if report.comparison.verdict() != "int8":
                 report.kept = "fp32"
-        temp = temporary(final)
-        try:
-            temp.write_bytes((int8 if report.kept == "int8" else fp32).read_bytes())
-            os.replace(temp, final)
-        finally:
-            temp.unlink(missing_ok=True)
+        chosen = int8 if report.kept == "int8" else fp32
+        write_atomically(final, lambda temp: temp.write_bytes(chosen.read_bytes()))
     return report
 
 
 def optimize(model: bytes, out: Path, protect: tuple[Path, ...] = ()) -> None:
     """onnxruntime's offline-optimised graph (constant folding, conv + batch norm and
     conv + activation fusions: the `extended` level, portable across CPUs), written atomically."""
-    import os
     import tempfile
 
     import onnxruntime as ort
 
-    from .files import target, temporary
+    from .files import target, write_atomically
 
     final = target(out, protect)
     with tempfile.TemporaryDirectory(prefix="cnnspec-opt-") as scratch:
@@ -312,9 +306,4 @@ def optimize(model: bytes, out: Path, protect: tuple[Path, ...] = ()) -> None:
         options.optimized_model_filepath = str(optimized)
         options.log_severity_level = 4
         ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        temp = temporary(final)
-        try:
-            temp.write_bytes(optimized.read_bytes())
-            os.replace(temp, final)
-        finally:
-            temp.unlink(missing_ok=True)
+        write_atomically(final, lambda temp: temp.write_bytes(optimized.read_bytes()))

@@ -374,9 +374,8 @@ def _save_checkpoint(
 ):
     """Everything a resumed run needs to continue exactly, written atomically."""
     import dataclasses
-    import os
 
-    from .files import temporary
+    from .files import write_atomically
 
     state = {
         "version": CHECKPOINT_VERSION,
@@ -393,12 +392,7 @@ def _save_checkpoint(
         "best_arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in result.arrays.items()},
         "waited": waited,
     }
-    temp = temporary(path)
-    try:
-        torch.save(state, temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_atomically(path, lambda temp: torch.save(state, temp))
 
 
 def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, generator, group) -> dict:
