@@ -627,13 +627,13 @@ def cmd_run(args) -> int:
             _check_input_memory(shape, args.batch)
         mean, std = args.mean, args.std
         if not is_spec and args.input and mean is None and std is None:
-            mean, std = _model_preprocessing(path)
+            mean, std = _model_preprocessing(session)
         batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std)
         result = run(session, batch, repeat=args.repeat)
         output = result.output
         labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
         if labels is None and not is_spec and output.ndim == 2:
-            labels = _model_classes(path, output.shape[1])
+            labels = _model_classes(session, output.shape[1])
         if args.activations:
             pictures = _save_activations(args, network, weights, spec_text, batch[:1])
     except ProviderUnavailable as exc:
@@ -669,17 +669,12 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _model_preprocessing(path: Path):
-    """The mean and std a model trained by cnnspec records, said when used."""
-    import onnx
-
+def _model_preprocessing(session):
+    """The mean and std a model trained by cnnspec records (read from the session that
+    already loaded it), said when used."""
     from .data import model_preprocess
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # onnxruntime reports an unreadable model; no preprocessing to take
-        return None, None
-    mean, std = model_preprocess({p.key: p.value for p in model.metadata_props})
+    mean, std = model_preprocess(session.get_modelmeta().custom_metadata_map)
     if mean is not None or std is not None:
         shown = ", ".join(
             f"{k} {','.join(f'{v:g}' for v in vals)}" for k, vals in (("mean", mean), ("std", std)) if vals
@@ -688,15 +683,9 @@ def _model_preprocessing(path: Path):
     return mean, std
 
 
-def _model_classes(path: Path, count: int) -> list[str] | None:
+def _model_classes(session, count: int) -> list[str] | None:
     """The class names a model trained on a class folder records."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # onnxruntime already reported an unreadable model
-        return None
-    names = {p.key: p.value for p in model.metadata_props}.get("classes", "").split("\n")
+    names = session.get_modelmeta().custom_metadata_map.get("classes", "").split("\n")
     return names if len(names) == count and all(names) else None
 
 
@@ -1010,7 +999,7 @@ def cmd_evaluate(args) -> int:
         if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
             raise UsageError("evaluate takes a classifier: one output of N x classes")
         data = load_dataset(args.data, shape, classes, stream=True)
-        mean, std = _model_preprocessing(path) if path.suffix != ".cnn" else (None, None)
+        mean, std = _model_preprocessing(session) if path.suffix != ".cnn" else (None, None)
         result = evaluate(session, data, classes, mean, std)
     except CnnspecError as exc:
         _print_error(exc)
