@@ -22,6 +22,7 @@ EXIT_ERRORS = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in cnnspec, never a problem with the input
 MAX_SEED = 2**63 - 1  # numpy takes any size, PyTorch 64 bits
+MAX_WORKERS = 64  # processes reading images; more only exhausts the machine
 
 
 class UsageError(Exception):
@@ -953,10 +954,12 @@ def _preprocess(args, network):
         raise UsageError("--std values must be above 0")
     if (args.crop_pad or args.flip) and len(network.input_shape) != 3:
         raise UsageError("--crop-pad and --flip augment images: the network's input is a flat vector")
-    if args.crop_pad is not None and args.crop_pad < 0:
-        raise UsageError("--crop-pad must be 0 or more")
-    if args.workers < 0:
-        raise UsageError("--workers must be 0 or more")
+    if args.crop_pad is not None and not 0 <= args.crop_pad <= max(network.input_shape[1:], default=0):
+        raise UsageError(
+            f"--crop-pad must be between 0 and the input's size ({'x'.join(map(str, network.input_shape))})"
+        )
+    if not 0 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 0 and {MAX_WORKERS}")
     as_tuple = lambda v: tuple(float(x) for x in v) if v is not None else None  # noqa: E731
     return Preprocess(as_tuple(mean), as_tuple(std), args.crop_pad or 0, args.flip)
 

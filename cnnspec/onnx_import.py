@@ -322,20 +322,24 @@ def _validated(cls: type[LayerConfig], values: dict) -> LayerConfig:
 # ------------------------------------------------------------------ the ops
 
 
-def _conv(state: _State, node) -> _Act:
+def _filter_inputs(state: _State, node, what: str) -> tuple[_Act, np.ndarray, dict]:
+    """A conv's or deconv's input, 4-D weight, and its tensors (weight, and bias if given)."""
     x = _act(state, node.input[0])
-    weight_name = node.input[1]
-    w = _const(state, weight_name)
+    w = _const(state, node.input[1])
     if w.ndim != 4 or len(x.shape) != 3:
-        raise _Unsupported("only 2-D convolutions of CxHxW maps")
+        raise _Unsupported(f"only 2-D {what} of CxHxW maps")
+    tensors = {"weight": w}
+    if bias_name := _optional(node, 2):
+        tensors["bias"] = _const(state, bias_name)
+    return x, w, tensors
+
+
+def _conv(state: _State, node) -> _Act:
+    x, w, tensors = _filter_inputs(state, node, "convolutions")
     attrs = _attrs(node)
     kernel = _pair(attrs, "kernel_shape", (w.shape[2], w.shape[3]))
     stride = _pair(attrs, "strides", (1, 1))
     dilation = _pair(attrs, "dilations", (1, 1))
-    bias_name = _optional(node, 2)
-    tensors = {"weight": w}
-    if bias_name:
-        tensors["bias"] = _const(state, bias_name)
     pads = _pads(attrs, (0, *x.shape[1:]), kernel, stride, dilation)
     config = _validated(
         Conv,
@@ -346,18 +350,14 @@ def _conv(state: _State, node) -> _Act:
             "pad": pads,
             "dilation": dilation,
             "groups": int(attrs.get("group", 1)),
-            "bias": bias_name is not None,
+            "bias": "bias" in tensors,
         },
     )
-    return _add_layer(state, node, config, [x], tensors, weight_name)
+    return _add_layer(state, node, config, [x], tensors, node.input[1])
 
 
 def _deconv(state: _State, node) -> _Act:
-    x = _act(state, node.input[0])
-    weight_name = node.input[1]
-    w = _const(state, weight_name)
-    if w.ndim != 4 or len(x.shape) != 3:
-        raise _Unsupported("only 2-D transposed convolutions of CxHxW maps")
+    x, w, tensors = _filter_inputs(state, node, "transposed convolutions")
     attrs = _attrs(node)
     if "output_shape" in attrs:
         raise _Unsupported("output_shape is not supported; export with pads and output_padding")
@@ -366,10 +366,6 @@ def _deconv(state: _State, node) -> _Act:
         raise _Unsupported("auto_pad SAME on a transposed convolution")
     groups = int(attrs.get("group", 1))
     p = list(attrs.get("pads", [0, 0, 0, 0]))
-    bias_name = _optional(node, 2)
-    tensors = {"weight": w}
-    if bias_name:
-        tensors["bias"] = _const(state, bias_name)
     config = _validated(
         Deconv,
         {
@@ -380,10 +376,10 @@ def _deconv(state: _State, node) -> _Act:
             "output_pad": _pair(attrs, "output_padding", (0, 0)),
             "dilation": _pair(attrs, "dilations", (1, 1)),
             "groups": groups,
-            "bias": bias_name is not None,
+            "bias": "bias" in tensors,
         },
     )
-    return _add_layer(state, node, config, [x], tensors, weight_name)
+    return _add_layer(state, node, config, [x], tensors, node.input[1])
 
 
 def _batchnorm(state: _State, node) -> _Act:
