@@ -3,12 +3,18 @@
 1. Whole-process time of `cnnspec check` on LeNet-5, ResNet-50 and DenseNet-121 next to
    a script that builds the same network in plain PyTorch and calls torchinfo.summary
    (same machine, same run; best of N).
-2. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
+2. Where the start-up goes: python itself, importing pydantic-core, importing cnnspec's
+   check path, building the parser, the check.
+3. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
    residual graphs (it should grow linearly).
 
-    python benchmarks/bench_check.py [--repeat 7]
+    python benchmarks/bench_check.py [--repeat 7] [--instructions]
 
-The PyTorch column needs `pip install torch==2.13.0 torchinfo`; without them it says so.
+Wall time on a shared or throttled machine drifts (the same loop took 258-514 ms from one
+minute to the next on the one the README's figures come from), so `--instructions` adds
+instruction counts from valgrind (cachegrind, no cache simulation): deterministic, and
+what start-up work and linear growth are judged by. The PyTorch column needs
+`pip install torch==2.13.0 torchinfo`; without them it says so.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,13 +107,31 @@ NETWORKS = (
 )
 
 
-def best_of(command: list[str], repeat: int, env: dict | None = None) -> float:
+def timings(command: list[str], repeat: int, env: dict | None = None) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         subprocess.run(command, capture_output=True, cwd=ROOT, env=env)  # exit 0, or 0 with warnings
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def instructions(command: list[str]) -> int:
+    """Instructions the whole process executes (valgrind's cachegrind, no cache simulation)."""
+    out = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"valgrind printed no instruction count:\n{out.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def millions(count: int) -> str:
+    return f"{count / 1e6:,.0f}M"
 
 
 def generated_spec(layers: int) -> str:
@@ -119,64 +146,116 @@ def generated_graph(layers: int) -> str:
     return f"network graph {{\n  input 16x64x64\n  repeat {layers // 5} {{ {block} }}\n}}\n"
 
 
+CHECK = [sys.executable, "-m", "cnnspec", "check"]
+# Cumulative steps of a `cnnspec check specs/lenet5.cnn`, each a python -c of its own.
+STARTUP_STEPS = (
+    ("python itself", "pass"),
+    ("+ typing, dataclasses, re, argparse", "import typing, dataclasses, re, argparse, pathlib"),
+    ("+ pydantic-core", "import pydantic_core"),
+    ("+ cnnspec's check path (modules)", "import cnnspec.cli, cnnspec.report"),
+    ("+ the parser built", "cnnspec.parse._parser()"),
+    ("+ check specs/lenet5.cnn, table printed", "cnnspec.cli.main(['check', 'specs/lenet5.cnn'])"),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="add valgrind instruction counts")
     args = parser.parse_args()
-    subprocess.run(
-        [sys.executable, "-m", "cnnspec", "check", "specs/lenet5.cnn"], capture_output=True, cwd=ROOT
-    )
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (apt-get install valgrind)")
+    subprocess.run([*CHECK, "specs/lenet5.cnn"], capture_output=True, cwd=ROOT)  # .pyc files written
     have_torchinfo = bool(importlib.util.find_spec("torch") and importlib.util.find_spec("torchinfo"))
-    print(f"Whole process, best of {args.repeat} (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
-    print(f"  {'network':<14} {'cnnspec check':>14} {'PyTorch + torchinfo':>20}")
+    print(
+        f"Whole process, best and median of {args.repeat}, runs interleaved "
+        f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs)"
+    )
+    header = f"  {'network':<14} {'cnnspec check':>20} {'PyTorch + torchinfo':>22} {'ratio':>6}"
+    print(header + (f" {'instructions':>13}" if args.instructions else ""))
     for label, spec_args, script in NETWORKS:
-        ours = best_of(
-            [sys.executable, "-m", "cnnspec", "check", *spec_args, "--color", "never"], args.repeat
-        )
-        theirs_text = "not installed"
+        ours_command = [*CHECK, *spec_args, "--color", "never"]
+        ours: list[float] = []
+        theirs: list[float] = []
+        script_path = None
         if have_torchinfo:
             with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
                 handle.write(script)
-            theirs = best_of([sys.executable, handle.name], args.repeat)
-            os.unlink(handle.name)
-            theirs_text = f"{theirs * 1000:8.0f} ms ({theirs / ours:4.1f}x)"
-        print(f"  {label:<14} {ours * 1000:11.0f} ms {theirs_text:>20}")
+            script_path = handle.name
+        for _ in range(args.repeat):  # interleaved: both sides see the same machine speed
+            ours += timings(ours_command, 1)
+            if script_path:
+                theirs += timings([sys.executable, script_path], 1)
+        if script_path:
+            os.unlink(script_path)
+        ours_text = f"{min(ours) * 1000:5.0f} ms ({statistics.median(ours) * 1000:4.0f})"
+        theirs_text, ratio = "not installed", ""
+        if theirs:
+            theirs_text = f"{min(theirs) * 1000:5.0f} ms ({statistics.median(theirs) * 1000:4.0f})"
+            ratio = f"{statistics.median(theirs) / statistics.median(ours):5.1f}x"
+        line = f"  {label:<14} {ours_text:>20} {theirs_text:>22} {ratio:>6}"
+        if args.instructions:
+            line += f" {millions(instructions(ours_command)):>13}"
+        print(line)
     if not have_torchinfo:
         print("  (PyTorch + torchinfo: pip install torch==2.13.0 torchinfo)")
+    print("  ms: best (median); ratio: of the medians")
 
-    print("\nWhere the start-up goes (whole process, best of the same runs)")
-    bare = best_of([sys.executable, "-c", "pass"], args.repeat)
-    for label, code in (
-        ("python itself", None),
-        ("+ import lark", "import lark"),
-        ("+ import pydantic_core", "import pydantic_core"),
-    ):
-        if code is None:
-            print(f"  {label:<38} {bare * 1000:8.0f} ms")
-        else:
-            spent = best_of([sys.executable, "-c", code], args.repeat) - bare
-            print(f"  {label:<38} {spent * 1000:8.0f} ms")
-    lenet = [sys.executable, "-m", "cnnspec", "check", "specs/lenet5.cnn"]
-    cached = best_of(lenet, args.repeat)
-    uncached = best_of(lenet, args.repeat, {**os.environ, "CNNSPEC_NO_CACHE": "1"})
-    print(
-        f"  {'Lark tables built, not cached':<38} {(uncached - cached) * 1000:8.0f} ms more (CNNSPEC_NO_CACHE=1)"
-    )
+    print("\nWhere the start-up of `cnnspec check specs/lenet5.cnn` goes (whole process)")
+    code, previous, before = "", 0.0, 0
+    for label, step in STARTUP_STEPS:
+        code = f"{code}; {step}" if code else step
+        command = [sys.executable, "-c", code]
+        spent = statistics.median(timings(command, args.repeat))
+        line = f"  {label:<42} {(spent - previous) * 1000:+6.0f} ms"
+        previous = spent
+        if args.instructions:
+            count = instructions(command)
+            line += f"  {'+' + millions(count - before):>7} instructions"
+            before = count
+        print(line)
+    print("  (medians of separate runs: a step's ms may come out negative in the noise)")
 
     import cnnspec
 
     for title, make in (("chains", generated_spec), ("residual graphs", generated_graph)):
         print(f"\nGenerated {title}, in process (parse + resolve + check), best of 3")
-        previous = None
+        previous_time, previous_count = None, None
         for layers in (100, 1_000, 10_000):
             text = make(layers)
             assert len(cnnspec.check_source(text).network().layers) == layers
             best = min(_timed(cnnspec.check_source, text) for _ in range(3))
-            growth = f"   x{best / previous:.1f} for 10x the layers" if previous else ""
-            print(
-                f"  {layers:>6,} layers  {best * 1000:8.1f} ms  ({best / layers * 1e6:.0f} us/layer){growth}"
+            growth = f"  x{best / previous_time:4.1f}" if previous_time else "       "
+            line = (
+                f"  {layers:>6,} layers  {best * 1000:8.1f} ms  ({best / layers * 1e6:4.0f} us/layer){growth}"
             )
-            previous = best
+            previous_time = best
+            if args.instructions:
+                counts = [
+                    instructions(
+                        [sys.executable, "-c", _SCALING.format(kind=title, layers=layers, check=check)]
+                    )
+                    for check in (True, False)
+                ]
+                count = counts[0] - counts[1]
+                line += f"   {millions(count):>7} instructions ({count / layers / 1e3:4.0f}K/layer)"
+                if previous_count:
+                    line += f" x{count / previous_count:4.1f}"
+                previous_count = count
+            print(line)
+        print("  (x: growth for 10x the layers)")
+
+
+# One process per size for the instruction counts; the same process without the check
+# (imports and the spec text only) is subtracted.
+_SCALING = """
+import sys; sys.path.insert(0, "benchmarks")
+import cnnspec, cnnspec.infer, cnnspec.parse
+from bench_check import generated_graph, generated_spec
+text = (generated_graph if "{kind}" == "residual graphs" else generated_spec)({layers})
+cnnspec.parse._parser()
+if {check}: cnnspec.check_source(text)
+"""
 
 
 def _timed(fn, *args) -> float:

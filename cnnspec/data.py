@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .records import record
 from .runtime import IMAGE_SUFFIXES
 
 PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 META_MEAN, META_STD = "preprocess_mean", "preprocess_std"
 
 
-@dataclass(frozen=True)
+@record
 class Preprocess:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Literal
+
+from .records import record
 
 Severity = Literal["error", "warning"]
 
@@ -54,7 +56,7 @@ CODES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Span:
     """Where something is in a source file (1-based line and column)."""
 
@@ -64,7 +66,7 @@ class Span:
     end_column: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Diagnostic:
     severity: Severity
     code: str
@@ -122,7 +124,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 MAX_DIAGNOSTICS_PER_FILE = 50  # beyond this a file's diagnostics are counted, not printed
 
 
-@dataclass(frozen=True)
+@record
 class Hidden:
     """Diagnostics left out of a file's report by the cap (counted, so nothing is lost silently)."""
 

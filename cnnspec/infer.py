@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from .diagnostics import Diagnostic, Hidden, Span, cap_per_file, error, has_errors, warning, with_call_sites
 from .layers import Conv, Dense, Inferred, LayerConfig, Pool, Shape, format_shape, window_axis
+from .records import record
 from .resolve import INPUT, Layer, Network, Resolved
 
 ConfigT = TypeVar("ConfigT", bound=LayerConfig)
@@ -26,7 +27,7 @@ CONVENTIONS = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class CheckedLayer:
     layer: Layer
     input_shape: Shape
@@ -118,7 +119,7 @@ class CheckedLayer:
         }
 
 
-@dataclass(frozen=True)
+@record
 class CheckedNetwork:
     name: str
     path: str

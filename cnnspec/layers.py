@@ -22,6 +22,8 @@ from typing import ClassVar, Literal, NamedTuple, Optional, Union
 from pydantic_core import SchemaValidator
 from pydantic_core import core_schema as cs
 
+from .records import record
+
 Shape = tuple[int, ...]
 Pair = tuple[int, int]
 Pads = tuple[int, int, int, int]  # top, bottom, left, right
@@ -70,7 +72,7 @@ ACTIVATION = cs.typed_dict_schema(
 )
 
 
-@dataclass(frozen=True)
+@record
 class Problem:
     """A finding of a shape rule; `field` names the argument to point at (or None)."""
 
@@ -81,7 +83,7 @@ class Problem:
     field: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Window:
     """A sliding window along H and W, as the receptive-field walk needs it."""
 
@@ -101,7 +103,7 @@ class Inferred:
     in_features: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class LayerConfig:
     """Arguments of one layer, validated. Subclasses declare how the spec line maps here."""
 
@@ -204,7 +206,7 @@ def _same_help(hw: tuple[int, int], extent: tuple[int, int], stride: tuple[int, 
     return f"the odd total pad comes from {cause}; an input size divisible by the stride pads evenly"
 
 
-@dataclass(frozen=True)
+@record
 class AxisResult:
     size: int
     arithmetic: str
@@ -306,7 +308,7 @@ class _Windowed(LayerConfig):
         return (axes[0], axes[1]), window, problems
 
 
-@dataclass(frozen=True)
+@record
 class _AxisFinding:
     """What went wrong along one axis, worded so that both axes can share one message."""
 
@@ -383,7 +385,7 @@ def _needs_spatial(x: Shape, what: str) -> Inferred | None:
     )
 
 
-@dataclass(frozen=True)
+@record
 class Activation:
     name: str
     alpha: Optional[float] = None
@@ -399,7 +401,7 @@ _ACTIVATION_FLAGS = {name: ("activation", name) for name in ACTIVATIONS}
 # ------------------------------------------------------------------ the kinds
 
 
-@dataclass(frozen=True)
+@record
 class Conv(_Windowed):
     kind: ClassVar[str] = "conv"
     prefix: ClassVar[str] = "conv"
@@ -499,7 +501,7 @@ def _groups_help(channels: int, filters: int) -> str:
     return "groups that divide both: 1" + "".join(f", {g}" for g in choices[:8])
 
 
-@dataclass(frozen=True)
+@record
 class Pool(_Windowed):
     kind: ClassVar[str] = "pool"
     prefix: ClassVar[str] = "pool"
@@ -559,7 +561,7 @@ class Pool(_Windowed):
         return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
 
 
-@dataclass(frozen=True)
+@record
 class GlobalPool(LayerConfig):
     kind: ClassVar[str] = "globalpool"
     prefix: ClassVar[str] = "gpool"
@@ -575,7 +577,7 @@ class GlobalPool(LayerConfig):
         return _needs_spatial(x, "globalpool") or Inferred((x[0], 1, 1), covers_input=True)
 
 
-@dataclass(frozen=True)
+@record
 class BatchNorm(LayerConfig):
     kind: ClassVar[str] = "batchnorm"
     prefix: ClassVar[str] = "bn"
@@ -607,7 +609,7 @@ class BatchNorm(LayerConfig):
         return Inferred(x, tensors)
 
 
-@dataclass(frozen=True)
+@record
 class ActivationLayer(LayerConfig):
     """`relu`, `leakyrelu 0.1`, ... on a line of their own; the word is the function."""
 
@@ -640,7 +642,7 @@ class ActivationLayer(LayerConfig):
         return Activation(name=self.fn, alpha=self.alpha).short()
 
 
-@dataclass(frozen=True)
+@record
 class Dropout(LayerConfig):
     kind: ClassVar[str] = "dropout"
     prefix: ClassVar[str] = "dropout"
@@ -653,7 +655,7 @@ class Dropout(LayerConfig):
         return f"dropout {self.rate:g}"
 
 
-@dataclass(frozen=True)
+@record
 class Flatten(LayerConfig):
     kind: ClassVar[str] = "flatten"
     prefix: ClassVar[str] = "flatten"
@@ -662,7 +664,7 @@ class Flatten(LayerConfig):
         return Inferred((math.prod(x),), covers_input=True)
 
 
-@dataclass(frozen=True)
+@record
 class Dense(LayerConfig):
     kind: ClassVar[str] = "dense"
     prefix: ClassVar[str] = "dense"
@@ -712,7 +714,7 @@ class Dense(LayerConfig):
         )
 
 
-@dataclass(frozen=True)
+@record
 class Deconv(LayerConfig):
     """Transposed convolution (ONNX ConvTranspose, PyTorch ConvTranspose2d)."""
 
@@ -811,7 +813,7 @@ class Deconv(LayerConfig):
         return Inferred((self.filters, sizes[0], sizes[1]), tensors, macs, problems=problems)
 
 
-@dataclass(frozen=True)
+@record
 class Upsample(LayerConfig):
     """`upsample 2 [nearest|bilinear]`: H and W times SCALE (ONNX Resize, F.interpolate)."""
 
@@ -840,7 +842,7 @@ def _listed(labels: list[str], shapes: list[Shape]) -> str:
     return ", ".join(f"{label} {format_shape(shape)}" for label, shape in zip(labels, shapes))
 
 
-@dataclass(frozen=True)
+@record
 class _Join(LayerConfig):
     joins: ClassVar[bool] = True
 
@@ -848,7 +850,7 @@ class _Join(LayerConfig):
         return Inferred(output=x)
 
 
-@dataclass(frozen=True)
+@record
 class Add(_Join):
     """Element-wise sum of equally shaped tensors (ResNet)."""
 
@@ -885,7 +887,7 @@ def _residual_help(shapes: list[Shape]) -> str:
     return "make the shapes match"
 
 
-@dataclass(frozen=True)
+@record
 class Concat(_Join):
     """Concatenation along the channels (or of vectors)."""
 
@@ -912,7 +914,7 @@ class Concat(_Join):
         )
 
 
-@dataclass(frozen=True)
+@record
 class Multiply(_Join):
     """Element-wise product; a Cx1x1 gate broadcasts over H and W (squeeze-and-excitation)."""
 

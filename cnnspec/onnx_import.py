@@ -43,6 +43,7 @@ from .layers import (
     Upsample,
 )
 from .printer import INPUT, GraphLayer, spec_name
+from .records import record
 from .resolve import MAX_EXPANSION, RESERVED_NAMES, TORCH_MODULE_ATTRIBUTES
 
 BATCH = 987_654_321  # stands for the batch size while shape arithmetic is folded
@@ -82,7 +83,7 @@ class ImportedGraph:
     layout: str = "NCHW"  # NHWC: the model took HxWxC images; the spec takes them as CxHxW
 
 
-@dataclass(frozen=True)
+@record
 class _Act:
     """An activation tensor: written by layer `layer` (or INPUT), of shape `shape`."""
 
@@ -90,7 +91,7 @@ class _Act:
     shape: Shape
 
 
-@dataclass(frozen=True)
+@record
 class _Partial:
     """A value no layer writes but a later node completes: a step of GELU's exact form,
     0.5·x·(1 + erf(x/√2)), as exporters spell it below opset 20, or a map in Keras'

@@ -6,8 +6,6 @@ fixed-width table is twenty lines of code.
 
 from __future__ import annotations
 
-import json
-
 from .diagnostics import printable, render
 from .infer import CheckedNetwork, CheckResult
 from .layers import format_shape
@@ -148,4 +146,6 @@ def render_diagnostics(result: CheckResult, color: bool = False) -> str:
 
 
 def to_json(result: CheckResult) -> str:
+    import json  # only for --format json: the table is the common case
+
     return json.dumps(result.to_json(), indent=2)

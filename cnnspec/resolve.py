@@ -21,6 +21,7 @@ from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, wi
 from .files import UnreadableFile, read_source
 from .layers import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
 from .parse import parse_source
+from .records import record
 
 Origin = Literal["own", "base", "new"]
 # Expansion is bounded before it is done: every layer, block call and `repeat` pass
@@ -46,7 +47,7 @@ TORCH_MODULE_ATTRIBUTES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@record
 class Layer:
     """One layer of a resolved network."""
 
@@ -71,7 +72,7 @@ class Layer:
         return self.config.short()
 
 
-@dataclass(frozen=True)
+@record
 class Network:
     name: str
     span: Span
@@ -403,7 +404,7 @@ INPUT = "input"  # the network's input tensor, as layers name what they read
 COMBINATORS = ("residual",)  # `residual { B } [shortcut { S }]`; the joins take bodies too
 
 
-@dataclass(frozen=True)
+@record
 class _Raw:
     """A layer before naming: what expansion produces."""
 
@@ -446,7 +447,7 @@ class _Scope:
         return found
 
 
-@dataclass(frozen=True)
+@record
 class _Ctx:
     """Where a statement is expanded: parameters, block nesting, naming, visible names."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from .diagnostics import CnnspecError, Diagnostic
 from .layers import format_shape
+from .records import record
 
 Provider = Literal["cpu", "cuda", "auto"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -244,7 +244,7 @@ def _stack(paths: list[str], shape: tuple[int, ...], mean, std) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-@dataclass(frozen=True)
+@record
 class RunResult:
     output: np.ndarray  # the first output
     providers: list[str]

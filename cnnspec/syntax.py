@@ -7,15 +7,15 @@ a layer, in `layers.py` (Pydantic).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from .diagnostics import Span
+from .records import record
 
 ValueKind = Literal["number", "dims", "word", "string", "tuple", "list", "expr"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Value:
     """One argument as written: `3`, `0.25`, `5x5`, `relu`, `(1,2,1,2)`, `[[1,0],[0,1]]`."""
 
@@ -46,14 +46,14 @@ def _operand(v: Value) -> str:
     return f"({v.text()})" if v.kind == "expr" else v.text()
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Option:
     name: str
     value: Value
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class LayerStmt:
     """`OP ARG... KEY=VALUE... [as NAME] [-> SHAPE]`: a layer or a block call."""
 
@@ -71,35 +71,35 @@ class LayerStmt:
     source_span: Span | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class InputStmt:
     shape: tuple[int, ...]  # () when what was written is not a shape
     span: Span
     written: str = ""  # as typed, for messages
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class RepeatStmt:
     count: Value
     body: tuple[Statement, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class DropStmt:
     mode: Literal["from", "last"]
     target: str | int
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class FreezeStmt:
     mode: Literal["all", "through", "names"]
     names: tuple[str, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class OutputStmt:
     """`output a b`: the network's outputs, in this order."""
 
@@ -111,14 +111,14 @@ class OutputStmt:
 Statement = Union[LayerStmt, InputStmt, RepeatStmt, DropStmt, FreezeStmt, OutputStmt]
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Param:
     name: str
     default: Value | None
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class BlockDef:
     name: str
     params: tuple[Param, ...]
@@ -126,7 +126,7 @@ class BlockDef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class NetworkDef:
     name: str
     base: str | None
@@ -135,13 +135,13 @@ class NetworkDef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class UseStmt:
     path: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class SpecFile:
     path: str
     source: str

@@ -12,7 +12,6 @@ import math
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,13 +20,14 @@ import numpy as np
 from .diagnostics import CnnspecError, Diagnostic
 from .infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
 from .layers import RELU_FAMILY, format_shape
+from .records import record
 
 Source = Literal["loaded", "new", "spec"]
 FRESH_CHUNK = 1 << 22  # values drawn at once for a fresh tensor (32 MB of float64)
 NPZ_HELP = "save with numpy.savez(path, **{'conv1.weight': ..., 'conv1.bias': ...})"
 
 
-@dataclass(frozen=True)
+@record
 class TensorPlan:
     name: str
     shape: tuple[int, ...]
@@ -74,7 +74,7 @@ class TensorStore(MutableMapping[str, np.ndarray]):
         return name in self._arrays or name in self._fresh
 
 
-@dataclass(frozen=True)
+@record
 class WeightSet:
     arrays: Mapping[str, np.ndarray]
     plan: tuple[TensorPlan, ...]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cnnspec import __version__
-from cnnspec.cli import main
+from cnnspec.cli import COMMANDS, build_parser, main
 from tests.conftest import ROOT, SPECS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -41,6 +41,31 @@ def test_version_and_help():
     assert run_cli("--version").stdout.strip() == f"cnnspec {__version__}"
     out = run_cli("check", "--help")
     assert out.returncode == 0 and "--dense-equivalent" in out.stdout and "--format" in out.stdout
+    listing = run_cli("--help").stdout
+    assert all(f"    {command} " in listing for command in COMMANDS), listing
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "specs/lenet5.cnn", "--format", "json"],
+        ["fmt", "--check", "a.cnn"],
+        ["draw", "a.cnn", "-o", "a.svg"],
+        ["export", "a.cnn", "-o", "a.onnx", "--int8", "--seed", "3"],
+        ["run", "a.onnx", "--threads", "2"],
+        ["bench", "a.cnn"],
+        ["import", "m.onnx", "-o", "m.cnn"],
+        ["train", "a.cnn", "--data", "d.npz", "-o", "t.onnx", "--epochs", "2"],
+        ["evaluate", "m.onnx", "--data", "d.npz"],
+        ["lsp"],
+    ],
+)
+def test_a_parser_built_for_one_command_reads_it_as_the_full_one(argv):
+    """main() builds only the named subcommand's options (start-up); the meaning must not change."""
+    full, only = build_parser().parse_args(argv), build_parser(argv).parse_args(argv)
+    assert vars(only) == vars(full) and full.command == argv[0]
+    assert set(build_parser(argv)._subparsers._group_actions[0].choices) == {argv[0]}
+    assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
 
 
 def test_check_clean_spec_exits_0_with_table(capsys):

@@ -1,21 +1,102 @@
 """The grammar file itself: conflict-free under Lark's strict mode, and the one the
-parser loads."""
+parser runs: cnnspec/lalr_parser.py is generated from it (grammars/generate.py) and must
+parse every input exactly as `lark.Lark(grammar)` does, errors included."""
 
 from __future__ import annotations
 
-from lark import Lark
+import hashlib
+import subprocess
+import sys
 
-from cnnspec.parse import grammar_path
+import lark
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnspec import lalr_parser
+from cnnspec.parse import _parser, _ToAst, grammar_path
+from tests.conftest import ROOT, SPECS
+from tests.test_fuzz import TOKENS
+
+
+def _grammar_text() -> str:
+    return grammar_path().read_text(encoding="utf-8")
 
 
 def test_grammar_has_no_conflicts_or_colliding_terminals():
     # strict=True turns shift/reduce conflicts and colliding terminals into errors.
-    Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", strict=True, maybe_placeholders=True)
+    lark.Lark(_grammar_text(), parser="lalr", strict=True, maybe_placeholders=True)
 
 
 def test_parser_loads_the_shipped_grammar_file():
     path = grammar_path()
     assert path.name == "cnnspec.lark" and path.parent.name == "grammars"
-    assert "layer: NAME (value | option)* branches? source? alias? expect?" in path.read_text(
-        encoding="utf-8"
+    assert "layer: NAME (value | option)* branches? source? alias? expect?" in _grammar_text()
+
+
+def test_generated_parser_is_made_from_this_grammar():
+    digest = hashlib.sha256(grammar_path().read_bytes()).hexdigest()
+    assert lalr_parser.GRAMMAR_SHA256 == digest, "grammar changed: run python grammars/generate.py"
+    check = subprocess.run(
+        [sys.executable, "grammars/generate.py", "--check"], cwd=ROOT, capture_output=True, text=True
     )
+    assert check.returncode == 0, check.stdout
+
+
+_REFERENCE = lark.Lark(
+    _grammar_text(), parser="lalr", lexer="contextual", transformer=_ToAst(), maybe_placeholders=True
+)
+
+
+def _outcome(parser, transformer, text: str):
+    """What a parser makes of the text: the AST, or where and why it stopped."""
+    transformer.path, transformer.problems = "t.cnn", []
+    try:
+        return ("ok", parser.parse(text), tuple(transformer.problems))
+    except Exception as exc:  # both parsers raise their own (same-named) Lark exception types
+        expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None)
+        token = getattr(exc, "token", None)
+        return (
+            type(exc).__name__,
+            getattr(exc, "line", None),
+            getattr(exc, "column", None),
+            frozenset(expected or ()),
+            None if token is None else (token.type, str(token)),
+        )
+
+
+def _same_parse(text: str) -> None:
+    text = text if text.endswith("\n") else text + "\n"
+    generated, transformer = _parser()
+    reference = _outcome(_REFERENCE, _REFERENCE.options.transformer, text)
+    assert _outcome(generated, transformer, text) == reference
+
+
+def test_generated_parser_agrees_with_lark_on_every_shipped_spec():
+    paths = sorted(SPECS.rglob("*.cnn")) + sorted((ROOT / "docs" / "specs").glob("*.cnn"))
+    assert len(paths) > 20
+    outcomes = set()
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        _same_parse(text)
+        outcomes.add(_outcome(_REFERENCE, _REFERENCE.options.transformer, text + "\n")[0])
+    assert "ok" in outcomes  # the comparison saw real ASTs, not only errors
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from([*TOKENS, "\n", ";", "residual", "concat", "shortcut", "+", "//", "*"]), max_size=40
+    )
+)
+def test_generated_parser_agrees_with_lark_on_token_soup(tokens):
+    _same_parse(" ".join(tokens))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.sampled_from(sorted(SPECS.glob("*.cnn"))), position=st.integers(0, 5000), cut=st.integers(0, 20)
+)
+def test_generated_parser_agrees_with_lark_on_cut_specs(seed, position, cut):
+    text = seed.read_text(encoding="utf-8")
+    position %= len(text) + 1
+    _same_parse(text[:position] + text[position + cut :])
