@@ -68,6 +68,8 @@ class Span:
 
 @record
 class Diagnostic:
+    """One finding: severity, code, message, where, and how to fix it."""
+
     severity: Severity
     code: str
     message: str

@@ -29,6 +29,8 @@ CONVENTIONS = {
 
 @record
 class CheckedLayer:
+    """One layer after the check: shapes, tensors, parameters, MACs, receptive field."""
+
     layer: Layer
     input_shape: Shape
     output_shape: Shape
@@ -121,6 +123,8 @@ class CheckedLayer:
 
 @record
 class CheckedNetwork:
+    """A checked network: its layers, totals and whether the walk reached the end."""
+
     name: str
     path: str
     line: int

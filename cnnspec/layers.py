@@ -94,6 +94,8 @@ class Window:
 
 @dataclass
 class Inferred:
+    """What a layer's shape rule computed: output shape, tensors, MACs, window, problems."""
+
     output: Shape | None  # None: the shape could not be computed; stop this network
     tensors: dict[str, tuple[Shape, bool]] = field(default_factory=dict)  # name -> (shape, trainable)
     macs: int = 0
@@ -208,6 +210,8 @@ def _same_help(hw: tuple[int, int], extent: tuple[int, int], stride: tuple[int, 
 
 @record
 class AxisResult:
+    """A sliding window along one axis: the output size, its arithmetic, and the rows left out."""
+
     size: int
     arithmetic: str
     unused: int  # input rows/columns (not padding) that no window reaches
@@ -387,6 +391,8 @@ def _needs_spatial(x: Shape, what: str) -> Inferred | None:
 
 @record
 class Activation:
+    """An activation fused onto a conv or dense line (`relu`, `leakyrelu 0.2`)."""
+
     name: str
     alpha: Optional[float] = None
 
@@ -403,6 +409,8 @@ _ACTIVATION_FLAGS = {name: ("activation", name) for name in ACTIVATIONS}
 
 @record
 class Conv(_Windowed):
+    """`conv FILTERS KERNEL`: 2-D convolution (ONNX Conv, PyTorch Conv2d)."""
+
     kind: ClassVar[str] = "conv"
     prefix: ClassVar[str] = "conv"
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
@@ -503,6 +511,8 @@ def _groups_help(channels: int, filters: int) -> str:
 
 @record
 class Pool(_Windowed):
+    """`pool max|avg KERNEL`: max or average pooling (ONNX MaxPool/AveragePool)."""
+
     kind: ClassVar[str] = "pool"
     prefix: ClassVar[str] = "pool"
     positional: ClassVar[tuple[str, ...]] = ("mode", "kernel")
@@ -563,6 +573,8 @@ class Pool(_Windowed):
 
 @record
 class GlobalPool(LayerConfig):
+    """`globalpool max|avg`: one value per channel (ONNX GlobalMaxPool/GlobalAveragePool)."""
+
     kind: ClassVar[str] = "globalpool"
     prefix: ClassVar[str] = "gpool"
     positional: ClassVar[tuple[str, ...]] = ("mode",)
@@ -579,6 +591,8 @@ class GlobalPool(LayerConfig):
 
 @record
 class BatchNorm(LayerConfig):
+    """`batchnorm`: per-channel normalisation with learned scale and shift."""
+
     kind: ClassVar[str] = "batchnorm"
     prefix: ClassVar[str] = "bn"
     arguments: ClassVar[dict[str, Argument]] = {
@@ -644,6 +658,8 @@ class ActivationLayer(LayerConfig):
 
 @record
 class Dropout(LayerConfig):
+    """`dropout RATE`: zeroes a fraction of the values while training; the identity otherwise."""
+
     kind: ClassVar[str] = "dropout"
     prefix: ClassVar[str] = "dropout"
     positional: ClassVar[tuple[str, ...]] = ("rate",)
@@ -657,6 +673,8 @@ class Dropout(LayerConfig):
 
 @record
 class Flatten(LayerConfig):
+    """`flatten`: CxHxW to one vector, in C, H, W order."""
+
     kind: ClassVar[str] = "flatten"
     prefix: ClassVar[str] = "flatten"
 
@@ -666,6 +684,8 @@ class Flatten(LayerConfig):
 
 @record
 class Dense(LayerConfig):
+    """`dense UNITS`: fully connected (ONNX Gemm, PyTorch Linear)."""
+
     kind: ClassVar[str] = "dense"
     prefix: ClassVar[str] = "dense"
     positional: ClassVar[tuple[str, ...]] = ("units",)
@@ -844,6 +864,8 @@ def _listed(labels: list[str], shapes: list[Shape]) -> str:
 
 @record
 class _Join(LayerConfig):
+    """What every join shares: several inputs, no tensors, no arguments of its own."""
+
     joins: ClassVar[bool] = True
 
     def infer(self, x: Shape) -> Inferred:  # one input: passes it through

@@ -74,6 +74,8 @@ class Layer:
 
 @record
 class Network:
+    """A network with blocks, repeats and derivation expanded: its layers in definition order."""
+
     name: str
     span: Span
     input_shape: Shape
@@ -102,6 +104,8 @@ class Resolved:
 
 @dataclass
 class _Workspace:
+    """Files read so far, their diagnostics, and what `use` has loaded (cycles, duplicates)."""
+
     files: dict[str, ast.SpecFile] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)

@@ -48,6 +48,8 @@ def _operand(v: Value) -> str:
 
 @record(slots=True)
 class Option:
+    """`KEY=VALUE` on a layer line."""
+
     name: str
     value: Value
     span: Span
@@ -73,6 +75,8 @@ class LayerStmt:
 
 @record(slots=True)
 class InputStmt:
+    """`input 1x32x32`."""
+
     shape: tuple[int, ...]  # () when what was written is not a shape
     span: Span
     written: str = ""  # as typed, for messages
@@ -80,6 +84,8 @@ class InputStmt:
 
 @record(slots=True)
 class RepeatStmt:
+    """`repeat COUNT { ... }`."""
+
     count: Value
     body: tuple[Statement, ...]
     span: Span
@@ -87,6 +93,8 @@ class RepeatStmt:
 
 @record(slots=True)
 class DropStmt:
+    """`drop from NAME` or `drop last N` (transfer learning)."""
+
     mode: Literal["from", "last"]
     target: str | int
     span: Span
@@ -94,6 +102,8 @@ class DropStmt:
 
 @record(slots=True)
 class FreezeStmt:
+    """`freeze all`, `freeze through NAME` or `freeze NAME...` (transfer learning)."""
+
     mode: Literal["all", "through", "names"]
     names: tuple[str, ...]
     span: Span
@@ -113,6 +123,8 @@ Statement = Union[LayerStmt, InputStmt, RepeatStmt, DropStmt, FreezeStmt, Output
 
 @record(slots=True)
 class Param:
+    """A block parameter, with its default if one is written."""
+
     name: str
     default: Value | None
     span: Span
@@ -120,6 +132,8 @@ class Param:
 
 @record(slots=True)
 class BlockDef:
+    """`block NAME(PARAMS) { ... }`."""
+
     name: str
     params: tuple[Param, ...]
     body: tuple[Statement, ...]
@@ -128,6 +142,8 @@ class BlockDef:
 
 @record(slots=True)
 class NetworkDef:
+    """`network NAME [from BASE] { ... }`."""
+
     name: str
     base: str | None
     base_span: Span | None
@@ -137,12 +153,16 @@ class NetworkDef:
 
 @record(slots=True)
 class UseStmt:
+    """`use "other.cnn"`."""
+
     path: str
     span: Span
 
 
 @record(slots=True)
 class SpecFile:
+    """One parsed file: its text, `use` lines, networks and blocks."""
+
     path: str
     source: str
     uses: tuple[UseStmt, ...]
