@@ -3,7 +3,9 @@ and printed exactly as the frozen dataclass it stands for."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import subprocess
 import sys
 from dataclasses import field
@@ -50,6 +52,20 @@ def test_a_record_behaves_as_a_frozen_dataclass(slots):
     assert dataclasses.replace(ours("a", (1,)), name="b") == ours("b", (1,))
     assert [f.name for f in dataclasses.fields(ours)] == [f.name for f in dataclasses.fields(theirs)]
     assert hasattr(ours("a", (1,)), "__dict__") is not slots
+    node = ours("a", (1, 2), "n", "x", ("t",))
+    assert copy.deepcopy(node) == node and repr(copy.copy(node)) == repr(node)
+
+
+def test_records_cross_process_boundaries():
+    """DataLoader workers and torchrun ranks receive records by pickle."""
+    from cnnspec import syntax
+    from cnnspec.diagnostics import Diagnostic, Span
+
+    span = Span("n.cnn", 3, 5, 9)
+    value = syntax.Value("dims", (3, 3), span)  # a slots record
+    diagnostic = Diagnostic("error", "bad-kernel", "too large", span, "use 3x3", ("note",))
+    for original in (span, value, diagnostic):
+        assert pickle.loads(pickle.dumps(original)) == original
 
 
 def test_a_subclass_record_compares_its_own_fields_too():
