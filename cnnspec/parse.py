@@ -2,8 +2,8 @@
 directly through an inline Transformer; syntax errors become cnnspec diagnostics.
 
 The parser is Lark's stand-alone one, generated from the grammar into `lalr_parser.py`
-(`python grammars/generate.py`): no `import lark`, no parse tables loaded from a cache
-file, a fraction of the start-up time of `cnnspec check`."""
+(`python grammars/generate.py`): no `import lark` and no parse tables loaded from a cache
+file, which takes about half the instructions at start-up."""
 
 from __future__ import annotations
 
