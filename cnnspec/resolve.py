@@ -383,6 +383,31 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
         problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", v.span, exc.help))
 
 
+def _glued_minus(stmt: ast.LayerStmt) -> Diagnostic | None:
+    """`c-1` is two arguments, `c` and `-1` (a minus sign glued to a number is its sign, as
+    the grammar says). Left alone it surfaces as a puzzling "unexpected argument" or a
+    wrong value: say what was read, and how to subtract."""
+    values = sorted(
+        [*stmt.args, *(o.value for o in stmt.options)], key=lambda v: (v.span.line, v.span.column)
+    )
+    for before, after in zip(values, values[1:]):
+        sign = after.written or ""
+        if (
+            after.kind == "number"
+            and sign.startswith("-")
+            and before.span.line == after.span.line
+            and before.span.end_column == after.span.column
+        ):
+            return error(
+                "invalid-argument",
+                f"'{before.text()}{sign}' reads as two arguments, '{before.text()}' and '{sign}': "
+                "a minus sign glued to a number is its sign",
+                before.span,
+                f"to subtract, put spaces around the minus: `{before.text()} - {sign[1:]}`",
+            )
+    return None
+
+
 def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Diagnostic:
     usage = f"{word} {' '.join(positional).upper()}".strip()
     hint = None
@@ -628,6 +653,10 @@ class _Expander:
         return index
 
     def layer(self, stmt: ast.LayerStmt, ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:
+        glued = _glued_minus(stmt)
+        if glued is not None:
+            self.diagnostics.append(with_call_sites(glued, ctx.calls))
+            return current
         try:
             args = [_evaluate(v, ctx.env) for v in stmt.args]
             options = [(o.name, _evaluate(o.value, ctx.env), o.span) for o in stmt.options]
@@ -1146,15 +1175,14 @@ class _Resolver:
     def _outputs(self, expander: _Expander, last: Ref, layers: list[Layer]) -> tuple[str, ...]:
         if expander.outputs:
             names = [_ref_name(ref, layers) for ref, _ in expander.outputs]
-            for (_, span), name in zip(expander.outputs, names):
-                if name == INPUT or names.count(name) > 1:
-                    self.diagnostics.append(
-                        error(
-                            "invalid-argument",
-                            f"'{name}' cannot be an output here (twice, or the input)",
-                            span,
-                        )
-                    )
+            for index, ((_, span), name) in enumerate(zip(expander.outputs, names)):
+                if name == INPUT:
+                    message, hint = "the network's input cannot be an output", "name a layer"
+                elif name in names[:index]:
+                    message, hint = f"'{name}' is already an output", "list each output once"
+                else:
+                    continue
+                self.diagnostics.append(error("invalid-argument", message, span, hint))
             return tuple(dict.fromkeys(n for n in names if n != INPUT))
         name = _ref_name(last, layers)
         return () if name == INPUT else (name,)
@@ -1180,6 +1208,7 @@ class _Resolver:
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         kept = list(base.layers)
         dropped: list[str] = []
+        drop_failed = False  # then the new layers' shapes would only repeat that error
         names = [layer.name for layer in kept]
         instances = {layer.block for layer in kept if layer.block}
         for stmt in rest:
@@ -1198,6 +1227,7 @@ class _Resolver:
                             hint or f"its layers: {', '.join(names[:12])}",
                         )
                     )
+                    drop_failed = True
                     continue
                 # X and everything that depends on it (a block instance: all its layers).
                 roots = {layer.name for layer in kept if stmt.target in (layer.name, layer.block)}
@@ -1216,6 +1246,7 @@ class _Resolver:
                             f"drop at most {len(kept)}",
                         )
                     )
+                    drop_failed = True
                     continue
                 cut = len(kept) - count
             dropped += [layer.name for layer in kept[cut:]]
@@ -1240,8 +1271,12 @@ class _Resolver:
         self.counts[definition.name] = counts
         new_layers = [replace(layer, origin="new") for layer in new_layers]
         layers = self._freeze(rest, kept + new_layers, kept)
+        if drop_failed:
+            # The new layers would read what the drop failed to cut off: their shape errors
+            # would only repeat it. Their own mistakes are reported; the kept part is checked.
+            layers = [layer for layer in layers if layer.origin != "new"]
         shape, span = given if given else (base.input_shape, base.input_span)
-        if expander.outputs or raws:
+        if (expander.outputs or raws) and not drop_failed:
             outputs = self._outputs(expander, last, new_layers)  # indices count the new layers
         else:  # nothing new: the base's outputs that were kept
             kept_names = {layer.name for layer in kept}

@@ -144,6 +144,11 @@ CASES = [
     (net("repeat 1 {\n" * 70 + "relu\n" + "}\n" * 70), "too-deep", 67, 10, "more than 64 levels"),
     ("# nothing here\n", "no-network", 1, 1, "defines no network"),
     ("\n\n", "no-network", 1, 1, "network NAME {"),
+    # `c-8` is `c` and `-8`: said as such, not as a puzzling extra argument
+    ("block b(c) {\n  conv c-8 3x3\n}\n" + net("b 16"), "invalid-argument", 2, 8, "`c - 8`"),
+    (net("conv 8 3x3 pad=k-1"), "invalid-argument", 3, 18, "'k' and '-1'"),
+    (net("conv 3 1x1 as a\noutput a a"), "invalid-argument", 4, 12, "'a' is already an output"),
+    (net("conv 3 1x1\noutput in"), "invalid-argument", 4, 10, "the network's input cannot be an output"),
     # warnings
     (net("conv 8 3x3 stride=2", "1x28x28"), "dropped-pixels", 3, 21, "last 1 row and column"),
     (net("pool max 2", "1x7x6"), "dropped-pixels", 3, 12, "last 1 row of the 1x7x6 input is"),
@@ -172,6 +177,16 @@ def test_diagnostic(spec, code, line, column, words):
     assert words in d.message + " " + (d.help or "")
     expected_severity = "warning" if CODES[code].startswith("(warning)") else "error"
     assert d.severity == expected_severity
+
+
+def test_an_output_listed_twice_is_one_error_at_the_repeat():
+    result = check_text(net("conv 3 1x1 as a\nconv 2 1x1 from a as b\noutput a b a"))
+    assert [(d.code, d.span.column) for d in result.errors] == [("invalid-argument", 14)]
+
+
+def test_a_spaced_minus_still_subtracts():
+    spec = "block b(c) {\n  conv c - 8 3x3 pad=c//8 - 1\n}\n" + net("b 16", "3x8x8")
+    assert check_text(spec).network().layers[0].output_shape == (8, 8, 8)
 
 
 def test_every_code_is_exercised():

@@ -83,6 +83,17 @@ def test_a_new_input_size_is_fine_when_the_dense_layers_are_dropped():
     assert result.ok and result.network("d").output_shape == (3,)
 
 
+@pytest.mark.parametrize("drop", ["drop from dense9", "drop last 9"])
+def test_a_failed_drop_is_one_error_and_the_base_part_is_still_checked(drop):
+    """The new layers would attach where the drop failed to cut: their shape errors would
+    only repeat it. Their own mistakes are still reported."""
+    result = derived(f"{drop}\ndense 3\nconv 4 3x3 strde=2")
+    expected = "drop-too-many" if drop.startswith("drop last") else "unknown-name"
+    assert sorted(d.code for d in result.errors) == sorted([expected, "unknown-option"])
+    network = result.network("d")
+    assert network.layers[-1].name == "dense3" and network.output_shape == (10,)
+
+
 @pytest.mark.parametrize(
     "body, code, words",
     [
