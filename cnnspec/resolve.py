@@ -1102,6 +1102,16 @@ class _Resolver:
                         "rename one of them",
                     )
                 )
+            elif param.name == "in":  # `from in`, `add a in` name the block's input
+                self.diagnostics.append(
+                    error(
+                        "reserved-name",
+                        f"'in' cannot name a parameter of block '{block.name}': inside a block, "
+                        "`in` is the block's input",
+                        param.span,
+                        "choose another name, e.g. `channels`",
+                    )
+                )
             seen.add(param.name)
 
     def network(self, name: str, use_span: Span | None = None) -> Network | None:

@@ -144,6 +144,7 @@ CASES = [
     (net("repeat 1 {\n" * 70 + "relu\n" + "}\n" * 70), "too-deep", 67, 10, "more than 64 levels"),
     ("# nothing here\n", "no-network", 1, 1, "defines no network"),
     ("\n\n", "no-network", 1, 1, "network NAME {"),
+    ("block b(in) {\n  conv in 1x1\n}\n" + net("b 3"), "reserved-name", 1, 9, "`in` is the block's input"),
     # `c-8` is `c` and `-8`: said as such, not as a puzzling extra argument
     ("block b(c) {\n  conv c-8 3x3\n}\n" + net("b 16"), "invalid-argument", 2, 8, "`c - 8`"),
     (net("conv 8 3x3 pad=k-1"), "invalid-argument", 3, 18, "'k' and '-1'"),
