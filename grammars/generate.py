@@ -8,7 +8,7 @@ It needs lark itself (in the `test` extra: pip install -e '.[test]'); cnnspec do
 The parser cnnspec runs is Lark's own LALR parser and contextual lexer, written out by
 Lark's stand-alone generator (`python -m lark.tools.standalone`) with the parse tables as
 a Python literal. Importing and building it takes about half the instructions of
-`import lark` plus loading the tables from Lark's cache (104M against 217M here), and
+`import lark` plus loading the tables from Lark's cache (101M against 182M here), and
 nothing is read from or written to a cache folder at run time. The
 grammar file stays the source of truth: the generated module records its SHA-256, and
 tests/test_grammar.py fails when the two disagree or when the generated parser and
