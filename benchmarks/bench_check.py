@@ -150,7 +150,7 @@ CHECK = [sys.executable, "-m", "cnnspec", "check"]
 # Cumulative steps of a `cnnspec check specs/lenet5.cnn`, each a python -c of its own.
 STARTUP_STEPS = (
     ("python itself", "pass"),
-    ("+ typing, dataclasses, re, argparse", "import typing, dataclasses, re, argparse, pathlib"),
+    ("+ typing, dataclasses, re, argparse, pathlib", "import typing, dataclasses, re, argparse, pathlib"),
     ("+ pydantic-core", "import pydantic_core"),
     ("+ cnnspec's check path (modules)", "import cnnspec.cli, cnnspec.report"),
     ("+ the parser built", "cnnspec.parse._parser()"),
@@ -207,7 +207,7 @@ def main() -> None:
         code = f"{code}; {step}" if code else step
         command = [sys.executable, "-c", code]
         spent = statistics.median(timings(command, args.repeat))
-        line = f"  {label:<42} {(spent - previous) * 1000:+6.0f} ms"
+        line = f"  {label:<44} {(spent - previous) * 1000:+6.0f} ms"
         previous = spent
         if args.instructions:
             count = instructions(command)
