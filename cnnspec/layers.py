@@ -230,7 +230,13 @@ def window_axis(n: int, kernel: int, stride: int, dilation: int, p0: int, p1: in
         unused = 0
     else:
         size = span // stride + 1 if span >= 0 else math.floor(span / stride) + 1
-        unused = max(span % stride - p1, 0) if span >= 0 else 0
+        # After the last window, span % stride rows are left. A window narrower than its
+        # stride leaves stride - extent rows after every window by design (a 1x1 conv with
+        # stride 2 reads every other row): a remainder no wider than that gap is the same
+        # pattern, not an edge the user loses.
+        gap = max(stride - extent, 0)
+        left = span % stride if span >= 0 else 0
+        unused = max(left - p1, 0) if left > gap else 0
     arithmetic = f"{rounding}(({n} + {p0 + p1} - {extent}) / {stride}) + 1 = {size}"
     return AxisResult(size, arithmetic, unused)
 

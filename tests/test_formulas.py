@@ -136,6 +136,51 @@ def test_size_formula_matches_counting_windows(n, k, s, d, p0, p1, ceil):
     assert result.size == _count_windows(n, k, s, d, p0, p1, ceil)
 
 
+def _edge_rows_lost(n, k, s, d, p0, p1):
+    """Mark, row by row, what the floor-mode windows span; count the real rows at the end
+    left unspanned, when that tail is wider than the rows every window already leaves
+    between itself and the next (a window narrower than its stride skips rows by design)."""
+    extent = d * (k - 1) + 1
+    spanned = [False] * (n + p0 + p1)
+    start = 0
+    while start + extent <= len(spanned):
+        for row in range(start, start + extent):
+            spanned[row] = True
+        start += s
+    tail = len(spanned) - (max(i for i, on in enumerate(spanned) if on) + 1)
+    real_tail = sum(1 for row in range(len(spanned) - tail, p0 + n) if row >= p0)
+    return real_tail if tail > max(s - extent, 0) else 0
+
+
+@given(
+    n=st.integers(1, 64),
+    k=st.integers(1, 9),
+    s=st.integers(1, 5),
+    d=st.integers(1, 3),
+    p0=st.integers(0, 4),
+    p1=st.integers(0, 4),
+)
+def test_dropped_rows_match_marking_the_windows(n, k, s, d, p0, p1):
+    if d * (k - 1) + 1 > n + p0 + p1:
+        return  # an error case, covered by the diagnostics tests
+    assert window_axis(n, k, s, d, p0, p1, False).unused == _edge_rows_lost(n, k, s, d, p0, p1)
+
+
+@pytest.mark.parametrize(
+    "line, input_shape, warned",
+    [
+        ("conv 8 1x1 stride=2", "4x56x56", False),  # ResNet's projection shortcut: every other row
+        ("conv 8 1x1 stride=3", "4x10x10", False),
+        ("conv 8 2x2 stride=3", "4x10x10", True),  # rows 8 and 9: wider than the 1-row gap
+        ("conv 8 3x3 stride=2", "4x224x224", True),  # SqueezeNet 1.1's first conv loses its edge
+        ("pool max 2", "4x7x7", True),
+    ],
+)
+def test_dropped_pixels_only_where_an_edge_is_lost(line, input_shape, warned):
+    codes = [d.code for d in check_text(net(line, input_shape)).diagnostics]
+    assert ("dropped-pixels" in codes) is warned, codes
+
+
 @given(n=st.integers(1, 200), k=st.integers(1, 11), s=st.integers(1, 6))
 def test_same_gives_ceil_n_over_s(n, k, s):
     p0, p1 = resolve_same(n, k, s)
