@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "import-unsupported": "`cnnspec import`: the model has ops, attributes or inputs cnnspec cannot express",
     "transfer-shape-changed": "a layer kept from the base gets a different input size",
     "dropped-pixels": "(warning) a window leaves rows or columns of the input unused",
+    "channels-last": "(warning) `input` reads like height x width x channels (224x224x3)",
     "asymmetric-same": "(warning) `pad=same` with an even kernel pads one side more",
     "softmax-not-last": "(warning) softmax is followed by more layers",
     "dropout-after-output": "(warning) dropout comes after the output layer",

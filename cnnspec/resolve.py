@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic_core import ValidationError
 
 from . import syntax as ast
-from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, with_call_sites
+from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, warning, with_call_sites
 from .files import UnreadableFile, read_source
 from .layers import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
 from .parse import parse_source
@@ -381,6 +381,13 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
         values[name] = _CONVERTERS[converter](v)
     except _ArgError as exc:
         problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", v.span, exc.help))
+
+
+def _looks_channels_last(shape: tuple[int, ...]) -> bool:
+    """224x224x3, 28x28x1: an image written height x width x channels, as Keras and NumPy
+    images are. A network's input with 16+ channels on a map 4 or fewer pixels wide is
+    not something people build."""
+    return len(shape) == 3 and shape[2] <= 4 and shape[0] >= 16 and shape[1] >= 16
 
 
 def _glued_minus(stmt: ast.LayerStmt) -> Diagnostic | None:
@@ -1152,6 +1159,18 @@ class _Resolver:
                     )
                 )
                 return None
+            if _looks_channels_last(shape):
+                height, width, channels = shape
+                self.diagnostics.append(
+                    warning(
+                        "channels-last",
+                        f"input {first.written} reads as {height} channels of {width}x{channels}: "
+                        "cnnspec shapes are channels x height x width",
+                        first.span,
+                        f"for {channels} channel{'s' if channels > 1 else ''} of {height}x{width}: "
+                        f"input {channels}x{height}x{width}",
+                    )
+                )
             return shape, first.span
         return None
 

@@ -154,6 +154,8 @@ CASES = [
     (net("conv 8 3x3 stride=2", "1x28x28"), "dropped-pixels", 3, 21, "last 1 row and column"),
     (net("pool max 2", "1x7x6"), "dropped-pixels", 3, 12, "last 1 row of the 1x7x6 input is"),
     (net("pool max 4", "1x6x6"), "dropped-pixels", 3, 12, "last 2 rows and columns"),
+    (net("conv 8 3x3", "224x224x3"), "channels-last", 2, 9, "input 3x224x224"),
+    (net("conv 8 3x3", "28x28x1"), "channels-last", 2, 9, "1 channel of 28x28: input 1x28x28"),
     (net("conv 8 2x2 pad=same", "1x8x8"), "asymmetric-same", 3, 18, "top/bottom 0/1"),
     (net("flatten\ndense 10 softmax\ndense 5", "1x4x4"), "softmax-not-last", 4, 3, "followed by dense2"),
     (
@@ -188,6 +190,11 @@ def test_an_output_listed_twice_is_one_error_at_the_repeat():
 def test_a_spaced_minus_still_subtracts():
     spec = "block b(c) {\n  conv c - 8 3x3 pad=c//8 - 1\n}\n" + net("b 16", "3x8x8")
     assert check_text(spec).network().layers[0].output_shape == (8, 8, 8)
+
+
+@pytest.mark.parametrize("shape", ["3x224x224", "64x56x56", "16x8x8", "512x7x7", "100", "4x16x16"])
+def test_channels_first_inputs_raise_no_layout_warning(shape):
+    assert "channels-last" not in [d.code for d in check_text(net("relu", shape)).diagnostics]
 
 
 def test_every_code_is_exercised():
