@@ -792,7 +792,7 @@ class Deconv(LayerConfig):
                         "error",
                         "invalid-argument",
                         "deconv takes explicit pads (P, PHxPW or (top,bottom,left,right)), not same",
-                        "a stride-S deconv with kernel S and no padding multiplies the size by S",
+                        _deconv_scale_help(self.kernel, self.stride, self.dilation),
                         "pad",
                     )
                 ],
@@ -837,6 +837,26 @@ class Deconv(LayerConfig):
             return Inferred(None, tensors, problems=problems)
         macs = c * h * w * self.filters * self.kernel[0] * self.kernel[1] // self.groups
         return Inferred((self.filters, sizes[0], sizes[1]), tensors, macs, problems=problems)
+
+
+def _deconv_scale_help(kernel: Pair, stride: Pair, dilation: Pair) -> str:
+    """The pads that make a deconv multiply the size by its stride, as `same` would:
+    (n-1)·s - 2p + d·(k-1) + 1 + output_pad = n·s, so 2p = d·(k-1) + 1 - s + output_pad."""
+    pads: list[int] = []
+    extras: list[int] = []
+    for k, s, d in zip(kernel, stride, dilation):
+        extent = d * (k - 1) + 1
+        if extent < s:
+            return "a stride-S deconv with kernel S and no padding multiplies the size by S"
+        extra = (extent - s) % 2
+        if extra >= max(s, d):  # output_pad must stay below the stride or the dilation
+            return "a stride-S deconv with kernel S and no padding multiplies the size by S"
+        pads.append((extent - s + extra) // 2)
+        extras.append(extra)
+    pad, output_pad = _pair((pads[0], pads[1])), _pair((extras[0], extras[1]))
+    return f"to multiply the size by {_pair(stride)}: pad={pad}" + (
+        f" output_pad={output_pad}" if any(extras) else ""
+    )
 
 
 @record

@@ -300,6 +300,9 @@ def _build_config(
     slots = list(positional)
     extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
 
+    swapped = _swapped_filters(word, positional, args)
+    if swapped is not None:
+        return None, spans, [swapped]
     for v in args:
         if v.kind == "word" and v.data in cls.flags and cls.flags[v.data][0] not in spans:
             name, value = cls.flags[v.data]
@@ -361,8 +364,22 @@ def _build_config(
         for item in exc.errors():
             name = str(item["loc"][0]) if item["loc"] else ""
             message = item["msg"][0].lower() + item["msg"][1:]
-            problems.append(error("invalid-argument", f"{word} {name}: {message}", spans.get(name, span)))
+            hint = _rate_hint(word, name, item.get("input"))
+            problems.append(
+                error("invalid-argument", f"{word} {name}: {message}", spans.get(name, span), hint)
+            )
         return None, spans, problems
+
+
+def _rate_hint(word: str, name: str, value: object) -> str | None:
+    """`dropout 50`: a percentage where a fraction is meant."""
+    if word != "dropout" or name != "rate" or not isinstance(value, (int, float)):
+        return None
+    if value == 1:
+        return "a rate of 1 would drop everything: it is the fraction dropped, e.g. `dropout 0.5`"
+    if 1 < value <= 100:
+        return f"a rate is a fraction: `dropout {value / 100:g}` drops {value:g}%"
+    return None
 
 
 def _convert_into(cls, name, v, values, spans, problems) -> None:
@@ -381,6 +398,50 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
         values[name] = _CONVERTERS[converter](v)
     except _ArgError as exc:
         problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", v.span, exc.help))
+
+
+# Layer names from PyTorch and Keras (lower case, no underscores) -> how cnnspec writes them.
+FOREIGN_NAMES = {
+    "linear": "dense",
+    "fc": "dense",
+    "conv2d": "conv",
+    "convolution2d": "conv",
+    "convtranspose2d": "deconv",
+    "conv2dtranspose": "deconv",
+    "maxpool": "pool max",
+    "maxpool2d": "pool max",
+    "maxpooling2d": "pool max",
+    "avgpool": "pool avg",
+    "avgpool2d": "pool avg",
+    "averagepooling2d": "pool avg",
+    "adaptiveavgpool2d": "globalpool avg",
+    "globalavgpool": "globalpool avg",
+    "globalaveragepooling2d": "globalpool avg",
+    "adaptivemaxpool2d": "globalpool max",
+    "globalmaxpooling2d": "globalpool max",
+    "batchnorm2d": "batchnorm",
+    "batchnormalization": "batchnorm",
+    "bn": "batchnorm",
+    "upsampling2d": "upsample",
+    "dropout2d": "dropout",
+}
+
+
+def _foreign_name(word: str) -> str | None:
+    """`Linear`, `Conv2d`, `MaxPooling2D`: say what cnnspec calls it."""
+    ours = FOREIGN_NAMES.get(word.lower().replace("_", ""))
+    if ours is None or ours == word:
+        return None
+    return f"cnnspec writes {word} as `{ours}`"
+
+
+def _input_hint(shape: tuple[int, ...]) -> str:
+    """What a wrong `input` line probably meant: channels forgotten, or the batch included."""
+    if len(shape) == 2 and all(d > 0 for d in shape):
+        return f"give the channels first: input 1x{shape[0]}x{shape[1]} for one channel (grayscale)"
+    if len(shape) == 4 and all(d > 0 for d in shape):
+        return f"leave the batch out: input {shape[1]}x{shape[2]}x{shape[3]}"
+    return "for example: input 3x224x224 (channels x height x width)"
 
 
 def _looks_channels_last(shape: tuple[int, ...]) -> bool:
@@ -415,6 +476,21 @@ def _glued_minus(stmt: ast.LayerStmt) -> Diagnostic | None:
     return None
 
 
+def _swapped_filters(word: str, positional, args: list[ast.Value]) -> Diagnostic | None:
+    """`conv 3x3 64`: the kernel written before the filter count."""
+    if tuple(positional[:2]) != ("filters", "kernel") or len(args) < 2:
+        return None
+    first, second = args[0], args[1]
+    if first.kind == "dims" and second.kind == "number" and isinstance(second.data, int):
+        return error(
+            "invalid-argument",
+            f"{word} takes FILTERS then KERNEL: '{first.text()}' is a kernel size, '{second.text()}' a count",
+            first.span,
+            f"swap them: `{word} {second.text()} {first.text()}`",
+        )
+    return None
+
+
 def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Diagnostic:
     usage = f"{word} {' '.join(positional).upper()}".strip()
     hint = None
@@ -423,6 +499,8 @@ def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Di
     elif v.kind == "word":
         close = did_you_mean(v.data, list(cls.flags) + list(cls.arguments))
         hint = close
+    elif not positional and v.kind == "number":  # `batchnorm 64`, as BatchNorm2d(64)
+        hint = f"{word} takes no size: it works on whatever the layer above gives; write `{word}` alone"
     message = f"unexpected argument '{v.text()}' ({usage} takes {len(positional)}"
     message += f" bare argument{'s' if len(positional) != 1 else ''}"
     if cls.flags:
@@ -705,7 +783,7 @@ class _Expander:
         block = self.blocks.get(stmt.op)
         if block is None:
             choices = list(KINDS) + list(self.blocks) + list(COMBINATORS)
-            hint = did_you_mean(stmt.op, choices)
+            hint = _foreign_name(stmt.op) or did_you_mean(stmt.op, choices)
             self.diagnostics.append(
                 error(
                     "unknown-layer",
@@ -1155,7 +1233,7 @@ class _Resolver:
                         "invalid-argument",
                         f"input must be CxHxW or N with sizes above 0, got '{first.written}'",
                         first.span,
-                        "for example: input 3x224x224 (channels x height x width)",
+                        _input_hint(shape),
                     )
                 )
                 return None

@@ -40,7 +40,7 @@ CASES = [
     ),
     # names and arguments
     (net("convv 16 3x3"), "unknown-layer", 3, 3, "did you mean 'conv'?"),
-    (net("maxpool 2"), "unknown-layer", 3, 3, "did you mean 'pool'?"),
+    (net("maxpool 2"), "unknown-layer", 3, 3, "cnnspec writes maxpool as `pool max`"),
     (net("lstm 2"), "unknown-layer", 3, 3, "layers: add, batchnorm, concat, conv"),
     (net("conv 16 3x3 strides=2"), "unknown-option", 3, 15, "did you mean 'stride'?"),
     (net("pool max 2 padding=1"), "unknown-option", 3, 14, "did you mean 'pad'?"),
@@ -145,6 +145,16 @@ CASES = [
     ("# nothing here\n", "no-network", 1, 1, "defines no network"),
     ("\n\n", "no-network", 1, 1, "network NAME {"),
     ("block b(in) {\n  conv in 1x1\n}\n" + net("b 3"), "reserved-name", 1, 9, "`in` is the block's input"),
+    # habits from PyTorch and Keras, each answered in cnnspec's words
+    (net("conv 3x3 64"), "invalid-argument", 3, 8, "swap them: `conv 64 3x3`"),
+    (net("dropout 50"), "invalid-argument", 3, 11, "`dropout 0.5` drops 50%"),
+    (net("dropout 1"), "invalid-argument", 3, 11, "would drop everything"),
+    (net("conv 8 3x3\nbatchnorm 8"), "too-many-arguments", 4, 13, "write `batchnorm` alone"),
+    (net("flatten\nLinear 10"), "unknown-layer", 4, 3, "cnnspec writes Linear as `dense`"),
+    (net("MaxPooling2D 2"), "unknown-layer", 3, 3, "`pool max`"),
+    (net("adaptive_avg_pool2d"), "unknown-layer", 3, 3, "`globalpool avg`"),
+    (net("relu", "28x28"), "invalid-argument", 2, 9, "input 1x28x28 for one channel"),
+    (net("relu", "1x3x32x32"), "invalid-argument", 2, 9, "leave the batch out: input 3x32x32"),
     # `c-8` is `c` and `-8`: said as such, not as a puzzling extra argument
     ("block b(c) {\n  conv c-8 3x3\n}\n" + net("b 16"), "invalid-argument", 2, 8, "`c - 8`"),
     (net("conv 8 3x3 pad=k-1"), "invalid-argument", 3, 18, "'k' and '-1'"),

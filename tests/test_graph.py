@@ -4,6 +4,8 @@ zoo and of generated graphs, PyTorch against onnxruntime, transfer on graphs."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -446,3 +448,19 @@ def test_a_name_taken_twice_in_a_graph_is_reported_not_a_crash():
     # found by fuzzing: `upsample` is auto-named up1, which the deconv already took
     result = check_text(net("deconv 2 2x2 stride=2 as up1\nupsample 1\ndropout 0.1 from up1", "1x8x8"))
     assert "duplicate-name" in [d.code for d in result.errors]
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_deconv_pad_same_suggests_pads_that_multiply_the_size(kernel, stride, dilation):
+    line = f"deconv 4 {kernel}x{kernel} stride={stride} dilation={dilation}"
+    result = check_text(net(f"{line} pad=same", "2x9x9"))
+    (problem,) = [d for d in result.errors if d.code == "invalid-argument"]
+    suggested = re.search(r"pad=(\d+)(?: output_pad=(\d+))?", problem.help or "")
+    if suggested is None:  # a window narrower than the stride cannot fill the gaps
+        assert dilation * (kernel - 1) + 1 < stride or "no padding multiplies" in (problem.help or "")
+        return
+    pad, output_pad = suggested.group(1), suggested.group(2) or "0"
+    fixed = check_text(net(f"{line} pad={pad} output_pad={output_pad}", "2x9x9"))
+    assert fixed.ok and fixed.network().output_shape == (4, 9 * stride, 9 * stride)
