@@ -1323,13 +1323,22 @@ class _Resolver:
                 continue
             if stmt.mode == "from":
                 left = [layer.name for layer in kept]
+                if stmt.target in names and stmt.target not in left:  # gone with an earlier drop
+                    self.diagnostics.append(
+                        error(
+                            "unknown-name",
+                            f"'{definition.base}' has no layer '{stmt.target}' left to drop",
+                            stmt.span,
+                            "an earlier `drop` in this network already removed it",
+                        )
+                    )
+                    continue
                 if stmt.target not in left and stmt.target not in instances:
                     hint = did_you_mean(str(stmt.target), names)
                     self.diagnostics.append(
                         error(
                             "unknown-name",
-                            f"'{definition.base}' has no layer '{stmt.target}'"
-                            + (" left to drop" if stmt.target in names else ""),
+                            f"'{definition.base}' has no layer '{stmt.target}'",
                             stmt.span,
                             hint or f"its layers: {', '.join(names[:12])}",
                         )

@@ -94,6 +94,14 @@ def test_a_failed_drop_is_one_error_and_the_base_part_is_still_checked(drop):
     assert network.layers[-1].name == "dense3" and network.output_shape == (10,)
 
 
+def test_dropping_a_dropped_layer_again_says_so_and_keeps_checking():
+    result = derived("drop from dense2\ndrop from dense3\ndense 4")
+    (error,) = result.errors
+    assert error.code == "unknown-name" and error.span.line > 1
+    assert error.help == "an earlier `drop` in this network already removed it"
+    assert result.network("d").output_shape == (4,)  # the new layer is still checked
+
+
 @pytest.mark.parametrize(
     "body, code, words",
     [
