@@ -462,14 +462,17 @@ class Conv(_Windowed):
         problems += _groups_problems(c, self.filters, self.groups)
         hw, window, spatial_problems = self.spatial(x, "kernel")
         problems += spatial_problems
+        # With groups that do not divide (an error above), count one channel per group, in
+        # the weight and the MACs alike, so that the row stays consistent.
+        per_group = max(c // self.groups, 1)
         tensors: dict[str, tuple[Shape, bool]] = {
-            "weight": ((self.filters, max(c // self.groups, 1), *self.kernel), True),
+            "weight": ((self.filters, per_group, *self.kernel), True),
         }
         if self.bias:
             tensors["bias"] = ((self.filters,), True)
         if hw is None:
             return Inferred(None, tensors, window=window, problems=problems)
-        per_output = self.kernel[0] * self.kernel[1] * (c // self.groups)
+        per_output = self.kernel[0] * self.kernel[1] * per_group
         macs = self.filters * hw[0] * hw[1] * per_output
         return Inferred((self.filters, *hw), tensors, macs, window, problems=problems)
 
