@@ -236,7 +236,9 @@ def window_axis(n: int, kernel: int, stride: int, dilation: int, p0: int, p1: in
         # pattern, not an edge the user loses.
         gap = max(stride - extent, 0)
         left = span % stride if span >= 0 else 0
-        unused = max(left - p1, 0) if left > gap else 0
+        # The tail holds the right padding, and with a left padding wider than the input
+        # it can reach into that too: count only the real rows in it.
+        unused = max(min(left - p1, n), 0) if left > gap else 0
     arithmetic = f"{rounding}(({n} + {p0 + p1} - {extent}) / {stride}) + 1 = {size}"
     return AxisResult(size, arithmetic, unused)
 
