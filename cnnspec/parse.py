@@ -396,14 +396,28 @@ def _line(text: str, number: int) -> str:
     return lines[number - 1] if 1 <= number <= len(lines) else ""
 
 
+# Characters that word processors and papers put where a spec needs plain ASCII.
+_LOOKALIKES = {
+    "×": "write sizes with the letter x: 3x3",
+    "→": "write the shape assertion's arrow as ->",
+    "−": "write the minus sign as -",
+    "–": "write the minus sign as -",
+    "“": 'use straight double quotes: "file.cnn"',
+    "”": 'use straight double quotes: "file.cnn"',
+    "\u00a0": "a no-break space: use an ordinary space",
+}
+
+
 def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
         position = exc.pos_in_stream or 0
         char = text[position] if position < len(text) else ""
         span = Span(path, exc.line, exc.column)
-        help_ = None
+        help_ = _LOOKALIKES.get(char)
         if char in "\"'":
             help_ = 'strings use double quotes and end on the same line: use "file.cnn"'
+        elif help_ is None and char.isalpha():
+            help_ = "names use the letters a-z and A-Z, digits and _"
         return error("syntax-error", f"unexpected character {char!r}", span, help_)
 
     token = getattr(exc, "token", None)

@@ -29,6 +29,9 @@ CASES = [
     ("network a {\n  input 1x8x8\n  relu,\n}\n", "syntax-error", 3, 7, "or the end of the line"),
     ("network a {\n  input 1x8x8\n  conv 3 3x3 pad=\n}\n", "syntax-error", 3, 18, "expected a value"),
     ("network a\n{\n}\n", "syntax-error", 1, 10, "'{' at the end of this line"),
+    (net("conv 2 3×3"), "syntax-error", 3, 11, "write sizes with the letter x: 3x3"),
+    (net("conv 2 3x3 → 2x6x6", "1x8x8"), "syntax-error", 3, 14, "arrow as ->"),
+    (net("conv 2 3x3 as größe"), "syntax-error", 3, 19, "letters a-z and A-Z"),
     ("network a {\n  conv 3 = 2\n}\n", "syntax-error", 2, 10, "KEY=VALUE"),
     ("network a {\n  conv 'x'\n}\n", "syntax-error", 2, 8, "double quotes"),
     (
