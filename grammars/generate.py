@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from cnnspec.files import write_atomically  # noqa: E402  (the package beside this folder)
+
 GRAMMAR = ROOT / "grammars" / "cnnspec.lark"
 GENERATED = ROOT / "cnnspec" / "lalr_parser.py"
 
@@ -42,7 +45,8 @@ def grammar_sha256() -> str:
     return hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()
 
 
-def generate() -> str:
+def generate() -> str | None:
+    """The module text, or None (the reason printed) when Lark cannot generate it."""
     result = subprocess.run(
         [
             sys.executable,
@@ -53,10 +57,13 @@ def generate() -> str:
             "contextual",
             str(GRAMMAR),
         ],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if result.returncode != 0:  # lark missing, or a grammar Lark rejects: say which, keep the old file
+        print(f"generate.py: Lark's generator failed; {GENERATED.name} is unchanged:", file=sys.stderr)
+        print(result.stderr.strip()[-2000:], file=sys.stderr)
+        return None
     return f'{HEADER}{result.stdout}\nGRAMMAR_SHA256 = "{grammar_sha256()}"\n'
 
 
@@ -74,7 +81,10 @@ def main() -> int:
             return 1
         return 0
     text = generate()
-    GENERATED.write_text(text, encoding="utf-8")
+    if text is None:
+        return 2
+    # Atomic: an interrupted run leaves the previous parser, never half a module.
+    write_atomically(GENERATED, lambda temp: temp.write_text(text, encoding="utf-8"))
     print(f"wrote {GENERATED.relative_to(ROOT)} ({len(text):,} characters)")
     return 0
 
