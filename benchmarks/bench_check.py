@@ -126,7 +126,7 @@ def instructions(command: list[str]) -> int:
     )
     found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
     if found is None:
-        raise RuntimeError(f"valgrind printed no instruction count:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"bench_check: valgrind printed no instruction count:\n{out.stderr[-2000:]}")
     return int(found.group(1).replace(",", ""))
 
 
