@@ -1456,10 +1456,40 @@ COMMANDS = {
 }
 
 
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and with it bz2, lzma,
+    fnmatch): argparse's formatter asks on every add_argument, so every command paid it."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, **options) -> None:
+        if options.get("width") is None:
+            options["width"] = _terminal_columns() - 2  # the margin argparse leaves
+        super().__init__(prog, **options)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with the formatter above; subcommands inherit it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser; given the arguments, only the subcommand they name gets its
     options (building all ten is 3% of the instructions of `cnnspec check specs/lenet5.cnn`)."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="cnnspec",
         description="Check, format, draw, export, run, import and train convolutional networks written as .cnn specs.",
     )

@@ -41,6 +41,126 @@ HEADER = """\
 """
 
 
+# Three swaps in Lark's stand-alone module, each for start-up (together about 50M of the
+# ~490M instructions a whole `cnnspec check specs/lenet5.cnn` ran; valgrind):
+# 1. It imports logging (and through it traceback, threading, string) for debug messages
+#    cnnspec's parser never writes: the logger becomes one that imports logging on first use.
+# 2. It imports pickle, zlib and base64 for `Lark.save`/`load`, which cnnspec never calls.
+# 3. Its contextual lexer compiles, for every parser state it meets, one alternation of the
+#    terminals that state accepts: a dozen large regexes for LeNet-5. A regex `A|B` takes
+#    the first alternative that matches, so trying each terminal's own pattern in the same
+#    order gives the same token and type, and each terminal is compiled once (re's cache).
+# Each swap must find its text exactly once, so a Lark release that changes these lines
+# stops the generator (the old module stays); tests/test_grammar.py then checks that the
+# trimmed parser and `lark.Lark(grammar)` parse and reject every spec alike.
+LAZY_LOGGER = (
+    """import logging
+from dataclasses import dataclass
+from typing import Generic, AnyStr
+
+logger: logging.Logger = logging.getLogger("lark")
+logger.addHandler(logging.StreamHandler())
+##
+
+##
+
+logger.setLevel(logging.CRITICAL)
+""",
+    '''from dataclasses import dataclass
+from typing import Generic, AnyStr
+
+
+class _LarkLogger:
+    """Lark's logger, set up as Lark does, on first use (cnnspec's parser never logs)."""
+
+    def __getattr__(self, name):
+        import logging
+
+        real = logging.getLogger("lark")
+        if not real.handlers:
+            real.addHandler(logging.StreamHandler())
+            real.setLevel(logging.CRITICAL)
+        return getattr(real, name)
+
+
+logger = _LarkLogger()
+''',
+)
+NO_PICKLE = ("import pickle, zlib, base64\nDATA = (", "DATA = (")
+TERMINAL_BY_TERMINAL = (
+    """    def _build_mres(self, terminals, max_size):
+        ##
+
+        ##
+
+        ##
+
+        mres = []
+        while terminals:
+            pattern = u'|'.join(u'(?P<%s>%s)' % (t.name, t.pattern.to_regexp()) for t in terminals[:max_size])
+            if self.use_bytes:
+                pattern = pattern.encode('latin-1')
+            try:
+                mre = self.re_.compile(pattern, self.g_regex_flags)
+            except AssertionError:  ##
+
+                return self._build_mres(terminals, max_size // 2)
+
+            mres.append(mre)
+            terminals = terminals[max_size:]
+        return mres
+
+    def match(self, text: TextSlice, pos):
+        for mre in self._mres:
+            m = mre.match(text.text, pos, text.end)
+            if m:
+                return m.group(0), m.lastgroup
+
+
+    def fullmatch(self, text: str) -> Optional[str]:
+        for mre in self._mres:
+            m = mre.fullmatch(text)
+            if m:
+                return m.lastgroup
+        return None
+""",
+    """    def _build_mres(self, terminals, max_size):
+        # cnnspec (grammars/generate.py): each terminal's own pattern, tried in order, in
+        # place of one alternation of them all; the same first match, compiled once.
+        mres = []
+        for t in terminals:
+            pattern = t.pattern.to_regexp()
+            if self.use_bytes:
+                pattern = pattern.encode('latin-1')
+            mres.append((self.re_.compile(pattern, self.g_regex_flags), t.name))
+        return mres
+
+    def match(self, text: TextSlice, pos):
+        for mre, name in self._mres:
+            m = mre.match(text.text, pos, text.end)
+            if m:
+                return m.group(0), name
+
+    def fullmatch(self, text: str) -> Optional[str]:
+        for mre, name in self._mres:
+            if mre.fullmatch(text):
+                return name
+        return None
+""",
+)
+TRIMS = (LAZY_LOGGER, NO_PICKLE, TERMINAL_BY_TERMINAL)
+
+
+def trim(module: str) -> str:
+    """Lark's stand-alone module with the swaps above made."""
+    for old, new in TRIMS:
+        found = module.count(old)
+        if found != 1:
+            raise ValueError(f"expected this text once in Lark's output, found it {found} times:\n{old}")
+        module = module.replace(old, new)
+    return module
+
+
 def grammar_sha256() -> str:
     return hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()
 
@@ -64,7 +184,12 @@ def generate() -> str | None:
         print(f"generate.py: Lark's generator failed; {GENERATED.name} is unchanged:", file=sys.stderr)
         print(result.stderr.strip()[-2000:], file=sys.stderr)
         return None
-    return f'{HEADER}{result.stdout}\nGRAMMAR_SHA256 = "{grammar_sha256()}"\n'
+    try:
+        module = trim(result.stdout)
+    except ValueError as error:  # a Lark release whose output differs: say so, keep the old file
+        print(f"generate.py: {error}\n{GENERATED.name} is unchanged", file=sys.stderr)
+        return None
+    return f'{HEADER}{module}\nGRAMMAR_SHA256 = "{grammar_sha256()}"\n'
 
 
 def main() -> int:

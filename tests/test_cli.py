@@ -45,6 +45,21 @@ def test_version_and_help():
     assert all(f"    {command} " in listing for command in COMMANDS), listing
 
 
+@pytest.mark.parametrize("columns", [None, "50", "132", "0", "wide"])
+def test_help_wraps_at_the_width_shutil_would_give(columns):
+    """cnnspec's help formatter asks the terminal's width without importing shutil; it must
+    get the width argparse's own formatter (which asks shutil) gets."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
+    code = (
+        "import argparse; from cnnspec.cli import _HelpFormatter; "
+        "print(_HelpFormatter('cnnspec')._width, argparse.HelpFormatter('cnnspec')._width)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    ours, argparses = out.stdout.split()
+    assert ours == argparses
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -5,10 +5,12 @@ parse every input exactly as `lark.Lark(grammar)` does, errors included."""
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 
 import lark
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,3 +102,82 @@ def test_generated_parser_agrees_with_lark_on_cut_specs(seed, position, cut):
     text = seed.read_text(encoding="utf-8")
     position %= len(text) + 1
     _same_parse(text[:position] + text[position + cut :])
+
+
+# ------------------------------------------------------------------ what the generator swaps
+
+
+def _lark_standalone_output() -> str:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lark.tools.standalone",
+            "--maybe_placeholders",
+            "-l",
+            "contextual",
+            str(grammar_path()),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_every_swap_finds_its_text_in_the_installed_larks_output():
+    """grammars/generate.py swaps three pieces of Lark's stand-alone module; a Lark release
+    that writes them differently must stop the generator, not ship a half-swapped module."""
+    sys.path.insert(0, str(ROOT / "grammars"))
+    try:
+        import generate
+    finally:
+        sys.path.remove(str(ROOT / "grammars"))
+    original = _lark_standalone_output()
+    trimmed = generate.trim(original)
+    for old, new in generate.TRIMS:
+        assert original.count(old) == 1 and old not in trimmed and new in trimmed
+    with pytest.raises(ValueError, match="found it 0 times"):
+        generate.trim(trimmed)  # the swapped text is gone: a second pass must refuse
+    shipped = (ROOT / "cnnspec" / "lalr_parser.py").read_text(encoding="utf-8")
+    assert all(new in shipped for _, new in generate.TRIMS)
+
+
+def _alternation(terminals) -> re.Pattern:
+    """Lark's own scanner: one alternation of the terminals, in order."""
+    return re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from(
+            [*TOKENS, "\n", "\\\n", "  ", "# note\n", ";", "{", "}", "-3", "1e-3", ".5", "3x3", '"a b"']
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_each_lexer_state_matches_as_larks_alternation_would(tokens):
+    """The swapped scanner tries each terminal's pattern in order; in every one of the
+    contextual lexer's states it must take the token, and the type, the alternation takes."""
+    text = "".join(tokens)
+    frontend = _parser()[0].parser
+    scanners = {id(lexer): lexer.scanner for lexer in frontend.lexer.lexers.values()}
+    for scanner in scanners.values():
+        alternation = _alternation(scanner.terminals)
+        found = alternation.match(text)
+        expected = (found.group(0), found.lastgroup) if found else None
+        assert scanner.match(lalr_parser.TextSlice.cast_from(text), 0) == expected
+        whole = alternation.fullmatch(text)
+        assert scanner.fullmatch(text) == (whole.lastgroup if whole else None)
+
+
+def test_check_imports_neither_lark_nor_what_only_larks_unused_paths_need():
+    code = (
+        "import sys; from cnnspec.cli import main; main(['check', 'specs/lenet5.cnn']); "
+        "print(sorted(m for m in ('lark', 'logging', 'pickle', 'shutil') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
