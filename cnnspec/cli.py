@@ -7,6 +7,8 @@ errors, 2 usage errors, unreadable files or a missing optional dependency.
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import math
 import os
 import signal
@@ -1219,7 +1221,7 @@ def _add_check(sub) -> None:
         help="add what a dense layer with the same input and output sizes would cost",
     )
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    check.set_defaults(func=cmd_check)
+    check.set_defaults(func=cmd_check, modules=("cnnspec.report",))
 
 
 def _add_fmt(sub) -> None:
@@ -1502,7 +1504,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _import_and_freeze(modules: tuple[str, ...]) -> None:
+    """Import a command's modules, then put every object made so far out of the cyclic
+    GC's reach (gc.freeze) and turn it back on. Why: importing the check path adds some
+    15,000 objects the GC tracks, all alive until exit; collections while they are made,
+    and the one at exit, walk them. Paused until here, then frozen, a whole `cnnspec check
+    specs/lenet5.cnn` runs 9% fewer instructions (436M against 398M, valgrind)."""
+    for name in modules:
+        importlib.import_module(name)
+    gc.freeze()
+    gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # cnnspec is the process; a library caller's GC is left alone
+    if program:
+        gc.disable()  # until the command's modules are in: see _import_and_freeze
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -1517,6 +1534,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:  # not the main thread (an embedding program): leave them
                 pass
     try:
+        if program:
+            _import_and_freeze(getattr(args, "modules", ()))
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return args.func(args)

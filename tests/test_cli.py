@@ -186,3 +186,23 @@ def test_check_from_another_folder_with_use(tmp_path: Path):
     out = run_cli("check", "net.cnn", "--format", "json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["networks"][0]["output"] == [3]
+
+
+def test_the_program_freezes_its_modules_and_a_library_call_leaves_the_gc_alone():
+    """`cnnspec check` as the process pauses the cyclic GC while it imports, then freezes
+    what it imported; `main([...])` called from a program must not touch that program's GC."""
+    code = (
+        "import gc, sys; from cnnspec.cli import main; "
+        "sys.argv = ['cnnspec', 'check', 'specs/lenet5.cnn']; main(); "
+        "print(gc.isenabled(), gc.get_freeze_count() > 10000, 'cnnspec.report' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "True True True"
+    code = (
+        "import gc; from cnnspec.cli import main; gc.set_threshold(123, 4, 5); "
+        "main(['check', 'specs/lenet5.cnn']); print(gc.isenabled(), gc.get_freeze_count(), gc.get_threshold())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "True 0 (123, 4, 5)"
