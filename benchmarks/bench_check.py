@@ -5,10 +5,13 @@
    (same machine, same run; best of N).
 2. Where the start-up goes: python itself, importing pydantic-core, importing cnnspec's
    check path, building the parser, the check.
-3. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
+3. With `--against REV`: the same whole-process check, this tree next to an older
+   commit (a temporary git worktree), interleaved; how start-up targets set on another
+   machine are judged here.
+4. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
    residual graphs (it should grow linearly).
 
-    python benchmarks/bench_check.py [--repeat 7] [--instructions]
+    python benchmarks/bench_check.py [--repeat 7] [--instructions] [--against dbeadf0]
 
 Wall time on a shared or throttled machine drifts (the same loop took 258-514 ms from one
 minute to the next on the one the README's figures come from), so `--instructions` adds
@@ -107,11 +110,11 @@ NETWORKS = (
 )
 
 
-def timings(command: list[str], repeat: int, env: dict | None = None) -> list[float]:
+def timings(command: list[str], repeat: int, env: dict | None = None, cwd: Path = ROOT) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(command, capture_output=True, cwd=ROOT, env=env)  # exit 0, or 0 with warnings
+        subprocess.run(command, capture_output=True, cwd=cwd, env=env)  # exit 0, or 0 with warnings
         times.append(time.perf_counter() - start)
     return times
 
@@ -155,6 +158,9 @@ STARTUP_STEPS = (
     ("+ cnnspec's check path (modules)", "import cnnspec.cli, cnnspec.report"),
     ("+ the parser built", "cnnspec.parse._parser()"),
     ("+ check specs/lenet5.cnn, table printed", "cnnspec.cli.main(['check', 'specs/lenet5.cnn'])"),
+    # main([...]) from python -c is a library call; as the program, main() pauses the GC
+    # while importing and freezes what it imported (cnnspec/cli.py, _import_and_freeze).
+    ("+ as the program (GC paused, then frozen)", ""),
 )
 
 
@@ -162,6 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--instructions", action="store_true", help="add valgrind instruction counts")
+    parser.add_argument("--against", metavar="REV", help="also time this tree against an older commit")
     args = parser.parse_args()
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind (apt-get install valgrind)")
@@ -205,16 +212,18 @@ def main() -> None:
     code, previous, before = "", 0.0, 0
     for label, step in STARTUP_STEPS:
         code = f"{code}; {step}" if code else step
-        command = [sys.executable, "-c", code]
+        command = [sys.executable, "-c", code] if step else [*CHECK, "specs/lenet5.cnn"]
         spent = statistics.median(timings(command, args.repeat))
         line = f"  {label:<44} {(spent - previous) * 1000:+6.0f} ms"
         previous = spent
         if args.instructions:
             count = instructions(command)
-            line += f"  {'+' + millions(count - before):>7} instructions"
+            line += f"  {(count - before) / 1e6:>+6,.0f}M instructions"
             before = count
         print(line)
     print("  (medians of separate runs: a step's ms may come out negative in the noise)")
+    if args.against:
+        against(args.against, args.repeat)
 
     import cnnspec
 
@@ -256,6 +265,38 @@ text = (generated_graph if "{kind}" == "residual graphs" else generated_spec)({l
 cnnspec.parse._parser()
 if {check}: cnnspec.check_source(text)
 """
+
+
+def against(rev: str, repeat: int) -> None:
+    """Whole-process check of this tree next to REV's, run from a temporary git worktree."""
+    print(f"\nThis tree against {rev} (whole process, best and median of {repeat}, interleaved)")
+    print(f"  {'network':<14} {rev:>20} {'this tree':>16} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "tree"
+        made = subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, capture_output=True, text=True
+        )
+        if made.returncode != 0:
+            raise SystemExit(f"bench_check: git worktree add {rev} failed: {made.stderr.strip()}")
+        try:
+            old_env = dict(os.environ, PYTHONPATH=str(tree))  # its cnnspec, this environment's packages
+            subprocess.run([*CHECK, "specs/lenet5.cnn"], cwd=tree, env=old_env, capture_output=True)  # .pyc
+            for label, spec_args, _ in NETWORKS:
+                if not (tree / spec_args[0]).exists():
+                    print(f"  {label:<14} {'(no ' + spec_args[0] + ')':>20}")
+                    continue
+                old: list[float] = []
+                new: list[float] = []
+                for _ in range(repeat):
+                    old += timings([*CHECK, *spec_args], 1, env=old_env, cwd=tree)
+                    new += timings([*CHECK, *spec_args], 1)
+                old_text = f"{min(old) * 1000:5.0f} ms ({statistics.median(old) * 1000:4.0f})"
+                new_text = f"{min(new) * 1000:5.0f} ms ({statistics.median(new) * 1000:4.0f})"
+                ratio = statistics.median(new) / statistics.median(old)
+                print(f"  {label:<14} {old_text:>20} {new_text:>16} {ratio:5.2f}x")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    print("  ms: best (median); ratio: this tree's median over the older one's")
 
 
 def _timed(fn, *args) -> float:
