@@ -66,13 +66,22 @@ def _use_color(stream, choice: str) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
+STDIN = "-"  # as a spec path: standard input (`./-` names a file called -)
+STDIN_NAME = "<stdin>"  # how diagnostics name it
+
+
 def _read_spec(path: str) -> str:
-    from .files import UnreadableFile, read_source
+    from .files import UnreadableFile, read_source, read_source_stream
 
     try:
-        return read_source(path)
+        return read_source_stream(sys.stdin.buffer) if path == STDIN else read_source(path)
     except UnreadableFile as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        raise UsageError(f"{STDIN_NAME if path == STDIN else path}: {exc}") from None
+
+
+def _stdin_at_most_once(paths: list[str]) -> None:
+    if paths.count(STDIN) > 1:
+        raise UsageError("- (standard input) can be named only once")
 
 
 def _check_files(paths: list[str], network: str | None):
@@ -80,15 +89,19 @@ def _check_files(paths: list[str], network: str | None):
     from .infer import CheckResult, infer
     from .resolve import resolve_sources
 
+    _stdin_at_most_once(paths)
     merged = CheckResult([], [], {})
     seen: set[str] = set()
     for path in paths:
-        key = os.path.realpath(path)
+        key = path if path == STDIN else os.path.realpath(path)
         if key in seen:  # the same file named twice is checked once
             continue
         seen.add(key)
         text = _read_spec(path)
-        result = infer(resolve_sources(text, path, Path(path), network))
+        if path == STDIN:  # `use` paths are relative to the current directory, as in check_source
+            result = infer(resolve_sources(text, STDIN_NAME, None, network))
+        else:
+            result = infer(resolve_sources(text, path, Path(path), network))
         merged.networks += result.networks
         merged.diagnostics += result.diagnostics
         merged.sources.update(result.sources)
@@ -286,9 +299,11 @@ def cmd_fmt(args) -> int:
     from .fmt import format_text, meaning
     from .parse import parse_source
 
+    _stdin_at_most_once(args.files)
     code = EXIT_OK
-    for name in args.files:
-        text = _read_spec(name)
+    for path in args.files:
+        name = STDIN_NAME if path == STDIN else path
+        text = _read_spec(path)
         try:
             before = parse_source(text, name)
         except CnnspecError as exc:  # a file that does not parse is never rewritten
@@ -296,6 +311,9 @@ def cmd_fmt(args) -> int:
             code = EXIT_ERRORS
             continue
         formatted = format_text(text)
+        if path == STDIN and not (args.check or args.diff):  # a filter: the text, changed or not
+            sys.stdout.write(formatted)
+            continue
         if formatted == text:
             continue
         if meaning(parse_source(formatted, name)) != meaning(before):  # a cnnspec bug: say so, keep the file
@@ -1212,7 +1230,7 @@ def _add_check(sub) -> None:
         "field, and every mistake at its line and column. Exit 0 when clean (warnings allowed), "
         "1 on errors, 2 on usage errors.",
     )
-    check.add_argument("files", nargs="+", metavar="FILE", help=".cnn spec files")
+    check.add_argument("files", nargs="+", metavar="FILE", help=".cnn spec files; - reads standard input")
     check.add_argument("--network", metavar="NAME", help="check only this network")
     check.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     check.add_argument(
@@ -1231,7 +1249,12 @@ def _add_fmt(sub) -> None:
         description="Format .cnn files in place: indentation, spacing, aligned trailing comments; comments "
         "and line breaks kept. --check exits 1 when a file would change (for CI); --diff shows how.",
     )
-    fmt.add_argument("files", nargs="+", metavar="FILE")
+    fmt.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help=".cnn spec files; - formats standard input to standard output",
+    )
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     fmt.add_argument("--diff", action="store_true", help="change nothing; print the changes as a diff")
     fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto")

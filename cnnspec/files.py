@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_SOURCE_BYTES = 1024 * 1024  # ~30,000 lines; a 10,000-layer generated spec is ~0.3 MB
 
@@ -54,6 +55,20 @@ def read_source(path: str | Path, limit: int = MAX_SOURCE_BYTES) -> str:
             data = stream.read(limit + 1)  # /proc files report size 0: bound the read itself
     except OSError as exc:
         raise UnreadableFile(exc.strerror or type(exc).__name__) from None
+    return _spec_text(data, limit)
+
+
+def read_source_stream(stream: BinaryIO, limit: int = MAX_SOURCE_BYTES) -> str:
+    """The text of a spec piped in (`cnnspec check -`): the same rules as a file's, and
+    the same bound on what is read. Raises UnreadableFile."""
+    try:
+        data = stream.read(limit + 1)
+    except OSError as exc:
+        raise UnreadableFile(exc.strerror or type(exc).__name__) from None
+    return _spec_text(data, limit)
+
+
+def _spec_text(data: bytes, limit: int) -> str:
     if len(data) > limit:
         raise UnreadableFile(f"too large for a spec (more than {limit:,} bytes)")
     if b"\0" in data:

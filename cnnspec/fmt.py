@@ -70,6 +70,9 @@ def _join(tokens: list[tuple[str, str]], block_header: bool) -> str:
 
 
 def format_text(text: str) -> str:
+    """The canonical layout. Line endings stay what the file's first one is (CRLF or LF),
+    so a checkout with Windows line endings is not rewritten line by line."""
+    newline = "\r\n" if text.split("\n", 1)[0].endswith("\r") and "\n" in text else "\n"
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     formatted: list[tuple[str, str | None]] = []  # (code with indent, trailing comment)
     depth = 0
@@ -91,7 +94,8 @@ def format_text(text: str) -> str:
         formatted.append((code, comment))
         depth = max(depth + opens, 0)
         continued = tokens[-1][1] == "\\"
-    return _layout(formatted)
+    laid_out = _layout(formatted)
+    return laid_out if newline == "\n" else laid_out.replace("\n", newline)
 
 
 def _layout(lines: list[tuple[str, str | None]]) -> str:

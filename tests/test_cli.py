@@ -206,3 +206,43 @@ def test_the_program_freezes_its_modules_and_a_library_call_leaves_the_gc_alone(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "True 0 (123, 4, 5)"
+
+
+def _cli_with_stdin(text: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_check_reads_standard_input_for_dash():
+    text = (SPECS / "mistakes.cnn").read_text()
+    piped = _cli_with_stdin(text, "check", "-")
+    from_file = run_cli("check", "specs/mistakes.cnn")
+    assert piped.returncode == from_file.returncode == 1
+    # Named <stdin>; its `use` paths are relative to the current directory, not to specs/.
+    expected = from_file.stderr.replace("specs/mistakes.cnn", "<stdin>")
+    assert piped.stderr == expected.replace("(specs/no_such_file.cnn)", "(no_such_file.cnn)")
+    assert "<stdin>:" in piped.stderr
+    clean = _cli_with_stdin((SPECS / "lenet5.cnn").read_text(), "check", "-", "--format", "json")
+    assert clean.returncode == 0 and json.loads(clean.stdout)["networks"][0]["total_params"] == 61706
+    twice = _cli_with_stdin("", "check", "-", "-")
+    assert twice.returncode == 2 and "only once" in twice.stderr
+    binary = _cli_with_stdin("network\0", "check", "-")
+    assert binary.returncode == 2 and "<stdin>: not a text file" in binary.stderr
+
+
+def test_fmt_dash_is_a_filter_from_standard_input_to_standard_output():
+    messy = "network n {\ninput 1x8x8\n    conv 2 3x3   relu\n}\n"
+    out = _cli_with_stdin(messy, "fmt", "-")
+    assert out.returncode == 0 and out.stdout == "network n {\n  input 1x8x8\n  conv 2 3x3 relu\n}\n"
+    assert _cli_with_stdin(out.stdout, "fmt", "-").stdout == out.stdout  # formatted: printed unchanged
+    check = _cli_with_stdin(messy, "fmt", "--check", "-")
+    assert check.returncode == 1 and check.stdout.strip() == "would reformat <stdin>"
+    broken = _cli_with_stdin("network n {\n  conv 2 3x3 {\n}\n", "fmt", "-")
+    assert broken.returncode == 1 and broken.stdout == "" and "<stdin>:" in broken.stderr

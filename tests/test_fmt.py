@@ -124,3 +124,18 @@ def test_meaning_sees_real_changes_only():
     b = parse_source("network n {\n    input   1x8x8\n  conv  4  3x3   # c\n}\n")
     c = parse_source("network n {\n  input 1x8x8\n  conv 4 5x5\n}\n")
     assert meaning(a) == meaning(b) != meaning(c)
+
+
+def test_crlf_files_keep_their_line_endings(tmp_path, capsys):
+    """A checkout with Windows line endings: formatting keeps CRLF, and a formatted CRLF
+    file passes `fmt --check` (it used to be 'reformatted' to LF every time)."""
+    canonical = (ROOT / "specs" / "lenet5.cnn").read_text(encoding="utf-8")
+    crlf = tmp_path / "crlf.cnn"
+    crlf.write_bytes(canonical.replace("\n", "\r\n").encode())
+    assert main(["fmt", "--check", str(crlf)]) == 0, capsys.readouterr().out
+    messy = tmp_path / "messy.cnn"
+    messy.write_bytes(canonical.replace("\n  ", "\n").replace("\n", "\r\n").encode())
+    assert main(["fmt", str(messy)]) == 0
+    assert messy.read_bytes() == crlf.read_bytes()
+    assert format_text("network n {\r\n input 1x8x8\n}\n") == "network n {\r\n  input 1x8x8\r\n}\r\n"
+    assert format_text(canonical) == canonical  # LF stays LF
