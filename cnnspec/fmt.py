@@ -145,3 +145,19 @@ def meaning(node):
     if isinstance(node, (tuple, list)):
         return tuple(meaning(x) for x in node)
     return node
+
+
+class MeaningChanged(Exception):
+    """Formatting would change what a spec means: a cnnspec bug; the text is kept."""
+
+
+def reformat(text: str, path: str) -> str:
+    """The canonical layout of a spec that parses, checked to mean the same. Raises
+    CnnspecError when it does not parse (nothing is formatted then) and MeaningChanged."""
+    from .parse import parse_source
+
+    before = parse_source(text, path)
+    formatted = format_text(text)
+    if formatted != text and meaning(parse_source(formatted, path)) != meaning(before):
+        raise MeaningChanged(f"formatting {path} would change what it means; the file is left as it is")
+    return formatted

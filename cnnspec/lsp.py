@@ -8,6 +8,7 @@ error as you type.
 - Go to definition of a block, a network, a named layer or a `use`d file.
 - Completion of layer kinds, blocks and keywords at the start of a statement, and of a
   kind's options and activations after it.
+- Formatting (format on save): `cnnspec fmt`'s layout, for a document that parses.
 
 The analysis below is plain Python (tested and timed without a client); `serve` wires
 it to pygls, the `lsp` extra.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .diagnostics import CnnspecError, Diagnostic
+from .fmt import MeaningChanged, reformat
 from .infer import CheckedLayer, CheckResult, infer
 from .layers import ACTIVATIONS, KINDS, format_shape
 from .resolve import resolve_sources
@@ -198,6 +200,23 @@ def completions(analysis: Analysis, line: int, character: int) -> list[tuple[str
 # ------------------------------------------------------------------ the server
 
 
+# ------------------------------------------------------------------ formatting
+
+
+def formatting(text: str, path: str) -> tuple[str, tuple[int, int]] | None:
+    """`cnnspec fmt` for the editor: the formatted text, and the end of the document it
+    replaces (0-based line; character in UTF-16 units, LSP's default). None when the text
+    is already formatted or does not parse (its diagnostics say why)."""
+    try:
+        formatted = reformat(text, path)
+    except (CnnspecError, MeaningChanged):
+        return None
+    if formatted == text:
+        return None
+    lines = text.split("\n")
+    return formatted, (len(lines) - 1, len(lines[-1].encode("utf-16-le")) // 2)
+
+
 def serve() -> None:  # pragma: no cover - exercised through a real client in tests/test_lsp.py
     import asyncio
 
@@ -275,6 +294,18 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
             is_incomplete=False,
             items=[types.CompletionItem(label=label, kind=kinds[kind]) for label, kind in items],
         )
+
+    @server.feature(types.TEXT_DOCUMENT_FORMATTING)
+    def on_formatting(ls: LanguageServer, params: types.DocumentFormattingParams) -> list[types.TextEdit]:
+        uri = params.text_document.uri
+        found = formatting(ls.workspace.get_text_document(uri).source, to_fs_path(uri) or uri)
+        if found is None:
+            return []
+        text, (line, character) = found
+        whole = types.Range(
+            start=types.Position(line=0, character=0), end=types.Position(line=line, character=character)
+        )
+        return [types.TextEdit(range=whole, new_text=text)]
 
     server.start_io()
 

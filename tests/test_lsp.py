@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnnspec.lsp import analyse, completions, definition, hover
+from cnnspec.lsp import analyse, completions, definition, formatting, hover
 from tests.conftest import SPECS
 
 
@@ -163,6 +163,22 @@ def test_a_client_session_over_stdio(tmp_path):
             "textDocument/completion",
             {"textDocument": {"uri": uri}, "position": {"line": 10, "character": 13}},
         )
+        messy = SPEC.replace("  conv 16 5x5 relu as first", "conv   16 5x5   relu as first")
+        client.notify(
+            "textDocument/didChange",
+            {"textDocument": {"uri": uri, "version": 3}, "contentChanges": [{"text": messy}]},
+        )
+        edits = client.request(
+            "textDocument/formatting",
+            {"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": True}},
+        )
+        assert capabilities["documentFormattingProvider"]
+        assert edits == [
+            {
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 14, "character": 0}},
+                "newText": SPEC,
+            }
+        ]
         labels = {item["label"] for item in options["items"]}
         assert {
             "stride=",
@@ -274,3 +290,12 @@ def test_without_pygls_the_command_says_how_to_get_it(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_pygls)
     assert main(["lsp"]) == 2
     assert "pip install 'cnnspec[lsp]'" in capsys.readouterr().err
+
+
+def test_formatting_replaces_the_whole_document_only_when_it_parses_and_changes():
+    messy = "network n {\r\ninput 1x8x8\r\n  conv 2 3x3   relu\r\n}  # é𝄞"
+    text, end = formatting(messy, "n.cnn")
+    assert text == "network n {\r\n  input 1x8x8\r\n  conv 2 3x3 relu\r\n}  # é𝄞\r\n"  # CRLF kept
+    assert end == (3, 8)  # the last line's length in UTF-16 units: the 𝄞 counts two
+    assert formatting(text, "n.cnn") is None  # already formatted: no edit
+    assert formatting("network n {\n  conv 2 3x3 {\n}\n", "n.cnn") is None  # does not parse: no edit
