@@ -41,7 +41,7 @@ HEADER = """\
 """
 
 
-# Three swaps in Lark's stand-alone module, each for start-up (together about 50M of the
+# Three swaps in Lark's stand-alone module, each for start-up (together about 45M of the
 # ~490M instructions a whole `cnnspec check specs/lenet5.cnn` ran; valgrind):
 # 1. It imports logging (and through it traceback, threading, string) for debug messages
 #    cnnspec's parser never writes: the logger becomes one that imports logging on first use.
