@@ -316,7 +316,9 @@ def check_network(
         in_shapes = [shapes[name] for name in layer.inputs]
         shape = in_shapes[0]
         if layer.config.joins and len(in_shapes) > 1:
-            result = layer.config.infer_many(in_shapes, [_origin(n, by_name) for n in layer.inputs])
+            result = layer.config.infer_many(
+                in_shapes, [_origin(n, by_name) for n in layer.inputs], residual=layer.residual
+            )
         else:
             result = layer.config.infer(shape)
         for problem in result.problems:

@@ -162,8 +162,9 @@ class LayerConfig:
     def infer(self, x: Shape) -> Inferred:
         return Inferred(output=x)
 
-    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
-        """A layer that reads several tensors (joins); `labels` name them for messages."""
+    def infer_many(self, shapes: list[Shape], labels: list[str], residual: bool = False) -> Inferred:
+        """A layer that reads several tensors (joins); `labels` name them for messages,
+        `residual`: an add written as `residual { }` (its help speaks of a shortcut)."""
         return self.infer(shapes[0])
 
     @property
@@ -910,7 +911,7 @@ class Add(_Join):
     kind: ClassVar[str] = "add"
     prefix: ClassVar[str] = "add"
 
-    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+    def infer_many(self, shapes: list[Shape], labels: list[str], residual: bool = False) -> Inferred:
         if len(set(shapes)) == 1:
             return Inferred(shapes[0])
         return Inferred(
@@ -920,7 +921,7 @@ class Add(_Join):
                     "error",
                     "merge-shape-mismatch",
                     f"add needs equal shapes, but gets {_listed(labels, shapes)}",
-                    _residual_help(shapes),
+                    _residual_help(shapes) if residual else _projection_help(shapes),
                 )
             ],
         )
@@ -940,6 +941,19 @@ def _residual_help(shapes: list[Shape]) -> str:
     return "make the shapes match"
 
 
+def _projection_help(shapes: list[Shape]) -> str:
+    """For `add a b` and `add { } { }`: the 1x1 conv that gives a differing input the first's shape."""
+    target, other = shapes[0], next(s for s in shapes if s != shapes[0])
+    if len(target) == 3 and len(other) == 3 and other[1] >= target[1] > 0:
+        stride = other[1] // target[1]
+        option = f" stride={stride}" if stride > 1 else ""
+        return (
+            f"give every input the first one's shape {format_shape(target)}: e.g. `conv {target[0]} 1x1{option}` "
+            "on the one that differs (`from NAME` reads it)"
+        )
+    return "make the shapes match"
+
+
 @record
 class Concat(_Join):
     """Concatenation along the channels (or of vectors)."""
@@ -947,7 +961,7 @@ class Concat(_Join):
     kind: ClassVar[str] = "concat"
     prefix: ClassVar[str] = "concat"
 
-    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+    def infer_many(self, shapes: list[Shape], labels: list[str], residual: bool = False) -> Inferred:
         ranks = {len(s) for s in shapes}
         if ranks == {1}:
             return Inferred((sum(s[0] for s in shapes),))
@@ -974,7 +988,7 @@ class Multiply(_Join):
     kind: ClassVar[str] = "multiply"
     prefix: ClassVar[str] = "mul"
 
-    def infer_many(self, shapes: list[Shape], labels: list[str]) -> Inferred:
+    def infer_many(self, shapes: list[Shape], labels: list[str], residual: bool = False) -> Inferred:
         full = max(shapes, key=lambda s: (len(s), math.prod(s)))
         for shape in shapes:
             gate = len(shape) == 3 and len(full) == 3 and shape == (full[0], 1, 1)

@@ -63,6 +63,7 @@ class Layer:
     block: str | None = None  # outermost block instance (`cbapd1`), freezable by name
     origin: Origin = "own"  # in a derived network: kept from the base, or new
     inputs: tuple[str, ...] = ()  # the layers it reads (`input`: the network's input)
+    residual: bool = False  # an add written `residual { B } [shortcut { S }]`: B's end + S's
 
     @property
     def kind(self) -> str:
@@ -531,6 +532,7 @@ class _Raw:
     block: str | None
     inputs: tuple[Ref, ...] = ()
     asserted: ast.LayerStmt | None = None  # a block call's `-> SHAPE`, checked on its last layer
+    residual: bool = False  # made by `residual { }`
 
 
 @dataclass
@@ -871,7 +873,17 @@ class _Expander:
         if len(ends) < 2:
             ends = [source, *ends]
         config = cls.validate({})
-        raw = _Raw(word, config, stmt, {}, self._alias(stmt, ctx), ctx.calls, ctx.block, tuple(ends))
+        raw = _Raw(
+            word,
+            config,
+            stmt,
+            {},
+            self._alias(stmt, ctx),
+            ctx.calls,
+            ctx.block,
+            tuple(ends),
+            residual=stmt.op == "residual",
+        )
         return self._emit(raw, stmt, ctx, out)
 
     def named_join(self, stmt: ast.LayerStmt, ctx: _Ctx, source: Ref, out: list[_Raw], args, options) -> Ref:
@@ -1075,6 +1087,7 @@ def _name_layers(raws: list[_Raw], counts: dict[str, int], taken: set[str], diag
                 calls=raw.calls,
                 block=raw.block,
                 inputs=tuple(ref if isinstance(ref, str) else layers[ref].name for ref in raw.inputs),
+                residual=raw.residual,
             )
         )
     return layers

@@ -121,6 +121,20 @@ CASES = [
         3,
         "shortcut { conv 16 1x1 stride=2 }",
     ),
+    (  # a named join has no body and no shortcut: the help says what to project, and how
+        net("conv 8 3x3 pad=1 stride=2 as c\nadd c in", "3x32x32"),
+        "merge-shape-mismatch",
+        4,
+        3,
+        "give every input the first one's shape 8x16x16: e.g. `conv 8 1x1 stride=2` on the one that differs",
+    ),
+    (
+        net("add { conv 8 3x3 pad=1 } { conv 4 1x1 }", "3x16x16"),
+        "merge-shape-mismatch",
+        3,
+        3,
+        "e.g. `conv 8 1x1` on the one that differs",
+    ),
     (
         net("conv 8 1x1 as a\nconv 4 1x1 as b\nconcat a b\nglobalpool avg\nmultiply a b", "8x4x4"),
         "merge-shape-mismatch",
