@@ -1286,7 +1286,7 @@ class _Resolver:
         counts: dict[str, int] = {}
         layers = _name_layers(raws, counts, set(), self.diagnostics)
         self.counts[definition.name] = counts
-        layers = self._freeze(rest, layers, layers)
+        layers = self._freeze(rest, layers, layers, [])
         if given is None:
             return None
         outputs = self._outputs(expander, last, layers)
@@ -1366,7 +1366,17 @@ class _Resolver:
                 continue
             else:
                 count = int(stmt.target)
-                if count > len(kept) or count < 0:
+                if count < 0:
+                    self.diagnostics.append(
+                        error(
+                            "invalid-argument",
+                            f"drop last takes a count of 0 or more, got {count}",
+                            stmt.span,
+                        )
+                    )
+                    drop_failed = True
+                    continue
+                if count > len(kept):
                     self.diagnostics.append(
                         error(
                             "drop-too-many",
@@ -1399,7 +1409,7 @@ class _Resolver:
         new_layers = _name_layers(raws, counts, {layer.name for layer in kept}, self.diagnostics)
         self.counts[definition.name] = counts
         new_layers = [replace(layer, origin="new") for layer in new_layers]
-        layers = self._freeze(rest, kept + new_layers, kept)
+        layers = self._freeze(rest, kept + new_layers, kept, dropped)
         if drop_failed:
             # The new layers would read what the drop failed to cut off: their shape errors
             # would only repeat it. Their own mistakes are reported; the kept part is checked.
@@ -1445,7 +1455,7 @@ class _Resolver:
                 )
         return ends[-1] if ends else kept[-1].name
 
-    def _freeze(self, body, layers: list[Layer], base_layers: list[Layer]) -> list[Layer]:
+    def _freeze(self, body, layers: list[Layer], base_layers: list[Layer], dropped: list[str]) -> list[Layer]:
         frozen: set[str] = set()
         names = [layer.name for layer in layers]
         instances = {layer.block for layer in layers if layer.block}
@@ -1456,7 +1466,16 @@ class _Resolver:
                 frozen |= {layer.name for layer in base_layers}
                 continue
             for target in stmt.names:
-                if target not in names and target not in instances:
+                if target in dropped and target not in names:
+                    self.diagnostics.append(
+                        error(
+                            "unknown-name",
+                            f"'{target}' is dropped in this network, so there is nothing to freeze",
+                            stmt.span,
+                            "freeze only what is kept or new: drop it, or freeze it, not both",
+                        )
+                    )
+                elif target not in names and target not in instances:
                     hint = did_you_mean(target, [*names, *instances])
                     self.diagnostics.append(
                         error(

@@ -110,6 +110,14 @@ def test_dropping_a_dropped_layer_again_says_so_and_keeps_checking():
         ("freeze conv7", "unknown-name", "no layer or block named 'conv7'"),
         ("freeze through densse1", "unknown-name", "did you mean 'dense1'?"),
         ("drop last 1\ndense 3 as dense2", "duplicate-name", "'dense2' already exists"),
+        ("drop last -1\ndense 3", "invalid-argument", "drop last takes a count of 0 or more, got -1"),
+        # a dropped layer is not a typo: no "did you mean" another name
+        (
+            "drop from dense3\nfreeze through dense3\ndense 4",
+            "unknown-name",
+            "'dense3' is dropped in this network",
+        ),
+        ("freeze conv1 dense2\ndrop from dense2\ndense 4", "unknown-name", "'dense2' is dropped"),
     ],
 )
 def test_transfer_mistakes(body, code, words):
