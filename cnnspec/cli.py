@@ -549,10 +549,10 @@ def cmd_bench(args) -> int:
         header += f"  {'int8 p50':>10} {'p90':>10} {'images/s':>10}  {'int8 speed-up':>13}"
     print(header)
     for i, f in enumerate(comparison.fp32):
-        row = f"{f.batch:>5}  {f.p50_ms:>7.3f} ms {f.p90_ms:>7.3f} ms {f.images_per_second:>10,.0f}"
+        row = f"{f.batch:>5}  {f.p50_ms:>7.3f} ms {f.p90_ms:>7.3f} ms {_rate(f.images_per_second):>10}"
         if int8_session is not None:
             q = comparison.int8[i]
-            row += f"  {q.p50_ms:>7.3f} ms {q.p90_ms:>7.3f} ms {q.images_per_second:>10,.0f}  {comparison.ratios()[i]:>12.2f}x"
+            row += f"  {q.p50_ms:>7.3f} ms {q.p90_ms:>7.3f} ms {_rate(q.images_per_second):>10}  {comparison.ratios()[i]:>12.2f}x"
         print(row)
     if agreement is not None:
         print(
@@ -571,6 +571,12 @@ def cmd_bench(args) -> int:
         wins = [f.batch for f, r in zip(comparison.fp32, comparison.ratios()) if r > 1.05]
         print(f"deploy: int8 for batch sizes {', '.join(map(str, wins))}; fp32 otherwise")
     return EXIT_OK
+
+
+def _rate(images_per_second: float) -> str:
+    """Three significant figures for slow models (1.19 images/s, not 1), whole numbers above."""
+    digits = 2 if round(images_per_second, 2) < 10 else 1 if round(images_per_second, 1) < 100 else 0
+    return f"{images_per_second:,.{digits}f}"
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -676,7 +682,7 @@ def cmd_run(args) -> int:
         _print_output(output, labels if output is result.output else None, args.top)
     print(
         f"latency: {result.latency_ms:.3f} ms per batch of {batch.shape[0]} (median of {result.runs}) · "
-        f"{result.images_per_second:,.0f} images/s"
+        f"{_rate(result.images_per_second)} images/s"
     )
     if args.output:
         _save_outputs(args.output, result.outputs, read)

@@ -246,3 +246,13 @@ def test_fmt_dash_is_a_filter_from_standard_input_to_standard_output():
     assert check.returncode == 1 and check.stdout.strip() == "would reformat <stdin>"
     broken = _cli_with_stdin("network n {\n  conv 2 3x3 {\n}\n", "fmt", "-")
     assert broken.returncode == 1 and broken.stdout == "" and "<stdin>:" in broken.stderr
+
+
+@pytest.mark.parametrize(
+    "rate, shown",
+    [(1.1937, "1.19"), (0.05, "0.05"), (9.999, "10.0"), (12.345, "12.3"), (99.96, "100"), (2816.4, "2,816")],
+)
+def test_throughput_keeps_three_figures_for_slow_models(rate, shown):
+    from cnnspec.cli import _rate
+
+    assert _rate(rate) == shown
