@@ -140,8 +140,14 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
             f"{path}: the image is too large to decode safely (above {Image.MAX_IMAGE_PIXELS:,} pixels)",
             "resize it first",
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise _fail("bad-input", f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    except UnidentifiedImageError:
+        raise _fail(
+            "bad-input",
+            f"{path}: not a readable image (not a format Pillow knows: PNG, JPEG, BMP, GIF, TIFF, WebP, ...)",
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged: say what Pillow said
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+        raise _fail("bad-input", f"{path}: not a readable image ({reason[:200]})") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return _normalise(array, mean, std)
 

@@ -153,7 +153,14 @@ def test_image_converted_to_one_channel(tmp_path, capsys):
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda d: _write(d / "fake.png", b"not really a png"), "not a readable image"),
+        (
+            lambda d: _write(d / "fake.png", b"not really a png"),
+            "not a readable image (not a format Pillow knows",
+        ),
+        (
+            lambda d: _write(d / "cut.png", _png_bytes()[:50]),
+            "not a readable image (image file is truncated)",
+        ),
         (
             lambda d: _npy(d / "a.npy", np.zeros((3, 6, 6))),
             "array is 3x6x6, expected 1x6x6 or Nx1x6x6 (it has 3 channels",
@@ -250,3 +257,12 @@ def test_an_internal_error_is_one_line(monkeypatch, capsys):
     code = cli_module.main(["check", "specs/lenet5.cnn"])
     err = capsys.readouterr().err
     assert code == 70 and "internal error: ZeroDivisionError: boom" in err and "Traceback" not in err
+
+
+def _png_bytes() -> bytes:
+    """A real 8x8 grey PNG, to cut short."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
