@@ -221,6 +221,15 @@ def _pair(v: ast.Value) -> tuple[int, int]:
         return v.data
     if v.kind == "tuple" and len(v.data) == 2:
         return (_int(v.data[0]), _int(v.data[1]))
+    parts = v.data.split("x") if v.kind == "word" else []
+    if len(parts) == 2 and all(parts):  # `kxk` with a block parameter k: one word to the lexer
+        square = parts[0] == parts[1]
+        raise _ArgError(
+            f"expected a size such as 3 or 3x1, got '{v.text()}'",
+            f"write `{parts[0]}`: one number is a square size"
+            if square
+            else f"write `({parts[0]}, {parts[1]})`",
+        )
     raise _ArgError(f"expected a size such as 3 or 3x1, got '{v.text()}'")
 
 

@@ -28,6 +28,7 @@ PUBLISHED = [
     ("mobilenetv2.cnn", "mobilenetv2", 3_504_872),
     ("densenet121.cnn", "densenet121", 7_978_856),
     ("squeezenet.cnn", "squeezenet1_1", 1_235_496),
+    ("efficientnet_b0.cnn", "efficientnet_b0", 5_288_548),
 ]
 
 
@@ -48,6 +49,7 @@ def test_zoo_matches_published_parameter_totals(spec, name, total):
         ("mobilenetv2.cnn", "mobilenetv2", 0.30),
         ("densenet121.cnn", "densenet121", 2.83),
         ("squeezenet.cnn", "squeezenet1_1", 0.35),
+        ("efficientnet_b0.cnn", "efficientnet_b0", 0.39),
     ],
 )
 def test_zoo_macs_match_published_figures(spec, name, gmacs):
@@ -84,6 +86,7 @@ def _layer_graph_shapes(network, batch=1):
         ("squeezenet.cnn", "squeezenet1_1"),
         ("densenet121.cnn", "densenet121"),
         ("unet.cnn", "unet"),
+        ("efficientnet_b0.cnn", "efficientnet_b0"),
     ],
 )
 def test_zoo_shapes_equal_onnxruntime_on_every_layer(spec, name):
