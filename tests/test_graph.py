@@ -29,6 +29,7 @@ PUBLISHED = [
     ("densenet121.cnn", "densenet121", 7_978_856),
     ("squeezenet.cnn", "squeezenet1_1", 1_235_496),
     ("efficientnet_b0.cnn", "efficientnet_b0", 5_288_548),
+    ("googlenet.cnn", "googlenet", 6_624_904),
 ]
 
 
@@ -50,6 +51,7 @@ def test_zoo_matches_published_parameter_totals(spec, name, total):
         ("densenet121.cnn", "densenet121", 2.83),
         ("squeezenet.cnn", "squeezenet1_1", 0.35),
         ("efficientnet_b0.cnn", "efficientnet_b0", 0.39),
+        ("googlenet.cnn", "googlenet", 1.50),
     ],
 )
 def test_zoo_macs_match_published_figures(spec, name, gmacs):
@@ -87,6 +89,7 @@ def _layer_graph_shapes(network, batch=1):
         ("densenet121.cnn", "densenet121"),
         ("unet.cnn", "unet"),
         ("efficientnet_b0.cnn", "efficientnet_b0"),
+        ("googlenet.cnn", "googlenet"),
     ],
 )
 def test_zoo_shapes_equal_onnxruntime_on_every_layer(spec, name):
