@@ -418,6 +418,13 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
             help_ = 'strings use double quotes and end on the same line: use "file.cnn"'
         elif help_ is None and char.isalpha():
             help_ = "names use the letters a-z and A-Z, digits and _"
+        elif char == ":":  # Python's `network n:` or YAML's `stride: 2`
+            first = (_line(text, exc.line).split() or [""])[0]
+            help_ = (
+                f"a body goes in braces, not after a colon: `{first} ... {{`, the body, then `}}`"
+                if first in ("network", "block", "repeat", "residual")
+                else "options are written KEY=VALUE, e.g. stride=2"
+            )
         return error("syntax-error", f"unexpected character {char!r}", span, help_)
 
     token = getattr(exc, "token", None)
@@ -457,8 +464,15 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
         help_ = "put '{' at the end of this line"
     elif token.type == "RBRACE" and "_NL" in expected:
         help_ = "put '}' on a line of its own"
+    elif token.type == "RPAR" and _line(text, token.line)[: token.column - 1].rstrip().endswith("("):
+        called = re.findall(r"([A-Za-z_]\w*)\s*\(\s*$", _line(text, token.line)[: token.column - 1])
+        help_ = f"write `{called[0]}` without parentheses" if called else "remove the empty parentheses"
     elif token.type == "EQUAL":
         help_ = "options are written KEY=VALUE after the positional arguments, e.g. stride=2"
+    elif token.type == "LBRACE" and _line(text, token.line).split()[:2] in (["network", "{"], ["block", "{"]):
+        word = _line(text, token.line).split()[0]
+        message = f"'{word}' needs a name before its '{{'"
+        help_ = f"for example: `{word} {'lenet5' if word == 'network' else 'cbapd(filters)'} {{`"
     elif token.type == "LBRACE" and _line(text, token.line).lstrip().startswith(("network", "block")):
         message = (
             f"'{_line(text, token.line).split()[0]}' starts inside another body: is a '}}' missing above?"

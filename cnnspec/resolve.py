@@ -310,9 +310,9 @@ def _build_config(
     slots = list(positional)
     extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
 
-    swapped = _swapped_filters(word, positional, args)
-    if swapped is not None:
-        return None, spans, [swapped]
+    misread = _swapped_filters(word, positional, args) or _called_like_a_function(word, positional, args)
+    if misread is not None:
+        return None, spans, [misread]
     for v in args:
         if v.kind == "word" and v.data in cls.flags and cls.flags[v.data][0] not in spans:
             name, value = cls.flags[v.data]
@@ -499,6 +499,19 @@ def _swapped_filters(word: str, positional, args: list[ast.Value]) -> Diagnostic
             f"swap them: `{word} {second.text()} {first.text()}`",
         )
     return None
+
+
+def _called_like_a_function(word: str, positional, args: list[ast.Value]) -> Diagnostic | None:
+    """`conv(32, 3x3)`: the arguments in parentheses, as in Python."""
+    if len(args) != 1 or args[0].kind != "tuple" or len(args[0].data) < 2 or len(positional) < 2:
+        return None
+    spaced = " ".join(item.text() for item in args[0].data)
+    return error(
+        "invalid-argument",
+        f"{word} takes its arguments separated by spaces, not in parentheses",
+        args[0].span,
+        f"write `{word} {spaced}`",
+    )
 
 
 def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Diagnostic:

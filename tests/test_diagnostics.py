@@ -27,6 +27,13 @@ CASES = [
     ("network a {\n  repeat 2 {\n    relu\n  }\n", "syntax-error", 1, 11, "the file ends (line 4)"),
     ("network a {\n  input 1x8x8\nnetwork b {\n}\n", "syntax-error", 3, 11, "is a '}' missing above?"),
     ("network a {\n  input 1x8x8\n  relu,\n}\n", "syntax-error", 3, 7, "or the end of the line"),
+    # habits from Python and PyTorch, answered in cnnspec's words
+    ("network {\n  input 1x8x8\n}\n", "syntax-error", 1, 9, "'network' needs a name before its '{'"),
+    ("block {\n  relu\n}\n", "syntax-error", 1, 7, "for example: `block cbapd(filters) {`"),
+    ("network n:\n  input 1x8x8\n", "syntax-error", 1, 10, "a body goes in braces, not after a colon"),
+    ("network n {\n  input 1x8x8\n  conv 2 3x3 stride: 2\n}\n", "syntax-error", 3, 20, "KEY=VALUE"),
+    ("network n {\n  input 1x8x8\n  relu()\n}\n", "syntax-error", 3, 8, "write `relu` without parentheses"),
+    (net("conv(2, 3x3)", "1x8x8"), "invalid-argument", 3, 7, "write `conv 2 3x3`"),
     ("network a {\n  input 1x8x8\n  conv 3 3x3 pad=\n}\n", "syntax-error", 3, 18, "expected a value"),
     ("network a\n{\n}\n", "syntax-error", 1, 10, "'{' at the end of this line"),
     (net("conv 2 3×3"), "syntax-error", 3, 11, "write sizes with the letter x: 3x3"),
