@@ -670,6 +670,15 @@ class _Expander:
                 current = self.repeat(stmt, ctx, current, out)
             elif isinstance(stmt, ast.OutputStmt) and not ctx.stack:
                 self.output(stmt, ctx)
+            elif isinstance(stmt, ast.InputStmt) and not ctx.stack:  # the first line was taken already
+                self.diagnostics.append(
+                    error(
+                        "misplaced-statement",
+                        "a second `input`: a network has one input, its first line",
+                        stmt.span,
+                        "remove this line; the layers after it read the layer above it",
+                    )
+                )
             else:
                 where = "a block" if any(s != _REPEAT for s in ctx.stack) else "this network"
                 self.diagnostics.append(

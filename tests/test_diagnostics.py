@@ -34,6 +34,7 @@ CASES = [
     ("network n {\n  input 1x8x8\n  conv 2 3x3 stride: 2\n}\n", "syntax-error", 3, 20, "KEY=VALUE"),
     ("network n {\n  input 1x8x8\n  relu()\n}\n", "syntax-error", 3, 8, "write `relu` without parentheses"),
     (net("conv(2, 3x3)", "1x8x8"), "invalid-argument", 3, 7, "write `conv 2 3x3`"),
+    (net("input 1x8x8\nconv 2 3x3", "1x8x8"), "misplaced-statement", 3, 9, "a second `input`"),
     ("network a {\n  input 1x8x8\n  conv 3 3x3 pad=\n}\n", "syntax-error", 3, 18, "expected a value"),
     ("network a\n{\n}\n", "syntax-error", 1, 10, "'{' at the end of this line"),
     (net("conv 2 3×3"), "syntax-error", 3, 11, "write sizes with the letter x: 3x3"),
@@ -311,3 +312,12 @@ def test_a_problem_inside_a_block_notes_where_the_block_was_used():
     assert "  note: in a block used at t.cnn:7:3" in text
     too_large = [d for d in result.errors if d.code == "kernel-too-large"]
     assert too_large[0].span.line == 2 and too_large[0].notes == ("in a block used at t.cnn:8:3",)
+
+
+def test_a_block_without_parameters_needs_no_parentheses():
+    text = "block stem {\n  conv 8 3x3; relu\n}\nblock tail() {\n  flatten\n}\n" + net("stem\ntail", "1x8x8")
+    result = check_text(text)
+    assert result.ok, [d.message for d in result.diagnostics]
+    network = result.network()
+    assert [layer.name for layer in network.layers] == ["conv1", "relu1", "flatten1"]
+    assert network.layer("flatten1").output_shape == (8 * 6 * 6,)
