@@ -74,7 +74,11 @@ def _read_spec(path: str) -> str:
     from .files import UnreadableFile, read_source, read_source_stream
 
     try:
-        return read_source_stream(sys.stdin.buffer) if path == STDIN else read_source(path)
+        if path != STDIN:
+            return read_source(path)
+        if sys.stdin is None:  # started with standard input closed
+            raise UnreadableFile("standard input is closed")
+        return read_source_stream(sys.stdin.buffer)
     except UnreadableFile as exc:
         raise UsageError(f"{STDIN_NAME if path == STDIN else path}: {exc}") from None
 

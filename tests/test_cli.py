@@ -235,6 +235,17 @@ def test_check_reads_standard_input_for_dash():
     assert twice.returncode == 2 and "only once" in twice.stderr
     binary = _cli_with_stdin("network\0", "check", "-")
     assert binary.returncode == 2 and "<stdin>: not a text file" in binary.stderr
+    closed = subprocess.run(  # standard input closed, not empty
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.close(0); sys.stdin = None; from cnnspec.cli import main; sys.exit(main(['check', '-']))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert closed.returncode == 2 and "<stdin>: standard input is closed" in closed.stderr
 
 
 def test_fmt_dash_is_a_filter_from_standard_input_to_standard_output():
