@@ -213,7 +213,7 @@ def formatting(text: str, path: str) -> tuple[str, tuple[int, int]] | None:
         return None
     if formatted == text:
         return None
-    lines = text.split("\n")
+    lines = re.split(r"\r\n|\r|\n", text)  # the line breaks LSP counts
     return formatted, (len(lines) - 1, len(lines[-1].encode("utf-16-le")) // 2)
 
 
