@@ -927,31 +927,33 @@ class Add(_Join):
         )
 
 
-def _residual_help(shapes: list[Shape]) -> str:
-    """The projection that turns the other input into the first's shape (the body's, in
-    `residual`: a 1x1 conv with the body's channels and the stride it applies)."""
+def _projection(shapes: list[Shape]) -> str | None:
+    """The 1x1 conv that turns the first input that differs into the first input's shape
+    (channels, and the stride that shrinks it), or None when no such conv does."""
     target, other = shapes[0], next(s for s in shapes if s != shapes[0])
     if len(target) == 3 and len(other) == 3 and other[1] >= target[1] > 0:
         stride = other[1] // target[1]
-        option = f" stride={stride}" if stride > 1 else ""
-        return (
-            f"when the body changes the shape, project the input: `shortcut {{ conv {target[0]} 1x1{option} }}` "
-            "(or make the shapes match)"
-        )
-    return "make the shapes match"
+        return f"conv {target[0]} 1x1" + (f" stride={stride}" if stride > 1 else "")
+    return None
+
+
+def _residual_help(shapes: list[Shape]) -> str:
+    """`residual`: the first input is the body's end, the other the shortcut's."""
+    conv = _projection(shapes)
+    if conv is None:
+        return "make the shapes match"
+    return f"when the body changes the shape, project the input: `shortcut {{ {conv} }}` (or make the shapes match)"
 
 
 def _projection_help(shapes: list[Shape]) -> str:
-    """For `add a b` and `add { } { }`: the 1x1 conv that gives a differing input the first's shape."""
-    target, other = shapes[0], next(s for s in shapes if s != shapes[0])
-    if len(target) == 3 and len(other) == 3 and other[1] >= target[1] > 0:
-        stride = other[1] // target[1]
-        option = f" stride={stride}" if stride > 1 else ""
-        return (
-            f"give every input the first one's shape {format_shape(target)}: e.g. `conv {target[0]} 1x1{option}` "
-            "on the one that differs (`from NAME` reads it)"
-        )
-    return "make the shapes match"
+    """`add a b` and `add { } { }`: what gives the input that differs the first one's shape."""
+    conv = _projection(shapes)
+    if conv is None:
+        return "make the shapes match"
+    return (
+        f"give every input the first one's shape {format_shape(shapes[0])}: e.g. `{conv}` on the one that "
+        "differs (`from NAME` reads it)"
+    )
 
 
 @record
