@@ -2,7 +2,8 @@
 
 Pure Python, no Graphviz: the graph is already in definition order, so a layer's row is
 one below the lowest of its inputs (branches that run in parallel share rows) and its
-column continues its first input's where that is free. One box per layer: name,
+column continues its first input's where that is free; arrows run in the gaps between
+rows and columns, so none crosses a box. One box per layer: name,
 parameters, spec text and output shape; arrows carry the tensor shape; block instances
 are framed and named (or one box each with `collapse`); frozen layers are grey.
 """
@@ -73,7 +74,7 @@ class Diagram:
     @property
     def width(self) -> int:
         lanes = max((b.lane for b in self.boxes.values()), default=0) + 1
-        return 2 * MARGIN + lanes * BOX_W + (lanes - 1) * GAP_X + 90  # room for skip arcs
+        return 2 * MARGIN + lanes * BOX_W + lanes * GAP_X  # the last column's gap carries skips too
 
     @property
     def height(self) -> int:
@@ -150,31 +151,24 @@ def _place(boxes: dict[str, Box]) -> None:
 # ------------------------------------------------------------------ shared geometry
 
 
-def _edge_points(a: Box, b: Box) -> list[tuple[float, float]]:
-    """Start, two control points and end of the arrow from a to b (a cubic curve)."""
+def edge_path(a: Box, b: Box) -> list[tuple[float, float]]:
+    """The arrow from a to b as a polyline that crosses no box. Boxes sit in rows and
+    columns, so the gaps between them are free: straight down into the row gap below a;
+    to the next row directly, across that gap; further, along the gap to the column gap
+    right of a's column, down it to the row gap above b, and across to b."""
     x0, y0 = a.x + BOX_W / 2, a.y + BOX_H
     x1, y1 = b.x + BOX_W / 2, b.y
-    if a.lane == b.lane and b.rank - a.rank > 1:  # a skip past boxes in its column: arc right
-        bow = BOX_W / 2 + 70  # the curve reaches 3/4 of its control points' offset: clear of the boxes
-        return [(x0 + 8, y0), (x0 + bow, y0 + GAP_Y), (x1 + bow, y1 - GAP_Y), (x1 + 8, y1)]
-    if b.rank - a.rank > 1:  # down its own column, across in the gap above the target
-        return [(x0, y0), (x0, y1 - GAP_Y / 2), (x1, y1 - GAP_Y), (x1, y1)]
-    return [(x0, y0), (x0, y0 + GAP_Y / 2), (x1, y1 - GAP_Y / 2), (x1, y1)]
+    below, above = y0 + GAP_Y / 2, y1 - GAP_Y / 2
+    if b.rank == a.rank + 1:
+        return [(x0, y0), (x0, below), (x1, below), (x1, y1)]
+    # Edges leaving one column at different rows take different tracks in its gap.
+    corridor = a.x + BOX_W + GAP_X / 2 + (a.rank % 3 - 1) * 10
+    return [(x0, y0), (x0, below), (corridor, below), (corridor, above), (x1, above), (x1, y1)]
 
 
-def _bezier(points: list[tuple[float, float]], steps: int = 24) -> list[tuple[float, float]]:
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
-    out = []
-    for i in range(steps + 1):
-        t = i / steps
-        u = 1 - t
-        out.append(
-            (
-                u**3 * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t**3 * x3,
-                u**3 * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t**3 * y3,
-            )
-        )
-    return out
+def _label_at(a: Box) -> tuple[float, float]:
+    """Where an arrow's tensor shape is written: just below its source, right of the line."""
+    return a.x + BOX_W / 2 + 6, a.y + BOX_H + 14
 
 
 def _group_rect(diagram: Diagram, group: Group) -> tuple[int, int, int, int]:
@@ -213,13 +207,13 @@ def to_svg(diagram: Diagram) -> str:
     for box in diagram.boxes.values():
         for source in box.inputs:
             a = diagram.boxes[source]
-            (x0, y0), (c1x, c1y), (c2x, c2y), (x1, y1) = _edge_points(a, box)
-            mid = _bezier([(x0, y0), (c1x, c1y), (c2x, c2y), (x1, y1)], 2)[1]
+            points = " L ".join(f"{x:.1f} {y:.1f}" for x, y in edge_path(a, box))
+            label_x, label_y = _label_at(a)
             parts.append(
                 f'<g class="edge" data-from="{e(a.key)}" data-to="{e(box.key)}">'
-                f'<path d="M {x0:.1f} {y0:.1f} C {c1x:.1f} {c1y:.1f}, {c2x:.1f} {c2y:.1f}, {x1:.1f} {y1:.1f}" '
-                f'fill="none" stroke="#555" stroke-width="1.3" marker-end="url(#arrow)"/>'
-                f'<text x="{mid[0] + 6:.1f}" y="{mid[1] + 4:.1f}" font-size="10" fill="#555">{e(a.shape)}</text></g>'
+                f'<path d="M {points}" fill="none" stroke="#555" stroke-width="1.3" stroke-linejoin="round" '
+                f'marker-end="url(#arrow)"/>'
+                f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" fill="#555">{e(a.shape)}</text></g>'
             )
     for box in diagram.boxes.values():
         colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
@@ -279,12 +273,12 @@ def to_png(diagram: Diagram, path: Path) -> None:
     for box in diagram.boxes.values():
         for source in box.inputs:
             a = diagram.boxes[source]
-            curve = _bezier(_edge_points(a, box))
-            draw.line(curve, fill="#555555", width=1)
-            x1, y1 = curve[-1]
+            line = edge_path(a, box)
+            draw.line(line, fill="#555555", width=1, joint="curve")
+            x1, y1 = line[-1]
             draw.polygon([(x1, y1), (x1 - 4, y1 - 7), (x1 + 4, y1 - 7)], fill="#555555")
-            mx, my = curve[len(curve) // 2]
-            draw.text((mx + 6, my - 6), a.shape, fill="#555555", font=fonts[10])
+            label_x, label_y = _label_at(a)
+            draw.text((label_x, label_y - 10), a.shape, fill="#555555", font=fonts[10])
     for box in diagram.boxes.values():
         colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
         draw.rounded_rectangle(

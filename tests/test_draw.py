@@ -12,7 +12,7 @@ from PIL import Image
 
 import cnnspec
 from cnnspec.cli import main
-from cnnspec.draw import BOX_H, BOX_W, layout, to_svg
+from cnnspec.draw import BOX_H, BOX_W, edge_path, layout, to_svg
 from tests.conftest import SPECS
 
 NS = {"s": "http://www.w3.org/2000/svg"}
@@ -62,6 +62,40 @@ def test_branches_are_side_by_side_and_block_instances_are_framed():
     groups = [g.get("data-name") for g in svg.iterfind(".//s:g[@class='group']", NS)]
     assert groups == list(dict.fromkeys(layer.layer.block for layer in network.layers if layer.layer.block))
     assert len(svg.findall(".//s:g[@class='edge']", NS)) == sum(len(layer.inputs) for layer in network.layers)
+
+
+def _along(path, step: float = 2.0):
+    """Points every `step` pixels along a polyline."""
+    for (xa, ya), (xb, yb) in zip(path, path[1:]):
+        count = max(1, int(max(abs(xb - xa), abs(yb - ya)) / step))
+        yield from ((xa + (xb - xa) * i / count, ya + (yb - ya) * i / count) for i in range(count + 1))
+
+
+@pytest.mark.parametrize(
+    "spec", sorted(p.relative_to(SPECS) for p in SPECS.rglob("*.cnn") if not p.name.startswith("mistakes"))
+)
+def test_no_arrow_crosses_a_box(spec):
+    """Every arrow runs in the gaps between rows and columns: through no box but its ends
+    (skips, joins, four-branch concats, U-Net's far joins; boxes per layer and per instance)."""
+    for network in cnnspec.check(SPECS / spec).networks:
+        for collapse in (False, True):
+            diagram = layout(network, collapse)
+            for box in diagram.boxes.values():
+                for source in box.inputs:
+                    start = diagram.boxes[source]
+                    path = edge_path(start, box)
+                    assert path[0] == (start.x + BOX_W / 2, start.y + BOX_H) and path[-1] == (
+                        box.x + BOX_W / 2,
+                        box.y,
+                    )
+                    for other in diagram.boxes.values():
+                        if other not in (start, box):
+                            inside = [
+                                (x, y)
+                                for x, y in _along(path)
+                                if other.x < x < other.x + BOX_W and other.y < y < other.y + BOX_H
+                            ]
+                            assert not inside, f"{network.name}: {source} -> {box.key} crosses {other.key}"
 
 
 def test_collapse_draws_one_box_per_block_instance():
