@@ -204,16 +204,22 @@ def to_svg(diagram: Diagram) -> str:
             f'height="{bottom - top}" rx="10" fill="#f3f7fc" stroke="#9bb7d4" stroke-dasharray="5 3"/>'
             f'<text x="{left + 8}" y="{top + 15}" font-size="12" fill="#4a6a8a">{e(group.title)}</text></g>'
         )
+    labelled: set[str] = set()  # arrows leaving one box carry one tensor: label it once
     for box in diagram.boxes.values():
         for source in box.inputs:
             a = diagram.boxes[source]
             points = " L ".join(f"{x:.1f} {y:.1f}" for x, y in edge_path(a, box))
             label_x, label_y = _label_at(a)
+            label = (
+                f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" fill="#555">{e(a.shape)}</text>'
+                if a.key not in labelled
+                else ""
+            )
+            labelled.add(a.key)
             parts.append(
                 f'<g class="edge" data-from="{e(a.key)}" data-to="{e(box.key)}">'
                 f'<path d="M {points}" fill="none" stroke="#555" stroke-width="1.3" stroke-linejoin="round" '
-                f'marker-end="url(#arrow)"/>'
-                f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" fill="#555">{e(a.shape)}</text></g>'
+                f'marker-end="url(#arrow)"/>{label}</g>'
             )
     for box in diagram.boxes.values():
         colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
@@ -270,6 +276,7 @@ def to_png(diagram: Diagram, path: Path) -> None:
         left, top, right, bottom = _group_rect(diagram, group)
         draw.rounded_rectangle((left, top, right, bottom), 10, fill="#f3f7fc", outline="#9bb7d4")
         draw.text((left + 8, top + 4), group.title, fill="#4a6a8a", font=fonts[11])
+    labelled: set[str] = set()
     for box in diagram.boxes.values():
         for source in box.inputs:
             a = diagram.boxes[source]
@@ -277,8 +284,10 @@ def to_png(diagram: Diagram, path: Path) -> None:
             draw.line(line, fill="#555555", width=1, joint="curve")
             x1, y1 = line[-1]
             draw.polygon([(x1, y1), (x1 - 4, y1 - 7), (x1 + 4, y1 - 7)], fill="#555555")
-            label_x, label_y = _label_at(a)
-            draw.text((label_x, label_y - 10), a.shape, fill="#555555", font=fonts[10])
+            if a.key not in labelled:
+                label_x, label_y = _label_at(a)
+                draw.text((label_x, label_y - 10), a.shape, fill="#555555", font=fonts[10])
+                labelled.add(a.key)
     for box in diagram.boxes.values():
         colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
         draw.rounded_rectangle(

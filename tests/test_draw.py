@@ -61,7 +61,12 @@ def test_branches_are_side_by_side_and_block_instances_are_framed():
         assert abs(ax - bx) >= BOX_W or abs(ay - by) >= BOX_H  # no box covers another
     groups = [g.get("data-name") for g in svg.iterfind(".//s:g[@class='group']", NS)]
     assert groups == list(dict.fromkeys(layer.layer.block for layer in network.layers if layer.layer.block))
-    assert len(svg.findall(".//s:g[@class='edge']", NS)) == sum(len(layer.inputs) for layer in network.layers)
+    edges = svg.findall(".//s:g[@class='edge']", NS)
+    assert len(edges) == sum(len(layer.inputs) for layer in network.layers)
+    labelled = [e.get("data-from") for e in edges if e.find("s:text", NS) is not None]
+    assert sorted(labelled) == sorted(
+        {e.get("data-from") for e in edges}
+    )  # one label per tensor, not per arrow
 
 
 def _along(path, step: float = 2.0):
