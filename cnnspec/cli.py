@@ -805,13 +805,14 @@ def _check_weights_option(args) -> None:
 
 def _check_run_memory(network, batch: int) -> None:
     """`run --batch 1000000`: refuse before onnxruntime tries to allocate it."""
+    from .report import nbytes
     from .resources import shortfall
 
     needed = network.param_bytes * 2 + batch * network.activation_bytes
     problem = shortfall(needed)
     if problem:
         raise UsageError(
-            f"a batch of {batch:,} through '{network.name}' ({network.activation_bytes / 2**20:,.1f} MiB of "
+            f"a batch of {batch:,} through '{network.name}' ({nbytes(network.activation_bytes)} of "
             f"activations per image) {problem}; use a smaller --batch"
         )
 

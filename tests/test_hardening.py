@@ -454,6 +454,11 @@ def test_run_with_activations_too_large_for_memory(capsys, tmp_path):
     assert code == 2 and "use a smaller --batch" in err
 
 
+def test_a_small_network_with_a_huge_batch_says_its_size_per_image_in_kib(capsys):
+    code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--batch", "100000000")
+    assert code == 2 and "(37.2 KiB of activations per image)" in err  # was "0.0 MiB"
+
+
 def test_run_batch_too_large_is_a_usage_error_without_onnxruntime_logs(tmp_path):
     out = run_cli("run", "specs/lenet5.cnn", "--batch", "100000000")
     assert out.returncode == 2 and "smaller --batch" in out.stderr and "onnxruntime" not in out.stderr
