@@ -657,6 +657,7 @@ class _Expander:
 
     def statements(self, body: tuple[ast.Statement, ...], ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:
         """Expand `body` reading `current` first; returns what its last statement gives."""
+        outputs: list[ast.OutputStmt] = []  # resolved after the body: `output` may come first
         for stmt in body:
             if self.exhausted:
                 return current
@@ -669,7 +670,7 @@ class _Expander:
             elif isinstance(stmt, ast.RepeatStmt):
                 current = self.repeat(stmt, ctx, current, out)
             elif isinstance(stmt, ast.OutputStmt) and not ctx.stack:
-                self.output(stmt, ctx)
+                outputs.append(stmt)
             elif isinstance(stmt, ast.InputStmt) and not ctx.stack:  # the first line was taken already
                 self.diagnostics.append(
                     error(
@@ -689,6 +690,8 @@ class _Expander:
                         _placement_help(stmt),
                     )
                 )
+        for stmt in outputs:
+            self.output(stmt, ctx)
         return current
 
     def repeat(self, stmt: ast.RepeatStmt, ctx: _Ctx, current: Ref, out: list[_Raw]) -> Ref:

@@ -470,3 +470,13 @@ def test_deconv_pad_same_suggests_pads_that_multiply_the_size(kernel, stride, di
     pad, output_pad = suggested.group(1), suggested.group(2) or "0"
     fixed = check_text(net(f"{line} pad={pad} output_pad={output_pad}", "2x9x9"))
     assert fixed.ok and fixed.network().output_shape == (4, 9 * stride, 9 * stride)
+
+
+def test_output_may_come_before_the_layers_it_names():
+    """Keras declares a model's outputs up front; `output` resolves after the whole body."""
+    text = net(
+        "output mask aux\nconv 8 3x3 pad=1 as enc\nconv 2 1x1 as mask\nconv 1 1x1 from enc as aux", "1x16x16"
+    )
+    network = check_text(text).network()
+    assert network.outputs == ("mask", "aux")
+    assert network.output_shapes == ((2, 16, 16), (1, 16, 16))
