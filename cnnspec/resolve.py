@@ -310,7 +310,7 @@ def _build_config(
     slots = list(positional)
     extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
 
-    misread = _swapped_filters(word, positional, args) or _called_like_a_function(word, positional, args)
+    misread = _swapped_filters(word, positional, args) or _called_like_a_function(word, cls, positional, args)
     if misread is not None:
         return None, spans, [misread]
     for v in args:
@@ -501,9 +501,12 @@ def _swapped_filters(word: str, positional, args: list[ast.Value]) -> Diagnostic
     return None
 
 
-def _called_like_a_function(word: str, positional, args: list[ast.Value]) -> Diagnostic | None:
-    """`conv(32, 3x3)`: the arguments in parentheses, as in Python."""
-    if len(args) != 1 or args[0].kind != "tuple" or len(args[0].data) < 2 or len(positional) < 2:
+def _called_like_a_function(word: str, cls, positional, args: list[ast.Value]) -> Diagnostic | None:
+    """`conv(32, 3x3)`, `dense(10, relu)`: the arguments in parentheses, as in Python (a
+    tuple is a size only where the first argument is one: `pool (2, 1)` stays valid)."""
+    if len(args) != 1 or args[0].kind != "tuple" or len(args[0].data) < 2 or not positional:
+        return None
+    if cls.arguments[positional[0]].converter == "pair":
         return None
     spaced = " ".join(item.text() for item in args[0].data)
     return error(

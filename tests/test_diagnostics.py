@@ -34,6 +34,7 @@ CASES = [
     ("network n {\n  input 1x8x8\n  conv 2 3x3 stride: 2\n}\n", "syntax-error", 3, 20, "KEY=VALUE"),
     ("network n {\n  input 1x8x8\n  relu()\n}\n", "syntax-error", 3, 8, "write `relu` without parentheses"),
     (net("conv(2, 3x3)", "1x8x8"), "invalid-argument", 3, 7, "write `conv 2 3x3`"),
+    (net("flatten\ndense(10, relu)", "1x8x8"), "invalid-argument", 4, 8, "write `dense 10 relu`"),
     (net("input 1x8x8\nconv 2 3x3", "1x8x8"), "misplaced-statement", 3, 9, "a second `input`"),
     ("network a {\n  input 1x8x8\n  conv 3 3x3 pad=\n}\n", "syntax-error", 3, 18, "expected a value"),
     ("network a\n{\n}\n", "syntax-error", 1, 10, "'{' at the end of this line"),
