@@ -102,10 +102,9 @@ def _check_files(paths: list[str], network: str | None):
             continue
         seen.add(key)
         text = _read_spec(path)
-        if path == STDIN:  # `use` paths are relative to the current directory, as in check_source
-            result = infer(resolve_sources(text, STDIN_NAME, None, network))
-        else:
-            result = infer(resolve_sources(text, path, Path(path), network))
+        # Standard input has no folder: its `use` paths are relative to the current one.
+        name, real = (STDIN_NAME, None) if path == STDIN else (path, Path(path))
+        result = infer(resolve_sources(text, name, real, network))
         merged.networks += result.networks
         merged.diagnostics += result.diagnostics
         merged.sources.update(result.sources)

@@ -165,9 +165,9 @@ def grammar_sha256() -> str:
     return hashlib.sha256(GRAMMAR.read_bytes()).hexdigest()
 
 
-def generate() -> str | None:
-    """The module text, or None (the reason printed) when Lark cannot generate it."""
-    result = subprocess.run(
+def lark_standalone() -> subprocess.CompletedProcess:
+    """Lark's stand-alone generator run on the grammar, before the swaps."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -180,6 +180,11 @@ def generate() -> str | None:
         capture_output=True,
         text=True,
     )
+
+
+def generate() -> str | None:
+    """The module text, or None (the reason printed) when Lark cannot generate it."""
+    result = lark_standalone()
     if result.returncode != 0:  # lark missing, or a grammar Lark rejects: say which, keep the old file
         print(f"generate.py: Lark's generator failed; {GENERATED.name} is unchanged:", file=sys.stderr)
         print(result.stderr.strip()[-2000:], file=sys.stderr)

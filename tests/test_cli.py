@@ -22,10 +22,16 @@ def _in_repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "cnnspec", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+        [sys.executable, "-m", "cnnspec", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
     )
 
 
@@ -208,32 +214,20 @@ def test_the_program_freezes_its_modules_and_a_library_call_leaves_the_gc_alone(
     assert out.stdout.splitlines()[-1] == "True 0 (123, 4, 5)"
 
 
-def _cli_with_stdin(text: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "cnnspec", *args],
-        input=text,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-
-
 def test_check_reads_standard_input_for_dash():
     text = (SPECS / "mistakes.cnn").read_text()
-    piped = _cli_with_stdin(text, "check", "-")
+    piped = run_cli("check", "-", stdin=text)
     from_file = run_cli("check", "specs/mistakes.cnn")
     assert piped.returncode == from_file.returncode == 1
     # Named <stdin>; its `use` paths are relative to the current directory, not to specs/.
     expected = from_file.stderr.replace("specs/mistakes.cnn", "<stdin>")
     assert piped.stderr == expected.replace("(specs/no_such_file.cnn)", "(no_such_file.cnn)")
     assert "<stdin>:" in piped.stderr
-    clean = _cli_with_stdin((SPECS / "lenet5.cnn").read_text(), "check", "-", "--format", "json")
+    clean = run_cli("check", "-", "--format", "json", stdin=(SPECS / "lenet5.cnn").read_text())
     assert clean.returncode == 0 and json.loads(clean.stdout)["networks"][0]["total_params"] == 61706
-    twice = _cli_with_stdin("", "check", "-", "-")
+    twice = run_cli("check", "-", "-", stdin="")
     assert twice.returncode == 2 and "only once" in twice.stderr
-    binary = _cli_with_stdin("network\0", "check", "-")
+    binary = run_cli("check", "-", stdin="network\0")
     assert binary.returncode == 2 and "<stdin>: not a text file" in binary.stderr
     closed = subprocess.run(  # standard input closed, not empty
         [
@@ -250,12 +244,12 @@ def test_check_reads_standard_input_for_dash():
 
 def test_fmt_dash_is_a_filter_from_standard_input_to_standard_output():
     messy = "network n {\ninput 1x8x8\n    conv 2 3x3   relu\n}\n"
-    out = _cli_with_stdin(messy, "fmt", "-")
+    out = run_cli("fmt", "-", stdin=messy)
     assert out.returncode == 0 and out.stdout == "network n {\n  input 1x8x8\n  conv 2 3x3 relu\n}\n"
-    assert _cli_with_stdin(out.stdout, "fmt", "-").stdout == out.stdout  # formatted: printed unchanged
-    check = _cli_with_stdin(messy, "fmt", "--check", "-")
+    assert run_cli("fmt", "-", stdin=out.stdout).stdout == out.stdout  # formatted: printed unchanged
+    check = run_cli("fmt", "--check", "-", stdin=messy)
     assert check.returncode == 1 and check.stdout.strip() == "would reformat <stdin>"
-    broken = _cli_with_stdin("network n {\n  conv 2 3x3 {\n}\n", "fmt", "-")
+    broken = run_cli("fmt", "-", stdin="network n {\n  conv 2 3x3 {\n}\n")
     assert broken.returncode == 1 and broken.stdout == "" and "<stdin>:" in broken.stderr
 
 

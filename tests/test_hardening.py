@@ -85,16 +85,6 @@ def test_check_reads_and_writes_no_cache(tmp_path):
     assert list((cache_home / "cnnspec").iterdir()) == [planted]
 
 
-def test_check_does_not_import_lark():
-    code = (
-        "import sys; from cnnspec.cli import main; main(['check', 'specs/lenet5.cnn']); "
-        "print(sorted(m for m in sys.modules if m == 'lark' or m.startswith('lark.')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
 # ---------------------------------------------------------------- 2. what `use` reads
 
 
