@@ -155,8 +155,8 @@ STARTUP_STEPS = (
     ("python itself", "pass"),
     ("+ typing, dataclasses, re, argparse, pathlib", "import typing, dataclasses, re, argparse, pathlib"),
     ("+ pydantic-core", "import pydantic_core"),
-    ("+ cnnspec's check path (modules)", "import cnnspec.cli, cnnspec.report"),
-    ("+ the parser built", "cnnspec.parse._parser()"),
+    ("+ cnnspec's check path (modules)", "import cnnspec.cli, cnnspec.views.report"),
+    ("+ the parser built", "cnnspec.language.parse._parser()"),
     ("+ check specs/lenet5.cnn, table printed", "cnnspec.cli.main(['check', 'specs/lenet5.cnn'])"),
     # main([...]) from python -c is a library call; as the program, main() pauses the GC
     # while importing and freezes what it imported (cnnspec/cli.py, _import_and_freeze).
@@ -259,10 +259,10 @@ def main() -> None:
 # (imports and the spec text only) is subtracted.
 _SCALING = """
 import sys; sys.path.insert(0, "benchmarks")
-import cnnspec, cnnspec.infer, cnnspec.parse
+import cnnspec, cnnspec.infer, cnnspec.language.parse
 from bench_check import generated_graph, generated_spec
 text = (generated_graph if "{kind}" == "residual graphs" else generated_spec)({layers})
-cnnspec.parse._parser()
+cnnspec.language.parse._parser()
 if {check}: cnnspec.check_source(text)
 """
 

@@ -46,8 +46,8 @@ def main() -> None:
     import onnx
 
     import cnnspec
-    from cnnspec.onnx_export import build_model, save
-    from cnnspec.onnx_import import import_model
+    from cnnspec.deploy.export import build_model, save
+    from cnnspec.importer import import_model
 
     try:
         from tests import torch_models as tm

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def speed(spec: str, batches: tuple[int, ...], seconds: float, calibration: int, scratch: Path) -> None:
     import cnnspec
-    from cnnspec.onnx_export import build_model, save
-    from cnnspec.quantize import compare, quantize
-    from cnnspec.runtime import make_session
+    from cnnspec.deploy.export import build_model, save
+    from cnnspec.deploy.int8 import compare, quantize
+    from cnnspec.deploy.runtime import make_session
 
     network = cnnspec.check(ROOT / "specs" / spec).networks[0]
     model, _ = build_model(network)
@@ -52,7 +52,7 @@ def accuracy(scratch: Path) -> None:
     from sklearn.datasets import load_digits
 
     from cnnspec.cli import main as cnnspec
-    from cnnspec.runtime import make_session
+    from cnnspec.deploy.runtime import make_session
 
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]

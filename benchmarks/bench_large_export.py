@@ -72,7 +72,7 @@ def main() -> None:
 
 DRAW = (
     "import sys\n"
-    "from cnnspec.weights import fresh_tensor\n"
+    "from cnnspec.deploy.weights import fresh_tensor\n"
     "n = int(sys.argv[1])\n"
     "fresh_tensor('dense1.weight', (n, n), True, 0)\n"
 )

@@ -26,8 +26,8 @@ import onnxruntime as ort
 import torch
 
 import cnnspec
-from cnnspec.onnx_export import build_model
-from cnnspec.torch_backend import build_module
+from cnnspec.deploy.export import build_model
+from cnnspec.training.modules import build_module
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = [("lenet5.cnn", (1, 32)), ("cifar.cnn", (1, 32)), ("vgg16.cnn", (1, 8))]

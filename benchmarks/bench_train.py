@@ -60,8 +60,8 @@ def hand_loop(model, x, y, epochs: int, batch: int) -> float:
 
 
 def cnnspec_loop(network, x, y, epochs: int, batch: int) -> float:
-    from cnnspec.train import Dataset, train
-    from cnnspec.weights import build_weights
+    from cnnspec.deploy.weights import build_weights
+    from cnnspec.training.train import Dataset, train
 
     rates = []
     started = [time.perf_counter()]

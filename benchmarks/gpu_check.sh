@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 
 import cnnspec
-from cnnspec.onnx_export import build_model, save
-from cnnspec.runtime import make_session, run
+from cnnspec.deploy.export import build_model, save
+from cnnspec.deploy.runtime import make_session, run
 
 out = Path(sys.argv[1])
 print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
@@ -42,7 +42,7 @@ for spec, batch in (("specs/lenet5.cnn", 32), ("specs/vgg16.cnn", 8)):
 assert worst < 1e-3, f"CPU and CUDA differ by {worst}"
 
 # float16 on the GPU (export --fp16): float32 in and out, close to the fp32 model
-from cnnspec.onnx_export import to_fp16
+from cnnspec.deploy.export import to_fp16
 
 for spec, batch in (("specs/zoo/resnet.cnn", 16), ("specs/vgg16.cnn", 8)):
     network = cnnspec.check(spec).networks[-1]

@@ -7,9 +7,18 @@ import math
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .diagnostics import Diagnostic, Hidden, Span, cap_per_file, error, has_errors, warning, with_call_sites
-from .layers import Conv, Dense, Inferred, LayerConfig, Pool, Shape, format_shape, window_axis
-from .records import record
+from .base.diagnostics import (
+    Diagnostic,
+    Hidden,
+    Span,
+    cap_per_file,
+    error,
+    has_errors,
+    warning,
+    with_call_sites,
+)
+from .base.records import record
+from .kinds import Inferred, LayerConfig, Pool, Shape, format_shape
 from .resolve import INPUT, Layer, Network, Resolved
 
 ConfigT = TypeVar("ConfigT", bound=LayerConfig)
@@ -79,7 +88,7 @@ class CheckedLayer:
         if self.pads is None or not isinstance(config, Pool) or not config.ceil:
             return self.pads
         top, _, left, _ = self.pads
-        stride = config.stride or config.kernel
+        stride = config.window_stride
         (_, out_h, out_w), (_, n_h, n_w) = self.output_shape, self.input_shape
         bottom = (out_h - 1) * stride[0] + config.kernel[0] - n_h - top
         right = (out_w - 1) * stride[1] + config.kernel[1] - n_w - left
@@ -375,7 +384,7 @@ def check_network(
                     f"{layer.name} gives {format_shape(result.output)}, not "
                     f"{format_shape(layer.expect) or layer.expect_text}",
                     layer.expect_span or layer.span,
-                    _explain(entry),
+                    entry.layer.config.explain(entry.input_shape, entry.output_shape, entry.pads),
                 )
             )
         checked.append(entry)
@@ -416,21 +425,6 @@ def _unused_branches(network: Network) -> list[Diagnostic]:
                 )
             )
     return found
-
-
-def _explain(entry: CheckedLayer) -> str:
-    """How the actual shape comes about, for the help line of a failed `->`."""
-    config = entry.layer.config
-    if entry.pads is not None and len(entry.input_shape) == 3 and isinstance(config, (Conv, Pool)):
-        stride = config.stride or config.kernel
-        dilation = config.dilation if isinstance(config, Conv) else (1, 1)
-        t, b, _, _ = entry.pads
-        ceil = isinstance(config, Pool) and config.ceil
-        h = window_axis(entry.input_shape[1], config.kernel[0], stride[0], dilation[0], t, b, ceil)
-        return f"height: {h.arithmetic}"
-    if isinstance(config, Dense):
-        return f"dense gives its {config.units} units"
-    return f"input {format_shape(entry.input_shape)} -> output {format_shape(entry.output_shape)}"
 
 
 def _transfer_problems(

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 
 import cnnspec
-from cnnspec.onnx_export import build_model, intermediate_outputs
+from cnnspec.deploy.export import build_model, intermediate_outputs
 
 
 def checked(text: str, network: str | None = None) -> cnnspec.CheckedNetwork:

@@ -7,8 +7,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from cnnspec.activations import TILE, grid
 from cnnspec.cli import main
+from cnnspec.views.activations import TILE, grid
 from tests.conftest import ROOT, SPECS
 
 EDGE = ["run", str(ROOT / "docs/specs/edge.cnn"), "--input", str(ROOT / "docs/specs/image6x6.npy")]

@@ -200,7 +200,7 @@ def test_the_program_freezes_its_modules_and_a_library_call_leaves_the_gc_alone(
     code = (
         "import gc, sys; from cnnspec.cli import main; "
         "sys.argv = ['cnnspec', 'check', 'specs/lenet5.cnn']; main(); "
-        "print(gc.isenabled(), gc.get_freeze_count() > 10000, 'cnnspec.report' in sys.modules)"
+        "print(gc.isenabled(), gc.get_freeze_count() > 10000, 'cnnspec.views.report' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import cnnspec
-from cnnspec.diagnostics import CODES, render
+from cnnspec.base.diagnostics import CODES, render
 from tests.conftest import SPECS, check_text, net
 
 # Codes of `export`, `run` and `train` (files and data, not spec text).

@@ -12,7 +12,7 @@ from PIL import Image
 
 import cnnspec
 from cnnspec.cli import main
-from cnnspec.draw import BOX_H, BOX_W, edge_path, layout, to_svg
+from cnnspec.views.draw import BOX_H, BOX_W, edge_path, layout, to_svg
 from tests.conftest import SPECS
 
 NS = {"s": "http://www.w3.org/2000/svg"}

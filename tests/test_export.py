@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 
 import cnnspec
-from cnnspec.diagnostics import CnnspecError
-from cnnspec.files import BadOutput
-from cnnspec.onnx_export import build_model, save, write_model
-from cnnspec.weights import build_weights
+from cnnspec.base.diagnostics import CnnspecError
+from cnnspec.base.files import BadOutput
+from cnnspec.deploy.export import build_model, save, write_model
+from cnnspec.deploy.weights import build_weights
 from tests.conftest import SPECS, net
 from tests.onnx_helpers import checked, run_all_layers, session
 
@@ -303,7 +303,7 @@ def test_save_is_atomic_and_never_overwrites_an_input(tmp_path: Path):
 
 
 def test_large_models_stream_their_weights_beside_the_model(tmp_path: Path, monkeypatch):
-    import cnnspec.onnx_export as export
+    import cnnspec.deploy.export as export
 
     monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1000)  # pretend 2 GB is small
     network = checked(net("dense 300", "100"))
@@ -326,7 +326,7 @@ def test_large_models_stream_their_weights_beside_the_model(tmp_path: Path, monk
 
 
 def test_run_exports_large_models_to_a_scratch_file(tmp_path: Path, monkeypatch, capsys):
-    import cnnspec.onnx_export as export
+    import cnnspec.deploy.export as export
     from cnnspec.cli import main
 
     monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1000)

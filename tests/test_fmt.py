@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnnspec.cli import main
-from cnnspec.fmt import TOKEN, format_text, meaning
-from cnnspec.parse import parse_source
+from cnnspec.language.fmt import TOKEN, format_text, meaning
+from cnnspec.language.parse import parse_source
 from tests.conftest import ROOT
 
 SHIPPED = sorted(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnnspec.layers import resolve_same, window_axis
+from cnnspec.kinds import resolve_same, window_axis
 from tests.conftest import check_text, net
 
 # spec line(s), input, expected output shape, expected params: the textbook, one a line.

@@ -1,5 +1,5 @@
 """The grammar file itself: conflict-free under Lark's strict mode, and the one the
-parser runs: cnnspec/lalr_parser.py is generated from it (grammars/generate.py) and must
+parser runs: cnnspec/language/lalr_parser.py is generated from it (grammars/generate.py) and must
 parse every input exactly as `lark.Lark(grammar)` does, errors included."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnspec import lalr_parser
-from cnnspec.parse import _parser, _ToAst, grammar_path
+from cnnspec.language import lalr_parser
+from cnnspec.language.parse import _parser, _ToAst, grammar_path
 from tests.conftest import ROOT, SPECS
 from tests.test_fuzz import TOKENS
 
@@ -123,7 +123,7 @@ def test_every_swap_finds_its_text_in_the_installed_larks_output():
         assert original.count(old) == 1 and old not in trimmed and new in trimmed
     with pytest.raises(ValueError, match="found it 0 times"):
         generate.trim(trimmed)  # the swapped text is gone: a second pass must refuse
-    shipped = (ROOT / "cnnspec" / "lalr_parser.py").read_text(encoding="utf-8")
+    shipped = (ROOT / "cnnspec" / "language" / "lalr_parser.py").read_text(encoding="utf-8")
     assert all(new in shipped for _, new in generate.TRIMS)
 
 

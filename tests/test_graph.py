@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnnspec
-from cnnspec.layers import KINDS
-from cnnspec.onnx_export import LOWERINGS, build_model
+from cnnspec.deploy.export import LOWERINGS, build_model
+from cnnspec.kinds import KINDS
 from tests.conftest import SPECS, check_text, net
 from tests.onnx_helpers import run_all_layers, session
 
@@ -104,7 +104,7 @@ def test_design_networks_run_and_give_every_output():
 
 
 def test_every_kind_has_an_onnx_lowering_and_a_pytorch_factory():
-    from cnnspec.torch_backend import _core
+    from cnnspec.training.modules import _core
 
     for word, cls in KINDS.items():
         config_kind = cls.kind
@@ -128,7 +128,7 @@ def test_every_kind_has_an_onnx_lowering_and_a_pytorch_factory():
 def _compare_backends(network, atol=1e-4):
     import torch
 
-    from cnnspec.torch_backend import build_module
+    from cnnspec.training.modules import build_module
 
     model, weights = build_model(network, seed=3)
     onnx.checker.check_model(model, full_check=True)
@@ -232,7 +232,7 @@ def test_json_lists_inputs_and_outputs_with_schema_2():
 
 
 def test_table_shows_inputs_and_groups_block_instances():
-    from cnnspec.report import render_table
+    from cnnspec.views.report import render_table
 
     text = render_table(cnnspec.check(SPECS / "branches.cnn"))
     assert "concat ← enc1, up1" in text and "conv 1 1x1 ← enc1" in text
@@ -248,7 +248,7 @@ def test_deconv_formulas_by_hand():
 
 
 def test_fold_bn_only_folds_a_batch_norm_that_is_its_layers_only_reader():
-    import cnnspec.onnx_export as export
+    import cnnspec.deploy.export as export
 
     spec = net("conv 4 3x3 pad=1 as c\nbatchnorm as n\nadd c n", "4x6x6")
     network = check_text(spec).network()
@@ -385,8 +385,8 @@ def test_run_prints_and_saves_every_output(capsys, tmp_path):
 
 @pytest.mark.train
 def test_training_a_residual_network_keeps_frozen_batch_norm_bit_identical():
-    from cnnspec.train import Dataset, train
-    from cnnspec.weights import build_weights
+    from cnnspec.deploy.weights import build_weights
+    from cnnspec.training.train import Dataset, train
 
     spec = (
         "network base {\n  input 1x8x8\n  conv 4 3x3 pad=1 bias=false\n  batchnorm\n  relu\n"
@@ -415,9 +415,9 @@ def test_training_a_residual_network_keeps_frozen_batch_norm_bit_identical():
 
 @pytest.mark.train
 def test_training_needs_exactly_one_output():
-    from cnnspec.diagnostics import CnnspecError
-    from cnnspec.train import Dataset, train
-    from cnnspec.weights import build_weights
+    from cnnspec.base.diagnostics import CnnspecError
+    from cnnspec.deploy.weights import build_weights
+    from cnnspec.training.train import Dataset, train
 
     network = cnnspec.check(SPECS / "branches.cnn", "unet_small").network("unet_small")
     data = Dataset(np.zeros((2, 1, 64, 64), np.float32), np.zeros(2, np.int64), ["0"])
@@ -444,7 +444,7 @@ def test_upsampling_layers_agree_between_onnxruntime_and_pytorch(layer):
 
 
 def test_the_flatten_footer_follows_the_graph():
-    from cnnspec.report import render_table
+    from cnnspec.views.report import render_table
 
     spec = net("conv 4 3x3 as a\nflatten as f\nconv 2 1x1 from a\ndense 3 from f", "1x8x8")
     assert render_table(check_text(spec)).splitlines()[-1] == "dense1 takes 144 inputs from f (4x6x6)"

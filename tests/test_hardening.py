@@ -69,7 +69,7 @@ class _Plant:
 
 
 def test_check_reads_and_writes_no_cache(tmp_path):
-    """The parse tables are Python code inside the package (cnnspec/lalr_parser.py): there
+    """The parse tables are Python code inside the package (cnnspec/language/lalr_parser.py): there
     is no pickle cache to plant, not in the shared temp folder nor in the user's."""
     cache_home, temp, home = tmp_path / "cache", tmp_path / "tmp", tmp_path / "home"
     for folder in (cache_home / "cnnspec", temp, home):
@@ -168,7 +168,7 @@ def _npy(path: Path, shape: tuple[int, ...]) -> Path:
 
 
 def test_the_caret_stays_under_an_escaped_line():
-    from cnnspec.diagnostics import render
+    from cnnspec.base.diagnostics import render
 
     result = check_text(net('conv 8 3x3 weights="\x07\x1b" strides=2'))
     (unknown,) = [d for d in result.errors if d.code == "unknown-option"]
@@ -234,7 +234,7 @@ def test_every_output_path_goes_through_the_protections(tmp_path, capsys, monkey
     out = make_target(tmp_path)
     before = out.read_bytes() if out.is_file() else None
     kind = stat.S_IFMT(os.stat(out).st_mode) if out.exists() else None
-    import cnnspec.train as train_module
+    import cnnspec.training.train as train_module
 
     monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("trained before checking -o"))
     capsys.readouterr()
@@ -260,7 +260,7 @@ def test_export_never_replaces_a_hard_link_to_its_spec(tmp_path, capsys):
 def test_an_interrupted_re_export_keeps_the_old_model_and_its_own_data(tmp_path, capsys, monkeypatch):
     import onnxruntime as ort
 
-    import cnnspec.onnx_export as export
+    import cnnspec.deploy.export as export
 
     monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1000)  # pretend 2 GB is small
     spec = tmp_path / "big.cnn"
@@ -294,7 +294,7 @@ def test_an_interrupted_re_export_keeps_the_old_model_and_its_own_data(tmp_path,
 
 _SLOW_EXPORT = """
 import sys, time
-import cnnspec.onnx_export as export
+import cnnspec.deploy.export as export
 export.EXTERNAL_DATA_THRESHOLD = 1000
 original = export._ExternalData.tensor
 def slow(self, name, array):
@@ -366,7 +366,7 @@ def test_a_line_of_many_words_gives_one_short_diagnostic():
     result = check_text(net("conv 2 3x3" + " relu" * 3000, "1x8x8"))
     (d,) = result.errors
     assert d.code == "too-many-arguments" and "2,998 more follow it" in d.message
-    from cnnspec.report import render_diagnostics
+    from cnnspec.views.report import render_diagnostics
 
     assert len(render_diagnostics(result)) < 1000  # the source line is cut around the caret
 
@@ -476,7 +476,7 @@ def test_run_option_values_are_usage_errors(capsys, args, words):
 def test_a_full_disk_at_export_and_run_is_one_line(capsys, tmp_path, monkeypatch):
     import errno
 
-    import cnnspec.onnx_export as export
+    import cnnspec.deploy.export as export
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -601,8 +601,8 @@ needs_torch = pytest.mark.train
     ],
 )
 def test_labels_are_checked_before_anything_is_built(tmp_path, y, words):
-    from cnnspec.diagnostics import CnnspecError
-    from cnnspec.train import load_dataset
+    from cnnspec.base.diagnostics import CnnspecError
+    from cnnspec.training.train import load_dataset
 
     path = tmp_path / "d.npz"
     np.savez(path, x=np.zeros((4, 1, 4, 4), np.float32), y=y)
@@ -644,7 +644,7 @@ def test_a_diverging_loss_stops_training_with_a_clear_error(capsys, tmp_path):
 
 
 def test_a_16_bit_png_is_scaled_not_saturated(tmp_path):
-    from cnnspec.runtime import load_image
+    from cnnspec.inputs import load_image
 
     ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
     path = tmp_path / "deep.png"
@@ -659,7 +659,7 @@ def test_a_16_bit_png_is_scaled_not_saturated(tmp_path):
 
 
 def test_a_float_tiff_keeps_its_values(tmp_path):
-    from cnnspec.runtime import load_image
+    from cnnspec.inputs import load_image
 
     values = np.full((8, 8), 0.25, np.float32)
     path = tmp_path / "f.tiff"
@@ -782,7 +782,7 @@ def test_a_file_of_blocks_only_says_so(capsys, tmp_path):
 
 
 def test_seeds_do_not_alias_modulo_2_32():
-    from cnnspec.weights import fresh_tensor
+    from cnnspec.deploy.weights import fresh_tensor
 
     a = fresh_tensor("conv1.weight", (4, 1, 3, 3), True, 1)
     b = fresh_tensor("conv1.weight", (4, 1, 3, 3), True, 2**32 + 1)
@@ -806,7 +806,7 @@ def test_the_reserved_list_covers_every_public_pytorch_module_attribute():
 
 
 def test_train_never_writes_over_a_file_of_its_image_folder(capsys, tmp_path, monkeypatch):
-    import cnnspec.train as train_module
+    import cnnspec.training.train as train_module
 
     spec, _ = _trainable(tmp_path)
     for label in ("a", "b"):

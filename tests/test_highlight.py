@@ -10,8 +10,8 @@ from pygments import lex
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
 from pygments.token import Comment, Error, Keyword, Name, Number, Operator
 
-from cnnspec.layers import ACTIVATIONS, KINDS
-from cnnspec.pygments_lexer import CnnspecLexer
+from cnnspec.kinds import ACTIVATIONS, KINDS
+from cnnspec.language.highlight import CnnspecLexer
 from tests.conftest import ROOT
 
 SHIPPED = sorted(

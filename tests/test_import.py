@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnspec
 from cnnspec.cli import main
-from cnnspec.onnx_export import build_model, save
-from cnnspec.onnx_import import import_model
+from cnnspec.deploy.export import build_model, save
+from cnnspec.importer import import_model
 from tests.conftest import SPECS, check_text
 from tests.test_export import network_text
 from tests.test_graph import graph_text
@@ -532,7 +532,7 @@ def test_mutated_models_never_crash_the_importer(tmp_path, capsys):
     one-line messages, never an internal error (exit 70)."""
     import random
 
-    from cnnspec.onnx_export import build_model
+    from cnnspec.deploy.export import build_model
 
     network = check_text((SPECS / "cifar.cnn").read_text(), "cifar").network("cifar")
     original, _ = build_model(network, seed=0)

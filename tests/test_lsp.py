@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnnspec.lsp import analyse, completions, definition, formatting, hover
+from cnnspec.views.lsp import analyse, completions, definition, formatting, hover
 from tests.conftest import SPECS
 
 

@@ -12,7 +12,7 @@ from dataclasses import field
 
 import pytest
 
-from cnnspec.records import record
+from cnnspec.base.records import record
 from tests.conftest import ROOT
 
 
@@ -58,8 +58,8 @@ def test_a_record_behaves_as_a_frozen_dataclass(slots):
 
 def test_records_cross_process_boundaries():
     """DataLoader workers and torchrun ranks receive records by pickle."""
-    from cnnspec import syntax
-    from cnnspec.diagnostics import Diagnostic, Span
+    from cnnspec.base.diagnostics import Diagnostic, Span
+    from cnnspec.language import syntax
 
     span = Span("n.cnn", 3, 5, 9)
     value = syntax.Value("dims", (3, 3), span)  # a slots record
@@ -87,8 +87,8 @@ def test_a_subclass_record_compares_its_own_fields_too():
 def test_the_type_checker_refuses_assignment_to_a_record_field(tmp_path):
     snippet = tmp_path / "mutate.py"
     snippet.write_text(
-        "from cnnspec.diagnostics import Span\n"
-        "from cnnspec.layers import Conv\n"
+        "from cnnspec.base.diagnostics import Span\n"
+        "from cnnspec.kinds import Conv\n"
         "span = Span('a.cnn', 1, 1)\n"
         "span.line = 2\n"
         "def widen(conv: Conv) -> None:\n"

@@ -204,7 +204,7 @@ def test_auto_provider_says_which_ran(capsys):
     reason="needs onnxruntime-gpu and an NVIDIA GPU",
 )
 def test_cuda_matches_cpu(tmp_path):
-    from cnnspec.runtime import make_session
+    from cnnspec.deploy.runtime import make_session
 
     model = tmp_path / "m.onnx"
     assert main(["export", "specs/lenet5.cnn", "-o", str(model)]) == 0

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from PIL import Image
 
 import cnnspec
+from cnnspec.base.diagnostics import CnnspecError
 from cnnspec.cli import main
-from cnnspec.diagnostics import CnnspecError
-from cnnspec.onnx_export import build_model, save, to_onnx
-from cnnspec.torch_backend import build_module
-from cnnspec.train import Dataset, load_dataset, train
-from cnnspec.weights import build_weights
+from cnnspec.deploy.export import build_model, save, to_onnx
+from cnnspec.deploy.weights import build_weights
+from cnnspec.training.modules import build_module
+from cnnspec.training.train import Dataset, load_dataset, train
 from tests.conftest import ROOT
 from tests.onnx_helpers import session
 from tests.test_export import network_text
@@ -248,7 +248,7 @@ def test_training_round_trip_through_a_saved_base(tmp_path: Path):
     base = network("base")
     pre = train(base, build_weights(base), toy_data(), epochs=2, val_split=0, progress=False)
     save(to_onnx(base, build_weights(base, provided=pre.arrays)), tmp_path / "base.onnx")
-    from cnnspec.weights import load_file
+    from cnnspec.deploy.weights import load_file
 
     net = network("head_only")
     weights = build_weights(net, provided=load_file(tmp_path / "base.onnx"))

@@ -10,8 +10,8 @@ from onnx import numpy_helper
 from PIL import Image
 
 from cnnspec.cli import main
-from cnnspec.data import FolderData, Preprocess, npz_array
-from cnnspec.train import load_dataset
+from cnnspec.training.data import FolderData, Preprocess, npz_array
+from cnnspec.training.train import load_dataset
 
 pytestmark = pytest.mark.train
 

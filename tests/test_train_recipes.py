@@ -14,10 +14,10 @@ from onnx import numpy_helper
 from PIL import Image
 
 import cnnspec
+from cnnspec.base.diagnostics import CnnspecError
 from cnnspec.cli import main
-from cnnspec.diagnostics import CnnspecError
-from cnnspec.train import Recipe, train
-from cnnspec.weights import build_weights
+from cnnspec.deploy.weights import build_weights
+from cnnspec.training.train import Recipe, train
 from tests.test_train import toy_data
 
 pytestmark = pytest.mark.train
@@ -122,7 +122,7 @@ def test_resume_from_the_command_line(tmp_path, files, capsys):
     assert not (tmp_path / "whole.ckpt").exists()  # a finished run leaves no checkpoint
     net = _network()
     weights = build_weights(net, seed=4)
-    from cnnspec.train import load_dataset
+    from cnnspec.training.train import load_dataset
 
     dataset = load_dataset(data, net.input_shape, 3)
     train(

@@ -11,8 +11,8 @@ import pytest
 from onnx import numpy_helper
 
 import cnnspec
-from cnnspec.diagnostics import CnnspecError
-from cnnspec.onnx_export import build_model, save
+from cnnspec.base.diagnostics import CnnspecError
+from cnnspec.deploy.export import build_model, save
 from tests.conftest import SPECS, check_text
 
 LENET = (SPECS / "lenet5.cnn").read_text()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cnnspec.cli import main as cnnspec
-from cnnspec.runtime import make_session
+from cnnspec.deploy.runtime import make_session
 
 DERIVED = """use "imported.cnn"
 

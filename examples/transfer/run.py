@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnspec.cli import main as cnnspec
-from cnnspec.runtime import make_session
+from cnnspec.deploy.runtime import make_session
 
 HERE = Path(__file__).resolve().parent
 SPEC = str(HERE / "digits.cnn")

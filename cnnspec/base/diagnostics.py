@@ -110,6 +110,12 @@ def warning(code: str, message: str, span: Span | None, help: str | None = None)
     return Diagnostic("warning", code, message, span, help)
 
 
+def fail(code: str, message: str, help: str | None = None) -> CnnspecError:
+    """An error about something outside a spec (a file, an option, data): no position.
+    Returned, not raised, so that call sites read `raise fail(...)`."""
+    return CnnspecError([Diagnostic("error", code, message, None, help)])
+
+
 def with_call_sites(diagnostic: Diagnostic, calls: Iterable[Span]) -> Diagnostic:
     """Add `in block used at path:line:col` notes for a problem inside a block body."""
     notes = tuple(f"in a block used at {c.path}:{c.line}:{c.column}" for c in reversed(tuple(calls)))

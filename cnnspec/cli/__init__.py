@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
@@ -43,14 +43,14 @@ def _terminate(signum, frame) -> None:
 
 
 def _say(prefix: str, message: str) -> None:
-    from .diagnostics import printable
+    from ..base.diagnostics import printable
 
     print(f"cnnspec: {prefix}: {printable(message)}", file=sys.stderr)
 
 
 def _shown(text: str) -> str:
     """A path or a label from the user, safe to print (control characters escaped)."""
-    from .diagnostics import printable
+    from ..base.diagnostics import printable
 
     return printable(text)
 
@@ -71,7 +71,7 @@ STDIN_NAME = "<stdin>"  # how diagnostics name it
 
 
 def _read_spec(path: str) -> str:
-    from .files import UnreadableFile, read_source, read_source_stream
+    from ..base.files import UnreadableFile, read_source, read_source_stream
 
     try:
         if path != STDIN:
@@ -90,8 +90,8 @@ def _stdin_at_most_once(paths: list[str]) -> None:
 
 def _check_files(paths: list[str], network: str | None):
     """Check every file; one merged result (networks and diagnostics of them all)."""
-    from .infer import CheckResult, infer
-    from .resolve import resolve_sources
+    from ..infer import CheckResult, infer
+    from ..resolve import resolve_sources
 
     _stdin_at_most_once(paths)
     merged = CheckResult([], [], {})
@@ -114,7 +114,7 @@ def _check_files(paths: list[str], network: str | None):
 
 
 def cmd_check(args) -> int:
-    from .report import render_diagnostics, render_table, to_json
+    from ..views.report import render_diagnostics, render_table, to_json
 
     result = _check_files(args.files, args.network)
     _reject_unknown_network(result)
@@ -141,7 +141,7 @@ def _reject_unknown_network(result) -> None:
 
 
 def _print_diagnostics(result, args) -> None:
-    from .report import render_diagnostics
+    from ..views.report import render_diagnostics
 
     text = render_diagnostics(result, _use_color(sys.stderr, getattr(args, "color", "auto")))
     if text:
@@ -150,7 +150,7 @@ def _print_diagnostics(result, args) -> None:
 
 def _print_error(error) -> None:
     """A CnnspecError from export/run/train: one line per problem, no source position."""
-    from .diagnostics import printable
+    from ..base.diagnostics import printable
 
     for d in error.diagnostics:
         print(f"cnnspec: {d.severity}: {printable(d.message)} [{d.code}]", file=sys.stderr)
@@ -177,7 +177,7 @@ def _weights(args, path: str, outputs: tuple[str | None, ...] = ()):
     """A .cnn spec -> (checked network, weights, spec text, files read) with the options of
     `args`; None after printing its diagnostics when the spec has errors. Every output in
     `outputs` is checked against every file read before the weights are built."""
-    from .weights import build_weights, load_file
+    from ..deploy.weights import build_weights, load_file
 
     network, result = _checked_network(path, args.network, args)
     if network is None:
@@ -200,7 +200,7 @@ def _files_read(result, args) -> tuple[Path, ...]:
 
 def _output_target(out: str, read: tuple[Path, ...]) -> Path:
     """OUT checked before any work: not an input, a regular file, in a writable folder."""
-    from .files import BadOutput, target
+    from ..base.files import BadOutput, target
 
     try:
         return target(out, read)
@@ -210,8 +210,8 @@ def _output_target(out: str, read: tuple[Path, ...]) -> Path:
 
 def _check_weight_memory(network) -> None:
     """Refuse, before allocating, weights that do not fit in this machine's memory."""
-    from .diagnostics import CnnspecError, Diagnostic
-    from .resources import shortfall
+    from ..base.diagnostics import CnnspecError, Diagnostic
+    from ..base.resources import shortfall
 
     needed = network.param_bytes * 2  # the arrays and the serialised model
     problem = shortfall(needed)
@@ -230,7 +230,7 @@ def _check_weight_memory(network) -> None:
 def _check_opset(opset: int) -> None:
     import onnx
 
-    from .onnx_export import MIN_OPSET
+    from ..deploy.export import MIN_OPSET
 
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
@@ -238,7 +238,7 @@ def _check_opset(opset: int) -> None:
 
 
 def cmd_export(args) -> int:
-    from .diagnostics import CnnspecError
+    from ..base.diagnostics import CnnspecError
 
     _check_opset(args.opset)
     _check_weights_option(args)
@@ -286,7 +286,7 @@ def cmd_lsp(args) -> int:
         import pygls  # noqa: F401
     except ImportError:
         raise UsageError("the language server needs pygls: pip install 'cnnspec[lsp]'") from None
-    from .lsp import serve
+    from ..views.lsp import serve
 
     serve()
     return EXIT_OK
@@ -297,9 +297,9 @@ def cmd_fmt(args) -> int:
     import difflib
     import functools
 
-    from .diagnostics import CnnspecError
-    from .files import write_atomically
-    from .fmt import reformat
+    from ..base.diagnostics import CnnspecError
+    from ..base.files import write_atomically
+    from ..language.fmt import reformat
 
     _stdin_at_most_once(args.files)
     code = EXIT_OK
@@ -338,7 +338,7 @@ def cmd_fmt(args) -> int:
 
 
 def _print_diagnostics_of(error, sources: dict[str, str], args) -> None:
-    from .diagnostics import render
+    from ..base.diagnostics import render
 
     color = _use_color(sys.stderr, getattr(args, "color", "auto"))
     for diagnostic in error.diagnostics:
@@ -347,8 +347,8 @@ def _print_diagnostics_of(error, sources: dict[str, str], args) -> None:
 
 def cmd_draw(args) -> int:
     """The network as a diagram: .svg, .png or .html, chosen by the output's suffix."""
-    from .draw import layout, to_html, to_png, to_svg
-    from .files import write_atomically
+    from ..base.files import write_atomically
+    from ..views.draw import layout, to_html, to_png, to_svg
 
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".svg", ".png", ".html"):
@@ -401,9 +401,9 @@ def _readable_path(name: str, what: str) -> None:
 
 def _write_faster_model(network, weights, args, spec_text, read):
     """export --int8 / --optimize: the fp32 model built in memory, transformed, written."""
-    from .files import BadOutput
-    from .onnx_export import needs_external_data, to_onnx
-    from .quantize import export_int8, load_examples, optimize
+    from ..base.files import BadOutput
+    from ..deploy.export import needs_external_data, to_onnx
+    from ..deploy.int8 import export_int8, load_examples, optimize
 
     if needs_external_data(weights):
         raise UsageError(
@@ -414,7 +414,7 @@ def _write_faster_model(network, weights, args, spec_text, read):
     protect = read + ((Path(args.calibrate),) if args.calibrate else ())
     try:
         if args.fp16:
-            from .onnx_export import save, to_fp16
+            from ..deploy.export import save, to_fp16
 
             half = to_fp16(built)
             onnx_checker(half)
@@ -438,7 +438,7 @@ def onnx_checker(model) -> None:
 
 
 def _print_int8_report(report) -> None:
-    from .quantize import AGREEMENT_WARNING
+    from ..deploy.int8 import AGREEMENT_WARNING
 
     a = report.agreement
     print(
@@ -471,9 +471,9 @@ def cmd_bench(args) -> int:
     import json
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
-    from .diagnostics import CnnspecError
-    from .quantize import compare, load_examples, quantize, split
-    from .runtime import ProviderUnavailable, input_shape, make_session
+    from ..base.diagnostics import CnnspecError
+    from ..deploy.int8 import compare, load_examples, quantize, split
+    from ..deploy.runtime import ProviderUnavailable, input_shape, make_session
 
     path = Path(args.model)
     _readable_file(args.model, "file")
@@ -506,7 +506,7 @@ def cmd_bench(args) -> int:
             _check_input_memory(shape, max(args.batch))
         int8_session, agreement = None, None
         if args.int8_calibrate:
-            from .quantize import agreement as measure
+            from ..deploy.int8 import agreement as measure
 
             source = scratch / "fp32.onnx"
             if isinstance(fp32, bytes):
@@ -602,8 +602,9 @@ def _threads(text: str) -> int:
 def cmd_run(args) -> int:
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
-    from .diagnostics import CnnspecError
-    from .runtime import ProviderUnavailable, input_shape, load_inputs, make_session, read_labels, run
+    from ..base.diagnostics import CnnspecError
+    from ..deploy.runtime import ProviderUnavailable, input_shape, make_session, read_labels, run
+    from ..inputs import load_inputs
 
     path = Path(args.model)
     _readable_file(args.model, "file")
@@ -700,7 +701,7 @@ def cmd_run(args) -> int:
 def _model_preprocessing(session):
     """The mean and std a model trained by cnnspec records (read from the session that
     already loaded it), said when used."""
-    from .data import model_preprocess
+    from ..training.data import model_preprocess
 
     mean, std = model_preprocess(session.get_modelmeta().custom_metadata_map)
     if mean is not None or std is not None:
@@ -733,9 +734,9 @@ def _check_activations_folder(folder: str, is_spec: bool) -> None:
 
 def _save_activations(args, network, weights, spec_text, example):
     """Every layer's output for one example, as PNG grids and an index.html."""
-    from .activations import save
-    from .onnx_export import intermediate_outputs, needs_external_data, to_onnx
-    from .runtime import make_session
+    from ..deploy.export import intermediate_outputs, needs_external_data, to_onnx
+    from ..deploy.runtime import make_session
+    from ..views.activations import save
 
     if needs_external_data(weights):
         raise UsageError("--activations takes models below 2 GB")
@@ -753,7 +754,7 @@ def _save_activations(args, network, weights, spec_text, example):
 
 
 def _print_output(output, labels, top: int) -> None:
-    from .runtime import top_k
+    from ..deploy.runtime import top_k
 
     if output.ndim == 2 and output.shape[1] > 1:
         shown = 8
@@ -790,7 +791,7 @@ def _readable_file(name: str, what: str) -> None:
 
 
 def _check_input_memory(shape: tuple[int, ...], batch: int) -> None:
-    from .resources import shortfall
+    from ..base.resources import shortfall
 
     problem = shortfall(batch * math.prod(shape) * 4 * 2)  # the batch and at least its copy
     if problem:
@@ -804,8 +805,8 @@ def _check_weights_option(args) -> None:
 
 def _check_run_memory(network, batch: int) -> None:
     """`run --batch 1000000`: refuse before onnxruntime tries to allocate it."""
-    from .report import nbytes
-    from .resources import shortfall
+    from ..base.resources import shortfall
+    from ..views.report import nbytes
 
     needed = network.param_bytes * 2 + batch * network.activation_bytes
     problem = shortfall(needed)
@@ -850,11 +851,11 @@ def cmd_train(args) -> int:
 
 
 def _train(args, processes: int = 1) -> int:
-    from .diagnostics import CnnspecError
+    from ..base.diagnostics import CnnspecError
 
     writer = int(os.environ.get("RANK", "0") or 0) == 0
-    from .train import Recipe, load_dataset, train
-    from .weights import build_weights, load_file
+    from ..deploy.weights import build_weights, load_file
+    from ..training.train import Recipe, load_dataset, train
 
     _check_opset(args.opset)
     device = _torch_device(args.device)
@@ -916,7 +917,7 @@ def _train(args, processes: int = 1) -> int:
 
         def after_epoch(stats, outcome) -> None:
             if args.history and writer:
-                from .history import write_jsonl
+                from ..views.history import write_jsonl
 
                 write_jsonl(Path(args.history), outcome.history)
 
@@ -932,7 +933,7 @@ def _train(args, processes: int = 1) -> int:
         if writer:
             _write_model(network, trained, args, result.sources.get(args.file), read, metadata)
         if args.plot and writer:
-            from .history import plot
+            from ..views.history import plot
 
             plot(Path(args.plot), outcome.history, f"{network.name}: {args.output}")
     except CnnspecError as exc:
@@ -967,7 +968,7 @@ def _train(args, processes: int = 1) -> int:
 
 def _preprocess(args, network):
     """--preset / --mean / --std and the augmentation options, checked against the input."""
-    from .data import PRESETS, Preprocess
+    from ..training.data import PRESETS, Preprocess
 
     mean, std = args.mean, args.std
     if args.preset:
@@ -1006,10 +1007,10 @@ def cmd_evaluate(args) -> int:
     import json
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
-    from .diagnostics import CnnspecError
-    from .evaluate import evaluate, table
-    from .runtime import input_shape, make_session
-    from .train import load_dataset
+    from ..base.diagnostics import CnnspecError
+    from ..deploy.runtime import input_shape, make_session
+    from ..training.evaluate import evaluate, table
+    from ..training.train import load_dataset
 
     path = Path(args.model)
     _readable_file(args.model, "model")
@@ -1050,9 +1051,9 @@ def cmd_import(args) -> int:
     """ONNX model -> NET.cnn and NET.npz (its weights, keyed by the spec's tensor names)."""
     import numpy as np
 
-    from .diagnostics import CnnspecError
-    from .onnx_import import RESERVED, NotAModel, import_model
-    from .printer import spec_name
+    from ..base.diagnostics import CnnspecError
+    from ..importer import RESERVED, NotAModel, import_model
+    from ..importer.printer import spec_name
 
     model = Path(args.model)
     _readable_file(args.model, "model")
@@ -1081,7 +1082,7 @@ def cmd_import(args) -> int:
     except CnnspecError as exc:
         _print_error(exc)
         return EXIT_ERRORS
-    from .files import temporary
+    from ..base.files import temporary
 
     written: list[Path] = []
     try:
@@ -1127,8 +1128,8 @@ def _shape_argument(text: str) -> tuple[int, ...]:
 def _write_model(network, weights, args, spec_text, protect: tuple[Path, ...], metadata=None) -> list[Path]:
     """Build, check and write args.output atomically; a bad output path or a failed write
     (a full disk, a permission) is a usage error, and leaves nothing behind."""
-    from .files import BadOutput
-    from .onnx_export import write_model
+    from ..base.files import BadOutput
+    from ..deploy.export import write_model
 
     try:
         return write_model(
@@ -1149,7 +1150,7 @@ def _write_model(network, weights, args, spec_text, protect: tuple[Path, ...], m
 
 def _model_source(network, weights, args, spec_text, scratch: Path) -> bytes | Path:
     """The model for `run`: bytes in memory, or a file in `scratch` above 2 GB."""
-    from .onnx_export import needs_external_data, to_onnx, write_model
+    from ..deploy.export import needs_external_data, to_onnx, write_model
 
     if needs_external_data(weights):
         path = scratch / f"{network.name}.onnx"
@@ -1169,7 +1170,7 @@ def _save_outputs(out: str, outputs, protect: tuple[Path, ...]) -> None:
     (temporary file, then rename); never over an input."""
     import numpy as np
 
-    from .files import temporary
+    from ..base.files import temporary
 
     final = _output_target(out, protect)
     try:
@@ -1245,7 +1246,7 @@ def _add_check(sub) -> None:
         help="add what a dense layer with the same input and output sizes would cost",
     )
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    check.set_defaults(func=cmd_check, modules=("cnnspec.report",))
+    check.set_defaults(func=cmd_check, modules=("cnnspec.views.report",))
 
 
 def _add_fmt(sub) -> None:
@@ -1264,7 +1265,7 @@ def _add_fmt(sub) -> None:
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     fmt.add_argument("--diff", action="store_true", help="change nothing; print the changes as a diff")
     fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    fmt.set_defaults(func=cmd_fmt, modules=("cnnspec.fmt", "cnnspec.parse"))
+    fmt.set_defaults(func=cmd_fmt, modules=("cnnspec.language.fmt", "cnnspec.language.parse"))
 
 
 def _add_draw(sub) -> None:
@@ -1280,7 +1281,7 @@ def _add_draw(sub) -> None:
     draw.add_argument("--network", metavar="NAME", help="the network to draw when the file has several")
     draw.add_argument("--collapse", action="store_true", help="one box per block instance")
     draw.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    draw.set_defaults(func=cmd_draw, modules=("cnnspec.draw", "cnnspec.report"))
+    draw.set_defaults(func=cmd_draw, modules=("cnnspec.views.draw", "cnnspec.views.report"))
 
 
 def _add_export(sub) -> None:

@@ -44,8 +44,8 @@ class Evaluation:
 def evaluate(session, data, classes: int, mean=None, std=None) -> Evaluation:
     """`data`: arrays (train.Dataset) or a listed class folder (data.FolderData), read a
     batch at a time and normalised with `mean` and `std` (what the model was trained with)."""
+    from ..inputs import load_image
     from .data import FolderData, Preprocess
-    from .runtime import load_image
 
     name = session.get_inputs()[0].name
     confusion = np.zeros((classes, classes), np.int64)

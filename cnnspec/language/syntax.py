@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from .diagnostics import Span
-from .records import record
+from ..base.diagnostics import Span
+from ..base.records import record
 
 ValueKind = Literal["number", "dims", "word", "string", "tuple", "list", "expr"]
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import record
-from .runtime import IMAGE_SUFFIXES
+from ..base.diagnostics import fail
+from ..base.records import record
+from ..inputs import IMAGE_SUFFIXES
 
 PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 META_MEAN, META_STD = "preprocess_mean", "preprocess_std"
@@ -130,17 +131,17 @@ class FolderData:
 
 
 def list_folder(path: Path, shape: tuple[int, ...]) -> FolderData:
-    from .train import _fail
 
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise _fail(f"{path}: no class subfolders", "put the images of class NAME in PATH/NAME/")
+        raise fail("bad-input", f"{path}: no class subfolders", "put the images of class NAME in PATH/NAME/")
     paths, labels = [], []
     for index, folder in enumerate(folders):
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
-            raise _fail(
-                f"{folder}: class '{folder.name}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            raise fail(
+                "bad-input",
+                f"{folder}: class '{folder.name}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
             )
         paths += images
         labels += [index] * len(images)
@@ -164,8 +165,8 @@ class ImageFolderDataset:
         return len(self.indices)
 
     def __getitem__(self, position: int):
-        from .diagnostics import CnnspecError
-        from .runtime import load_image
+        from ..base.diagnostics import CnnspecError
+        from ..inputs import load_image
 
         index = int(self.indices[position])
         path = self.data.paths[index]

@@ -14,8 +14,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .infer import CheckedNetwork
-from .layers import format_shape
+from ..infer import CheckedNetwork
+from ..kinds import format_shape
 
 BOX_W, BOX_H = 230, 62
 GAP_X, GAP_Y = 50, 46
@@ -31,10 +31,17 @@ COLOURS = {  # border colour by kind
     "add": "#7b3fa0",
     "concat": "#7b3fa0",
     "multiply": "#7b3fa0",
-    "input": "#333333",
-    "block": "#1f6fb2",
+    "batchnorm": "#777777",
+    "activation": "#777777",
+    "dropout": "#777777",
+    "flatten": "#777777",
 }
-DEFAULT_COLOUR = "#777777"
+BOX_COLOURS = {"input": "#333333", "block": "#1f6fb2"}  # boxes that are not one layer
+
+
+def colour_of(kind: str) -> str:
+    """A box's border colour; every layer kind has one (tests/test_kinds.py checks it)."""
+    return BOX_COLOURS.get(kind) or COLOURS[kind]
 
 
 @dataclass
@@ -222,7 +229,7 @@ def to_svg(diagram: Diagram) -> str:
                 f'marker-end="url(#arrow)"/>{label}</g>'
             )
     for box in diagram.boxes.values():
-        colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
+        colour = colour_of(box.kind)
         fill = "#e6e6e6" if box.frozen else "white"
         frozen = ' data-frozen="true"' if box.frozen else ""
         parts.append(
@@ -253,7 +260,7 @@ def to_html(diagram: Diagram) -> str:
 # ------------------------------------------------------------------ PNG
 
 
-def _font(image_font, size: int):
+def load_font(image_font, size: int):
     """DejaVu Sans where the system has it (most Linux systems), else Pillow's own font."""
     try:
         return image_font.truetype("DejaVuSans.ttf", size)
@@ -270,7 +277,7 @@ def to_png(diagram: Diagram, path: Path) -> None:
         )
     image = Image.new("RGB", (diagram.width, diagram.height), "white")
     draw = ImageDraw.Draw(image)
-    fonts = {size: _font(ImageFont, size) for size in (10, 11, 13, 15)}
+    fonts = {size: load_font(ImageFont, size) for size in (10, 11, 13, 15)}
     draw.text((MARGIN, MARGIN - 14), diagram.title, fill="black", font=fonts[15])
     for group in diagram.groups:
         left, top, right, bottom = _group_rect(diagram, group)
@@ -289,7 +296,7 @@ def to_png(diagram: Diagram, path: Path) -> None:
                 draw.text((label_x, label_y - 10), a.shape, fill="#555555", font=fonts[10])
                 labelled.add(a.key)
     for box in diagram.boxes.values():
-        colour = COLOURS.get(box.kind, DEFAULT_COLOUR)
+        colour = colour_of(box.kind)
         draw.rounded_rectangle(
             (box.x, box.y, box.x + BOX_W, box.y + BOX_H), 6, fill="#e6e6e6" if box.frozen else "white",
             outline=colour, width=2,

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .files import write_atomically
+from ..base.files import write_atomically
 
 WIDTH, HEIGHT, PAD = 900, 340, 48
 
@@ -22,12 +22,12 @@ def plot(path: Path, history: list, title: str) -> None:
     """Loss (left) and accuracy (right) per epoch, training solid and validation dashed."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from .draw import _font
+    from .draw import load_font
 
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
-    font = _font(ImageFont, 12)
-    draw.text((PAD, 8), title, fill="black", font=_font(ImageFont, 14))
+    font = load_font(ImageFont, 12)
+    draw.text((PAD, 8), title, fill="black", font=load_font(ImageFont, 14))
     epochs = [h.epoch for h in history]
     panels = (
         ("loss", [h.loss for h in history], [h.val_loss for h in history], None),

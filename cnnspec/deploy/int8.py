@@ -17,18 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnostics import CnnspecError, Diagnostic
-from .layers import format_shape
-from .runtime import IMAGE_SUFFIXES, load_array, load_image
+from ..base.diagnostics import CnnspecError, Diagnostic, fail
+from ..inputs import IMAGE_SUFFIXES, load_array, load_image, normalise
+from ..kinds import format_shape
 
 MAX_CALIBRATION = 300  # examples onnxruntime calibrates on; more adds time, not accuracy
 MAX_HELD_OUT = 200  # examples the agreement is measured on
 MIN_EXAMPLES = 2  # one to calibrate on, one to check
 AGREEMENT_WARNING = 0.99
-
-
-def _fail(message: str, help: str | None = None) -> CnnspecError:
-    return CnnspecError([Diagnostic("error", "bad-input", message, None, help)])
 
 
 # ------------------------------------------------------------------ data
@@ -39,45 +35,49 @@ def load_examples(
 ) -> np.ndarray:
     """Examples for calibration: an `.npz` (its `x`, or its one array), an `.npy`, or a
     folder of images (class subfolders allowed), at most `limit`, in a fixed order."""
-    from .runtime import _normalise
 
     path = Path(path)
     if path.is_dir():
         images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
-            raise _fail(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below")
+            raise fail(
+                "bad-input",
+                f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below",
+            )
         if len(images) > limit:  # an even spread over the folder, not its first class only
             images = [images[i] for i in np.linspace(0, len(images) - 1, limit).astype(int)]
         return np.stack([load_image(p, shape, mean, std) for p in images])
     if not path.is_file():
-        raise _fail(f"{path}: no such file or folder")
+        raise fail("bad-input", f"{path}: no such file or folder")
     if path.suffix.lower() == ".npy":
-        return _normalise(load_array(path, shape)[:limit], mean, std)
+        return normalise(load_array(path, shape)[:limit], mean, std)
     try:
         with np.load(path, allow_pickle=False) as archive:
             files = list(getattr(archive, "files", []))
             key = "x" if "x" in files else (files[0] if len(files) == 1 else None)
             if key is None:
-                raise _fail(f"{path}: needs an array 'x' (it has: {', '.join(files) or 'none'})")
+                raise fail("bad-input", f"{path}: needs an array 'x' (it has: {', '.join(files) or 'none'})")
             x = archive[key][:limit]
     except CnnspecError:
         raise
     except Exception as exc:  # zip and format errors all mean an unreadable file
-        raise _fail(f"{path}: not a readable .npz or .npy ({type(exc).__name__})") from None
+        raise fail("bad-input", f"{path}: not a readable .npz or .npy ({type(exc).__name__})") from None
     if tuple(x.shape[1:]) != tuple(shape) or x.dtype.kind not in "biuf":
-        raise _fail(
-            f"{path}: x is {format_shape(x.shape)} {x.dtype}, the network takes Nx{format_shape(shape)}"
+        raise fail(
+            "bad-input",
+            f"{path}: x is {format_shape(x.shape)} {x.dtype}, the network takes Nx{format_shape(shape)}",
         )
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
-        raise _fail(f"{path}: x holds NaN or infinite values")
-    return _normalise(x, mean, std)
+        raise fail("bad-input", f"{path}: x holds NaN or infinite values")
+    return normalise(x, mean, std)
 
 
 def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, held out): every fifth example is held out, at least one each."""
     if len(x) < MIN_EXAMPLES:
-        raise _fail(
+        raise fail(
+            "bad-input",
             f"int8 calibration needs at least {MIN_EXAMPLES} examples, got {len(x)}",
             "a few hundred representative images give good ranges",
         )
@@ -268,7 +268,7 @@ def export_int8(
     (with `auto`, the fp32 model where int8 is not faster here). Atomic."""
     import tempfile
 
-    from .files import target, write_atomically
+    from ..base.files import target, write_atomically
     from .runtime import make_session
 
     final = target(out, protect)
@@ -296,7 +296,7 @@ def optimize(model: bytes, out: Path, protect: tuple[Path, ...] = ()) -> None:
 
     import onnxruntime as ort
 
-    from .files import target, write_atomically
+    from ..base.files import target, write_atomically
 
     final = target(out, protect)
     with tempfile.TemporaryDirectory(prefix="cnnspec-opt-") as scratch:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace
 
-from .layers import ACTIVATIONS, KINDS
+from ..kinds import ACTIVATIONS, KINDS
 
 STRUCTURE = ("network", "block", "use", "repeat", "drop", "freeze", "output", "input")
 PREPOSITIONS = ("from", "as", "through", "last", "all", "shortcut", "in")

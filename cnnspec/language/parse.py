@@ -13,8 +13,8 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+from ..base.diagnostics import CnnspecError, Diagnostic, Span, error
 from . import syntax as ast
-from .diagnostics import CnnspecError, Diagnostic, Span, error
 from .lalr_parser import (
     Lark,
     Lark_StandAlone,
@@ -27,8 +27,11 @@ from .lalr_parser import (
 )
 
 _HERE = Path(__file__).resolve().parent
-# Installed wheel: cnnspec/grammars/ (hatch force-include); source tree: ../grammars/.
-GRAMMAR_CANDIDATES = (_HERE / "grammars" / "cnnspec.lark", _HERE.parent / "grammars" / "cnnspec.lark")
+# installed: cnnspec/grammars/ (the wheel maps it there); a checkout: grammars/ beside cnnspec/
+GRAMMAR_CANDIDATES = (
+    _HERE.parent / "grammars" / "cnnspec.lark",
+    _HERE.parent.parent / "grammars" / "cnnspec.lark",
+)
 
 
 def grammar_path() -> Path:

@@ -18,22 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diagnostics import CnnspecError, Diagnostic
-from .infer import CheckedLayer, CheckedNetwork
-from .layers import (
+from ..base.diagnostics import CnnspecError, Diagnostic
+from ..infer import CheckedLayer, CheckedNetwork
+from ..kinds import (
     ActivationLayer,
     BatchNorm,
     Conv,
     Deconv,
     Dense,
     Dropout,
-    Flatten,
     GlobalPool,
     Pool,
     Upsample,
+    rule_for,
 )
 
-_ACTIVATIONS: dict = {
+ACTIVATION_MODULES: dict = {
     "relu": lambda alpha: nn.ReLU(),
     "leakyrelu": lambda alpha: nn.LeakyReLU(alpha if alpha is not None else 0.01),
     "sigmoid": lambda alpha: nn.Sigmoid(),
@@ -134,36 +134,62 @@ class _AveragePool(nn.Module):
         return total / F.avg_pool2d(ones, self.kernel, self.stride)
 
 
+def _pool(entry: CheckedLayer) -> nn.Module:
+    config = entry.config_as(Pool)
+    pads = entry.floor_mode_pads
+    assert pads is not None
+    stride = config.window_stride
+    if config.mode == "max":
+        return _Padded(nn.MaxPool2d(config.kernel, stride), pads, float("-inf"))
+    return _AveragePool(config.kernel, stride, pads)
+
+
+def _globalpool(entry: CheckedLayer) -> nn.Module:
+    return nn.AdaptiveMaxPool2d(1) if entry.config_as(GlobalPool).mode == "max" else nn.AdaptiveAvgPool2d(1)
+
+
+def _batchnorm(entry: CheckedLayer) -> nn.Module:
+    config = entry.config_as(BatchNorm)
+    norm = nn.BatchNorm2d if len(entry.input_shape) == 3 else nn.BatchNorm1d
+    return norm(entry.input_shape[0], eps=config.eps, momentum=config.momentum)
+
+
+def _dense(entry: CheckedLayer) -> nn.Module:
+    config = entry.config_as(Dense)
+    return nn.Linear(math.prod(entry.input_shape), config.units, config.bias)
+
+
+def _upsample(entry: CheckedLayer) -> nn.Module:
+    config = entry.config_as(Upsample)
+    return _Upsample(config.scale, config.mode)
+
+
+def _activation(entry: CheckedLayer) -> nn.Module:
+    config = entry.config_as(ActivationLayer)
+    return rule_for(ACTIVATION_MODULES, config.fn, "the PyTorch backend")(config.alpha)
+
+
+# The module of each layer kind (its fused activation, if any, comes after it).
+FACTORIES = {
+    "conv": lambda entry: _Conv(entry, entry.config_as(Conv)),
+    "pool": _pool,
+    "globalpool": _globalpool,
+    "batchnorm": _batchnorm,
+    "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
+    "flatten": lambda entry: nn.Flatten(),
+    "dense": _dense,
+    "deconv": lambda entry: _Deconv(entry, entry.config_as(Deconv)),
+    "upsample": _upsample,
+    "add": lambda entry: _Join("add"),
+    "concat": lambda entry: _Join("concat"),
+    "multiply": lambda entry: _Join("multiply"),
+    "activation": _activation,
+}
+
+
 def _core(entry: CheckedLayer) -> nn.Module:
     """The parameterised (or shaping) op of one layer; its activation comes after."""
-    config = entry.layer.config
-    if isinstance(config, Conv):
-        return _Conv(entry, config)
-    if isinstance(config, Pool):
-        pads = entry.floor_mode_pads
-        assert pads is not None
-        stride = config.stride or config.kernel
-        if config.mode == "max":
-            return _Padded(nn.MaxPool2d(config.kernel, stride), pads, float("-inf"))
-        return _AveragePool(config.kernel, stride, pads)
-    if isinstance(config, GlobalPool):
-        return nn.AdaptiveMaxPool2d(1) if config.mode == "max" else nn.AdaptiveAvgPool2d(1)
-    if isinstance(config, BatchNorm):
-        norm = nn.BatchNorm2d if len(entry.input_shape) == 3 else nn.BatchNorm1d
-        return norm(entry.input_shape[0], eps=config.eps, momentum=config.momentum)
-    if isinstance(config, Dropout):
-        return nn.Dropout(config.rate)
-    if isinstance(config, Flatten):
-        return nn.Flatten()
-    if isinstance(config, Dense):
-        return nn.Linear(math.prod(entry.input_shape), config.units, config.bias)
-    if isinstance(config, Deconv):
-        return _Deconv(entry, config)
-    if isinstance(config, Upsample):
-        return _Upsample(config.scale, config.mode)
-    if config.joins:
-        return _Join(config.kind)
-    return _ACTIVATIONS[entry.config_as(ActivationLayer).fn](entry.config_as(ActivationLayer).alpha)
+    return rule_for(FACTORIES, entry.kind, "the PyTorch backend")(entry)
 
 
 class _Conv(nn.Conv2d):
@@ -217,7 +243,9 @@ class CnnspecModule(nn.Module):
             self.add_module(entry.name, _core(entry))
             activation = getattr(entry.layer.config, "activation", None)
             if activation is not None:
-                self.activations[entry.name] = _ACTIVATIONS[activation.name](activation.alpha)
+                self.activations[entry.name] = rule_for(
+                    ACTIVATION_MODULES, activation.name, "the PyTorch backend"
+                )(activation.alpha)
             self.order.append(entry.name)
         for name in self.frozen_names:
             for parameter in getattr(self, name).parameters():

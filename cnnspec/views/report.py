@@ -6,9 +6,9 @@ fixed-width table is twenty lines of code.
 
 from __future__ import annotations
 
-from .diagnostics import printable, render
-from .infer import CheckedNetwork, CheckResult
-from .layers import format_shape
+from ..base.diagnostics import printable, render
+from ..infer import CheckedNetwork, CheckResult
+from ..kinds import format_shape
 
 
 def si(n: float) -> str:

@@ -20,11 +20,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .diagnostics import CnnspecError, Diagnostic
-from .fmt import MeaningChanged, reformat
-from .infer import CheckedLayer, CheckResult, infer
-from .layers import ACTIVATIONS, KINDS, format_shape
-from .resolve import resolve_sources
+from ..base.diagnostics import CnnspecError, Diagnostic
+from ..infer import CheckedLayer, CheckResult, infer
+from ..kinds import ACTIVATIONS, KINDS, format_shape
+from ..language.fmt import MeaningChanged, reformat
+from ..resolve import resolve_sources
 
 KEYWORDS = ("network", "block", "use", "input", "output", "repeat", "residual", "drop", "freeze")
 WORD = re.compile(r"[A-Za-z_]\w*")
@@ -224,7 +224,7 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
     from pygls.lsp.server import LanguageServer
     from pygls.uris import from_fs_path, to_fs_path
 
-    from . import __version__
+    from .. import __version__
 
     server = LanguageServer("cnnspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full)
     cache: dict[str, Analysis] = {}  # the latest finished analysis per document

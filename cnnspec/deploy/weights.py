@@ -17,10 +17,10 @@ from typing import Literal
 
 import numpy as np
 
-from .diagnostics import CnnspecError, Diagnostic
-from .infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
-from .layers import RELU_FAMILY, format_shape
-from .records import record
+from ..base.diagnostics import CnnspecError, Diagnostic, fail
+from ..base.records import record
+from ..infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
+from ..kinds import RELU_FAMILY, format_shape
 
 Source = Literal["loaded", "new", "spec"]
 FRESH_CHUNK = 1 << 22  # values drawn at once for a fresh tensor (32 MB of float64)
@@ -110,10 +110,6 @@ class WeightSet:
         return "\n".join([*rows, self.summary()])
 
 
-def _fail(code: str, message: str, help: str | None = None) -> CnnspecError:
-    return CnnspecError([Diagnostic("error", code, message, None, help)])
-
-
 def _problem(message: str) -> Diagnostic:
     return Diagnostic("error", "weights-file", message)
 
@@ -180,7 +176,7 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
     """Tensors of an `.npz` (keys = names) or of an ONNX model's initializers."""
     path = Path(path)
     if not path.is_file():
-        raise _fail("weights-file", f"{path}: no such weights file")
+        raise fail("weights-file", f"{path}: no such weights file")
     if path.suffix == ".onnx":
         import onnx
         from onnx import numpy_helper
@@ -188,24 +184,22 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
         try:
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf raises several types for a corrupt file
-            raise _fail("weights-file", f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+            raise fail("weights-file", f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
         try:
             return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
         except Exception as exc:  # an element type numpy cannot hold, external data missing
-            raise _fail("weights-file", f"{path}: a tensor cannot be read ({type(exc).__name__})") from None
+            raise fail("weights-file", f"{path}: a tensor cannot be read ({type(exc).__name__})") from None
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _fail(
-            "weights-file", f"{path}: not a readable .npz of named arrays ({exc})", NPZ_HELP
-        ) from None
+        raise fail("weights-file", f"{path}: not a readable .npz of named arrays ({exc})", NPZ_HELP) from None
     if isinstance(data, np.ndarray):
-        raise _fail("weights-file", f"{path}: holds one unnamed array, not named tensors", NPZ_HELP)
+        raise fail("weights-file", f"{path}: holds one unnamed array, not named tensors", NPZ_HELP)
     with data:
         try:
             return {key: np.asarray(data[key]) for key in data.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise _fail(
+            raise fail(
                 "weights-file", f"{path}: a tensor cannot be read ({str(exc)[:200]})", NPZ_HELP
             ) from None
 

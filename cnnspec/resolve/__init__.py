@@ -16,12 +16,12 @@ from typing import Literal
 
 from pydantic_core import ValidationError
 
-from . import syntax as ast
-from .diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, warning, with_call_sites
-from .files import UnreadableFile, read_source
-from .layers import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
-from .parse import parse_source
-from .records import record
+from ..base.diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, warning, with_call_sites
+from ..base.files import UnreadableFile, read_source
+from ..base.records import record
+from ..kinds import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
+from ..language import syntax as ast
+from ..language.parse import parse_source
 
 Origin = Literal["own", "base", "new"]
 # Expansion is bounded before it is done: every layer, block call and `repeat` pass
@@ -346,13 +346,7 @@ def _build_config(
 
     for name in cls.required():
         if name not in values and not any(d.code == "invalid-argument" for d in problems):
-            example = {
-                "conv": "conv 32 3x3",
-                "pool": "pool max 2",
-                "dense": "dense 10",
-                "dropout": "dropout 0.5",
-                "globalpool": "globalpool avg",
-            }.get(word, word)
+            example = cls.example if word == cls.kind else word
             problems.append(
                 error(
                     "missing-argument",
@@ -411,30 +405,8 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
 
 
 # Layer names from PyTorch and Keras (lower case, no underscores) -> how cnnspec writes them.
-FOREIGN_NAMES = {
-    "linear": "dense",
-    "fc": "dense",
-    "conv2d": "conv",
-    "convolution2d": "conv",
-    "convtranspose2d": "deconv",
-    "conv2dtranspose": "deconv",
-    "maxpool": "pool max",
-    "maxpool2d": "pool max",
-    "maxpooling2d": "pool max",
-    "avgpool": "pool avg",
-    "avgpool2d": "pool avg",
-    "averagepooling2d": "pool avg",
-    "adaptiveavgpool2d": "globalpool avg",
-    "globalavgpool": "globalpool avg",
-    "globalaveragepooling2d": "globalpool avg",
-    "adaptivemaxpool2d": "globalpool max",
-    "globalmaxpooling2d": "globalpool max",
-    "batchnorm2d": "batchnorm",
-    "batchnormalization": "batchnorm",
-    "bn": "batchnorm",
-    "upsampling2d": "upsample",
-    "dropout2d": "dropout",
-}
+# `Linear`, `Conv2d`, `MaxPooling2D`, ...: each kind lists what other frameworks call it.
+FOREIGN_NAMES = {alias: ours for cls in set(KINDS.values()) for alias, ours in cls.foreign_names.items()}
 
 
 def _foreign_name(word: str) -> str | None:

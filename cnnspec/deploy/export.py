@@ -19,11 +19,22 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import __version__
-from .diagnostics import CnnspecError, Diagnostic
-from .files import target, temporary
-from .infer import CheckedLayer, CheckedNetwork
-from .layers import ActivationLayer, BatchNorm, Conv, Deconv, Dropout, GlobalPool, Pool, Upsample
+from .. import __version__
+from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.files import target, temporary
+from ..infer import CheckedLayer, CheckedNetwork
+from ..kinds import (
+    DEFAULT_ALPHA,
+    ActivationLayer,
+    BatchNorm,
+    Conv,
+    Deconv,
+    Dropout,
+    GlobalPool,
+    Pool,
+    Upsample,
+    rule_for,
+)
 from .weights import WeightSet
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; Gelu (opset 20) is decomposed below it
@@ -82,45 +93,72 @@ def _doc(entry: CheckedLayer) -> str:
     return f"{span.path}:{span.line}: {entry.layer.spec_text()}"
 
 
-def _activation(g: _Graph, fn: str, alpha: float | None, x: str, out: str, name: str, doc: str) -> None:
-    if fn == "relu":
-        g.node("Relu", [x], out, name, doc)
-    elif fn == "leakyrelu":
-        g.node("LeakyRelu", [x], out, name, doc, alpha=float(alpha if alpha is not None else 0.01))
-    elif fn == "elu":
-        g.node("Elu", [x], out, name, doc, alpha=float(alpha if alpha is not None else 1.0))
-    elif fn == "sigmoid":
-        g.node("Sigmoid", [x], out, name, doc)
-    elif fn == "tanh":
-        g.node("Tanh", [x], out, name, doc)
-    elif fn == "softmax":
-        g.node("Softmax", [x], out, name, doc, axis=1)  # over classes (or channels)
-    elif fn == "relu6":
-        limits = {f"{name}.c_zero": 0.0, f"{name}.c_six": 6.0}
-        for cname, value in limits.items():
-            g.initializers.append(numpy_helper.from_array(np.array(value, np.float32), cname))
-        g.nodes.append(helper.make_node("Clip", [x, *limits], [out], name=name, doc_string=doc))
-    elif fn in ("silu", "swish"):  # x * sigmoid(x)
-        g.node("Sigmoid", [x], f"{name}.gate", f"{name}.sigmoid", doc)
+# One lowering per activation function: (graph, alpha, x, out, node name, doc) -> nodes.
+def _op(op: str, **attrs):
+    return lambda g, alpha, x, out, name, doc: g.node(op, [x], out, name, doc, **attrs)
+
+
+def _op_with_alpha(op: str, fn: str):
+    default = DEFAULT_ALPHA[fn]
+    return lambda g, alpha, x, out, name, doc: g.node(
+        op, [x], out, name, doc, alpha=float(alpha if alpha is not None else default)
+    )
+
+
+def _gated(op: str, **attrs):
+    """x * op(x): SiLU (Sigmoid) and hard swish (HardSigmoid; HardSwish itself needs opset 14)."""
+
+    def lower(g: _Graph, alpha, x: str, out: str, name: str, doc: str) -> None:
+        g.node(op, [x], f"{name}.gate", f"{name}.{op.lower()}", doc, **attrs)
         g.node("Mul", [x, f"{name}.gate"], out, name, doc)
-    elif fn == "hardsigmoid":  # PyTorch's: relu6(x + 3) / 6
-        g.node("HardSigmoid", [x], out, name, doc, alpha=1.0 / 6.0, beta=0.5)
-    elif fn == "hardswish":  # x * hardsigmoid(x); HardSwish itself needs opset 14
-        g.node("HardSigmoid", [x], f"{name}.gate", f"{name}.hardsigmoid", doc, alpha=1.0 / 6.0, beta=0.5)
-        g.node("Mul", [x, f"{name}.gate"], out, name, doc)
-    elif fn == "gelu" and g.opset >= 20:
+
+    return lower
+
+
+def _constants(g: _Graph, values: dict[str, float]) -> None:
+    for cname, value in values.items():
+        g.initializers.append(numpy_helper.from_array(np.array(value, np.float32), cname))
+
+
+def _relu6(g: _Graph, alpha, x: str, out: str, name: str, doc: str) -> None:
+    limits = {f"{name}.c_zero": 0.0, f"{name}.c_six": 6.0}
+    _constants(g, limits)
+    g.nodes.append(helper.make_node("Clip", [x, *limits], [out], name=name, doc_string=doc))
+
+
+def _gelu(g: _Graph, alpha, x: str, out: str, name: str, doc: str) -> None:
+    if g.opset >= 20:
         g.node("Gelu", [x], out, name, doc)
-    elif fn == "gelu":  # 0.5 * x * (1 + erf(x / sqrt(2))), the exact form
-        consts = {f"{name}.c_sqrt2": math.sqrt(2.0), f"{name}.c_one": 1.0, f"{name}.c_half": 0.5}
-        for cname, value in consts.items():
-            g.initializers.append(numpy_helper.from_array(np.array(value, np.float32), cname))
-        g.node("Div", [x, f"{name}.c_sqrt2"], f"{name}.scaled", f"{name}.div", doc)
-        g.node("Erf", [f"{name}.scaled"], f"{name}.erf", f"{name}.erf", doc)
-        g.node("Add", [f"{name}.erf", f"{name}.c_one"], f"{name}.plus1", f"{name}.add", doc)
-        g.node("Mul", [x, f"{name}.plus1"], f"{name}.xplus", f"{name}.mul", doc)
-        g.node("Mul", [f"{name}.xplus", f"{name}.c_half"], out, f"{name}.half", doc)
-    else:  # pragma: no cover - the activation list is closed in layers.py
-        raise ValueError(fn)
+        return
+    # 0.5 * x * (1 + erf(x / sqrt(2))), the exact form
+    _constants(g, {f"{name}.c_sqrt2": math.sqrt(2.0), f"{name}.c_one": 1.0, f"{name}.c_half": 0.5})
+    g.node("Div", [x, f"{name}.c_sqrt2"], f"{name}.scaled", f"{name}.div", doc)
+    g.node("Erf", [f"{name}.scaled"], f"{name}.erf", f"{name}.erf", doc)
+    g.node("Add", [f"{name}.erf", f"{name}.c_one"], f"{name}.plus1", f"{name}.add", doc)
+    g.node("Mul", [x, f"{name}.plus1"], f"{name}.xplus", f"{name}.mul", doc)
+    g.node("Mul", [f"{name}.xplus", f"{name}.c_half"], out, f"{name}.half", doc)
+
+
+HARD_SIGMOID = {"alpha": 1.0 / 6.0, "beta": 0.5}  # PyTorch's: relu6(x + 3) / 6
+
+ACTIVATION_LOWERINGS = {
+    "relu": _op("Relu"),
+    "leakyrelu": _op_with_alpha("LeakyRelu", "leakyrelu"),
+    "elu": _op_with_alpha("Elu", "elu"),
+    "sigmoid": _op("Sigmoid"),
+    "tanh": _op("Tanh"),
+    "softmax": _op("Softmax", axis=1),  # over classes (or channels)
+    "relu6": _relu6,
+    "silu": _gated("Sigmoid"),
+    "swish": _gated("Sigmoid"),
+    "hardsigmoid": _op("HardSigmoid", **HARD_SIGMOID),
+    "hardswish": _gated("HardSigmoid", **HARD_SIGMOID),
+    "gelu": _gelu,
+}
+
+
+def _activation(g: _Graph, fn: str, alpha: float | None, x: str, out: str, name: str, doc: str) -> None:
+    rule_for(ACTIVATION_LOWERINGS, fn, "ONNX export")(g, alpha, x, out, name, doc)
 
 
 def _with_activation(entry: CheckedLayer, out: str) -> str:
@@ -179,7 +217,7 @@ def lower_pool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     config = entry.config_as(Pool)
     attrs = dict(
         kernel_shape=list(config.kernel),
-        strides=list(config.stride or config.kernel),
+        strides=list(config.window_stride),
         pads=_pads(entry, floor_mode=True),
     )
     if config.mode == "max":
@@ -316,6 +354,7 @@ LOWERINGS = {
     "add": lower_join,
     "concat": lower_join,
     "multiply": lower_join,
+    "activation": lower_activation,
 }
 
 
@@ -373,7 +412,7 @@ def to_onnx(
     if fold_bn:
         g.folded, g.folded_bn = _fold_batchnorm(network, weights)
     for entry in network.layers:  # each reads its inputs by name: the graph as written
-        lower = LOWERINGS.get(entry.kind, lower_activation)
+        lower = rule_for(LOWERINGS, entry.kind, "ONNX export")
         lower(g, entry, entry.inputs[0], entry.name)
     if len(network.outputs) > 1:  # several outputs: graph outputs named after their layers
         outputs = [

@@ -17,13 +17,16 @@ import dataclasses
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from .diagnostics import CnnspecError, Diagnostic
-from .layers import (
+from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.records import record
+from ..kinds import (
     DEFAULT_ALPHA,
     Activation,
     ActivationLayer,
@@ -42,9 +45,8 @@ from .layers import (
     Shape,
     Upsample,
 )
+from ..resolve import MAX_EXPANSION, RESERVED_NAMES, TORCH_MODULE_ATTRIBUTES
 from .printer import INPUT, GraphLayer, spec_name
-from .records import record
-from .resolve import MAX_EXPANSION, RESERVED_NAMES, TORCH_MODULE_ATTRIBUTES
 
 BATCH = 987_654_321  # stands for the batch size while shape arithmetic is folded
 MAX_MODEL_BYTES = 2**31  # protobuf cannot hold more; larger models keep tensors in data files
@@ -779,42 +781,68 @@ def _identity(state: _State, node) -> _Act:
     return _act(state, node.input[0])
 
 
+class Handler(NamedTuple):
+    """How one ONNX op type becomes layers: the function, and the layer kinds it may add
+    (none: it is folded into a neighbour, such as Div and Erf into a GELU, or a no-op)."""
+
+    handle: Callable
+    produces: tuple[str, ...]
+
+
 HANDLERS = {
-    "Conv": _conv,
-    "ConvTranspose": _deconv,
-    "BatchNormalization": _batchnorm,
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "Add": _add,
-    "Div": _div,
-    "Erf": _erf,
-    "Sum": _sum,
-    "Mul": _mul,
-    "Concat": _concat,
-    "Relu": _activation("relu"),
-    "Sigmoid": _activation("sigmoid"),
-    "Tanh": _activation("tanh"),
-    "LeakyRelu": _activation("leakyrelu"),
-    "Elu": _activation("elu"),
-    "HardSigmoid": _activation("hardsigmoid"),
-    "HardSwish": _activation("hardswish"),
-    "Gelu": _activation("gelu"),
-    "Softmax": _activation("softmax"),
-    "Clip": _clip,
-    "MaxPool": _pool("max"),
-    "AveragePool": _pool("avg"),
-    "GlobalAveragePool": _global_pool("avg"),
-    "GlobalMaxPool": _global_pool("max"),
-    "ReduceMean": _reduce("avg"),
-    "ReduceMax": _reduce("max"),
-    "Flatten": _flatten,
-    "Reshape": _reshape,
-    "Squeeze": _squeeze,
-    "Resize": _resize,
-    "Upsample": _resize,
-    "Dropout": _dropout,
-    "Identity": _identity,
-    "Transpose": _transpose,
+    "Conv": Handler(_conv, ("conv",)),
+    "ConvTranspose": Handler(_deconv, ("deconv",)),
+    "BatchNormalization": Handler(_batchnorm, ("batchnorm",)),
+    "Gemm": Handler(_gemm, ("dense",)),
+    "MatMul": Handler(_matmul, ("dense",)),
+    "Add": Handler(_add, ("add",)),
+    "Div": Handler(_div, ()),
+    "Erf": Handler(_erf, ()),
+    "Sum": Handler(_sum, ("add",)),
+    "Mul": Handler(
+        _mul,
+        (
+            "multiply",
+            "activation",
+        ),
+    ),
+    "Concat": Handler(_concat, ("concat",)),
+    "Relu": Handler(_activation("relu"), ("activation",)),
+    "Sigmoid": Handler(_activation("sigmoid"), ("activation",)),
+    "Tanh": Handler(_activation("tanh"), ("activation",)),
+    "LeakyRelu": Handler(_activation("leakyrelu"), ("activation",)),
+    "Elu": Handler(_activation("elu"), ("activation",)),
+    "HardSigmoid": Handler(_activation("hardsigmoid"), ("activation",)),
+    "HardSwish": Handler(_activation("hardswish"), ("activation",)),
+    "Gelu": Handler(_activation("gelu"), ("activation",)),
+    "Softmax": Handler(_activation("softmax"), ("activation",)),
+    "Clip": Handler(_clip, ("activation",)),
+    "MaxPool": Handler(_pool("max"), ("pool",)),
+    "AveragePool": Handler(_pool("avg"), ("pool",)),
+    "GlobalAveragePool": Handler(_global_pool("avg"), ("globalpool",)),
+    "GlobalMaxPool": Handler(_global_pool("max"), ("globalpool",)),
+    "ReduceMean": Handler(
+        _reduce("avg"),
+        (
+            "globalpool",
+            "flatten",
+        ),
+    ),
+    "ReduceMax": Handler(
+        _reduce("max"),
+        (
+            "globalpool",
+            "flatten",
+        ),
+    ),
+    "Flatten": Handler(_flatten, ("flatten",)),
+    "Reshape": Handler(_reshape, ("flatten",)),
+    "Squeeze": Handler(_squeeze, ("flatten",)),
+    "Resize": Handler(_resize, ("upsample",)),
+    "Upsample": Handler(_resize, ("upsample",)),
+    "Dropout": Handler(_dropout, ("dropout",)),
+    "Identity": Handler(_identity, ()),
+    "Transpose": Handler(_transpose, ()),
 }
 
 
@@ -978,7 +1006,7 @@ def import_graph(
             handler = HANDLERS.get(node.op_type)
             if handler is None:
                 raise _Unsupported("")
-            result = handler(state, node)
+            result = handler.handle(state, node)
             state.values[node.output[0]] = result
             if isinstance(result, _Act) and result.layer != INPUT:
                 state.layer_tensor.setdefault(result.layer, node.output[0])
@@ -1157,7 +1185,7 @@ def import_model(
     """Read an ONNX model and write it as a spec and its weights. The spec is checked
     with cnnspec's own checker, and each weight tensor is keyed by the name that check
     gives its layer."""
-    from . import check_source
+    from .. import check_source
     from .printer import print_network
 
     path = Path(path)

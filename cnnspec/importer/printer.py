@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .layers import LayerConfig, Shape
+from ..kinds import LayerConfig, Shape, rule_for
 
 INPUT = "input"
 MAX_CHAIN = 10  # longer branches are clearer as named joins than as a combinator body
@@ -37,7 +37,23 @@ MAX_NESTING = 6  # combinators inside combinators; deeper is named joins (and bo
 MAX_MODULE_DEPTH = 8  # module-path depths tried as block boundaries
 MAX_SKIPPED = 8  # layers a `concat {} { ... }` may skip (DenseNet's six); U-Net's are named joins
 MAX_LINE = 100  # joined statements and one-line combinators stay this short
-FOLLOWERS = ("batchnorm", "activation", "dropout")  # written on the line of the layer before
+# Per kind: whether a layer of it may be written on the line of the layer it follows
+# (`conv 64 3x3; batchnorm; relu`), as people write them.
+FOLLOWS_ON_LINE = {
+    "conv": False,
+    "deconv": False,
+    "dense": False,
+    "pool": False,
+    "globalpool": False,
+    "upsample": False,
+    "flatten": False,
+    "add": False,
+    "concat": False,
+    "multiply": False,
+    "batchnorm": True,
+    "activation": True,
+    "dropout": True,
+}
 # Integer fields a block may turn into parameters (pairs and pads when equal on every side).
 SLOT_FIELDS = ("filters", "units", "kernel", "stride", "pad", "dilation", "groups", "output_pad", "scale")
 PARAM_NAMES = {"kernel": "k", "output_pad": "output_pad"}
@@ -417,7 +433,7 @@ class _Writer:
             follower = (
                 not self.flat
                 and not entry.kind
-                and entry.layer.config.kind in FOLLOWERS
+                and rule_for(FOLLOWS_ON_LINE, entry.layer.config.kind, "the printer")
                 and entry.reads == (previous,)
             )
             if follower and joinable and len(lines[-1]) + len(text) - len(indent) + 2 <= MAX_LINE:

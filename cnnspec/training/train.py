@@ -15,16 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..base.diagnostics import CnnspecError, fail
+from ..deploy.weights import WeightSet
+from ..infer import CheckedNetwork
+from ..inputs import IMAGE_SUFFIXES, load_image
+from ..kinds import format_shape
 from .data import FolderData, Preprocess, collate, list_folder, npz_array
-from .diagnostics import CnnspecError, Diagnostic
-from .infer import CheckedNetwork
-from .layers import format_shape
-from .runtime import IMAGE_SUFFIXES, load_image
-from .weights import WeightSet
-
-
-def _fail(message: str, help: str | None = None) -> CnnspecError:
-    return CnnspecError([Diagnostic("error", "bad-input", message, None, help)])
 
 
 @dataclass
@@ -47,7 +43,7 @@ def load_dataset(
     elif path.is_file():
         data = _load_npz(path, input_shape, num_classes)
     else:
-        raise _fail(f"{path}: no such file or folder")
+        raise fail("bad-input", f"{path}: no such file or folder")
     return data
 
 
@@ -55,24 +51,27 @@ def _check_labels(path: Path, y: np.ndarray, num_classes: int) -> None:
     """Labels are whole numbers in 0..num_classes-1; checked before anything is built
     from them (a label of 2^62 must not become a list of 2^62 class names)."""
     if len(y) == 0:
-        raise _fail(f"{path}: holds no examples")
+        raise fail("bad-input", f"{path}: holds no examples")
     if y.dtype.kind not in "biuf":
-        raise _fail(
-            f"{path}: y holds {y.dtype} values, not class numbers", "y holds one whole number per example"
+        raise fail(
+            "bad-input",
+            f"{path}: y holds {y.dtype} values, not class numbers",
+            "y holds one whole number per example",
         )
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise _fail(f"{path}: y holds NaN or infinite values, not class numbers")
+        raise fail("bad-input", f"{path}: y holds NaN or infinite values, not class numbers")
     low, high = y.min(), y.max()
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
         shown = f"{bad:g}" if y.dtype.kind == "f" else str(bad)
-        raise _fail(
+        raise fail(
+            "bad-input",
             f"{path}: label {shown} is out of range: the network has {num_classes} outputs (labels "
             f"0..{num_classes - 1})",
             "change the last dense layer's units, or the labels",
         )
     if y.dtype.kind == "f" and not np.all(np.equal(np.mod(y, 1), 0)):
-        raise _fail(f"{path}: y holds {y.dtype} values that are not whole class numbers")
+        raise fail("bad-input", f"{path}: y holds {y.dtype} values that are not whole class numbers")
 
 
 def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dataset:
@@ -80,7 +79,8 @@ def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dat
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files") or not {"x", "y"} <= set(archive.files):
                 keys = ", ".join(getattr(archive, "files", [])) or "none"
-                raise _fail(
+                raise fail(
+                    "bad-input",
                     f"{path}: needs arrays 'x' and 'y' (it has: {keys})",
                     "numpy.savez(path, x=images_NCHW, y=labels)",
                 )
@@ -88,22 +88,31 @@ def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dat
     except CnnspecError:
         raise
     except Exception as exc:  # zip, pickle and format errors all mean an unreadable file
-        raise _fail(f"{path}: not a readable .npz ({type(exc).__name__})") from None
+        raise fail("bad-input", f"{path}: not a readable .npz ({type(exc).__name__})") from None
     if tuple(x.shape[1:]) != tuple(input_shape):
-        raise _fail(
+        raise fail(
+            "bad-input",
             f"{path}: x is {format_shape(x.shape)}, the network takes Nx{format_shape(input_shape)}",
             "x holds one example per row, channels first",
         )
     if y.ndim != 1 or len(y) != len(x):
         shown = format_shape(y.shape) or "a single value"
-        raise _fail(f"{path}: y is {shown}, expected {len(x)} labels (one per example)")
+        raise fail("bad-input", f"{path}: y is {shown}, expected {len(x)} labels (one per example)")
     if x.dtype.kind not in "biuf":
-        raise _fail(f"{path}: x holds {x.dtype} values, not numbers", "x holds images as numbers, NxCxHxW")
+        raise fail(
+            "bad-input",
+            f"{path}: x holds {x.dtype} values, not numbers",
+            "x holds images as numbers, NxCxHxW",
+        )
     _check_labels(path, y, num_classes)
     if x.dtype.kind == "f":  # in chunks: a memory-mapped x is never read whole
         for start in range(0, len(x), 4096):
             if not np.all(np.isfinite(x[start : start + 4096])):
-                raise _fail(f"{path}: x holds NaN or infinite values", "clean or drop those examples first")
+                raise fail(
+                    "bad-input",
+                    f"{path}: x holds NaN or infinite values",
+                    "clean or drop those examples first",
+                )
     if not isinstance(x, np.memmap):
         x = x.astype(np.float32)
     classes = [str(i) for i in range(num_classes)]
@@ -113,13 +122,14 @@ def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dat
 def _load_folder(path: Path, input_shape: tuple[int, ...]) -> Dataset:
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise _fail(f"{path}: no class subfolders", "put the images of class NAME in PATH/NAME/")
+        raise fail("bad-input", f"{path}: no class subfolders", "put the images of class NAME in PATH/NAME/")
     xs, ys = [], []
     for index, folder in enumerate(folders):
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise _fail(
-                f"{folder}: class '{folder.name}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            raise fail(
+                "bad-input",
+                f"{folder}: class '{folder.name}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
             )
         for image in images:
             xs.append(load_image(image, input_shape, None, None))
@@ -206,17 +216,19 @@ def train(
     images; `on_bad_image`: `fail` or `skip` an image that cannot be read."""
     import torch
 
-    from .torch_backend import build_module
+    from .modules import build_module
 
     recipe = recipe or Recipe()
     if len(network.outputs) > 1:
-        raise _fail(
+        raise fail(
+            "bad-input",
             f"training needs one output; '{network.name}' has {len(network.outputs)} "
             f"({', '.join(network.outputs)})",
             "derive a network for training that keeps one: `output NAME`",
         )
     if len(network.output_shape) != 1:
-        raise _fail(
+        raise fail(
+            "bad-input",
             f"training needs class scores out of the network; '{network.name}' gives "
             f"{format_shape(network.output_shape)}",
             "end the network with flatten and a dense layer",
@@ -226,15 +238,15 @@ def train(
     module = build_module(network, weights.arrays).to(device)
     trainable = [p for p in module.parameters() if p.requires_grad]
     if not trainable:
-        raise _fail(f"every layer of '{network.name}' is frozen: nothing to train")
+        raise fail("bad-input", f"every layer of '{network.name}' is frozen: nothing to train")
     optimizer = _optimizer(torch, trainable, lr, recipe)
     scheduler = _scheduler(torch, optimizer, epochs, recipe)
     loss_fn = torch.nn.CrossEntropyLoss()
     train_idx, val_idx = split(len(data.y), val_split, seed)
     if len(train_idx) == 0:
-        raise _fail(f"no examples left to train on after a validation split of {val_split}")
+        raise fail("bad-input", f"no examples left to train on after a validation split of {val_split}")
     if recipe.patience is not None and len(val_idx) == 0:
-        raise _fail("--patience watches the validation accuracy: it needs --val-split above 0")
+        raise fail("bad-input", "--patience watches the validation accuracy: it needs --val-split above 0")
     preprocess = preprocess or Preprocess()
     feed = _Feed(data, preprocess, seed, batch_size, workers, on_bad_image, device)
     generator = torch.Generator().manual_seed(seed)
@@ -267,7 +279,8 @@ def train(
                 loss = loss_fn(logits.float(), labels)
             if not torch.isfinite(loss):
                 bar.close()
-                raise _fail(
+                raise fail(
+                    "bad-input",
                     f"the training loss became {float(loss)} at epoch {epoch}, step {start // batch_size + 1}: "
                     "training diverged and was stopped",
                     f"lower the learning rate (--lr {lr:g} now) or check the data",
@@ -288,7 +301,7 @@ def train(
         group.share_buffers(module)  # batch-norm statistics: the first process's, everywhere
         if seen == 0:
             bar.close()
-            raise _fail("no readable examples to train on", "check the images, or the data set")
+            raise fail("bad-input", "no readable examples to train on", "check the images, or the data set")
         val_loss, val_acc = (
             _evaluate(module, feed, val_idx, loss_fn, epoch, group) if len(val_idx) else (None, None)
         )
@@ -375,7 +388,7 @@ def _save_checkpoint(
     """Everything a resumed run needs to continue exactly, written atomically."""
     import dataclasses
 
-    from .files import write_atomically
+    from ..base.files import write_atomically
 
     state = {
         "version": CHECKPOINT_VERSION,
@@ -405,11 +418,11 @@ def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, g
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
-        raise _fail(f"{path}: not a cnnspec checkpoint ({type(exc).__name__})") from None
+        raise fail("bad-input", f"{path}: not a cnnspec checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise _fail(f"{path}: not a cnnspec checkpoint (or one of another version)")
+        raise fail("bad-input", f"{path}: not a cnnspec checkpoint (or one of another version)")
     if state.get("network") != network.name:
-        raise _fail(f"{path}: a checkpoint of '{state.get('network')}', not of '{network.name}'")
+        raise fail("bad-input", f"{path}: a checkpoint of '{state.get('network')}', not of '{network.name}'")
     try:
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -421,7 +434,8 @@ def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, g
         torch.set_rng_state(states[group.rank])
         generator.set_state(state["shuffle_rng"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise _fail(
+        raise fail(
+            "bad-input",
             f"{path}: does not fit this network and recipe ({str(exc).splitlines()[0][:200]})",
             "resume with the spec, --weights and options of the interrupted run",
         ) from None
@@ -563,7 +577,7 @@ class _Feed:
         for inputs, labels, broken in loader:
             for problem in broken:
                 if self.on_bad == "fail":
-                    raise _fail(problem, "skip unreadable images with --on-bad-image skip")
+                    raise fail("bad-input", problem, "skip unreadable images with --on-bad-image skip")
                 if problem not in self.skipped:
                     self.skipped.add(problem)
                     import sys

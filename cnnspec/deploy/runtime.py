@@ -1,0 +1,176 @@
+"""Run an ONNX model with onnxruntime on CPU or CUDA: inputs from images (Pillow), `.npy`
+arrays or random data; outputs, top-K classes and timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..base.diagnostics import fail
+from ..base.records import record
+
+Provider = Literal["cpu", "cuda", "auto"]
+
+
+class ProviderUnavailable(Exception):
+    """The requested execution provider is not installed (a usage problem: exit 2)."""
+
+
+def choose_providers(provider: Provider) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if provider == "cuda" and not has_cuda:
+        raise ProviderUnavailable(
+            "the CUDA execution provider is not available (available: " + ", ".join(available) + "); "
+            "install the GPU build with `pip install cnnspec[gpu]` on a machine with an NVIDIA GPU"
+        )
+    if provider == "cuda" or (provider == "auto" and has_cuda):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model: bytes | str | Path, provider: Provider = "cpu", threads: int | None = None):
+    """An onnxruntime session (`threads`: its intra-op threads; default: one per core);
+    a corrupt or unsupported model is a CnnspecError."""
+    import onnxruntime as ort
+
+    providers = choose_providers(provider)
+    ort.set_default_logger_severity(4)  # its log lines duplicate the errors raised to us
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        session = ort.InferenceSession(source, options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad models
+        where = "the model" if isinstance(model, bytes) else str(model)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise fail("onnx-file", f"{where}: onnxruntime cannot load it: {first_line[:300]}") from None
+    if provider == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise ProviderUnavailable("onnxruntime could not start the CUDA provider (driver or CUDA libraries?)")
+    return session
+
+
+def input_shape(session) -> tuple[int, ...]:
+    """The per-example input shape (without the batch). Models cnnspec cannot feed — other
+    than one float input with a batch dimension first, or an output without a batch
+    dimension — are refused here, with the reason, before anything runs."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise fail("onnx-file", f"the model has {len(inputs)} inputs ({names}); cnnspec runs models with one")
+    first = inputs[0]
+    if first.type != "tensor(float)":
+        raise fail(
+            "onnx-file",
+            f"the model's input '{first.name}' is {first.type}; cnnspec feeds float32 images or arrays",
+        )
+    shape = first.shape
+    if len(shape) < 2:
+        raise fail(
+            "onnx-file",
+            f"the model's input '{first.name}' has shape {shape}: no batch dimension before the example's",
+            "cnnspec feeds N x C x H x W (or N x features)",
+        )
+    dims = tuple(d for d in shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise fail(
+            "onnx-file", f"the model's input has a non-fixed shape {shape}; cnnspec needs fixed C, H, W"
+        )
+    for output in outputs:
+        if len(output.shape or []) < 1:
+            raise fail(
+                "onnx-file",
+                f"the model's output '{output.name}' is a scalar; cnnspec expects one result per example "
+                "(a batch dimension first)",
+            )
+    return dims
+
+
+def fixed_batch(session) -> int | None:
+    """The batch size a model was exported with, when it is not symbolic."""
+    first = session.get_inputs()[0].shape[0]
+    return first if isinstance(first, int) else None
+
+
+@record
+class RunResult:
+    output: np.ndarray  # the first output
+    providers: list[str]
+    latency_ms: float  # median over the timed runs, whole batch
+    runs: int
+    outputs: tuple[tuple[str, np.ndarray], ...] = ()  # every output, by name
+
+    @property
+    def images_per_second(self) -> float:
+        return self.output.shape[0] / (self.latency_ms / 1000.0)
+
+
+def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunResult:
+    """Run `batch` through the model, `warmup` times untimed and `repeat` times timed.
+    onnxruntime's failures (an allocation it cannot make, a batch size the model fixes)
+    become one bad-input error."""
+    import onnxruntime as ort
+
+    fixed = fixed_batch(session)
+    if fixed is not None and fixed != batch.shape[0]:
+        raise fail(
+            "bad-input",
+            f"the model takes batches of exactly {fixed}; got {batch.shape[0]}",
+            f"give {fixed} input{'s' * (fixed != 1)}, or --batch {fixed}",
+        )
+    feeds = {session.get_inputs()[0].name: batch}
+    names = [output.name for output in session.get_outputs()]
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    times = []
+    try:
+        outputs = session.run(names, feeds, options)
+        for _ in range(max(warmup - 1, 0)):
+            session.run(names, feeds, options)
+        for _ in range(max(repeat, 1)):
+            start = time.perf_counter()
+            outputs = session.run(names, feeds, options)
+            times.append(time.perf_counter() - start)
+    except MemoryError:
+        raise
+    except Exception as exc:  # onnxruntime's own exception types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "alloc" in text.lower():
+            text = f"not enough memory for a batch of {batch.shape[0]:,} ({text[:200]})"
+        raise fail("bad-input", f"onnxruntime cannot run this input: {text[:300]}") from None
+    median = statistics.median(times) * 1000.0
+    return RunResult(outputs[0], session.get_providers(), median, len(times), tuple(zip(names, outputs)))
+
+
+def top_k(scores: np.ndarray, k: int, labels: list[str] | None = None) -> list[list[tuple[str, float]]]:
+    """Per example, the k best classes with probabilities (softmax applied when the scores
+    are not already probabilities)."""
+    probs = scores
+    if not (np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)):
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    result = []
+    for row in probs:
+        best = np.argsort(-row, kind="stable")[:k]
+        result.append([(labels[i] if labels and i < len(labels) else str(i), float(row[i])) for i in best])
+    return result
+
+
+def read_labels(path: str, classes: int) -> list[str]:
+    from ..base.files import UnreadableFile, read_source
+
+    try:
+        labels = [line.strip() for line in read_source(path).splitlines() if line.strip()]
+    except UnreadableFile as exc:
+        raise fail("bad-input", f"{path}: cannot read labels ({exc})") from None
+    if len(labels) != classes:
+        raise fail("bad-input", f"{path}: {len(labels)} labels for {classes} classes", "one label a line")
+    return labels

@@ -1,0 +1,124 @@
+"""The layer kinds: one entry per kind, holding its arguments (each with the Pydantic
+schema that validates it), its output-shape rule, its tensors (hence its parameter
+count) and its multiply-accumulates. The ONNX lowering of each kind sits in
+`onnx_export.py`.
+
+Validation runs on pydantic-core, Pydantic's validation engine, with schemas written
+out below: the same checks and messages as Pydantic models, without the ~70 ms that
+importing pydantic and building model schemas adds to every `cnnspec check`.
+
+Shapes are channels x height x width, `(C, H, W)`, or `(N,)` for a flat vector; the
+batch dimension is never part of a shape here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from .activations import ActivationLayer
+from .base import (
+    PADDING,
+    PAIR,
+    POSITIVE,
+    Argument,
+    Inferred,
+    LayerConfig,
+    Matrix,
+    Padding,
+    Pads,
+    Pair,
+    Problem,
+    Shape,
+    Window,
+    format_shape,
+    needs_spatial,
+)
+from .conv import Conv, Deconv
+from .dense import Dense
+from .functions import ACTIVATION, ACTIVATION_FLAGS, ACTIVATIONS, DEFAULT_ALPHA, RELU_FAMILY, Activation
+from .joins import Add, Concat, Multiply
+from .norm import BatchNorm
+from .pool import GlobalPool, Pool
+from .reshape import Dropout, Flatten
+from .upsample import Upsample
+from .window import AxisResult, Windowed, kernel_text, padding_text, pair_text, resolve_same, window_axis
+
+T = TypeVar("T")
+
+KINDS: dict[str, type[LayerConfig]] = {
+    cls.kind: cls
+    for cls in (
+        Conv,
+        Pool,
+        GlobalPool,
+        BatchNorm,
+        Dropout,
+        Flatten,
+        Dense,
+        Deconv,
+        Upsample,
+        Add,
+        Concat,
+        Multiply,
+    )
+}
+KINDS.update({fn: ActivationLayer for fn in ACTIVATIONS})
+
+
+class UnsupportedKind(Exception):
+    """A stage's table lacks a kind: a bug in cnnspec, named at once, never a fallthrough."""
+
+
+def rule_for(table: Mapping[str, T], kind: str, stage: str) -> T:
+    """The entry of a stage's table (ONNX lowerings, torch factories, ...) for a kind."""
+    try:
+        return table[kind]
+    except KeyError:
+        raise UnsupportedKind(f"{stage} has no rule for the layer kind '{kind}'") from None
+
+
+__all__ = [
+    "ACTIVATION",
+    "ACTIVATIONS",
+    "ACTIVATION_FLAGS",
+    "Activation",
+    "ActivationLayer",
+    "Add",
+    "Argument",
+    "AxisResult",
+    "BatchNorm",
+    "Concat",
+    "Conv",
+    "DEFAULT_ALPHA",
+    "Deconv",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalPool",
+    "Inferred",
+    "LayerConfig",
+    "Matrix",
+    "Multiply",
+    "PADDING",
+    "PAIR",
+    "POSITIVE",
+    "Padding",
+    "Pads",
+    "Pair",
+    "Pool",
+    "Problem",
+    "RELU_FAMILY",
+    "Shape",
+    "Upsample",
+    "Window",
+    "Windowed",
+    "format_shape",
+    "kernel_text",
+    "needs_spatial",
+    "padding_text",
+    "pair_text",
+    "resolve_same",
+    "window_axis",
+    "KINDS",
+]

@@ -1,0 +1,181 @@
+"""What every kind shares: argument schemas, the findings of a shape rule, and
+`LayerConfig`, the base class whose subclasses are the kinds."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, NamedTuple, Union
+
+from pydantic_core import SchemaValidator
+from pydantic_core import core_schema as cs
+
+from ..base.records import record
+from .functions import Activation
+
+Shape = tuple[int, ...]
+
+
+Pair = tuple[int, int]
+
+
+Pads = tuple[int, int, int, int]  # top, bottom, left, right
+
+
+Padding = Union[Literal["same"], Pads]  # `same` is resolved against the input size in `infer`
+
+
+Matrix = tuple  # nested tuples of floats, checked against the tensor shape in `infer`
+
+
+class Argument(NamedTuple):
+    """How a spec argument becomes a value: `converter` (in resolve.py) turns the written
+    form into Python, `schema` (pydantic-core) validates it."""
+
+    converter: str
+    schema: cs.CoreSchema
+
+
+POSITIVE = cs.int_schema(gt=0)
+
+
+PAIR = cs.tuple_schema([POSITIVE, POSITIVE])
+
+
+PADDING = cs.union_schema(
+    [cs.literal_schema(["same"]), cs.tuple_schema([cs.int_schema(ge=0)] * 4)],
+    custom_error_type="padding",
+    custom_error_message="pads must be 0 or more",
+)
+
+
+@record
+class Problem:
+    """A finding of a shape rule; `field` names the argument to point at (or None)."""
+
+    severity: Literal["error", "warning"]
+    code: str
+    message: str
+    help: str | None = None
+    field: str | None = None
+
+
+@record
+class Window:
+    """A sliding window along H and W, as the receptive-field walk needs it."""
+
+    extent: tuple[int, int]  # dilation * (kernel - 1) + 1
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, bottom, left, right, `same` already resolved
+
+
+@dataclass
+class Inferred:
+    """What a layer's shape rule computed: output shape, tensors, MACs, window, problems."""
+
+    output: Shape | None  # None: the shape could not be computed; stop this network
+    tensors: dict[str, tuple[Shape, bool]] = field(default_factory=dict)  # name -> (shape, trainable)
+    macs: int = 0
+    window: Window | None = None
+    covers_input: bool = False  # global pooling, flatten: the whole map feeds every output
+    problems: list[Problem] = field(default_factory=list)
+    in_features: int | None = None
+
+
+@record
+class LayerConfig:
+    """Arguments of one layer, validated. Subclasses declare how the spec line maps here."""
+
+    kind: ClassVar[str]
+    prefix: ClassVar[str]  # stem of automatic names: conv1, bn1, ...
+    example: ClassVar[str]  # a short, valid line of the kind, for help lines and the docs
+    # What PyTorch and Keras call it (lower case, no underscores) -> how cnnspec writes it.
+    foreign_names: ClassVar[dict[str, str]] = {}
+    positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare arguments, in order
+    flags: ClassVar[dict[str, tuple[str, object]]] = {}  # bare word -> (field, value)
+    arguments: ClassVar[dict[str, Argument]] = {}  # every field, bare or KEY=VALUE
+    _validator: ClassVar[SchemaValidator | None] = None  # per kind, read from the class's own __dict__
+
+    @classmethod
+    @functools.cache
+    def required(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The words an argument accepts when it is a closed set (pool max|avg)."""
+        return tuple(cls.arguments[name].schema.get("expected", ()))
+
+    @classmethod
+    def validate(cls, values: dict) -> LayerConfig:
+        """Validate with the kind's schema; raises pydantic_core.ValidationError."""
+        validator: SchemaValidator | None = cls.__dict__.get("_validator")
+        if validator is None:
+            required = cls.required()
+            fields = {
+                name: cs.typed_dict_field(argument.schema, required=name in required)
+                for name, argument in cls.arguments.items()
+            }
+            validator = SchemaValidator(cs.typed_dict_schema(fields, extra_behavior="forbid"))
+            cls._validator = validator  # built once per kind, on first use
+        data = validator.validate_python(values)
+        if data.get("activation") is not None:
+            data["activation"] = Activation(**data["activation"])
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, word: str) -> dict:
+        """Fields fixed by the word that names the kind (`relu` -> fn=relu)."""
+        return {}
+
+    @classmethod
+    def positional_for(cls, word: str) -> tuple[str, ...]:
+        return cls.positional
+
+    @classmethod
+    def name_prefix(cls, config: LayerConfig) -> str:
+        return cls.prefix
+
+    def short(self) -> str:
+        return self.kind
+
+    def infer(self, x: Shape) -> Inferred:
+        return Inferred(output=x)
+
+    def infer_many(self, shapes: list[Shape], labels: list[str], residual: bool = False) -> Inferred:
+        """A layer that reads several tensors (joins); `labels` name them for messages,
+        `residual`: an add written as `residual { }` (its help speaks of a shortcut)."""
+        return self.infer(shapes[0])
+
+    def explain(self, x: Shape, y: Shape, pads: tuple[int, ...] | None) -> str:
+        """How output y comes from input x, for the help line of a failed `->`."""
+        return f"input {format_shape(x)} -> output {format_shape(y)}"
+
+    @property
+    def activation_name(self) -> str | None:
+        return None
+
+    # Joins read every tensor named on their line; all other kinds read exactly one.
+    joins: ClassVar[bool] = False
+
+
+def format_shape(shape: Shape) -> str:
+    """(16, 5, 5) -> 16x5x5, the way shapes are written in a spec."""
+    return "x".join(map(str, shape))
+
+
+def needs_spatial(x: Shape, what: str) -> Inferred | None:
+    if len(x) == 3:
+        return None
+    return Inferred(
+        output=None,
+        problems=[
+            Problem(
+                "error",
+                "needs-spatial-input",
+                f"{what} needs a CxHxW input, but gets a flat vector of {x[0]}",
+                "move it before `flatten`, or give `input` as CxHxW",
+            )
+        ],
+    )

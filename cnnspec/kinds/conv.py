@@ -1,0 +1,256 @@
+"""`conv` and `deconv` (transposed convolution): filters, kernel, stride, padding, dilation, groups."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Optional
+
+from pydantic_core import core_schema as cs
+
+from ..base.records import record
+from .base import (
+    PADDING,
+    PAIR,
+    POSITIVE,
+    Argument,
+    Inferred,
+    LayerConfig,
+    Matrix,
+    Padding,
+    Pair,
+    Problem,
+    Shape,
+    needs_spatial,
+)
+from .functions import ACTIVATION, ACTIVATION_FLAGS, Activation
+from .window import Windowed, kernel_text, padding_text, pair_text
+
+
+@record
+class Conv(Windowed):
+    """`conv FILTERS KERNEL`: 2-D convolution (ONNX Conv, PyTorch Conv2d)."""
+
+    example: ClassVar[str] = "conv 32 3x3"
+    foreign_names: ClassVar[dict[str, str]] = {"conv2d": "conv", "convolution2d": "conv"}
+
+    kind: ClassVar[str] = "conv"
+    prefix: ClassVar[str] = "conv"
+    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    flags: ClassVar[dict] = ACTIVATION_FLAGS
+    arguments: ClassVar[dict[str, Argument]] = {
+        "filters": Argument("int", POSITIVE),
+        "kernel": Argument("pair", PAIR),
+        "stride": Argument("pair", PAIR),
+        "pad": Argument("padding", PADDING),
+        "dilation": Argument("pair", PAIR),
+        "groups": Argument("int", POSITIVE),
+        "bias": Argument("bool", cs.bool_schema()),
+        "activation": Argument("activation", ACTIVATION),
+        "weights": Argument("matrix", cs.any_schema()),
+    }
+
+    filters: int
+    kernel: Pair
+    stride: Pair = (1, 1)
+    pad: Padding = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
+    activation: Optional[Activation] = None
+    weights: Optional[Matrix] = None
+
+    def _dilation(self) -> tuple[int, int]:
+        return self.dilation
+
+    @property
+    def activation_name(self) -> str | None:
+        return self.activation.name if self.activation else None
+
+    def short(self) -> str:
+        return _filter_text(self)
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = needs_spatial(x, "conv")
+        if flat:
+            return flat
+        c = x[0]
+        problems: list[Problem] = []
+        problems += _groups_problems(c, self.filters, self.groups)
+        hw, window, spatial_problems = self.spatial(x, "kernel")
+        problems += spatial_problems
+        # With groups that do not divide (an error above), count one channel per group, in
+        # the weight and the MACs alike, so that the row stays consistent.
+        per_group = max(c // self.groups, 1)
+        tensors: dict[str, tuple[Shape, bool]] = {
+            "weight": ((self.filters, per_group, *self.kernel), True),
+        }
+        if self.bias:
+            tensors["bias"] = ((self.filters,), True)
+        if hw is None:
+            return Inferred(None, tensors, window=window, problems=problems)
+        per_output = self.kernel[0] * self.kernel[1] * per_group
+        macs = self.filters * hw[0] * hw[1] * per_output
+        return Inferred((self.filters, *hw), tensors, macs, window, problems=problems)
+
+
+def _filter_text(config: Conv | Deconv, extra: str = "") -> str:
+    """`conv 16 3x3 stride=2 pad=1 ... relu`: the spec line of a conv or deconv, defaults left out."""
+    parts = [f"{config.kind} {config.filters} {kernel_text(config.kernel)}"]
+    if config.stride != (1, 1):
+        parts.append(f"stride={pair_text(config.stride)}")
+    parts += [padding_text(config.pad), extra]
+    if config.dilation != (1, 1):
+        parts.append(f"dilation={pair_text(config.dilation)}")
+    if config.groups != 1:
+        parts.append(f"groups={config.groups}")
+    if not config.bias:
+        parts.append("bias=false")
+    if config.activation:
+        parts.append(config.activation.short())
+    return " ".join(p for p in parts if p)
+
+
+def _groups_problems(channels: int, filters: int, groups: int) -> list[Problem]:
+    if not (channels % groups or filters % groups):
+        return []
+    return [
+        Problem(
+            "error",
+            "groups-mismatch",
+            f"groups={groups} must divide both the {channels} input channels and the {filters} filters",
+            _groups_help(channels, filters),
+            "groups",
+        )
+    ]
+
+
+def _groups_help(channels: int, filters: int) -> str:
+    common = math.gcd(channels, filters)
+    choices = [g for g in range(2, common + 1) if common % g == 0]
+    if channels == filters:
+        return f"groups={channels} makes it depthwise; divisors that work: 1, " + ", ".join(
+            map(str, choices[:8])
+        )
+    return "groups that divide both: 1" + "".join(f", {g}" for g in choices[:8])
+
+
+@record
+class Deconv(LayerConfig):
+    """Transposed convolution (ONNX ConvTranspose, PyTorch ConvTranspose2d)."""
+
+    example: ClassVar[str] = "deconv 16 2x2 stride=2"
+    foreign_names: ClassVar[dict[str, str]] = {"convtranspose2d": "deconv", "conv2dtranspose": "deconv"}
+
+    kind: ClassVar[str] = "deconv"
+    prefix: ClassVar[str] = "deconv"
+    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    flags: ClassVar[dict] = ACTIVATION_FLAGS
+    arguments: ClassVar[dict[str, Argument]] = {
+        "filters": Argument("int", POSITIVE),
+        "kernel": Argument("pair", PAIR),
+        "stride": Argument("pair", PAIR),
+        "pad": Argument("padding", PADDING),
+        "output_pad": Argument("pair", cs.tuple_schema([cs.int_schema(ge=0)] * 2)),
+        "dilation": Argument("pair", PAIR),
+        "groups": Argument("int", POSITIVE),
+        "bias": Argument("bool", cs.bool_schema()),
+        "activation": Argument("activation", ACTIVATION),
+    }
+
+    filters: int
+    kernel: Pair
+    stride: Pair = (1, 1)
+    pad: Padding = (0, 0, 0, 0)  # `same` is refused in infer, with the reason
+    output_pad: tuple[int, int] = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
+    activation: Optional[Activation] = None
+
+    @property
+    def activation_name(self) -> str | None:
+        return self.activation.name if self.activation else None
+
+    def short(self) -> str:
+        extra = f"output_pad={pair_text(self.output_pad)}" if self.output_pad != (0, 0) else ""
+        return _filter_text(self, extra)
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = needs_spatial(x, "deconv")
+        if flat:
+            return flat
+        c, h, w = x
+        problems: list[Problem] = []
+        if self.pad == "same":
+            return Inferred(
+                None,
+                problems=[
+                    Problem(
+                        "error",
+                        "invalid-argument",
+                        "deconv takes explicit pads (P, PHxPW or (top,bottom,left,right)), not same",
+                        _deconv_scale_help(self.kernel, self.stride, self.dilation),
+                        "pad",
+                    )
+                ],
+            )
+        problems += _groups_problems(c, self.filters, self.groups)
+        for axis, (op, s) in enumerate(zip(self.output_pad, self.stride)):
+            if op >= max(s, self.dilation[axis]):
+                problems.append(
+                    Problem(
+                        "error",
+                        "invalid-argument",
+                        f"output_pad {op} must be smaller than the stride or the dilation",
+                        "output_pad only picks among the sizes a stride allows",
+                        "output_pad",
+                    )
+                )
+                break
+        t, b, l_, r = self.pad
+        sizes = []
+        for n, k, s, d, p0, p1, op in (
+            (h, self.kernel[0], self.stride[0], self.dilation[0], t, b, self.output_pad[0]),
+            (w, self.kernel[1], self.stride[1], self.dilation[1], l_, r, self.output_pad[1]),
+        ):
+            size = (n - 1) * s - p0 - p1 + d * (k - 1) + op + 1
+            if size <= 0 and not problems:
+                problems.append(
+                    Problem(
+                        "error",
+                        "empty-output",
+                        f"output size would be {size}: ({n} - 1)·{s} - {p0 + p1} + {d}·({k} - 1) + {op} + 1",
+                        "reduce the padding",
+                        "pad",
+                    )
+                )
+            sizes.append(size)
+        tensors: dict[str, tuple[Shape, bool]] = {
+            "weight": ((c, max(self.filters // self.groups, 1), *self.kernel), True),
+        }
+        if self.bias:
+            tensors["bias"] = ((self.filters,), True)
+        if any(p.severity == "error" for p in problems):
+            return Inferred(None, tensors, problems=problems)
+        macs = c * h * w * self.filters * self.kernel[0] * self.kernel[1] // self.groups
+        return Inferred((self.filters, sizes[0], sizes[1]), tensors, macs, problems=problems)
+
+
+def _deconv_scale_help(kernel: Pair, stride: Pair, dilation: Pair) -> str:
+    """The pads that make a deconv multiply the size by its stride, as `same` would:
+    (n-1)·s - 2p + d·(k-1) + 1 + output_pad = n·s, so 2p = d·(k-1) + 1 - s + output_pad."""
+    pads: list[int] = []
+    extras: list[int] = []
+    for k, s, d in zip(kernel, stride, dilation):
+        extent = d * (k - 1) + 1
+        if extent < s:
+            return "a stride-S deconv with kernel S and no padding multiplies the size by S"
+        extra = (extent - s) % 2
+        if extra >= max(s, d):  # output_pad must stay below the stride or the dilation
+            return "a stride-S deconv with kernel S and no padding multiplies the size by S"
+        pads.append((extent - s + extra) // 2)
+        extras.append(extra)
+    pad, output_pad = pair_text((pads[0], pads[1])), pair_text((extras[0], extras[1]))
+    return f"to multiply the size by {pair_text(stride)}: pad={pad}" + (
+        f" output_pad={output_pad}" if any(extras) else ""
+    )

@@ -1,0 +1,115 @@
+"""`pool max|avg` and `globalpool`."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+from pydantic_core import core_schema as cs
+
+from ..base.records import record
+from .base import PADDING, PAIR, Argument, Inferred, LayerConfig, Padding, Pair, Problem, Shape, needs_spatial
+from .window import Windowed, kernel_text, padding_text, pair_text
+
+
+@record
+class Pool(Windowed):
+    """`pool max|avg KERNEL`: max or average pooling (ONNX MaxPool/AveragePool)."""
+
+    example: ClassVar[str] = "pool max 2"
+    foreign_names: ClassVar[dict[str, str]] = {
+        "maxpool": "pool max",
+        "maxpool2d": "pool max",
+        "maxpooling2d": "pool max",
+        "avgpool": "pool avg",
+        "avgpool2d": "pool avg",
+        "averagepooling2d": "pool avg",
+    }
+
+    kind: ClassVar[str] = "pool"
+    prefix: ClassVar[str] = "pool"
+    positional: ClassVar[tuple[str, ...]] = ("mode", "kernel")
+    flags: ClassVar[dict] = {"ceil": ("ceil", True)}
+    arguments: ClassVar[dict[str, Argument]] = {
+        "mode": Argument("word", cs.literal_schema(["max", "avg"])),
+        "kernel": Argument("pair", PAIR),
+        "stride": Argument("pair", cs.nullable_schema(PAIR)),
+        "pad": Argument("padding", PADDING),
+        "ceil": Argument("bool", cs.bool_schema()),
+    }
+
+    # Padding never enters a max, nor an average that leaves padding out of the count.
+    uneven_same_matters: ClassVar[bool] = False
+
+    mode: str  # max | avg
+    kernel: Pair
+    stride: Optional[Pair] = None  # default: the kernel
+    pad: Padding = (0, 0, 0, 0)
+    ceil: bool = False
+
+    @property
+    def window_stride(self) -> tuple[int, int]:
+        """The stride written, or the window (a pool's default: windows side by side)."""
+        return self.stride or self.kernel
+
+    def _stride(self) -> tuple[int, int]:
+        return self.window_stride
+
+    def _ceil(self) -> bool:
+        return self.ceil
+
+    def short(self) -> str:
+        parts = [f"pool {self.mode} {pair_text(self.kernel)}"]
+        if self.stride and self.stride != self.kernel:
+            parts.append(f"stride={pair_text(self.stride)}")
+        parts.append(padding_text(self.pad))
+        if self.ceil:
+            parts.append("ceil")
+        return " ".join(p for p in parts if p)
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = needs_spatial(x, "pool")
+        if flat:
+            return flat
+        hw, window, problems = self.spatial(x, "window")
+        t, b, l_, r = window.pads
+        if max(t, b) >= self.kernel[0] or max(l_, r) >= self.kernel[1]:
+            # A window made only of padding pools nothing; ONNX Runtime rejects it too.
+            problems.append(
+                Problem(
+                    "error",
+                    "invalid-argument",
+                    f"pool padding {padding_text(self.pad)} must be smaller than the "
+                    f"{kernel_text(self.kernel)} window on every side",
+                    "use pad=same or a smaller pad",
+                    "pad",
+                )
+            )
+            hw = None
+        return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
+
+
+@record
+class GlobalPool(LayerConfig):
+    """`globalpool max|avg`: one value per channel (ONNX GlobalMaxPool/GlobalAveragePool)."""
+
+    example: ClassVar[str] = "globalpool avg"
+    foreign_names: ClassVar[dict[str, str]] = {
+        "adaptiveavgpool2d": "globalpool avg",
+        "globalavgpool": "globalpool avg",
+        "globalaveragepooling2d": "globalpool avg",
+        "adaptivemaxpool2d": "globalpool max",
+        "globalmaxpooling2d": "globalpool max",
+    }
+
+    kind: ClassVar[str] = "globalpool"
+    prefix: ClassVar[str] = "gpool"
+    positional: ClassVar[tuple[str, ...]] = ("mode",)
+    arguments: ClassVar[dict[str, Argument]] = {"mode": Argument("word", cs.literal_schema(["max", "avg"]))}
+
+    mode: str  # max | avg
+
+    def short(self) -> str:
+        return f"globalpool {self.mode}"
+
+    def infer(self, x: Shape) -> Inferred:
+        return needs_spatial(x, "globalpool") or Inferred((x[0], 1, 1), covers_input=True)
