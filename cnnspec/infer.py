@@ -17,6 +17,7 @@ from .base.diagnostics import (
     warning,
     with_call_sites,
 )
+from .base.graph import readers
 from .base.records import record
 from .kinds import Inferred, LayerConfig, Pool, Shape, format_shape
 from .resolve import INPUT, Layer, Network, Resolved
@@ -409,10 +410,10 @@ def check_network(
 
 def _unused_branches(network: Network) -> list[Diagnostic]:
     """A layer nothing reads that is not an output: its work never reaches a result."""
-    read = {name for layer in network.layers for name in layer.inputs}
+    read = readers(network.layers, network.outputs)
     found = []
     for layer in network.layers:
-        if layer.name not in read and layer.name not in network.outputs:
+        if layer.name not in read:
             found.append(
                 with_call_sites(
                     warning(

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.graph import ancestors
 from ..base.records import record
 from ..kinds import (
     DEFAULT_ALPHA,
@@ -1031,10 +1032,11 @@ def import_graph(
             )
         outputs.append(value.layer)
     layers, kept_outputs = _fuse_activations(list(state.layers.values()), tuple(outputs))
+    needed = ancestors(layers, kept_outputs)  # what the outputs read; the rest is dead code
     return ImportedGraph(
         name,
         shape,
-        _reachable(layers, kept_outputs),
+        [layer for layer in layers if layer.name in needed],
         kept_outputs,
         opset,
         model.producer_name,
@@ -1129,19 +1131,6 @@ def _fuse_activations(
                 continue
         kept.append(layer)
     return kept, tuple(replaced.get(name, name) for name in outputs)
-
-
-def _reachable(layers: list[GraphLayer], outputs: tuple[str, ...]) -> list[GraphLayer]:
-    by_name = {layer.name: layer for layer in layers}
-    needed: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        name = stack.pop()
-        if name in needed or name not in by_name:
-            continue
-        needed.add(name)
-        stack.extend(by_name[name].inputs)
-    return [layer for layer in layers if layer.name in needed]
 
 
 def _error(path: Path, code: str, message: str, help: str | None = None) -> Diagnostic:

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..base.graph import readers
 from ..kinds import LayerConfig, Shape, rule_for
 
 INPUT = "input"
@@ -119,19 +120,11 @@ class Printed:
 # ------------------------------------------------------------------ 1. structure
 
 
-def _consumers(layers: list[GraphLayer], outputs: tuple[str, ...]) -> Counter:
-    uses: Counter = Counter()
-    for layer in layers:
-        uses.update(layer.inputs)
-    uses.update(outputs)
-    return uses
-
-
 def recover_structure(layers: list[GraphLayer], outputs: tuple[str, ...]) -> list[Item]:
     """Top-level statements, with every join that can be a combinator turned into one."""
     items: dict[str, Item] = {layer.name: Item(layer) for layer in layers}
     position = {layer.name: i for i, layer in enumerate(layers)}
-    uses = _consumers(layers, outputs)
+    uses = readers(layers, outputs)
     # One pass in topological order: a join inside another's branch comes first, so by the
     # time the outer join is reached the inner one is already a single statement.
     for layer in layers:

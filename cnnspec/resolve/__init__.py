@@ -18,6 +18,7 @@ from pydantic_core import ValidationError
 
 from ..base.diagnostics import CnnspecError, Diagnostic, Span, did_you_mean, error, warning, with_call_sites
 from ..base.files import UnreadableFile, read_source
+from ..base.graph import ancestors, descendants, unread
 from ..base.records import record
 from ..kinds import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig, Shape
 from ..language import syntax as ast
@@ -1106,34 +1107,6 @@ def _ref_name(ref: Ref, layers: list[Layer]) -> str:
     return ref if isinstance(ref, str) else layers[ref].name
 
 
-def _descendants(layers: list[Layer], roots: set[str]) -> set[str]:
-    """`roots` and every layer that reads one of them, directly or not."""
-    found = set(roots)
-    for layer in layers:  # definition order is a topological order
-        if any(name in found for name in layer.inputs):
-            found.add(layer.name)
-    return found
-
-
-def _ancestors(layers: list[Layer], root: str) -> set[str]:
-    """`root` and every layer it reads, directly or not."""
-    by_name = {layer.name: layer for layer in layers}
-    found, todo = set(), [root]
-    while todo:
-        name = todo.pop()
-        if name in found or name not in by_name:
-            continue
-        found.add(name)
-        todo.extend(by_name[name].inputs)
-    return found
-
-
-def _sinks(layers: list[Layer]) -> list[str]:
-    """Layers no other layer reads, in definition order."""
-    read = {name for layer in layers for name in layer.inputs}
-    return [layer.name for layer in layers if layer.name not in read]
-
-
 def _aliases(body: tuple[ast.Statement, ...]) -> dict[str, Span]:
     """Every `as NAME` written in `body` (branches and repeats included), first one wins.
     Iterative: a body may nest deeper than Python's recursion limit (refused later)."""
@@ -1369,7 +1342,7 @@ class _Resolver:
                     continue
                 # X and everything that depends on it (a block instance: all its layers).
                 roots = {layer.name for layer in kept if stmt.target in (layer.name, layer.block)}
-                gone = _descendants(kept, roots)
+                gone = descendants(kept, roots)
                 dropped += [layer.name for layer in kept if layer.name in gone]
                 kept = [layer for layer in kept if layer.name not in gone]
                 continue
@@ -1449,7 +1422,7 @@ class _Resolver:
         if not kept:
             return INPUT
         left = {layer.name for layer in kept}
-        ends = [name for name in base.outputs if name in left] or _sinks(kept)
+        ends = [name for name in base.outputs if name in left] or unread(kept)
         if len(ends) > 1 and any(isinstance(s, (ast.LayerStmt, ast.RepeatStmt)) for s in new_body):
             first = next(s for s in new_body if isinstance(s, (ast.LayerStmt, ast.RepeatStmt)))
             if not (isinstance(first, ast.LayerStmt) and first.source):
@@ -1497,7 +1470,7 @@ class _Resolver:
                 elif stmt.mode == "through":
                     # X and everything X depends on (a block instance: through its last layer).
                     last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))
-                    frozen |= _ancestors(layers, names[last])
+                    frozen |= ancestors(layers, [names[last]])
                 else:
                     frozen |= {layer.name for layer in layers if target in (layer.name, layer.block)}
         if not frozen:
