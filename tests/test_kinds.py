@@ -50,7 +50,9 @@ def stage_tables() -> dict[str, set[str]]:
     return {
         "ONNX lowering (deploy/export.py LOWERINGS)": set(export.LOWERINGS),
         "PyTorch factory (training/modules.py FACTORIES)": _torch_factories(),
-        "ONNX import handler (importer HANDLERS, produces=)": {k for h in HANDLERS.values() for k in h.produces},
+        "ONNX import handler (importer HANDLERS, produces=)": {
+            k for h in HANDLERS.values() for k in h.produces
+        },
         "printer rule (importer/printer.py FOLLOWS_ON_LINE)": set(FOLLOWS_ON_LINE),
         "draw colour (views/draw.py COLOURS)": set(COLOURS),
     }
