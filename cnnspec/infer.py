@@ -318,6 +318,7 @@ def check_network(
     fields: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {INPUT: ((1, 1), (1, 1))}
     by_name = {layer.name: layer for layer in network.layers}
     checked: list[CheckedLayer] = []
+    inferred: dict[tuple[int, Shape], Inferred] = {}  # read only: shared by equal layers
     complete = True
     for layer in network.layers:
         if any(name not in shapes for name in layer.inputs):
@@ -330,7 +331,9 @@ def check_network(
                 in_shapes, [_origin(n, by_name) for n in layer.inputs], residual=layer.residual
             )
         else:
-            result = layer.config.infer(shape)
+            # Repeated layers share one config object: infer each (config, shape) once.
+            key = (id(layer.config), shape)
+            result = inferred.get(key) or inferred.setdefault(key, layer.config.infer(shape))
         for problem in result.problems:
             make = error if problem.severity == "error" else warning
             diagnostics.append(

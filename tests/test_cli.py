@@ -258,6 +258,6 @@ def test_fmt_dash_is_a_filter_from_standard_input_to_standard_output():
     [(1.1937, "1.19"), (0.05, "0.05"), (9.999, "10.0"), (12.345, "12.3"), (99.96, "100"), (2816.4, "2,816")],
 )
 def test_throughput_keeps_three_figures_for_slow_models(rate, shown):
-    from cnnspec.cli import _rate
+    from cnnspec.cli.common import rate_text as _rate
 
     assert _rate(rate) == shown

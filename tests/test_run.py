@@ -248,11 +248,12 @@ def test_mean_with_the_wrong_number_of_channels(tmp_path, capsys):
 
 def test_an_internal_error_is_one_line(monkeypatch, capsys):
     import cnnspec.cli as cli_module
+    import cnnspec.cli.check as check_command
 
     def broken(args):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(cli_module, "cmd_check", broken)  # build_parser looks it up by name
+    monkeypatch.setattr(check_command, "cmd_check", broken)  # add_parser looks it up by name
     monkeypatch.delenv("CNNSPEC_DEBUG", raising=False)
     code = cli_module.main(["check", "specs/lenet5.cnn"])
     err = capsys.readouterr().err

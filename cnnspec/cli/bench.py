@@ -1,0 +1,173 @@
+"""`cnnspec bench`: throughput of a model at several batch sizes, and int8 against fp32."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    UsageError,
+    check_input_memory,
+    check_opset,
+    check_run_memory,
+    check_weights_option,
+    load_weights,
+    model_source,
+    print_error,
+    rate_text,
+    readable_file,
+    readable_path,
+    safe_text,
+    say,
+)
+from .options import export_options, finite_number, thread_count
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of batch sizes such as 1,8,32") from None
+    if not values or min(values) < 1 or max(values) > 65536:
+        raise argparse.ArgumentTypeError(f"'{text}': batch sizes run from 1 to 65,536")
+    return values
+
+
+def cmd_bench(args) -> int:
+    """Latency and throughput, fp32 and (given calibration data) int8, side by side."""
+    import json
+    import tempfile  # here, not at the top: `cnnspec check` never needs it
+
+    from ..base.diagnostics import CnnspecError
+    from ..deploy.int8 import compare, load_examples, quantize, split
+    from ..deploy.runtime import ProviderUnavailable, input_shape, make_session
+
+    path = Path(args.model)
+    readable_file(args.model, "file")
+    if args.int8_calibrate:
+        readable_path(args.int8_calibrate, "calibration data")
+    if (args.mean or args.std) and not args.int8_calibrate:
+        raise UsageError("--mean and --std apply to the --int8-calibrate examples")
+    if path.suffix != ".cnn":
+        for option, value in (("--weights", args.weights), ("--network", args.network)):
+            if value:
+                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-bench-")
+    scratch = Path(scratch_dir.name)
+    try:
+        if path.suffix == ".cnn":
+            check_opset(args.opset)
+            check_weights_option(args)
+            loaded = load_weights(args, args.model)
+            if loaded is None:
+                return EXIT_ERRORS
+            network, weights, spec_text, _ = loaded
+            check_run_memory(network, max(args.batch))
+            fp32: bytes | Path = model_source(network, weights, args, spec_text, scratch)
+            described = f"{network.name} ({args.model}, seed {args.seed})"
+        else:
+            fp32, described = path, str(path)
+        fp32_session = make_session(fp32, args.provider, args.threads)
+        shape = input_shape(fp32_session)
+        if path.suffix != ".cnn":
+            check_input_memory(shape, max(args.batch))
+        int8_session, agreement = None, None
+        if args.int8_calibrate:
+            from ..deploy.int8 import agreement as measure
+
+            source = scratch / "fp32.onnx"
+            if isinstance(fp32, bytes):
+                source.write_bytes(fp32)
+            else:
+                source = fp32
+            calibration, held_out = split(load_examples(args.int8_calibrate, shape, args.mean, args.std))
+            quantize(source, scratch / "int8.onnx", calibration)
+            int8_session = make_session(scratch / "int8.onnx", args.provider, args.threads)
+            agreement = measure(fp32_session, int8_session, held_out)
+        comparison = compare(fp32_session, int8_session, shape, args.batch, args.seconds)
+    except ProviderUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
+    provider = fp32_session.get_providers()[0]
+    threads = args.threads or os.cpu_count()
+    verdict = comparison.verdict() if int8_session is not None else None
+    if args.format == "json":
+        document = {
+            "model": described,
+            "provider": provider,
+            "threads": threads,
+            "input": list(shape),
+            "fp32": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.fp32],
+            "int8": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.int8],
+            "int8_speedup": comparison.ratios(),
+            "agreement": vars(agreement) if agreement else None,
+            "deploy": {"int8": "int8", "fp32": "fp32", "mixed": "depends on the batch size"}.get(
+                verdict or "", "fp32"
+            ),
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    print(
+        f"model: {safe_text(described)}   input: Nx{'x'.join(map(str, shape))}   {provider}, {threads} threads"
+    )
+    header = f"{'batch':>5}  {'fp32 p50':>10} {'p90':>10} {'images/s':>10}"
+    if int8_session is not None:
+        header += f"  {'int8 p50':>10} {'p90':>10} {'images/s':>10}  {'int8 speed-up':>13}"
+    print(header)
+    for i, f in enumerate(comparison.fp32):
+        row = f"{f.batch:>5}  {f.p50_ms:>7.3f} ms {f.p90_ms:>7.3f} ms {rate_text(f.images_per_second):>10}"
+        if int8_session is not None:
+            q = comparison.int8[i]
+            row += f"  {q.p50_ms:>7.3f} ms {q.p90_ms:>7.3f} ms {rate_text(q.images_per_second):>10}  {comparison.ratios()[i]:>12.2f}x"
+        print(row)
+    if agreement is not None:
+        print(
+            f"int8 top-1 agreement with fp32: {agreement.top1:.1%} on {agreement.examples} held-out examples "
+            f"(largest output difference {agreement.max_difference:.4g})"
+        )
+    if verdict == "int8":
+        print("deploy: int8 (faster at every batch size measured)")
+    elif verdict == "fp32":
+        say(
+            "warning",
+            "int8 is slower than fp32 for this model on this machine at every batch size: deploy fp32",
+        )
+        print("deploy: fp32")
+    elif verdict == "mixed":
+        wins = [f.batch for f, r in zip(comparison.fp32, comparison.ratios()) if r > 1.05]
+        print(f"deploy: int8 for batch sizes {', '.join(map(str, wins))}; fp32 otherwise")
+    return EXIT_OK
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="latency and throughput, fp32 and int8 side by side",
+        description="Time a .cnn or an ONNX model with onnxruntime: p50 and p90 latency and images/s per "
+        "batch size; with --int8-calibrate, the int8 model beside it, the speed-up, the top-1 agreement "
+        "and which one to deploy on this machine.",
+    )
+    bench.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
+    bench.add_argument("--batch", type=_batches, default=(1, 8, 32), help="batch sizes (default 1,8,32)")
+    bench.add_argument("--int8-calibrate", metavar="DATA", help="quantise with these examples and compare")
+    bench.add_argument(
+        "--mean", type=finite_number, nargs="+", help="per-channel mean of the calibration images"
+    )
+    bench.add_argument(
+        "--std", type=finite_number, nargs="+", help="per-channel std of the calibration images"
+    )
+    bench.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
+    bench.add_argument(
+        "--threads", type=thread_count, help="onnxruntime's intra-op threads (default: one per core)"
+    )
+    bench.add_argument("--seconds", type=finite_number, default=1.0, help="timing per batch size (default 1)")
+    bench.add_argument("--format", choices=("table", "json"), default="table")
+    export_options(bench, for_run=True)
+    bench.set_defaults(func=cmd_bench)

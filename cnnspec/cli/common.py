@@ -1,0 +1,300 @@
+"""What several commands share: exit codes, messages, reading specs and weights, output paths, memory checks."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+
+
+EXIT_ERRORS = 1
+
+
+EXIT_USAGE = 2
+
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in cnnspec, never a problem with the input
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit 2."""
+
+
+def say(prefix: str, message: str) -> None:
+    from ..base.diagnostics import printable
+
+    print(f"cnnspec: {prefix}: {printable(message)}", file=sys.stderr)
+
+
+def safe_text(text: str) -> str:
+    """A path or a label from the user, safe to print (control characters escaped)."""
+    from ..base.diagnostics import printable
+
+    return printable(text)
+
+
+def use_color(stream, choice: str) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+STDIN = "-"  # as a spec path: standard input (`./-` names a file called -)
+
+
+STDIN_NAME = "<stdin>"  # how diagnostics name it
+
+
+def read_spec(path: str) -> str:
+    from ..base.files import UnreadableFile, read_source, read_source_stream
+
+    try:
+        if path != STDIN:
+            return read_source(path)
+        if sys.stdin is None:  # started with standard input closed
+            raise UnreadableFile("standard input is closed")
+        return read_source_stream(sys.stdin.buffer)
+    except UnreadableFile as exc:
+        raise UsageError(f"{STDIN_NAME if path == STDIN else path}: {exc}") from None
+
+
+def stdin_at_most_once(paths: list[str]) -> None:
+    if paths.count(STDIN) > 1:
+        raise UsageError("- (standard input) can be named only once")
+
+
+def check_files(paths: list[str], network: str | None):
+    """Check every file; one merged result (networks and diagnostics of them all)."""
+    from ..infer import CheckResult, infer
+    from ..resolve import resolve_sources
+
+    stdin_at_most_once(paths)
+    merged = CheckResult([], [], {})
+    seen: set[str] = set()
+    for path in paths:
+        key = path if path == STDIN else os.path.realpath(path)
+        if key in seen:  # the same file named twice is checked once
+            continue
+        seen.add(key)
+        text = read_spec(path)
+        # Standard input has no folder: its `use` paths are relative to the current one.
+        name, real = (STDIN_NAME, None) if path == STDIN else (path, Path(path))
+        result = infer(resolve_sources(text, name, real, network))
+        merged.networks += result.networks
+        merged.diagnostics += result.diagnostics
+        merged.sources.update(result.sources)
+        merged.hidden += result.hidden
+        merged.files += result.files
+    return merged
+
+
+def reject_unknown_network(result) -> None:
+    """`--network NAME` naming no network is a usage error, not a spec error."""
+    for d in result.diagnostics:
+        if d.code == "unknown-network" and d.span is None:
+            raise UsageError(d.message + (f"; {d.help}" if d.help else ""))
+
+
+def print_diagnostics(result, args) -> None:
+    from ..views.report import render_diagnostics
+
+    text = render_diagnostics(result, use_color(sys.stderr, getattr(args, "color", "auto")))
+    if text:
+        print(text, file=sys.stderr)
+
+
+def print_error(error) -> None:
+    """A CnnspecError from export/run/train: one line per problem, no source position."""
+    from ..base.diagnostics import printable
+
+    for d in error.diagnostics:
+        print(f"cnnspec: {d.severity}: {printable(d.message)} [{d.code}]", file=sys.stderr)
+        if d.help:
+            print(f"  help: {printable(d.help)}", file=sys.stderr)
+
+
+def checked_network(path: str, network: str | None, args):
+    """Check one spec file and pick one network; diagnostics printed, None on errors."""
+    result = check_files([path], network)
+    reject_unknown_network(result)
+    print_diagnostics(result, args)
+    if not result.ok:
+        return None, result
+    if not result.networks:
+        raise UsageError(f"{path} defines no network")
+    if network is None and len(result.networks) > 1:
+        names = ", ".join(n.name for n in result.networks)
+        raise UsageError(f"{path} defines several networks ({names}); pick one with --network NAME")
+    return result.networks[0], result
+
+
+def load_weights(args, path: str, outputs: tuple[str | None, ...] = ()):
+    """A .cnn spec -> (checked network, weights, spec text, files read) with the options of
+    `args`; None after printing its diagnostics when the spec has errors. Every output in
+    `outputs` is checked against every file read before the weights are built."""
+    from ..deploy.weights import build_weights, load_file
+
+    network, result = checked_network(path, args.network, args)
+    if network is None:
+        return None
+    read = files_read(result, args)
+    for out in outputs:
+        if out:
+            output_target(out, read)
+    check_weight_memory(network)
+    provided = load_file(args.weights) if args.weights else None
+    return network, build_weights(network, args.seed, provided), result.sources.get(path), read
+
+
+def files_read(result, args) -> tuple[Path, ...]:
+    """Every file this command reads: specs (with their `use`s), weights, inputs, data."""
+    named = [getattr(args, "weights", None), getattr(args, "labels", None), getattr(args, "data", None)]
+    named += list(getattr(args, "input", None) or [])
+    return tuple(result.files) + tuple(Path(p) for p in named if p)
+
+
+def output_target(out: str, read: tuple[Path, ...]) -> Path:
+    """OUT checked before any work: not an input, a regular file, in a writable folder."""
+    from ..base.files import BadOutput, target
+
+    try:
+        return target(out, read)
+    except BadOutput as exc:
+        raise UsageError(f"{out}: {exc}") from None
+
+
+def check_weight_memory(network) -> None:
+    """Refuse, before allocating, weights that do not fit in this machine's memory."""
+    from ..base.diagnostics import CnnspecError, Diagnostic
+    from ..base.resources import shortfall
+
+    needed = network.param_bytes * 2  # the arrays and the serialised model
+    problem = shortfall(needed)
+    if problem:
+        raise CnnspecError(
+            [
+                Diagnostic(
+                    "error",
+                    "too-large",
+                    f"'{network.name}' has {network.total_params:,} parameters: its weights {problem}",
+                )
+            ]
+        )
+
+
+def check_opset(opset: int) -> None:
+    import onnx
+
+    from ..deploy.export import MIN_OPSET
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UsageError(f"--opset {opset}: cnnspec exports opsets {MIN_OPSET} to {newest}")
+
+
+def readable_path(name: str, what: str) -> None:
+    """A file or a folder that must exist."""
+    if not Path(name).is_dir():
+        readable_file(name, what)
+
+
+def readable_file(name: str, what: str) -> None:
+    """A missing, unreadable or non-file input is a usage error (exit 2), said plainly."""
+    path = Path(name)
+    try:
+        if path.is_dir():
+            raise UsageError(f"{name}: is a directory, not a file")
+        if not path.exists():
+            raise UsageError(f"{name}: no such {what}")
+        if not path.is_file():
+            raise UsageError(f"{name}: not a regular file")
+    except OSError as exc:  # a symlink loop, a name too long
+        raise UsageError(f"{name}: {exc.strerror or type(exc).__name__}") from None
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{name}: permission denied")
+
+
+def check_weights_option(args) -> None:
+    if args.weights:
+        readable_file(args.weights, "weights file")
+
+
+def write_model_file(
+    network, weights, args, spec_text, protect: tuple[Path, ...], metadata=None
+) -> list[Path]:
+    """Build, check and write args.output atomically; a bad output path or a failed write
+    (a full disk, a permission) is a usage error, and leaves nothing behind."""
+    from ..base.files import BadOutput
+    from ..deploy.export import write_model
+
+    try:
+        return write_model(
+            network,
+            weights,
+            args.output,
+            args.opset,
+            getattr(args, "fold_bn", False),
+            spec_text,
+            protect,
+            metadata,
+        )
+    except BadOutput as exc:
+        raise UsageError(f"{args.output}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+
+
+def model_source(network, weights, args, spec_text, scratch: Path) -> bytes | Path:
+    """The model for `run`: bytes in memory, or a file in `scratch` above 2 GB."""
+    from ..deploy.export import needs_external_data, to_onnx, write_model
+
+    if needs_external_data(weights):
+        path = scratch / f"{network.name}.onnx"
+        write_model(network, weights, path, args.opset, spec_text=spec_text)
+        return path
+    return to_onnx(network, weights, args.opset, spec_text=spec_text).SerializeToString()
+
+
+def rate_text(images_per_second: float) -> str:
+    """Three significant figures for slow models (1.19 images/s, not 1), whole numbers above."""
+    digits = 2 if round(images_per_second, 2) < 10 else 1 if round(images_per_second, 1) < 100 else 0
+    return f"{images_per_second:,.{digits}f}"
+
+
+def model_preprocessing(session):
+    """The mean and std a model trained by cnnspec records (read from the session that
+    already loaded it), said when used."""
+    from ..training.data import model_preprocess
+
+    mean, std = model_preprocess(session.get_modelmeta().custom_metadata_map)
+    if mean is not None or std is not None:
+        shown = ", ".join(
+            f"{k} {','.join(f'{v:g}' for v in vals)}" for k, vals in (("mean", mean), ("std", std)) if vals
+        )
+        print(f"preprocessing from the model: {shown}", file=sys.stderr)
+    return mean, std
+
+
+def check_input_memory(shape: tuple[int, ...], batch: int) -> None:
+    from ..base.resources import shortfall
+
+    problem = shortfall(batch * math.prod(shape) * 4 * 2)  # the batch and at least its copy
+    if problem:
+        raise UsageError(f"a random batch of {batch:,} inputs {problem}; use a smaller --batch")
+
+
+def check_run_memory(network, batch: int) -> None:
+    """`run --batch 1000000`: refuse before onnxruntime tries to allocate it."""
+    from ..base.resources import shortfall
+    from ..views.report import nbytes
+
+    needed = network.param_bytes * 2 + batch * network.activation_bytes
+    problem = shortfall(needed)
+    if problem:
+        raise UsageError(
+            f"a batch of {batch:,} through '{network.name}' ({nbytes(network.activation_bytes)} of "
+            f"activations per image) {problem}; use a smaller --batch"
+        )

@@ -1,0 +1,77 @@
+"""`cnnspec evaluate`: accuracy, per class, and the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    UsageError,
+    load_weights,
+    model_preprocessing,
+    model_source,
+    print_error,
+    readable_file,
+    safe_text,
+)
+from .options import export_options
+
+
+def cmd_evaluate(args) -> int:
+    """Accuracy, per-class accuracy and the confusion matrix on labelled data."""
+    import json
+    import tempfile  # here, not at the top: `cnnspec check` never needs it
+
+    from ..base.diagnostics import CnnspecError
+    from ..deploy.runtime import input_shape, make_session
+    from ..training.evaluate import evaluate, table
+    from ..training.train import load_dataset
+
+    path = Path(args.model)
+    readable_file(args.model, "model")
+    if not Path(args.data).exists():
+        raise UsageError(f"{args.data}: no such file or folder")
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-evaluate-")
+    try:
+        if path.suffix == ".cnn":
+            loaded = load_weights(args, args.model)
+            if loaded is None:
+                return EXIT_ERRORS
+            network, weights, spec_text, _ = loaded
+            source: bytes | Path = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
+        else:
+            source = path
+        session = make_session(source, "cpu")
+        shape = input_shape(session)
+        classes = session.get_outputs()[0].shape[-1]
+        if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
+            raise UsageError("evaluate takes a classifier: one output of N x classes")
+        data = load_dataset(args.data, shape, classes, stream=True)
+        mean, std = model_preprocessing(session) if path.suffix != ".cnn" else (None, None)
+        result = evaluate(session, data, classes, mean, std)
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
+    if args.format == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"model: {safe_text(args.model)}   data: {safe_text(args.data)}")
+        print(safe_text(table(result)))
+    return EXIT_OK
+
+
+def add_parser(sub) -> None:
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="accuracy, per class, and the confusion matrix",
+        description="Evaluate a classifier (ONNX, or a .cnn with --weights) on labelled data: an .npz with "
+        "x and y, or a folder of class folders.",
+    )
+    evaluate.add_argument("model", metavar="MODEL.onnx|SPEC.cnn")
+    evaluate.add_argument("--data", required=True, metavar="DATA")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    export_options(evaluate, for_run=True)
+    evaluate.set_defaults(func=cmd_evaluate)

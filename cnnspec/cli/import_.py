@@ -1,0 +1,123 @@
+"""`cnnspec import`: an ONNX model to a spec and its weights."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    UsageError,
+    output_target,
+    print_error,
+    readable_file,
+    safe_text,
+    say,
+)
+
+
+def _shape_argument(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape such as 3x224x224") from None
+    if not dims or min(dims) < 1 or max(dims) > 2**20:
+        raise argparse.ArgumentTypeError(f"'{text}': sizes must be between 1 and {2**20:,}")
+    return dims
+
+
+def cmd_import(args) -> int:
+    """ONNX model -> NET.cnn and NET.npz (its weights, keyed by the spec's tensor names)."""
+    import numpy as np
+
+    from ..base.diagnostics import CnnspecError
+    from ..importer import RESERVED, NotAModel, import_model
+    from ..importer.printer import spec_name
+
+    model = Path(args.model)
+    readable_file(args.model, "model")
+    spec_out = Path(args.output)
+    if spec_out.suffix != ".cnn":
+        raise UsageError(f"{args.output}: the spec should end in .cnn")
+    weights_out = Path(args.weights_out) if args.weights_out else spec_out.with_suffix(".npz")
+    if weights_out.suffix != ".npz":
+        raise UsageError(f"{weights_out}: the weights file should end in .npz")
+    if not args.weights_out and weights_out.exists():  # a file the user did not name is never replaced
+        raise UsageError(
+            f"{weights_out} exists; name it with --weights-out {weights_out} to replace it, or choose another"
+        )
+    protect = (model, *model.parent.glob(f"{model.name}.*.data"))
+    spec_path = output_target(args.output, protect)
+    weights_path = output_target(str(weights_out), protect + (spec_path,))
+    if spec_path == weights_path:
+        raise UsageError("the spec and its weights need two different files")
+    name = args.name or spec_name((spec_out.stem,)) or "imported"
+    if spec_name((name,)) != name or name in RESERVED:
+        raise UsageError(
+            f"--name {safe_text(name)}: not a network name (letters, digits and _, not a keyword)"
+        )
+    try:
+        imported = import_model(model, name, args.input_shape, args.flat, weights_out.name)
+    except NotAModel as exc:
+        raise UsageError(f"{args.model}: {exc}") from None
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    from ..base.files import temporary
+
+    written: list[Path] = []
+    try:
+        temp_weights = temporary(weights_path)
+        written.append(temp_weights)
+        with open(temp_weights, "wb") as stream:
+            np.savez(stream, **imported.weights)  # type: ignore[arg-type]
+        temp_spec = temporary(spec_path)
+        written.append(temp_spec)
+        temp_spec.write_text(imported.spec, encoding="utf-8")
+        os.replace(temp_weights, weights_path)
+        os.replace(temp_spec, spec_path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+    graph = imported.graph
+    print(
+        f"wrote {safe_text(args.output)} ({imported.spec.count(chr(10))} lines): network {name}, "
+        f"input {'x'.join(map(str, graph.input_shape))}, {len(graph.layers)} layers, "
+        f"{imported.total_params:,} parameters"
+    )
+    print(f"wrote {safe_text(str(weights_out))} ({len(imported.weights)} tensors)")
+    if graph.layout == "NHWC":
+        say(
+            "warning",
+            "the model took NxHxWxC input; the spec takes NxCxHxW: transpose images to channels first",
+        )
+    return EXIT_OK
+
+
+def add_parser(sub) -> None:
+    imp = sub.add_parser(
+        "import",
+        help="turn an ONNX model into a .cnn spec and its weights",
+        description="Import an ONNX model (from torch.onnx.export or a Keras converter): write a "
+        "readable .cnn spec (repeated modules folded into blocks) and its weights as .npz, keyed by "
+        "the spec's tensor names, so `cnnspec export NET.cnn --weights NET.npz` rebuilds the model. "
+        "Exit 1 lists every op cnnspec cannot express; exit 2 for a file that is not a model.",
+    )
+    imp.add_argument("model", metavar="MODEL.onnx")
+    imp.add_argument("-o", "--output", required=True, metavar="NET.cnn")
+    imp.add_argument(
+        "--weights-out", metavar="NET.npz", help="where the weights go (default: beside NET.cnn)"
+    )
+    imp.add_argument("--name", help="the network's name (default: from NET.cnn)")
+    imp.add_argument("--flat", action="store_true", help="one line per layer: no combinators, no blocks")
+    imp.add_argument(
+        "--input-shape",
+        type=_shape_argument,
+        metavar="CxHxW",
+        help="the input size, where the model leaves it open",
+    )
+    imp.set_defaults(func=cmd_import)

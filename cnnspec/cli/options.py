@@ -1,0 +1,56 @@
+"""Options several commands take, as argparse types and groups."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+MAX_SEED = 2**63 - 1  # numpy takes any size, PyTorch 64 bits
+
+
+def thread_count(text: str) -> int:
+    value = positive_count(text)
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"'{text}': threads run from 1 to 1,024")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """A float option: `nan`, `inf` and `1e400` are refused by argparse with the option's name."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
+def seed_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seeds go from 0 to {MAX_SEED} (2^63 - 1), got {text}")
+    return value
+
+
+def positive_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def export_options(command, for_run: bool = False) -> None:
+    """Options shared by export, run, bench, train and evaluate."""
+    command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
+    command.add_argument("--seed", type=seed_number, default=0, help="seed of the fresh weights (default 0)")
+    command.add_argument(
+        "--weights",
+        metavar="FILE",
+        help=".npz or .onnx with tensors named like conv1.weight" + (" (only for a .cnn)" if for_run else ""),
+    )
+    command.add_argument("--opset", type=positive_count, default=17, help="ONNX opset (default 17)")
+    command.add_argument("--color", choices=("auto", "always", "never"), default="auto")

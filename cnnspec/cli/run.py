@@ -1,0 +1,246 @@
+"""`cnnspec run`: a model on images or arrays with onnxruntime."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    UsageError,
+    check_input_memory,
+    check_opset,
+    check_run_memory,
+    check_weights_option,
+    load_weights,
+    model_preprocessing,
+    model_source,
+    output_target,
+    print_error,
+    rate_text,
+    readable_file,
+    safe_text,
+)
+from .options import export_options, finite_number, positive_count, thread_count
+
+
+def cmd_run(args) -> int:
+    import tempfile  # here, not at the top: `cnnspec check` never needs it
+
+    from ..base.diagnostics import CnnspecError
+    from ..deploy.runtime import ProviderUnavailable, input_shape, make_session, read_labels, run
+    from ..inputs import load_inputs
+
+    path = Path(args.model)
+    readable_file(args.model, "file")
+    for name, value in (("--batch", args.batch), ("--top", args.top), ("--repeat", args.repeat)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if args.std and min(args.std) <= 0:
+        raise UsageError("--std values must be above 0")
+    if (args.mean or args.std) and not args.input:
+        raise UsageError("--mean and --std apply to --input files (random input is used as it is)")
+    for name in args.input:
+        readable_file(name, "file")
+    if args.labels:
+        readable_file(args.labels, "labels file")
+    is_spec = path.suffix == ".cnn"
+    if args.activations:
+        _check_activations_folder(args.activations, is_spec)
+    if not is_spec:
+        for option, value in (("--weights", args.weights), ("--network", args.network)):
+            if value:
+                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+        if args.output:
+            output_target(args.output, (path, *map(Path, args.input), *_maybe(args.labels)))
+    else:
+        check_weights_option(args)
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-run-")  # for models above 2 GB
+    scratch = Path(scratch_dir.name)
+    try:
+        if is_spec:
+            check_opset(args.opset)
+            loaded = load_weights(args, args.model, (args.output,))
+            if loaded is None:
+                return EXIT_ERRORS
+            network, weights, spec_text, read = loaded
+            check_run_memory(network, args.batch if not args.input else len(args.input))
+            source = model_source(network, weights, args, spec_text, scratch)
+            described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
+        else:
+            source = path
+            described = str(path)
+            read = (path, *map(Path, args.input), *_maybe(args.labels))
+        session = make_session(source, args.provider, args.threads)
+        shape = input_shape(session)
+        if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
+            raise UsageError(
+                f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
+            )
+        if not is_spec and not args.input:
+            check_input_memory(shape, args.batch)
+        mean, std = args.mean, args.std
+        if not is_spec and args.input and mean is None and std is None:
+            mean, std = model_preprocessing(session)
+        batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std)
+        result = run(session, batch, repeat=args.repeat)
+        output = result.output
+        labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
+        if labels is None and not is_spec and output.ndim == 2:
+            labels = _model_classes(session, output.shape[1])
+        if args.activations:
+            pictures = _save_activations(args, network, weights, spec_text, batch[:1])
+    except ProviderUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
+    origin = "random" if not args.input else ", ".join(args.input)
+    print(f"model: {safe_text(described)}")
+    print(f"provider: {result.providers[0]}")
+    several = len(result.outputs) > 1
+    shapes = "   ".join(
+        f"{safe_text(n) + ': ' if several else ''}{'x'.join(map(str, o.shape))}" for n, o in result.outputs
+    )
+    print(f"input: {'x'.join(map(str, batch.shape))} ({safe_text(origin)})   output: {shapes}")
+    for name, output in result.outputs:  # every output of the network, in order
+        if several:
+            print(f"{safe_text(name)}:")
+        _print_output(output, labels if output is result.output else None, args.top)
+    print(
+        f"latency: {result.latency_ms:.3f} ms per batch of {batch.shape[0]} (median of {result.runs}) · "
+        f"{rate_text(result.images_per_second)} images/s"
+    )
+    if args.output:
+        _save_outputs(args.output, result.outputs, read)
+        print(f"wrote {safe_text(args.output)}")
+    if args.activations:
+        print(
+            f"wrote {safe_text(str(Path(args.activations) / 'index.html'))} ({len(pictures)} feature-map pictures)"
+        )
+    return EXIT_OK
+
+
+def _model_classes(session, count: int) -> list[str] | None:
+    """The class names a model trained on a class folder records."""
+    names = session.get_modelmeta().custom_metadata_map.get("classes", "").split("\n")
+    return names if len(names) == count and all(names) else None
+
+
+def _check_activations_folder(folder: str, is_spec: bool) -> None:
+    """--activations DIR: a new (or empty) folder in an existing, writable one."""
+    if not is_spec:
+        raise UsageError("--activations takes a .cnn spec (its layers are named and ordered)")
+    path = Path(folder)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{folder}: exists and is not an empty folder; give a new folder for the pictures")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: no such folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{parent}: folder is not writable")
+
+
+def _save_activations(args, network, weights, spec_text, example):
+    """Every layer's output for one example, as PNG grids and an index.html."""
+    from ..deploy.export import intermediate_outputs, needs_external_data, to_onnx
+    from ..deploy.runtime import make_session
+    from ..views.activations import save
+
+    if needs_external_data(weights):
+        raise UsageError("--activations takes models below 2 GB")
+    names = [entry.name for entry in network.layers]
+    model = intermediate_outputs(to_onnx(network, weights, args.opset, spec_text=spec_text), names)
+    session = make_session(model.SerializeToString(), args.provider, args.threads)
+    outputs = session.run(names, {session.get_inputs()[0].name: example})
+    shape = "x".join(map(str, network.input_shape))
+    layers = [("input", f"input {shape}", example[0])]
+    layers += [(e.name, e.layer.spec_text(), out[0]) for e, out in zip(network.layers, outputs)]
+    try:
+        return save(Path(args.activations), network.name, layers)
+    except OSError as exc:
+        raise UsageError(f"{args.activations}: cannot write: {exc.strerror or exc}") from None
+
+
+def _print_output(output, labels, top: int) -> None:
+    from ..deploy.runtime import top_k
+
+    if output.ndim == 2 and output.shape[1] > 1:
+        shown = 8
+        for index, best in enumerate(top_k(output[:shown], min(top, output.shape[1]), labels)):
+            ranked = "  ".join(f"{label} {p:.4f}" for label, p in best)
+            print(f"  [{index}] {safe_text(ranked)}")  # labels come from a file
+        if output.shape[0] > shown:
+            print(f"  ... {output.shape[0] - shown} more (save them all with -o OUT.npy)")
+    elif output.size <= 256:
+        with np_printoptions():
+            print(output[0] if output.shape[0] == 1 else output)
+    else:
+        print(f"  {output.size:,} values (save them with -o)")
+
+
+def _maybe(path: str | None) -> tuple[Path, ...]:
+    return (Path(path),) if path else ()
+
+
+def np_printoptions():
+    import numpy as np
+
+    return np.printoptions(precision=4, suppress=True, linewidth=100)
+
+
+def _save_outputs(out: str, outputs, protect: tuple[Path, ...]) -> None:
+    """Write OUT.npy (one output) or OUT.npz (every output by name) atomically
+    (temporary file, then rename); never over an input."""
+    import numpy as np
+
+    from ..base.files import temporary
+
+    final = output_target(out, protect)
+    try:
+        temp = temporary(final)
+        try:
+            with open(temp, "wb") as stream:
+                if final.suffix == ".npz":
+                    np.savez(stream, **dict(outputs))
+                else:
+                    np.save(stream, outputs[0][1])
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+    except OSError as exc:  # a full disk, a folder gone read-only
+        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+
+
+def add_parser(sub) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run a .cnn or .onnx with onnxruntime",
+        description="Run a network with onnxruntime on images (PNG/JPEG, resized and scaled to [0, 1]), "
+        ".npy arrays (CxHxW or NxCxHxW) or random data; print the output, top-K classes and timing.",
+    )
+    run.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
+    run.add_argument("--input", nargs="+", default=[], metavar="PATH", help="images or .npy arrays")
+    run.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
+    run.add_argument("--batch", type=positive_count, default=1, help="batch size of random input (default 1)")
+    run.add_argument("--top", type=positive_count, default=5, help="classes to show per example (default 5)")
+    run.add_argument("--labels", metavar="FILE", help="class names, one a line")
+    run.add_argument(
+        "--mean", type=finite_number, nargs="+", help="per-channel mean subtracted from the input"
+    )
+    run.add_argument("--std", type=finite_number, nargs="+", help="per-channel std the input is divided by")
+    run.add_argument("--repeat", type=positive_count, default=10, help="timed runs (default 10)")
+    run.add_argument(
+        "-o", "--output", metavar="OUT.npy|OUT.npz", help="save the output (.npz: every output, by name)"
+    )
+    run.add_argument(
+        "--threads", type=thread_count, help="onnxruntime's intra-op threads (default: one per core)"
+    )
+    run.add_argument(
+        "--activations", metavar="DIR", help="save every layer's feature maps as PNG grids and DIR/index.html"
+    )
+    export_options(run, for_run=True)
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,243 @@
+"""The whole graph: every node through its handler, in order; what cannot be expressed is
+collected and reported together; activations fused onto the layer before them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.graph import ancestors
+from ..kinds import (
+    DEFAULT_ALPHA,
+    Activation,
+    ActivationLayer,
+    Conv,
+    Deconv,
+    Dense,
+    Shape,
+)
+from ..resolve import MAX_EXPANSION
+from .folding import FOLDABLE, fold
+from .handlers import HANDLERS
+from .load import tensor_array
+from .printer import INPUT, GraphLayer
+from .state import Act, ImportedGraph, NotAModel, Partial, State, Unsupported, attributes_of
+
+
+def import_graph(
+    model, path: Path, input_shape: Shape | None = None, name: str = "imported"
+) -> ImportedGraph:
+    """The layer graph of a loaded model. Raises CnnspecError listing what cannot be
+    imported, NotAModel when the file is not a usable model."""
+    graph = model.graph
+    if len(graph.node) > MAX_EXPANSION:
+        raise CnnspecError(
+            [
+                _error(
+                    path,
+                    "too-large",
+                    f"{len(graph.node):,} nodes; a cnnspec network has at most {MAX_EXPANSION:,} layers",
+                )
+            ]
+        )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset == 0:
+        raise NotAModel("the model imports no standard ONNX opset")
+    folder = path.parent
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    readers = [n for n in graph.node if inputs and inputs[0].name in n.input]
+    # Keras models converted as they are take NxHxWxC and transpose it first
+    nhwc = bool(readers) and all(
+        n.op_type == "Transpose" and [int(p) for p in attributes_of(n).get("perm", [])] == [0, 3, 1, 2]
+        for n in readers
+    )
+    shape = _input_shape(inputs, path, input_shape, nhwc)
+    dims = inputs[0].type.tensor_type.shape.dim
+    declared = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    state = State(opset, declared)
+    for tensor in graph.initializer:
+        state.values[tensor.name] = tensor_array(tensor, folder)
+    state.values[inputs[0].name] = Partial("nhwc_input", Act(INPUT, shape)) if nhwc else Act(INPUT, shape)
+    for node in graph.node:
+        state.readers.update(n for n in node.input if n)
+    state.readers.update(o.name for o in graph.output)
+    broken: set[str] = set()
+    for node in graph.node:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        if node.domain not in ("", "ai.onnx"):
+            state.unsupported[f"{node.domain}.{node.op_type}"].append(
+                (label, "an op outside the standard ONNX domain")
+            )
+            broken.update(node.output)
+            continue
+        missing = [n for n in node.input if n and n not in state.values and n not in broken]
+        if missing:
+            raise NotAModel(
+                f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)"
+            )
+        if any(n in broken for n in node.input if n):
+            broken.update(node.output)
+            if (
+                node.op_type not in HANDLERS
+                and node.op_type not in FOLDABLE
+                and node.op_type not in ("Shape", "Constant")
+            ):
+                state.unsupported[node.op_type].append((label, ""))
+            continue
+        try:
+            folded = fold(state, node)
+            if folded is not None:
+                state.values[node.output[0]] = np.asarray(folded)
+                continue
+            handler = HANDLERS.get(node.op_type)
+            if handler is None:
+                raise Unsupported("")
+            result = handler.handle(state, node)
+            state.values[node.output[0]] = result
+            if isinstance(result, Act) and result.layer != INPUT:
+                state.layer_tensor.setdefault(result.layer, node.output[0])
+        except Unsupported as exc:
+            state.unsupported[node.op_type].append((label, str(exc)))
+            broken.update(node.output)
+        except (IndexError, KeyError, TypeError, ValueError, OverflowError, ArithmeticError) as exc:
+            # a node missing inputs or outputs, an attribute of the wrong type or size
+            raise NotAModel(f"node '{label}' ({node.op_type}) is malformed ({type(exc).__name__})") from None
+    for flat in state.hwc_flatten:
+        state.unsupported["Transpose"].append(
+            (flat, "it flattens in HxWxC order, and no dense layer follows to take that order over")
+        )
+    if state.unsupported:
+        raise CnnspecError(_unsupported_report(state, path))
+    outputs = []
+    for out in graph.output:
+        value = state.values.get(out.name)
+        if not isinstance(value, Act) or value.layer == INPUT:
+            raise CnnspecError(
+                [_error(path, "import-unsupported", f"output '{out.name}' is not computed by a layer")]
+            )
+        outputs.append(value.layer)
+    layers, kept_outputs = _fuse_activations(list(state.layers.values()), tuple(outputs))
+    needed = ancestors(layers, kept_outputs)  # what the outputs read; the rest is dead code
+    return ImportedGraph(
+        name,
+        shape,
+        [layer for layer in layers if layer.name in needed],
+        kept_outputs,
+        opset,
+        model.producer_name,
+        "NHWC" if nhwc else "NCHW",
+    )
+
+
+def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) -> Shape:
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise CnnspecError(
+            [
+                _error(
+                    path,
+                    "import-unsupported",
+                    f"the model has {len(inputs)} inputs ({names}); cnnspec networks have one",
+                )
+            ]
+        )
+    tensor_type = inputs[0].type.tensor_type
+    if tensor_type.elem_type != 1:
+        raise CnnspecError([_error(path, "import-unsupported", "the model's input is not float32")])
+    dims = tensor_type.shape.dim
+    if len(dims) not in (2, 4):
+        raise CnnspecError(
+            [
+                _error(
+                    path,
+                    "import-unsupported",
+                    f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW or NxF",
+                )
+            ]
+        )
+    fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:]]
+    open_names = [d.dim_param or "?" for d in dims[1:]]
+    if nhwc:  # HxWxC, written CxHxW like every cnnspec input
+        fixed, open_names = fixed[2:] + fixed[:2], open_names[2:] + open_names[:2]
+    if given is not None:
+        if len(given) != len(fixed) or any(f is not None and f != g for f, g in zip(fixed, given)):
+            shown = "x".join(str(f) if f else "?" for f in fixed)
+            raise CnnspecError(
+                [
+                    _error(
+                        path,
+                        "import-unsupported",
+                        f"--input-shape {'x'.join(map(str, given))} does not fit the model's input {shown}",
+                    )
+                ]
+            )
+        return tuple(given)
+    if any(f is None for f in fixed):
+        shown = "x".join(str(f) if f else name for f, name in zip(fixed, open_names))
+        raise CnnspecError(
+            [
+                Diagnostic(
+                    "error",
+                    "import-unsupported",
+                    f"{path}: the input size {shown} is not fixed",
+                    None,
+                    "give it with --input-shape CxHxW (e.g. --input-shape 3x224x224)",
+                )
+            ]
+        )
+    return tuple(f for f in fixed if f is not None)
+
+
+def _fuse_activations(
+    layers: list[GraphLayer], outputs: tuple[str, ...]
+) -> tuple[list[GraphLayer], tuple[str, ...]]:
+    """`conv ...; relu` -> `conv ... relu` where nothing else reads the conv."""
+    readers: Counter = Counter(n for layer in layers for n in layer.inputs)
+    readers.update(outputs)
+    by_name = {layer.name: layer for layer in layers}
+    replaced: dict[str, str] = {}
+    kept: list[GraphLayer] = []
+    for layer in layers:
+        layer.inputs = tuple(replaced.get(n, n) for n in layer.inputs)
+        if isinstance(layer.config, ActivationLayer) and len(layer.inputs) == 1:
+            before = by_name.get(layer.inputs[0])
+            if (
+                before is not None
+                and isinstance(before.config, (Conv, Dense, Deconv))
+                and before.config.activation is None
+                and readers[before.name] == 1
+                and layer.config.alpha
+                in (None, DEFAULT_ALPHA.get(layer.config.fn))  # a conv line takes no alpha
+            ):
+                before.config = dataclasses.replace(
+                    before.config, activation=Activation(name=layer.config.fn, alpha=layer.config.alpha)
+                )
+                replaced[layer.name] = before.name
+                continue
+        kept.append(layer)
+    return kept, tuple(replaced.get(name, name) for name in outputs)
+
+
+def _error(path: Path, code: str, message: str, help: str | None = None) -> Diagnostic:
+    return Diagnostic("error", code, f"{path}: {message}", None, help)
+
+
+def _unsupported_report(state: State, path: Path) -> list[Diagnostic]:
+    diagnostics = []
+    for op, nodes in sorted(state.unsupported.items()):
+        shown = ", ".join(label for label, _ in nodes[:5]) + (
+            f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
+        )
+        reasons = sorted({reason for _, reason in nodes if reason})
+        why = f": {reasons[0]}" if reasons else ": no cnnspec layer does this"
+        diagnostics.append(
+            _error(
+                path, "import-unsupported", f"{op} x{len(nodes)} ({shown}) cannot be written in cnnspec{why}"
+            )
+        )
+    return diagnostics

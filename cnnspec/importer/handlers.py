@@ -1,0 +1,560 @@
+"""One handler per ONNX op type: how its node becomes layers (or folds into its neighbours)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from ..kinds import (
+    ActivationLayer,
+    Add,
+    BatchNorm,
+    Concat,
+    Conv,
+    Deconv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    Multiply,
+    Pool,
+    Upsample,
+)
+from .state import (
+    BATCH,
+    Act,
+    Partial,
+    State,
+    Unsupported,
+    activation_of,
+    add_layer,
+    as_float32,
+    attributes_of,
+    constant_of,
+    extra_outputs_read,
+    optional,
+    pads_of,
+    pair,
+    validated,
+)
+
+
+def _filter_inputs(state: State, node, what: str) -> tuple[Act, np.ndarray, dict]:
+    """A conv's or deconv's input, 4-D weight, and its tensors (weight, and bias if given)."""
+    x = activation_of(state, node.input[0])
+    w = constant_of(state, node.input[1])
+    if w.ndim != 4 or len(x.shape) != 3:
+        raise Unsupported(f"only 2-D {what} of CxHxW maps")
+    tensors = {"weight": w}
+    if bias_name := optional(node, 2):
+        tensors["bias"] = constant_of(state, bias_name)
+    return x, w, tensors
+
+
+def _conv(state: State, node) -> Act:
+    x, w, tensors = _filter_inputs(state, node, "convolutions")
+    attrs = attributes_of(node)
+    kernel = pair(attrs, "kernel_shape", (w.shape[2], w.shape[3]))
+    stride = pair(attrs, "strides", (1, 1))
+    dilation = pair(attrs, "dilations", (1, 1))
+    pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, dilation)
+    config = validated(
+        Conv,
+        {
+            "filters": int(w.shape[0]),
+            "kernel": kernel,
+            "stride": stride,
+            "pad": pads,
+            "dilation": dilation,
+            "groups": int(attrs.get("group", 1)),
+            "bias": "bias" in tensors,
+        },
+    )
+    return add_layer(state, node, config, [x], tensors, node.input[1])
+
+
+def _deconv(state: State, node) -> Act:
+    x, w, tensors = _filter_inputs(state, node, "transposed convolutions")
+    attrs = attributes_of(node)
+    if "output_shape" in attrs:
+        raise Unsupported("output_shape is not supported; export with pads and output_padding")
+    auto = attrs.get("auto_pad", b"NOTSET")
+    if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", "VALID"):
+        raise Unsupported("auto_pad SAME on a transposed convolution")
+    groups = int(attrs.get("group", 1))
+    p = list(attrs.get("pads", [0, 0, 0, 0]))
+    config = validated(
+        Deconv,
+        {
+            "filters": int(w.shape[1]) * groups,
+            "kernel": pair(attrs, "kernel_shape", (w.shape[2], w.shape[3])),
+            "stride": pair(attrs, "strides", (1, 1)),
+            "pad": (p[0], p[2], p[1], p[3]) if len(p) == 4 else None,
+            "output_pad": pair(attrs, "output_padding", (0, 0)),
+            "dilation": pair(attrs, "dilations", (1, 1)),
+            "groups": groups,
+            "bias": "bias" in tensors,
+        },
+    )
+    return add_layer(state, node, config, [x], tensors, node.input[1])
+
+
+def _batchnorm(state: State, node) -> Act:
+    x = activation_of(state, node.input[0])
+    attrs = attributes_of(node)
+    if attrs.get("training_mode", 0) or extra_outputs_read(state, node):
+        raise Unsupported("training-mode batch norm (export the model in eval mode)")
+    names = {
+        "weight": node.input[1],
+        "bias": node.input[2],
+        "running_mean": node.input[3],
+        "running_var": node.input[4],
+    }
+    tensors = {suffix: constant_of(state, n).reshape(-1) for suffix, n in names.items()}
+    eps = as_float32(attrs.get("epsilon", 1e-5))
+    momentum = as_float32(
+        1.0 - as_float32(attrs.get("momentum", 0.9))
+    )  # ONNX keeps the old share, PyTorch the new
+    config = validated(BatchNorm, {"eps": eps, "momentum": momentum})
+    return add_layer(state, node, config, [x], tensors, node.input[1])
+
+
+def _gemm(state: State, node) -> Act:
+    x = activation_of(state, node.input[0])
+    if len(x.shape) != 1:
+        raise Unsupported("a matrix product of a CxHxW map (flatten it first)")
+    attrs = attributes_of(node)
+    if attrs.get("transA", 0):
+        raise Unsupported("transA=1")
+    b = constant_of(state, node.input[1])
+    weight = _hwc_columns(state, x, (b if attrs.get("transB", 0) else b.T) * float(attrs.get("alpha", 1.0)))
+    tensors = {"weight": weight}
+    c_name = optional(node, 2)
+    if c_name:
+        c = constant_of(state, c_name) * float(attrs.get("beta", 1.0))
+        tensors["bias"] = np.broadcast_to(c.reshape(-1) if c.size > 1 else c.reshape(()), (weight.shape[0],))
+    config = validated(Dense, {"units": int(weight.shape[0]), "bias": c_name is not None})
+    return add_layer(state, node, config, [x], tensors, node.input[1])
+
+
+def _matmul(state: State, node) -> Act:
+    x = activation_of(state, node.input[0])
+    b = constant_of(state, node.input[1])
+    if len(x.shape) != 1 or b.ndim != 2:
+        raise Unsupported("only a flat vector times a constant matrix")
+    config = validated(Dense, {"units": int(b.shape[1]), "bias": False})
+    return add_layer(state, node, config, [x], {"weight": _hwc_columns(state, x, b.T)}, node.input[1])
+
+
+def _hwc_columns(state: State, x: Act, weight: np.ndarray) -> np.ndarray:
+    """A dense weight whose inputs came flattened in HxWxC order, reordered for cnnspec's
+    CxHxW flatten: the same products, so the same outputs."""
+    shape = state.hwc_flatten.pop(x.layer, None)
+    if shape is None:
+        return weight
+    if state.readers[_tensor_of(state, x.layer)] != 1:
+        raise Unsupported("an HxWxC flatten read by more than this dense layer")
+    c, h, w = shape
+    order = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+    return weight[:, order]
+
+
+def _is(value, number: float) -> bool:
+    return (
+        isinstance(value, np.ndarray)
+        and value.size == 1
+        and math.isclose(float(value.reshape(-1)[0]), number, rel_tol=1e-5)
+    )
+
+
+def _partial_pair(state: State, node, stage: str, number: float) -> Partial | None:
+    """(the Partial at `stage`, the constant `number`) among the node's two inputs."""
+    a, b = (state.values.get(n) for n in node.input[:2])
+    for partial, const in ((a, b), (b, a)):
+        if isinstance(partial, Partial) and partial.stage == stage and _is(const, number):
+            return partial
+    return None
+
+
+def _div(state: State, node):
+    x, c = (state.values.get(n) for n in node.input[:2])
+    if isinstance(x, Act) and _is(c, math.sqrt(2)):
+        return Partial("div", x)
+    raise Unsupported("a division cnnspec has no layer for")
+
+
+def _erf(state: State, node):
+    value = state.values.get(node.input[0])
+    if isinstance(value, Partial) and value.stage == "div":
+        return Partial("erf", value.x)
+    raise Unsupported("erf outside GELU")
+
+
+def _add(state: State, node) -> Act | Partial:
+    if (partial := _partial_pair(state, node, "erf", 1.0)) is not None:
+        return Partial("plus", partial.x)
+    a, b = (state.values.get(n) for n in node.input[:2])
+    if isinstance(a, Act) and isinstance(b, Act):
+        return add_layer(state, node, Add(), [a, b], {})
+    act, const = (a, b) if isinstance(a, Act) else (b, a)
+    dense = state.layers.get(act.layer) if isinstance(act, Act) else None
+    if (
+        isinstance(act, Act)
+        and isinstance(const, np.ndarray)
+        and dense is not None
+        and isinstance(dense.config, Dense)
+        and not dense.config.bias
+        and state.readers[_tensor_of(state, act.layer)] == 1
+        and const.size in (1, dense.config.units)
+    ):  # MatMul + Add: the bias of a dense layer
+        dense.tensors["bias"] = np.broadcast_to(const.reshape(-1), (dense.config.units,)).astype(np.float32)
+        dense.config = dataclasses.replace(dense.config, bias=True)
+        return act
+    raise Unsupported("adds a constant tensor (only a bias after MatMul can be written)")
+
+
+def _tensor_of(state: State, layer: str) -> str:
+    """The ONNX tensor a layer writes (for counting its readers)."""
+    return state.layer_tensor.get(layer, "")
+
+
+def _sum(state: State, node) -> Act:
+    inputs = [activation_of(state, n) for n in node.input]
+    return inputs[0] if len(inputs) == 1 else add_layer(state, node, Add(), inputs, {})
+
+
+def _mul(state: State, node) -> Act | Partial:
+    if (partial := _partial_pair(state, node, "half", 0.5)) is not None:
+        return add_layer(state, node, ActivationLayer(fn="gelu"), [partial.x], {})
+    values = [state.values.get(n) for n in node.input[:2]]
+    for x, plus in (values, values[::-1]):
+        if isinstance(plus, Partial) and plus.stage == "plus" and x == plus.x:
+            return Partial("half", plus.x)
+    a, b = (activation_of(state, n) for n in node.input[:2])
+    for x, gate in ((a, b), (b, a)):  # x * sigmoid(x) is silu, x * hardsigmoid(x) hardswish
+        layer = state.layers.get(gate.layer)
+        if (
+            layer is not None
+            and isinstance(layer.config, ActivationLayer)
+            and layer.config.fn in ("sigmoid", "hardsigmoid")
+            and layer.inputs == (x.layer,)
+            and state.readers[_tensor_of(state, gate.layer)] == 1
+        ):
+            del state.layers[gate.layer]
+            fn = "silu" if layer.config.fn == "sigmoid" else "hardswish"
+            return add_layer(state, node, ActivationLayer(fn=fn), [x], {})
+    return add_layer(state, node, Multiply(), [a, b], {})
+
+
+def _concat(state: State, node) -> Act:
+    inputs = [activation_of(state, n) for n in node.input]
+    axis = int(attributes_of(node).get("axis", 1))
+    rank = len(inputs[0].shape) + 1
+    if axis not in (1, 1 - rank):
+        raise Unsupported(f"concatenates along axis {axis}; cnnspec joins channels (axis 1)")
+    return inputs[0] if len(inputs) == 1 else add_layer(state, node, Concat(), inputs, {})
+
+
+def _activation(fn: str):
+    def handle(state: State, node) -> Act:
+        x = activation_of(state, node.input[0])
+        attrs = attributes_of(node)
+        alpha = None
+        if fn in ("leakyrelu", "elu"):
+            alpha = as_float32(attrs.get("alpha", 0.01 if fn == "leakyrelu" else 1.0))
+        if fn == "hardsigmoid":
+            if not (
+                math.isclose(attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-5)
+                and math.isclose(attrs.get("beta", 0.5), 0.5)
+            ):
+                raise Unsupported("HardSigmoid other than PyTorch's (alpha=1/6, beta=0.5)")
+        if fn == "gelu" and attrs.get("approximate", b"none") not in (b"none", "none"):
+            raise Unsupported("the tanh approximation of GELU")
+        if fn == "softmax":
+            axis = int(attrs.get("axis", 1 if state.opset < 13 else -1))
+            rank = len(x.shape) + 1
+            flat_like = len(x.shape) == 1 or x.shape[1:] == (1, 1)
+            if not (axis in (1, 1 - rank) and (state.opset >= 13 or flat_like)) and not (
+                len(x.shape) == 1 and axis == -1
+            ):
+                raise Unsupported(f"softmax over axis {axis}; cnnspec's softmax is over channels or classes")
+        return add_layer(state, node, ActivationLayer(fn=fn, alpha=alpha), [x], {})
+
+    return handle
+
+
+def _clip(state: State, node) -> Act:
+    attrs = attributes_of(node)
+    low, high = attrs.get("min"), attrs.get("max")
+    if state.opset >= 11:
+        low = float(constant_of(state, n)) if (n := optional(node, 1)) else None
+        high = float(constant_of(state, n)) if (n := optional(node, 2)) else None
+    x = activation_of(state, node.input[0])
+    if low == 0 and high == 6:
+        return add_layer(state, node, ActivationLayer(fn="relu6"), [x], {})
+    if low == 0 and high is None:
+        return add_layer(state, node, ActivationLayer(fn="relu"), [x], {})
+    raise Unsupported(f"Clip({low}, {high}); cnnspec has relu (0, inf) and relu6 (0, 6)")
+
+
+def _pool(mode: str):
+    def handle(state: State, node) -> Act:
+        x = activation_of(state, node.input[0])
+        if len(x.shape) != 3:
+            raise Unsupported("pooling needs a CxHxW map")
+        attrs = attributes_of(node)
+        if extra_outputs_read(state, node):
+            raise Unsupported("the indices output of MaxPool")
+        kernel = pair(attrs, "kernel_shape", (1, 1))
+        stride = pair(attrs, "strides", (1, 1))
+        if pair(attrs, "dilations", (1, 1)) != (1, 1):
+            raise Unsupported("dilated pooling")
+        pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, (1, 1))
+        if mode == "avg" and attrs.get("count_include_pad", 0) and pads != (0, 0, 0, 0):
+            raise Unsupported("count_include_pad=1 with padding: cnnspec's average leaves padding out")
+        config = validated(
+            Pool,
+            {
+                "mode": mode,
+                "kernel": kernel,
+                "stride": stride,
+                "pad": pads,
+                "ceil": bool(attrs.get("ceil_mode", 0)),
+            },
+        )
+        return add_layer(state, node, config, [x], {})
+
+    return handle
+
+
+def _global_pool(mode: str):
+    def handle(state: State, node) -> Act:
+        x = activation_of(state, node.input[0])
+        return add_layer(state, node, GlobalPool(mode=mode), [x], {})
+
+    return handle
+
+
+def _reduce(mode: str):
+    def handle(state: State, node) -> Act:
+        x = activation_of(state, node.input[0])
+        attrs = attributes_of(node)
+        axes = attrs.get("axes")
+        if axes is None and (n := optional(node, 1)):
+            axes = [int(a) for a in constant_of(state, n).reshape(-1)]
+        rank = len(x.shape) + 1
+        if rank != 4 or axes is None or sorted(a % rank for a in axes) != [2, 3]:
+            raise Unsupported(f"reduces over axes {axes}; cnnspec's global pooling is over H and W")
+        pooled = add_layer(state, node, GlobalPool(mode=mode), [x], {})
+        if attrs.get("keepdims", 1):
+            return pooled
+        return add_layer(state, node, Flatten(), [pooled], {})
+
+    return handle
+
+
+def _hwc_source(state: State, name: str) -> Act | None:
+    value = state.values.get(name)
+    return value.x if isinstance(value, Partial) and value.stage == "nhwc" else None
+
+
+def _flatten_layer(state: State, node, x: Act, hwc: bool) -> Act:
+    if len(x.shape) == 1:
+        return x
+    flat = add_layer(state, node, Flatten(), [x], {})
+    if hwc and x.shape[1:] != (1, 1):  # on 1x1 maps both orders are the same
+        state.hwc_flatten[flat.layer] = x.shape
+    return flat
+
+
+def _flatten(state: State, node) -> Act:
+    hwc = _hwc_source(state, node.input[0])
+    x = hwc or activation_of(state, node.input[0])
+    axis = int(attributes_of(node).get("axis", 1))
+    if axis != 1:
+        raise Unsupported(f"Flatten(axis={axis}); cnnspec flattens everything but the batch")
+    return _flatten_layer(state, node, x, hwc is not None)
+
+
+def _transpose(state: State, node):
+    value = state.values.get(node.input[0])
+    perm = [int(p) for p in attributes_of(node).get("perm", [])]
+    if isinstance(value, Partial) and value.stage == "nhwc_input" and perm == [0, 3, 1, 2]:
+        return value.x  # NHWC input to NCHW: the spec takes CxHxW
+    if isinstance(value, Act) and len(value.shape) == 3 and perm == [0, 2, 3, 1]:
+        return Partial("nhwc", value)  # only a flatten may follow (Keras' HxWxC order)
+    raise Unsupported(f"perm={perm}; cnnspec keeps maps as CxHxW")
+
+
+def _reshape(state: State, node) -> Act:
+    hwc = _hwc_source(state, node.input[0])
+    x = hwc or activation_of(state, node.input[0])
+    target = [int(v) for v in constant_of(state, node.input[1]).reshape(-1)]
+    size = math.prod(x.shape)
+    batch_like = {BATCH, -1, 0} | ({state.declared_batch} if state.declared_batch else set())
+    if (
+        len(target) == 2
+        and target[0] in batch_like
+        and (target[1] == size or (target[1] == -1 and target[0] != -1))
+    ):
+        return _flatten_layer(state, node, x, hwc is not None)
+    if hwc is not None:
+        raise Unsupported("reshapes an HxWxC map other than flattening it")
+    full = [BATCH, *x.shape]
+    if len(target) == len(full) and all(
+        t in (f, 0) or (i == 0 and t in batch_like) for i, (t, f) in enumerate(zip(target, full))
+    ):
+        return x  # a reshape to the same shape
+    shown = ["N" if t == BATCH else str(t) for t in target]
+    raise Unsupported(f"reshapes to [{', '.join(shown)}]; cnnspec can only flatten")
+
+
+def _squeeze(state: State, node) -> Act:
+    x = activation_of(state, node.input[0])
+    axes = attributes_of(node).get("axes")
+    if axes is None and (n := optional(node, 1)):
+        axes = [int(a) for a in constant_of(state, n).reshape(-1)]
+    if (
+        len(x.shape) == 3
+        and x.shape[1:] == (1, 1)
+        and (axes is None or sorted(a % 4 for a in axes) == [2, 3])
+    ):
+        return add_layer(state, node, Flatten(), [x], {})
+    raise Unsupported(f"squeezes axes {axes} of a {'x'.join(map(str, x.shape))} map")
+
+
+def _resize(state: State, node) -> Act:
+    x = activation_of(state, node.input[0])
+    if len(x.shape) != 3:
+        raise Unsupported("resizing needs a CxHxW map")
+    attrs = attributes_of(node)
+    text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+    mode = text.get("mode", "nearest")
+    ctm = text.get(
+        "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric"
+    )
+    scales_name = node.input[1] if node.op_type == "Upsample" else optional(node, 2)
+    sizes_name = optional(node, 3) if node.op_type == "Resize" else None
+    if scales_name and constant_of(state, scales_name).size:
+        scales = [float(s) for s in constant_of(state, scales_name).reshape(-1)]
+    elif sizes_name:
+        sizes = [int(s) for s in constant_of(state, sizes_name).reshape(-1)]
+        scales = [1.0, 1.0] + [out / n for out, n in zip(sizes[-2:], x.shape[1:])]
+    elif "scales" in attrs:
+        scales = [float(s) for s in attrs["scales"]]
+    else:
+        raise Unsupported("neither scales nor sizes are constant")
+    if (
+        len(scales) != 4
+        or scales[:2] != [1.0, 1.0]
+        or scales[2] != scales[3]
+        or not scales[2].is_integer()
+        or scales[2] < 1
+    ):
+        raise Unsupported(f"scales {scales}; cnnspec upsamples H and W by one whole factor")
+    scale = int(scales[2])
+    if mode == "nearest":
+        exact = (
+            ctm == "asymmetric" and text.get("nearest_mode", "round_prefer_floor") == "floor"
+        ) or ctm in (
+            "half_pixel",
+            "pytorch_half_pixel",
+        )
+        kind = "nearest"
+    elif mode == "linear":
+        exact = ctm in ("half_pixel", "pytorch_half_pixel")
+        kind = "bilinear"
+    else:
+        exact, kind = False, mode
+    if not exact:
+        raise Unsupported(f"{mode} resize with coordinate_transformation_mode={ctm}")
+    if scale == 1:
+        return x
+    return add_layer(state, node, Upsample(scale=scale, mode=kind), [x], {})
+
+
+def _dropout(state: State, node) -> Act:
+    x = activation_of(state, node.input[0])
+    if extra_outputs_read(state, node):
+        raise Unsupported("the mask output of Dropout")
+    if (n := optional(node, 2)) and bool(constant_of(state, n).reshape(-1)[0]):
+        raise Unsupported("training-mode dropout")
+    ratio = attributes_of(node).get("ratio", 0.5)
+    if (n := optional(node, 1)) is not None:
+        ratio = float(constant_of(state, n).reshape(-1)[0])
+    if ratio == 0:
+        return x
+    return add_layer(state, node, Dropout(rate=as_float32(ratio)), [x], {})
+
+
+def _identity(state: State, node) -> Act:
+    return activation_of(state, node.input[0])
+
+
+class Handler(NamedTuple):
+    """How one ONNX op type becomes layers: the function, and the layer kinds it may add
+    (none: it is folded into a neighbour, such as Div and Erf into a GELU, or a no-op)."""
+
+    handle: Callable
+    produces: tuple[str, ...]
+
+
+HANDLERS = {
+    "Conv": Handler(_conv, ("conv",)),
+    "ConvTranspose": Handler(_deconv, ("deconv",)),
+    "BatchNormalization": Handler(_batchnorm, ("batchnorm",)),
+    "Gemm": Handler(_gemm, ("dense",)),
+    "MatMul": Handler(_matmul, ("dense",)),
+    "Add": Handler(_add, ("add",)),
+    "Div": Handler(_div, ()),
+    "Erf": Handler(_erf, ()),
+    "Sum": Handler(_sum, ("add",)),
+    "Mul": Handler(
+        _mul,
+        (
+            "multiply",
+            "activation",
+        ),
+    ),
+    "Concat": Handler(_concat, ("concat",)),
+    "Relu": Handler(_activation("relu"), ("activation",)),
+    "Sigmoid": Handler(_activation("sigmoid"), ("activation",)),
+    "Tanh": Handler(_activation("tanh"), ("activation",)),
+    "LeakyRelu": Handler(_activation("leakyrelu"), ("activation",)),
+    "Elu": Handler(_activation("elu"), ("activation",)),
+    "HardSigmoid": Handler(_activation("hardsigmoid"), ("activation",)),
+    "HardSwish": Handler(_activation("hardswish"), ("activation",)),
+    "Gelu": Handler(_activation("gelu"), ("activation",)),
+    "Softmax": Handler(_activation("softmax"), ("activation",)),
+    "Clip": Handler(_clip, ("activation",)),
+    "MaxPool": Handler(_pool("max"), ("pool",)),
+    "AveragePool": Handler(_pool("avg"), ("pool",)),
+    "GlobalAveragePool": Handler(_global_pool("avg"), ("globalpool",)),
+    "GlobalMaxPool": Handler(_global_pool("max"), ("globalpool",)),
+    "ReduceMean": Handler(
+        _reduce("avg"),
+        (
+            "globalpool",
+            "flatten",
+        ),
+    ),
+    "ReduceMax": Handler(
+        _reduce("max"),
+        (
+            "globalpool",
+            "flatten",
+        ),
+    ),
+    "Flatten": Handler(_flatten, ("flatten",)),
+    "Reshape": Handler(_reshape, ("flatten",)),
+    "Squeeze": Handler(_squeeze, ("flatten",)),
+    "Resize": Handler(_resize, ("upsample",)),
+    "Upsample": Handler(_resize, ("upsample",)),
+    "Dropout": Handler(_dropout, ("dropout",)),
+    "Identity": Handler(_identity, ()),
+    "Transpose": Handler(_transpose, ()),
+}

@@ -1,0 +1,360 @@
+"""Arguments: a statement's written values, with block parameters substituted and arithmetic
+done, become a kind's validated config; and the hints for arguments written as other tools
+write them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from pydantic_core import ValidationError
+
+from ..base.diagnostics import Diagnostic, Span, did_you_mean, error
+from ..kinds import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig
+from ..language import syntax as ast
+from .network import MAX_WEIGHT_DEPTH
+
+
+class ArgError(Exception):
+    def __init__(self, message: str, help: str | None = None, span: Span | None = None):
+        super().__init__(message)
+        self.help = help
+        self.span = span
+
+
+def whole_number(v: ast.Value) -> int:
+    if v.kind == "number" and isinstance(v.data, int):
+        return v.data
+    if v.kind == "number" and float(v.data).is_integer():
+        raise ArgError(f"expected a whole number, got '{v.text()}'", f"write {int(v.data)}")
+    raise ArgError(f"expected a whole number, got '{v.text()}'")
+
+
+def _float(v: ast.Value) -> float:
+    if v.kind == "number":
+        return float(v.data)
+    raise ArgError(f"expected a number, got '{v.text()}'")
+
+
+def _pair(v: ast.Value) -> tuple[int, int]:
+    if v.kind == "number" and isinstance(v.data, int):
+        return (v.data, v.data)
+    if v.kind == "dims" and len(v.data) == 2:
+        return v.data
+    if v.kind == "tuple" and len(v.data) == 2:
+        return (whole_number(v.data[0]), whole_number(v.data[1]))
+    parts = v.data.split("x") if v.kind == "word" else []
+    if len(parts) == 2 and all(parts):  # `kxk` with a block parameter k: one word to the lexer
+        square = parts[0] == parts[1]
+        raise ArgError(
+            f"expected a size such as 3 or 3x1, got '{v.text()}'",
+            f"write `{parts[0]}`: one number is a square size"
+            if square
+            else f"write `({parts[0]}, {parts[1]})`",
+        )
+    raise ArgError(f"expected a size such as 3 or 3x1, got '{v.text()}'")
+
+
+def _padding(v: ast.Value) -> object:
+    if v.kind == "word" and v.data in ("same", "valid"):
+        return "same" if v.data == "same" else (0, 0, 0, 0)
+    if v.kind == "number" and isinstance(v.data, int):
+        return (v.data,) * 4
+    if v.kind == "dims" and len(v.data) == 2:
+        ph, pw = v.data
+        return (ph, ph, pw, pw)
+    if v.kind == "tuple" and len(v.data) in (2, 4):
+        values = tuple(whole_number(x) for x in v.data)
+        return values if len(values) == 4 else (values[0], values[0], values[1], values[1])
+    raise ArgError(
+        f"expected valid, same, P, PHxPW or (top,bottom,left,right), got '{v.text()}'",
+        "pad=same keeps the size at stride 1; pad=1 adds one pixel on every side",
+    )
+
+
+def _bool(v: ast.Value) -> bool:
+    if v.kind == "word" and v.data in ("true", "false"):
+        return v.data == "true"
+    if v.kind == "number" and v.data in (0, 1):
+        return bool(v.data)
+    raise ArgError(f"expected true or false, got '{v.text()}'")
+
+
+def _word(v: ast.Value) -> str:
+    if v.kind == "word":
+        return v.data
+    raise ArgError(f"expected a word, got '{v.text()}'")
+
+
+def _activation(v: ast.Value) -> dict:
+    if v.kind == "word" and v.data in ACTIVATIONS:
+        return {"name": v.data}
+    hint = did_you_mean(v.text(), ACTIVATIONS)
+    raise ArgError(f"unknown activation '{v.text()}'", hint)
+
+
+def _matrix(v: ast.Value) -> tuple:
+    def walk(x: ast.Value, depth: int = 1):
+        if x.kind == "list":
+            if depth > MAX_WEIGHT_DEPTH:
+                raise ArgError(f"weights nest at most {MAX_WEIGHT_DEPTH} lists deep")
+            return tuple(walk(item, depth + 1) for item in x.data)
+        if x.kind == "number":
+            return float(x.data)
+        raise ArgError(f"weights hold numbers, got '{x.text()}'")
+
+    if v.kind != "list":
+        raise ArgError(f"expected a nested list such as [[1,0,-1],[1,0,-1],[1,0,-1]], got '{v.text()}'")
+    return walk(v)
+
+
+_CONVERTERS = {
+    "int": whole_number,
+    "float": _float,
+    "pair": _pair,
+    "padding": _padding,
+    "bool": _bool,
+    "word": _word,
+    "activation": _activation,
+    "matrix": _matrix,
+}
+
+
+def build_config(
+    word: str, args: list[ast.Value], options: list[tuple[str, ast.Value, Span]], span: Span
+) -> tuple[LayerConfig | None, dict[str, Span], list[Diagnostic]]:
+    """Bare arguments and KEY=VALUE options -> the kind's validated Pydantic model."""
+    cls = KINDS[word]
+    positional = cls.positional_for(word)
+    values: dict[str, object] = dict(cls.preset(word))
+    spans: dict[str, Span] = {}
+    problems: list[Diagnostic] = []
+    slots = list(positional)
+    extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
+
+    misread = _swapped_filters(word, positional, args) or _called_like_a_function(word, cls, positional, args)
+    if misread is not None:
+        return None, spans, [misread]
+    for v in args:
+        if v.kind == "word" and v.data in cls.flags and cls.flags[v.data][0] not in spans:
+            name, value = cls.flags[v.data]
+            values[name] = {"name": value} if name == "activation" else value
+            spans[name] = v.span
+            continue
+        if not slots:
+            extra.append(v)
+            continue
+        name = slots.pop(0)
+        _convert_into(cls, name, v, values, spans, problems)
+    if extra:
+        problem = _too_many(word, extra[0], cls, positional)
+        if len(extra) > 1:
+            problem = replace(problem, message=problem.message + f"; {len(extra) - 1:,} more follow it")
+        problems.append(problem)
+
+    for key, v, key_span in options:
+        if key not in cls.arguments or key in cls.preset(word):
+            choices = [k for k in cls.arguments if k not in cls.preset(word)]
+            hint = did_you_mean(key, choices)
+            takes = ", ".join(choices) if choices else "no options"
+            problems.append(
+                error("unknown-option", f"{word} has no option '{key}' (it takes: {takes})", key_span, hint)
+            )
+            continue
+        if key in spans:
+            problems.append(error("invalid-argument", f"'{key}' is given twice", key_span))
+            continue
+        _convert_into(cls, key, v, values, spans, problems)
+
+    for name in cls.required():
+        if name not in values and not any(d.code == "invalid-argument" for d in problems):
+            example = cls.example if word == cls.kind else word
+            problems.append(
+                error(
+                    "missing-argument",
+                    f"{word} needs {name} ({word} {' '.join(positional).upper()})",
+                    span,
+                    f"for example: {example}",
+                )
+            )
+    if problems:
+        return None, spans, problems
+    if word in DEFAULT_ALPHA and "activation" not in values and values.get("alpha") is None:
+        values["alpha"] = DEFAULT_ALPHA[word]
+    activation = values.get("activation")
+    if isinstance(activation, dict) and activation["name"] in DEFAULT_ALPHA:
+        activation["alpha"] = DEFAULT_ALPHA[activation["name"]]
+    try:
+        return cls.validate(values), spans, []
+    except ValidationError as exc:
+        for item in exc.errors():
+            name = str(item["loc"][0]) if item["loc"] else ""
+            message = item["msg"][0].lower() + item["msg"][1:]
+            hint = _rate_hint(word, name, item.get("input"))
+            problems.append(
+                error("invalid-argument", f"{word} {name}: {message}", spans.get(name, span), hint)
+            )
+        return None, spans, problems
+
+
+def _rate_hint(word: str, name: str, value: object) -> str | None:
+    """`dropout 50`: a percentage where a fraction is meant."""
+    if word != "dropout" or name != "rate" or not isinstance(value, (int, float)):
+        return None
+    if value == 1:
+        return "a rate of 1 would drop everything: it is the fraction dropped, e.g. `dropout 0.5`"
+    if 1 < value <= 100:
+        return f"a rate is a fraction: `dropout {value / 100:g}` drops {value:g}%"
+    return None
+
+
+def _convert_into(cls, name, v, values, spans, problems) -> None:
+    spans[name] = v.span
+    converter = cls.arguments[name].converter
+    try:
+        if converter == "word":  # a closed set of words, e.g. pool max|avg
+            choices = cls.choices(name)
+            if v.kind != "word" or v.data not in choices:
+                raise ArgError(
+                    f"expected {' or '.join(choices)}, got '{v.text()}'",
+                    did_you_mean(v.text(), choices)
+                    if v.kind == "word"
+                    else f"for example: {cls.kind} {choices[0]} {v.text()}",
+                )
+        values[name] = _CONVERTERS[converter](v)
+    except ArgError as exc:
+        problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", v.span, exc.help))
+
+
+# Layer names from PyTorch and Keras (lower case, no underscores) -> how cnnspec writes them.
+# `Linear`, `Conv2d`, `MaxPooling2D`, ...: each kind lists what other frameworks call it.
+FOREIGN_NAMES = {alias: ours for cls in set(KINDS.values()) for alias, ours in cls.foreign_names.items()}
+
+
+def foreign_name(word: str) -> str | None:
+    """`Linear`, `Conv2d`, `MaxPooling2D`: say what cnnspec calls it."""
+    ours = FOREIGN_NAMES.get(word.lower().replace("_", ""))
+    if ours is None or ours == word:
+        return None
+    return f"cnnspec writes {word} as `{ours}`"
+
+
+def input_hint(shape: tuple[int, ...]) -> str:
+    """What a wrong `input` line probably meant: channels forgotten, or the batch included."""
+    if len(shape) == 2 and all(d > 0 for d in shape):
+        return f"give the channels first: input 1x{shape[0]}x{shape[1]} for one channel (grayscale)"
+    if len(shape) == 4 and all(d > 0 for d in shape):
+        return f"leave the batch out: input {shape[1]}x{shape[2]}x{shape[3]}"
+    return "for example: input 3x224x224 (channels x height x width)"
+
+
+def looks_channels_last(shape: tuple[int, ...]) -> bool:
+    """224x224x3, 28x28x1: an image written height x width x channels, as Keras and NumPy
+    images are. A network's input with 16+ channels on a map 4 or fewer pixels wide is
+    not something people build."""
+    return len(shape) == 3 and shape[2] <= 4 and shape[0] >= 16 and shape[1] >= 16
+
+
+def glued_minus(stmt: ast.LayerStmt) -> Diagnostic | None:
+    """`c-1` is two arguments, `c` and `-1` (a minus sign glued to a number is its sign, as
+    the grammar says). Left alone it surfaces as a puzzling "unexpected argument" or a
+    wrong value: say what was read, and how to subtract."""
+    values = sorted(
+        [*stmt.args, *(o.value for o in stmt.options)], key=lambda v: (v.span.line, v.span.column)
+    )
+    for before, after in zip(values, values[1:]):
+        sign = after.written or ""
+        if (
+            after.kind == "number"
+            and sign.startswith("-")
+            and before.span.line == after.span.line
+            and before.span.end_column == after.span.column
+        ):
+            return error(
+                "invalid-argument",
+                f"'{before.text()}{sign}' reads as two arguments, '{before.text()}' and '{sign}': "
+                "a minus sign glued to a number is its sign",
+                before.span,
+                f"to subtract, put spaces around the minus: `{before.text()} - {sign[1:]}`",
+            )
+    return None
+
+
+def _swapped_filters(word: str, positional, args: list[ast.Value]) -> Diagnostic | None:
+    """`conv 3x3 64`: the kernel written before the filter count."""
+    if tuple(positional[:2]) != ("filters", "kernel") or len(args) < 2:
+        return None
+    first, second = args[0], args[1]
+    if first.kind == "dims" and second.kind == "number" and isinstance(second.data, int):
+        return error(
+            "invalid-argument",
+            f"{word} takes FILTERS then KERNEL: '{first.text()}' is a kernel size, '{second.text()}' a count",
+            first.span,
+            f"swap them: `{word} {second.text()} {first.text()}`",
+        )
+    return None
+
+
+def _called_like_a_function(word: str, cls, positional, args: list[ast.Value]) -> Diagnostic | None:
+    """`conv(32, 3x3)`, `dense(10, relu)`: the arguments in parentheses, as in Python (a
+    tuple is a size only where the first argument is one: `pool (2, 1)` stays valid)."""
+    if len(args) != 1 or args[0].kind != "tuple" or len(args[0].data) < 2 or not positional:
+        return None
+    if cls.arguments[positional[0]].converter == "pair":
+        return None
+    spaced = " ".join(item.text() for item in args[0].data)
+    return error(
+        "invalid-argument",
+        f"{word} takes its arguments separated by spaces, not in parentheses",
+        args[0].span,
+        f"write `{word} {spaced}`",
+    )
+
+
+def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Diagnostic:
+    usage = f"{word} {' '.join(positional).upper()}".strip()
+    hint = None
+    if v.kind == "word" and v.data in cls.arguments:
+        hint = f"options take a value: {v.data}=..."
+    elif v.kind == "word":
+        close = did_you_mean(v.data, list(cls.flags) + list(cls.arguments))
+        hint = close
+    elif not positional and v.kind == "number":  # `batchnorm 64`, as BatchNorm2d(64)
+        hint = f"{word} takes no size: it works on whatever the layer above gives; write `{word}` alone"
+    message = f"unexpected argument '{v.text()}' ({usage} takes {len(positional)}"
+    message += f" bare argument{'s' if len(positional) != 1 else ''}"
+    if cls.flags:
+        flags = sorted(cls.flags)
+        shown = ", ".join(flags[:7])
+        message += f" and the words {shown}"
+    return error("too-many-arguments", message + ")", v.span, hint)
+
+
+def evaluate(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
+    """Block parameters replaced by their values and integer arithmetic done:
+    `4*growth` with growth=32 is 128. Raises ArgError (with the span) on a division by
+    zero, a decimal in arithmetic, or a result beyond int64."""
+    if v.kind == "word" and v.data in env:
+        return env[v.data]
+    if v.kind in ("tuple", "list"):
+        return ast.Value(v.kind, tuple(evaluate(x, env) for x in v.data), v.span)
+    if v.kind != "expr":
+        return v
+    op, left, right = v.data
+    a, b = evaluate(left, env), evaluate(right, env)
+    for operand in (a, b):
+        if not (operand.kind == "number" and isinstance(operand.data, int)):
+            what = "an unknown name" if operand.kind == "word" else "not a whole number"
+            raise ArgError(
+                f"arithmetic takes whole numbers and block parameters; '{operand.text()}' is {what}",
+                span=operand.span,
+            )
+    if op == "//" and b.data == 0:
+        raise ArgError(f"division by zero in '{v.text()}'", span=v.span)
+    result = {"+": a.data + b.data, "-": a.data - b.data, "*": a.data * b.data}.get(op)
+    if op == "//":
+        result = a.data // b.data
+    assert result is not None
+    if abs(result) > 2**63 - 1:
+        raise ArgError(f"'{v.text()}' is beyond int64", span=v.span)
+    return ast.Value("number", result, v.span)

@@ -1,0 +1,364 @@
+"""Networks, written or derived from a base (`from BASE`: drop, freeze, add): the resolver
+that drives loading, expansion and naming for each network of a file."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..base.diagnostics import Span, did_you_mean, error, warning
+from ..base.graph import ancestors, descendants, unread
+from ..kinds import KINDS
+from ..language import syntax as ast
+from .bind import input_hint, looks_channels_last
+from .expand import Expander, Raw, Ref, aliases, top_context
+from .load import Workspace
+from .names import name_layers, ref_name
+from .network import INPUT, MAX_DEPTH, Layer, Network
+
+
+class Resolver:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.diagnostics = ws.diagnostics
+        self.networks: dict[str, tuple[str, ast.NetworkDef]] = {}
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.done: dict[str, Network | None] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+        self.in_progress: list[str] = []
+        for path, spec in ws.files.items():
+            definitions: tuple[ast.NetworkDef | ast.BlockDef, ...] = (*spec.networks, *spec.blocks)
+            for definition in definitions:
+                known = self.networks.get(definition.name)
+                first = known[1] if known else self.blocks.get(definition.name)
+                if first is not None:
+                    self.diagnostics.append(
+                        error(
+                            "duplicate-definition",
+                            f"'{definition.name}' is defined twice (first at line {first.span.line} "
+                            f"of {first.span.path})",
+                            definition.span,
+                        )
+                    )
+                    continue
+                if definition.name in KINDS and isinstance(definition, ast.BlockDef):
+                    self.diagnostics.append(
+                        error(
+                            "duplicate-definition",
+                            f"block '{definition.name}' has the name of a layer kind",
+                            definition.span,
+                            "rename the block",
+                        )
+                    )
+                    continue
+                if isinstance(definition, ast.BlockDef):
+                    self._check_params(definition)
+                    self.blocks[definition.name] = definition
+                else:
+                    self.networks[definition.name] = (path, definition)
+
+    def _check_params(self, block: ast.BlockDef) -> None:
+        seen: set[str] = set()
+        for param in block.params:
+            if param.name in seen:
+                self.diagnostics.append(
+                    error(
+                        "block-arguments",
+                        f"block '{block.name}' has two parameters named '{param.name}'",
+                        param.span,
+                        "rename one of them",
+                    )
+                )
+            elif param.name == "in":  # `from in`, `add a in` name the block's input
+                self.diagnostics.append(
+                    error(
+                        "reserved-name",
+                        f"'in' cannot name a parameter of block '{block.name}': inside a block, "
+                        "`in` is the block's input",
+                        param.span,
+                        "choose another name, e.g. `channels`",
+                    )
+                )
+            seen.add(param.name)
+
+    def network(self, name: str, use_span: Span | None = None) -> Network | None:
+        if name in self.done:
+            return self.done[name]
+        if name in self.in_progress:
+            chain = " -> ".join((*self.in_progress, name))
+            self.diagnostics.append(
+                error("unknown-network", f"networks derive from each other in a cycle: {chain}", use_span)
+            )
+            return None
+        if len(self.in_progress) >= MAX_DEPTH:
+            self.diagnostics.append(
+                error("too-deep", f"networks derive through more than {MAX_DEPTH} levels of `from`", use_span)
+            )
+            self.done[name] = None
+            return None
+        self.in_progress.append(name)
+        try:
+            _, definition = self.networks[name]
+            result = self._derived(definition) if definition.base else self._plain(definition)
+        finally:
+            self.in_progress.pop()
+        self.done[name] = result
+        return result
+
+    def _input(self, body) -> tuple[tuple[int, ...], Span] | None:
+        first = body[0] if body else None
+        if isinstance(first, ast.InputStmt):
+            shape = first.shape
+            if len(shape) not in (1, 3) or any(d <= 0 for d in shape):
+                self.diagnostics.append(
+                    error(
+                        "invalid-argument",
+                        f"input must be CxHxW or N with sizes above 0, got '{first.written}'",
+                        first.span,
+                        input_hint(shape),
+                    )
+                )
+                return None
+            if looks_channels_last(shape):
+                height, width, channels = shape
+                self.diagnostics.append(
+                    warning(
+                        "channels-last",
+                        f"input {first.written} reads as {height} channels of {width}x{channels}: "
+                        "cnnspec shapes are channels x height x width",
+                        first.span,
+                        f"for {channels} channel{'s' if channels > 1 else ''} of {height}x{width}: "
+                        f"input {channels}x{height}x{width}",
+                    )
+                )
+            return shape, first.span
+        return None
+
+    def _plain(self, definition: ast.NetworkDef) -> Network | None:
+        body = definition.body
+        given = self._input(body)
+        if not body or not isinstance(body[0], ast.InputStmt):
+            self.diagnostics.append(
+                error(
+                    "missing-input",
+                    f"network '{definition.name}' must start with an `input` line",
+                    definition.span,
+                    "for example: input 3x32x32 (channels x height x width)",
+                )
+            )
+        rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
+        layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
+        expander = Expander(self.blocks, self.diagnostics)
+        expander.written = aliases(layers_body)
+        raws: list[Raw] = []
+        last = expander.statements(layers_body, top_context(), INPUT, raws)
+        counts: dict[str, int] = {}
+        layers = name_layers(raws, counts, set(), self.diagnostics)
+        self.counts[definition.name] = counts
+        layers = self._freeze(rest, layers, layers, [])
+        if given is None:
+            return None
+        outputs = self._outputs(expander, last, layers)
+        return Network(definition.name, definition.span, given[0], given[1], tuple(layers), outputs=outputs)
+
+    def _outputs(self, expander: Expander, last: Ref, layers: list[Layer]) -> tuple[str, ...]:
+        if expander.outputs:
+            names = [ref_name(ref, layers) for ref, _ in expander.outputs]
+            for index, ((_, span), name) in enumerate(zip(expander.outputs, names)):
+                if name == INPUT:
+                    message, hint = "the network's input cannot be an output", "name a layer"
+                elif name in names[:index]:
+                    message, hint = f"'{name}' is already an output", "list each output once"
+                else:
+                    continue
+                self.diagnostics.append(error("invalid-argument", message, span, hint))
+            return tuple(dict.fromkeys(n for n in names if n != INPUT))
+        name = ref_name(last, layers)
+        return () if name == INPUT else (name,)
+
+    def _derived(self, definition: ast.NetworkDef) -> Network | None:
+        assert definition.base is not None
+        if definition.base not in self.networks:
+            hint = did_you_mean(definition.base, self.networks)
+            self.diagnostics.append(
+                error(
+                    "unknown-network",
+                    f"no network named '{definition.base}'",
+                    definition.base_span,
+                    hint or 'define it in this file or bring its file in with `use "file.cnn"`',
+                )
+            )
+            return None
+        base = self.network(definition.base, definition.base_span)
+        if base is None:
+            return None
+        body = definition.body
+        given = self._input(body)
+        rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
+        kept = list(base.layers)
+        dropped: list[str] = []
+        drop_failed = False  # then the new layers' shapes would only repeat that error
+        names = [layer.name for layer in kept]
+        instances = {layer.block for layer in kept if layer.block}
+        for stmt in rest:
+            if not isinstance(stmt, ast.DropStmt):
+                continue
+            if stmt.mode == "from":
+                left = [layer.name for layer in kept]
+                if stmt.target in names and stmt.target not in left:  # gone with an earlier drop
+                    self.diagnostics.append(
+                        error(
+                            "unknown-name",
+                            f"'{definition.base}' has no layer '{stmt.target}' left to drop",
+                            stmt.span,
+                            "an earlier `drop` in this network already removed it",
+                        )
+                    )
+                    continue
+                if stmt.target not in left and stmt.target not in instances:
+                    hint = did_you_mean(str(stmt.target), names)
+                    self.diagnostics.append(
+                        error(
+                            "unknown-name",
+                            f"'{definition.base}' has no layer '{stmt.target}'",
+                            stmt.span,
+                            hint or f"its layers: {', '.join(names[:12])}",
+                        )
+                    )
+                    drop_failed = True
+                    continue
+                # X and everything that depends on it (a block instance: all its layers).
+                roots = {layer.name for layer in kept if stmt.target in (layer.name, layer.block)}
+                gone = descendants(kept, roots)
+                dropped += [layer.name for layer in kept if layer.name in gone]
+                kept = [layer for layer in kept if layer.name not in gone]
+                continue
+            else:
+                count = int(stmt.target)
+                if count < 0:
+                    self.diagnostics.append(
+                        error(
+                            "invalid-argument",
+                            f"drop last takes a count of 0 or more, got {count}",
+                            stmt.span,
+                        )
+                    )
+                    drop_failed = True
+                    continue
+                if count > len(kept):
+                    self.diagnostics.append(
+                        error(
+                            "drop-too-many",
+                            f"cannot drop {count} layers: '{definition.base}' has {len(kept)} left",
+                            stmt.span,
+                            f"drop at most {len(kept)}",
+                        )
+                    )
+                    drop_failed = True
+                    continue
+                cut = len(kept) - count
+            dropped += [layer.name for layer in kept[cut:]]
+            kept = kept[:cut]
+        # Frozen-ness belongs to a training recipe, so a derived network starts unfrozen.
+        kept = [replace(layer, frozen=False, origin="base") for layer in kept]
+        new_body = tuple(
+            s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt, ast.OutputStmt))
+        )
+        attach = self._attach_point(definition, base, kept, new_body)
+        expander = Expander(
+            self.blocks,
+            self.diagnostics,
+            {layer.name: layer.name for layer in kept},
+            self.counts.get(definition.base, {}),
+        )
+        expander.written = aliases(new_body)
+        raws: list[Raw] = []
+        last = expander.statements(new_body, top_context(), attach, raws)
+        counts = dict(self.counts.get(definition.base, {}))  # new layers number on from the base
+        new_layers = name_layers(raws, counts, {layer.name for layer in kept}, self.diagnostics)
+        self.counts[definition.name] = counts
+        new_layers = [replace(layer, origin="new") for layer in new_layers]
+        layers = self._freeze(rest, kept + new_layers, kept, dropped)
+        if drop_failed:
+            # The new layers would read what the drop failed to cut off: their shape errors
+            # would only repeat it. Their own mistakes are reported; the kept part is checked.
+            layers = [layer for layer in layers if layer.origin != "new"]
+        shape, span = given if given else (base.input_shape, base.input_span)
+        if (expander.outputs or raws) and not drop_failed:
+            outputs = self._outputs(expander, last, new_layers)  # indices count the new layers
+        else:  # nothing new: the base's outputs that were kept
+            kept_names = {layer.name for layer in kept}
+            outputs = tuple(name for name in base.outputs if name in kept_names) or (
+                (attach,) if attach != INPUT else ()
+            )
+        return Network(
+            definition.name,
+            definition.span,
+            shape,
+            span,
+            tuple(layers),
+            definition.base,
+            definition.base_span,
+            tuple(dropped),
+            outputs,
+        )
+
+    def _attach_point(self, definition, base: Network, kept: list[Layer], new_body) -> str:
+        """What new layers read: the one end left after dropping (the base's output when
+        nothing was dropped). Several ends are an error that lists them."""
+        if not kept:
+            return INPUT
+        left = {layer.name for layer in kept}
+        ends = [name for name in base.outputs if name in left] or unread(kept)
+        if len(ends) > 1 and any(isinstance(s, (ast.LayerStmt, ast.RepeatStmt)) for s in new_body):
+            first = next(s for s in new_body if isinstance(s, (ast.LayerStmt, ast.RepeatStmt)))
+            if not (isinstance(first, ast.LayerStmt) and first.source):
+                self.diagnostics.append(
+                    error(
+                        "unknown-reference",
+                        f"the new layers could attach to any of {', '.join(ends)}: "
+                        f"'{definition.base}' has several ends left",
+                        first.span,
+                        f"say which with `from NAME` on the first new line, e.g. `... from {ends[0]}`",
+                    )
+                )
+        return ends[-1] if ends else kept[-1].name
+
+    def _freeze(self, body, layers: list[Layer], base_layers: list[Layer], dropped: list[str]) -> list[Layer]:
+        frozen: set[str] = set()
+        names = [layer.name for layer in layers]
+        instances = {layer.block for layer in layers if layer.block}
+        for stmt in body:
+            if not isinstance(stmt, ast.FreezeStmt):
+                continue
+            if stmt.mode == "all":
+                frozen |= {layer.name for layer in base_layers}
+                continue
+            for target in stmt.names:
+                if target in dropped and target not in names:
+                    self.diagnostics.append(
+                        error(
+                            "unknown-name",
+                            f"'{target}' is dropped in this network, so there is nothing to freeze",
+                            stmt.span,
+                            "freeze only what is kept or new: drop it, or freeze it, not both",
+                        )
+                    )
+                elif target not in names and target not in instances:
+                    hint = did_you_mean(target, [*names, *instances])
+                    self.diagnostics.append(
+                        error(
+                            "unknown-name",
+                            f"no layer or block named '{target}' to freeze",
+                            stmt.span,
+                            hint or f"layers: {', '.join(names[:12])}",
+                        )
+                    )
+                elif stmt.mode == "through":
+                    # X and everything X depends on (a block instance: through its last layer).
+                    last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))
+                    frozen |= ancestors(layers, [names[last]])
+                else:
+                    frozen |= {layer.name for layer in layers if target in (layer.name, layer.block)}
+        if not frozen:
+            return layers
+        return [replace(layer, frozen=layer.name in frozen) for layer in layers]
