@@ -50,6 +50,17 @@ def resolve_sources(text: str, path: str, real: Path | None, only: str | None = 
         ws.read.append(start)
     load(ws, text, path, start, (start,) if start else ())
     resolver = Resolver(ws)
+    targets = _targets(ws, path, only)
+    for name in targets:
+        resolver.network(name)
+    networks = {name: net for name, net in resolver.done.items() if net is not None}
+    return Resolved(
+        networks, [t for t in targets if t in networks], ws.diagnostics, ws.sources, ws.read, ws.files
+    )
+
+
+def _targets(ws: Workspace, path: str, only: str | None) -> list[str]:
+    """The networks to resolve: every one the file defines, or the one asked for."""
     main = ws.files.get(path)
     # A network defined twice is reported (duplicate-definition) and checked once.
     targets = list(dict.fromkeys(n.name for n in main.networks)) if main else []
@@ -62,21 +73,15 @@ def resolve_sources(text: str, path: str, real: Path | None, only: str | None = 
                 "a spec holds `network NAME { input CxHxW ... }`",
             )
         )
-    if only is not None and main is not None:  # with a syntax error, that error is the news
-        if only not in targets:
-            hint = did_you_mean(only, targets)
-            listing = ", ".join(targets) or "none"
-            ws.diagnostics.append(
-                error("unknown-network", f"{path} has no network '{only}' (it has: {listing})", None, hint)
-            )
-            targets = []
-        else:
-            targets = [only]
-    elif only is not None:
-        targets = []
-    for name in targets:
-        resolver.network(name)
-    networks = {name: net for name, net in resolver.done.items() if net is not None}
-    return Resolved(
-        networks, [t for t in targets if t in networks], ws.diagnostics, ws.sources, ws.read, ws.files
-    )
+    if only is None:
+        return targets
+    if main is None:  # with a syntax error, that error is the news
+        return []
+    if only not in targets:
+        hint = did_you_mean(only, targets)
+        listing = ", ".join(targets) or "none"
+        ws.diagnostics.append(
+            error("unknown-network", f"{path} has no network '{only}' (it has: {listing})", None, hint)
+        )
+        return []
+    return [only]

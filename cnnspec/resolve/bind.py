@@ -129,29 +129,39 @@ def build_config(
     values: dict[str, object] = dict(cls.preset(word))
     spans: dict[str, Span] = {}
     problems: list[Diagnostic] = []
-    slots = list(positional)
-    extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
-
     misread = _swapped_filters(word, positional, args) or _called_like_a_function(word, cls, positional, args)
     if misread is not None:
         return None, spans, [misread]
+    _bind_arguments(word, cls, args, values, spans, problems)
+    _bind_options(word, cls, options, values, spans, problems)
+    if not any(d.code == "invalid-argument" for d in problems):
+        problems += _missing(word, cls, values, span)
+    if problems:
+        return None, spans, problems
+    return _validated(word, cls, values, spans, span)
+
+
+def _bind_arguments(word: str, cls, args: list[ast.Value], values: dict, spans: dict, problems: list) -> None:
+    """Bare arguments: flags (`relu`, `ceil`) anywhere, the rest fill the slots in order."""
+    slots = list(cls.positional_for(word))
+    extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
     for v in args:
         if v.kind == "word" and v.data in cls.flags and cls.flags[v.data][0] not in spans:
             name, value = cls.flags[v.data]
             values[name] = {"name": value} if name == "activation" else value
             spans[name] = v.span
-            continue
-        if not slots:
+        elif slots:
+            _convert_into(cls, slots.pop(0), v, values, spans, problems)
+        else:
             extra.append(v)
-            continue
-        name = slots.pop(0)
-        _convert_into(cls, name, v, values, spans, problems)
     if extra:
-        problem = _too_many(word, extra[0], cls, positional)
+        problem = _too_many(word, extra[0], cls, cls.positional_for(word))
         if len(extra) > 1:
             problem = replace(problem, message=problem.message + f"; {len(extra) - 1:,} more follow it")
         problems.append(problem)
 
+
+def _bind_options(word: str, cls, options, values: dict, spans: dict, problems: list) -> None:
     for key, v, key_span in options:
         if key not in cls.arguments or key in cls.preset(word):
             choices = [k for k in cls.arguments if k not in cls.preset(word)]
@@ -160,25 +170,26 @@ def build_config(
             problems.append(
                 error("unknown-option", f"{word} has no option '{key}' (it takes: {takes})", key_span, hint)
             )
-            continue
-        if key in spans:
+        elif key in spans:
             problems.append(error("invalid-argument", f"'{key}' is given twice", key_span))
-            continue
-        _convert_into(cls, key, v, values, spans, problems)
+        else:
+            _convert_into(cls, key, v, values, spans, problems)
 
-    for name in cls.required():
-        if name not in values and not any(d.code == "invalid-argument" for d in problems):
-            example = cls.example if word == cls.kind else word
-            problems.append(
-                error(
-                    "missing-argument",
-                    f"{word} needs {name} ({word} {' '.join(positional).upper()})",
-                    span,
-                    f"for example: {example}",
-                )
-            )
-    if problems:
-        return None, spans, problems
+
+def _missing(word: str, cls, values: dict, span: Span) -> list[Diagnostic]:
+    positional = " ".join(cls.positional_for(word)).upper()
+    example = cls.example if word == cls.kind else word
+    return [
+        error(
+            "missing-argument", f"{word} needs {name} ({word} {positional})", span, f"for example: {example}"
+        )
+        for name in cls.required()
+        if name not in values
+    ]
+
+
+def _validated(word: str, cls, values: dict, spans: dict, span: Span):
+    """The kind's schema on the bound values; an activation's default alpha filled in."""
     if word in DEFAULT_ALPHA and "activation" not in values and values.get("alpha") is None:
         values["alpha"] = DEFAULT_ALPHA[word]
     activation = values.get("activation")
@@ -187,6 +198,7 @@ def build_config(
     try:
         return cls.validate(values), spans, []
     except ValidationError as exc:
+        problems = []
         for item in exc.errors():
             name = str(item["loc"][0]) if item["loc"] else ""
             message = item["msg"][0].lower() + item["msg"][1:]

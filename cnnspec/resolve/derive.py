@@ -3,9 +3,9 @@ that drives loading, expansion and naming for each network of a file."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
-from ..base.diagnostics import Span, did_you_mean, error, warning
+from ..base.diagnostics import Diagnostic, Span, did_you_mean, error, warning
 from ..base.graph import ancestors, descendants, unread
 from ..kinds import KINDS
 from ..language import syntax as ast
@@ -14,6 +14,27 @@ from .expand import Expander, Raw, Ref, aliases, top_context
 from .load import Workspace
 from .names import name_layers, ref_name
 from .network import INPUT, MAX_DEPTH, Layer, Network
+
+
+def _kept_outputs(base: Network, kept: list[Layer], attach: str) -> tuple[str, ...]:
+    """A derived network that adds nothing: the base's outputs that were kept, or its end."""
+    kept_names = {layer.name for layer in kept}
+    return tuple(name for name in base.outputs if name in kept_names) or (
+        (attach,) if attach != INPUT else ()
+    )
+
+
+@dataclass
+class _Drops:
+    """A base network's layers as `drop` statements cut them, in order."""
+
+    kept: list[Layer]
+    dropped: list[str] = field(default_factory=list)
+    failed: bool = False  # then the new layers' shapes would only repeat that error
+
+    def __post_init__(self) -> None:
+        self.names = [layer.name for layer in self.kept]  # every layer of the base, for hints
+        self.instances = {layer.block for layer in self.kept if layer.block}
 
 
 class Resolver:
@@ -176,6 +197,47 @@ class Resolver:
         return () if name == INPUT else (name,)
 
     def _derived(self, definition: ast.NetworkDef) -> Network | None:
+        base = self._base(definition)
+        if base is None:
+            return None
+        body = definition.body
+        given = self._input(body)
+        rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
+        drops = _Drops(list(base.layers))
+        for stmt in rest:
+            if isinstance(stmt, ast.DropStmt):
+                self._drop(definition, stmt, drops)
+        # Frozen-ness belongs to a training recipe, so a derived network starts unfrozen.
+        kept = [replace(layer, frozen=False, origin="base") for layer in drops.kept]
+        new_body = tuple(
+            s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt, ast.OutputStmt))
+        )
+        attach = self._attach_point(definition, base, kept, new_body)
+        expander, last, raws, new_layers = self._expand_new(definition, kept, new_body, attach)
+        layers = self._freeze(rest, kept + new_layers, kept, drops.dropped)
+        if drops.failed:
+            # The new layers would read what the drop failed to cut off: their shape errors
+            # would only repeat it. Their own mistakes are reported; the kept part is checked.
+            layers = [layer for layer in layers if layer.origin != "new"]
+        shape, span = given if given else (base.input_shape, base.input_span)
+        if (expander.outputs or raws) and not drops.failed:
+            outputs = self._outputs(expander, last, new_layers)  # indices count the new layers
+        else:
+            outputs = _kept_outputs(base, kept, attach)
+        return Network(
+            definition.name,
+            definition.span,
+            shape,
+            span,
+            tuple(layers),
+            definition.base,
+            definition.base_span,
+            tuple(drops.dropped),
+            outputs,
+        )
+
+    def _base(self, definition: ast.NetworkDef) -> Network | None:
+        """The network `from BASE` names, resolved (None after an error)."""
         assert definition.base is not None
         if definition.base not in self.networks:
             hint = did_you_mean(definition.base, self.networks)
@@ -188,82 +250,63 @@ class Resolver:
                 )
             )
             return None
-        base = self.network(definition.base, definition.base_span)
-        if base is None:
-            return None
-        body = definition.body
-        given = self._input(body)
-        rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
-        kept = list(base.layers)
-        dropped: list[str] = []
-        drop_failed = False  # then the new layers' shapes would only repeat that error
-        names = [layer.name for layer in kept]
-        instances = {layer.block for layer in kept if layer.block}
-        for stmt in rest:
-            if not isinstance(stmt, ast.DropStmt):
-                continue
-            if stmt.mode == "from":
-                left = [layer.name for layer in kept]
-                if stmt.target in names and stmt.target not in left:  # gone with an earlier drop
-                    self.diagnostics.append(
-                        error(
-                            "unknown-name",
-                            f"'{definition.base}' has no layer '{stmt.target}' left to drop",
-                            stmt.span,
-                            "an earlier `drop` in this network already removed it",
-                        )
-                    )
-                    continue
-                if stmt.target not in left and stmt.target not in instances:
-                    hint = did_you_mean(str(stmt.target), names)
-                    self.diagnostics.append(
-                        error(
-                            "unknown-name",
-                            f"'{definition.base}' has no layer '{stmt.target}'",
-                            stmt.span,
-                            hint or f"its layers: {', '.join(names[:12])}",
-                        )
-                    )
-                    drop_failed = True
-                    continue
-                # X and everything that depends on it (a block instance: all its layers).
-                roots = {layer.name for layer in kept if stmt.target in (layer.name, layer.block)}
-                gone = descendants(kept, roots)
-                dropped += [layer.name for layer in kept if layer.name in gone]
-                kept = [layer for layer in kept if layer.name not in gone]
-                continue
-            else:
-                count = int(stmt.target)
-                if count < 0:
-                    self.diagnostics.append(
-                        error(
-                            "invalid-argument",
-                            f"drop last takes a count of 0 or more, got {count}",
-                            stmt.span,
-                        )
-                    )
-                    drop_failed = True
-                    continue
-                if count > len(kept):
-                    self.diagnostics.append(
-                        error(
-                            "drop-too-many",
-                            f"cannot drop {count} layers: '{definition.base}' has {len(kept)} left",
-                            stmt.span,
-                            f"drop at most {len(kept)}",
-                        )
-                    )
-                    drop_failed = True
-                    continue
-                cut = len(kept) - count
-            dropped += [layer.name for layer in kept[cut:]]
-            kept = kept[:cut]
-        # Frozen-ness belongs to a training recipe, so a derived network starts unfrozen.
-        kept = [replace(layer, frozen=False, origin="base") for layer in kept]
-        new_body = tuple(
-            s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt, ast.OutputStmt))
+        return self.network(definition.base, definition.base_span)
+
+    def _drop(self, definition: ast.NetworkDef, stmt: ast.DropStmt, drops: _Drops) -> None:
+        """`drop from X` (X and all that reads it) or `drop last N`, applied to `drops`."""
+        problem = (
+            self._drop_from(definition, stmt, drops)
+            if stmt.mode == "from"
+            else self._drop_last(definition, stmt, drops)
         )
-        attach = self._attach_point(definition, base, kept, new_body)
+        if problem is not None:
+            self.diagnostics.append(problem)
+
+    def _drop_from(self, definition: ast.NetworkDef, stmt: ast.DropStmt, drops: _Drops) -> Diagnostic | None:
+        left = [layer.name for layer in drops.kept]
+        if stmt.target in drops.names and stmt.target not in left:  # gone with an earlier drop
+            return error(
+                "unknown-name",
+                f"'{definition.base}' has no layer '{stmt.target}' left to drop",
+                stmt.span,
+                "an earlier `drop` in this network already removed it",
+            )
+        if stmt.target not in left and stmt.target not in drops.instances:
+            drops.failed = True
+            return error(
+                "unknown-name",
+                f"'{definition.base}' has no layer '{stmt.target}'",
+                stmt.span,
+                did_you_mean(str(stmt.target), drops.names) or f"its layers: {', '.join(drops.names[:12])}",
+            )
+        # X and everything that depends on it (a block instance: all its layers).
+        roots = {layer.name for layer in drops.kept if stmt.target in (layer.name, layer.block)}
+        gone = descendants(drops.kept, roots)
+        drops.dropped += [layer.name for layer in drops.kept if layer.name in gone]
+        drops.kept = [layer for layer in drops.kept if layer.name not in gone]
+        return None
+
+    def _drop_last(self, definition: ast.NetworkDef, stmt: ast.DropStmt, drops: _Drops) -> Diagnostic | None:
+        count = int(stmt.target)
+        if count < 0:
+            drops.failed = True
+            return error("invalid-argument", f"drop last takes a count of 0 or more, got {count}", stmt.span)
+        if count > len(drops.kept):
+            drops.failed = True
+            return error(
+                "drop-too-many",
+                f"cannot drop {count} layers: '{definition.base}' has {len(drops.kept)} left",
+                stmt.span,
+                f"drop at most {len(drops.kept)}",
+            )
+        cut = len(drops.kept) - count
+        drops.dropped += [layer.name for layer in drops.kept[cut:]]
+        drops.kept = drops.kept[:cut]
+        return None
+
+    def _expand_new(self, definition: ast.NetworkDef, kept: list[Layer], new_body, attach: str):
+        """The layers a derived network adds, numbered on from its base's names."""
+        assert definition.base is not None
         expander = Expander(
             self.blocks,
             self.diagnostics,
@@ -276,31 +319,7 @@ class Resolver:
         counts = dict(self.counts.get(definition.base, {}))  # new layers number on from the base
         new_layers = name_layers(raws, counts, {layer.name for layer in kept}, self.diagnostics)
         self.counts[definition.name] = counts
-        new_layers = [replace(layer, origin="new") for layer in new_layers]
-        layers = self._freeze(rest, kept + new_layers, kept, dropped)
-        if drop_failed:
-            # The new layers would read what the drop failed to cut off: their shape errors
-            # would only repeat it. Their own mistakes are reported; the kept part is checked.
-            layers = [layer for layer in layers if layer.origin != "new"]
-        shape, span = given if given else (base.input_shape, base.input_span)
-        if (expander.outputs or raws) and not drop_failed:
-            outputs = self._outputs(expander, last, new_layers)  # indices count the new layers
-        else:  # nothing new: the base's outputs that were kept
-            kept_names = {layer.name for layer in kept}
-            outputs = tuple(name for name in base.outputs if name in kept_names) or (
-                (attach,) if attach != INPUT else ()
-            )
-        return Network(
-            definition.name,
-            definition.span,
-            shape,
-            span,
-            tuple(layers),
-            definition.base,
-            definition.base_span,
-            tuple(dropped),
-            outputs,
-        )
+        return expander, last, raws, [replace(layer, origin="new") for layer in new_layers]
 
     def _attach_point(self, definition, base: Network, kept: list[Layer], new_body) -> str:
         """What new layers read: the one end left after dropping (the base's output when
@@ -325,8 +344,6 @@ class Resolver:
 
     def _freeze(self, body, layers: list[Layer], base_layers: list[Layer], dropped: list[str]) -> list[Layer]:
         frozen: set[str] = set()
-        names = [layer.name for layer in layers]
-        instances = {layer.block for layer in layers if layer.block}
         for stmt in body:
             if not isinstance(stmt, ast.FreezeStmt):
                 continue
@@ -334,31 +351,40 @@ class Resolver:
                 frozen |= {layer.name for layer in base_layers}
                 continue
             for target in stmt.names:
-                if target in dropped and target not in names:
-                    self.diagnostics.append(
-                        error(
-                            "unknown-name",
-                            f"'{target}' is dropped in this network, so there is nothing to freeze",
-                            stmt.span,
-                            "freeze only what is kept or new: drop it, or freeze it, not both",
-                        )
-                    )
-                elif target not in names and target not in instances:
-                    hint = did_you_mean(target, [*names, *instances])
-                    self.diagnostics.append(
-                        error(
-                            "unknown-name",
-                            f"no layer or block named '{target}' to freeze",
-                            stmt.span,
-                            hint or f"layers: {', '.join(names[:12])}",
-                        )
-                    )
-                elif stmt.mode == "through":
-                    # X and everything X depends on (a block instance: through its last layer).
-                    last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))
-                    frozen |= ancestors(layers, [names[last]])
-                else:
-                    frozen |= {layer.name for layer in layers if target in (layer.name, layer.block)}
+                frozen |= self._frozen_by(stmt, target, layers, dropped)
         if not frozen:
             return layers
         return [replace(layer, frozen=layer.name in frozen) for layer in layers]
+
+    def _frozen_by(
+        self, stmt: ast.FreezeStmt, target: str, layers: list[Layer], dropped: list[str]
+    ) -> set[str]:
+        """The layers `freeze [through] target` freezes (none after an error)."""
+        names = [layer.name for layer in layers]
+        instances = {layer.block for layer in layers if layer.block}
+        if target in dropped and target not in names:
+            self.diagnostics.append(
+                error(
+                    "unknown-name",
+                    f"'{target}' is dropped in this network, so there is nothing to freeze",
+                    stmt.span,
+                    "freeze only what is kept or new: drop it, or freeze it, not both",
+                )
+            )
+            return set()
+        if target not in names and target not in instances:
+            hint = did_you_mean(target, [*names, *instances])
+            self.diagnostics.append(
+                error(
+                    "unknown-name",
+                    f"no layer or block named '{target}' to freeze",
+                    stmt.span,
+                    hint or f"layers: {', '.join(names[:12])}",
+                )
+            )
+            return set()
+        if stmt.mode == "through":
+            # X and everything X depends on (a block instance: through its last layer).
+            last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))
+            return ancestors(layers, [names[last]])
+        return {layer.name for layer in layers if target in (layer.name, layer.block)}

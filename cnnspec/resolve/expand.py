@@ -270,24 +270,10 @@ class Expander:
         return cached[0]
 
     def layer(self, stmt: ast.LayerStmt, ctx: _Ctx, current: Ref, out: list[Raw]) -> Ref:
-        glued = (
-            self.glued[id(stmt)]
-            if id(stmt) in self.glued
-            else self.glued.setdefault(id(stmt), glued_minus(stmt))
-        )
-        if glued is not None:
-            self.diagnostics.append(with_call_sites(glued, ctx.calls))
+        evaluated = self._arguments(stmt, ctx)
+        if evaluated is None:
             return current
-        try:
-            args = [evaluate(v, ctx.env) for v in stmt.args]
-            options = [(o.name, evaluate(o.value, ctx.env), o.span) for o in stmt.options]
-        except ArgError as exc:
-            self.diagnostics.append(
-                with_call_sites(
-                    error("invalid-argument", str(exc), exc.span or stmt.span, exc.help), ctx.calls
-                )
-            )
-            return current
+        args, options = evaluated
         source = current
         if stmt.source is not None:
             found = self.reference(stmt.source, stmt.source_span or stmt.span, ctx)
@@ -316,6 +302,33 @@ class Expander:
                 return current
             raw = Raw(stmt.op, config, stmt, spans, self._alias(stmt, ctx), ctx.calls, ctx.block, (source,))
             return self._emit(raw, stmt, ctx, out)
+        return self.block_call(stmt, ctx, current, source, out, args, options)
+
+    def _arguments(self, stmt: ast.LayerStmt, ctx: _Ctx) -> tuple[list[ast.Value], list] | None:
+        """The statement's arguments and options with block parameters substituted (None
+        after an error, reported)."""
+        if id(stmt) not in self.glued:  # by statement: a repeat checks its text once
+            self.glued[id(stmt)] = glued_minus(stmt)
+        glued = self.glued[id(stmt)]
+        if glued is not None:
+            self.diagnostics.append(with_call_sites(glued, ctx.calls))
+            return None
+        try:
+            args = [evaluate(v, ctx.env) for v in stmt.args]
+            options = [(o.name, evaluate(o.value, ctx.env), o.span) for o in stmt.options]
+        except ArgError as exc:
+            self.diagnostics.append(
+                with_call_sites(
+                    error("invalid-argument", str(exc), exc.span or stmt.span, exc.help), ctx.calls
+                )
+            )
+            return None
+        return args, options
+
+    def block_call(
+        self, stmt: ast.LayerStmt, ctx: _Ctx, current: Ref, source: Ref, out, args, options
+    ) -> Ref:
+        """A statement naming a block: its body expanded with the arguments bound."""
         block = self.blocks.get(stmt.op)
         if block is None:
             choices = list(KINDS) + list(self.blocks) + list(COMBINATORS)
