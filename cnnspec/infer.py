@@ -308,6 +308,9 @@ def _origin(name: str, layers: dict[str, Layer]) -> str:
     return "the input" if layer is None else f"{name} (line {layer.span.line})"
 
 
+Fields = dict[str, tuple[tuple[int, int], tuple[int, int]]]  # name -> (receptive field, jump)
+
+
 def check_network(
     network: Network, base: CheckedNetwork | None = None
 ) -> tuple[CheckedNetwork, list[Diagnostic]]:
@@ -315,7 +318,7 @@ def check_network(
     stops only the layers that depend on it; the other branches are still checked."""
     diagnostics: list[Diagnostic] = []
     shapes: dict[str, Shape] = {INPUT: network.input_shape}
-    fields: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {INPUT: ((1, 1), (1, 1))}
+    fields: Fields = {INPUT: ((1, 1), (1, 1))}
     by_name = {layer.name: layer for layer in network.layers}
     checked: list[CheckedLayer] = []
     inferred: dict[tuple[int, Shape], Inferred] = {}  # read only: shared by equal layers
@@ -325,72 +328,14 @@ def check_network(
             complete = False  # an input failed: this layer cannot be checked
             continue
         in_shapes = [shapes[name] for name in layer.inputs]
-        shape = in_shapes[0]
-        if layer.config.joins and len(in_shapes) > 1:
-            result = layer.config.infer_many(
-                in_shapes, [_origin(n, by_name) for n in layer.inputs], residual=layer.residual
-            )
-        else:
-            # Repeated layers share one config object: infer each (config, shape) once.
-            key = (id(layer.config), shape)
-            result = inferred.get(key) or inferred.setdefault(key, layer.config.infer(shape))
-        for problem in result.problems:
-            make = error if problem.severity == "error" else warning
-            diagnostics.append(
-                with_call_sites(
-                    make(
-                        problem.code,
-                        f"{layer.name}: {problem.message}",
-                        _span_for(layer, problem.field),
-                        problem.help,
-                    ),
-                    layer.calls,
-                )
-            )
-        fixed = _check_fixed_weights(layer, result) if result.output is not None else None
-        if fixed:
-            diagnostics.append(with_call_sites(fixed, layer.calls))
+        result = _infer_layer(layer, in_shapes, by_name, inferred)
+        diagnostics += _findings(layer, result)
         if result.output is None:
             complete = False
             continue
-        # Receptive field and jump: the largest over every path into the layer.
-        rf = tuple(max(fields[n][0][axis] for n in layer.inputs) for axis in (0, 1))
-        jump = tuple(max(fields[n][1][axis] for n in layer.inputs) for axis in (0, 1))
-        spatial = len(shape) == 3
-        if result.window and spatial:
-            extent, stride = result.window.extent, result.window.stride
-            rf = (rf[0] + (extent[0] - 1) * jump[0], rf[1] + (extent[1] - 1) * jump[1])
-            jump = (jump[0] * stride[0], jump[1] * stride[1])
-        elif result.covers_input and spatial:
-            # Every output sees every position of the map (global pool, flatten).
-            rf = (rf[0] + (shape[1] - 1) * jump[0], rf[1] + (shape[2] - 1) * jump[1])
-            jump = (jump[0] * shape[1], jump[1] * shape[2])
-        fields[layer.name] = ((rf[0], rf[1]), (jump[0], jump[1]))
-        trainable = sum(math.prod(s) for s, t in result.tensors.values() if t and not layer.frozen)
-        total = sum(math.prod(s) for s, _ in result.tensors.values())
-        entry = CheckedLayer(
-            layer=layer,
-            input_shape=shape,
-            output_shape=result.output,
-            tensors={k: s for k, (s, _) in result.tensors.items()},
-            trainable_params=trainable,
-            non_trainable_params=total - trainable,
-            macs=result.macs,
-            receptive_field=(rf[0], rf[1]),
-            jump=(jump[0], jump[1]),
-            pads=result.window.pads if result.window else None,
-            in_features=result.in_features,
-        )
+        entry = _checked_layer(layer, in_shapes[0], result, fields)
         if layer.expect is not None and tuple(layer.expect) != result.output:
-            diagnostics.append(
-                error(
-                    "shape-mismatch",
-                    f"{layer.name} gives {format_shape(result.output)}, not "
-                    f"{format_shape(layer.expect) or layer.expect_text}",
-                    layer.expect_span or layer.span,
-                    entry.layer.config.explain(entry.input_shape, entry.output_shape, entry.pads),
-                )
-            )
+            diagnostics.append(_expectation_failed(entry))
         checked.append(entry)
         shapes[layer.name] = result.output
     if base is not None:
@@ -409,6 +354,88 @@ def check_network(
         network.outputs,
     )
     return net, diagnostics
+
+
+def _infer_layer(layer: Layer, in_shapes: list[Shape], by_name: dict[str, Layer], inferred: dict) -> Inferred:
+    """The kind's shape rule on the layer's inputs."""
+    if layer.config.joins and len(in_shapes) > 1:
+        labels = [_origin(n, by_name) for n in layer.inputs]
+        return layer.config.infer_many(in_shapes, labels, residual=layer.residual)
+    # Repeated layers share one config object: infer each (config, shape) once.
+    key = (id(layer.config), in_shapes[0])
+    return inferred.get(key) or inferred.setdefault(key, layer.config.infer(in_shapes[0]))
+
+
+def _findings(layer: Layer, result: Inferred) -> list[Diagnostic]:
+    """The shape rule's problems, and fixed weights of the wrong shape, at the layer's line."""
+    found = []
+    for problem in result.problems:
+        make = error if problem.severity == "error" else warning
+        found.append(
+            with_call_sites(
+                make(
+                    problem.code,
+                    f"{layer.name}: {problem.message}",
+                    _span_for(layer, problem.field),
+                    problem.help,
+                ),
+                layer.calls,
+            )
+        )
+    fixed = _check_fixed_weights(layer, result) if result.output is not None else None
+    if fixed:
+        found.append(with_call_sites(fixed, layer.calls))
+    return found
+
+
+def _receptive_field(layer: Layer, shape: Shape, result: Inferred, fields: Fields) -> tuple:
+    """Receptive field and jump: the largest over every path into the layer."""
+    rf = tuple(max(fields[n][0][axis] for n in layer.inputs) for axis in (0, 1))
+    jump = tuple(max(fields[n][1][axis] for n in layer.inputs) for axis in (0, 1))
+    spatial = len(shape) == 3
+    if result.window and spatial:
+        extent, stride = result.window.extent, result.window.stride
+        rf = (rf[0] + (extent[0] - 1) * jump[0], rf[1] + (extent[1] - 1) * jump[1])
+        jump = (jump[0] * stride[0], jump[1] * stride[1])
+    elif result.covers_input and spatial:
+        # Every output sees every position of the map (global pool, flatten).
+        rf = (rf[0] + (shape[1] - 1) * jump[0], rf[1] + (shape[2] - 1) * jump[1])
+        jump = (jump[0] * shape[1], jump[1] * shape[2])
+    return (rf[0], rf[1]), (jump[0], jump[1])
+
+
+def _checked_layer(layer: Layer, shape: Shape, result: Inferred, fields: Fields) -> CheckedLayer:
+    rf, jump = _receptive_field(layer, shape, result, fields)
+    fields[layer.name] = (rf, jump)
+    trainable = sum(math.prod(s) for s, t in result.tensors.values() if t and not layer.frozen)
+    total = sum(math.prod(s) for s, _ in result.tensors.values())
+    assert result.output is not None
+    return CheckedLayer(
+        layer=layer,
+        input_shape=shape,
+        output_shape=result.output,
+        tensors={k: s for k, (s, _) in result.tensors.items()},
+        trainable_params=trainable,
+        non_trainable_params=total - trainable,
+        macs=result.macs,
+        receptive_field=rf,
+        jump=jump,
+        pads=result.window.pads if result.window else None,
+        in_features=result.in_features,
+    )
+
+
+def _expectation_failed(entry: CheckedLayer) -> Diagnostic:
+    """`conv ... -> 16x7x7` where the layer gives another shape: the arithmetic in the help."""
+    layer = entry.layer
+    assert layer.expect is not None
+    return error(
+        "shape-mismatch",
+        f"{layer.name} gives {format_shape(entry.output_shape)}, not "
+        f"{format_shape(layer.expect) or layer.expect_text}",
+        layer.expect_span or layer.span,
+        layer.config.explain(entry.input_shape, entry.output_shape, entry.pads),
+    )
 
 
 def _unused_branches(network: Network) -> list[Diagnostic]:
