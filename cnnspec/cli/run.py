@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .common import (
     EXIT_ERRORS,
@@ -25,14 +27,45 @@ from .common import (
 from .options import export_options, finite_number, positive_count, thread_count
 
 
+@dataclass
+class _Ran:
+    """What one `run` computed and where it came from, for printing."""
+
+    described: str
+    read: tuple  # files read: an output never replaces them
+    batch: Any  # the input batch (numpy)
+    result: Any  # runtime.RunResult
+    labels: list[str] | None
+    pictures: list = field(default_factory=list)  # feature-map pictures written
+
+
 def cmd_run(args) -> int:
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
     from ..base.diagnostics import CnnspecError
-    from ..deploy.runtime import ProviderUnavailable, input_shape, make_session, read_labels, run
-    from ..inputs import load_inputs
+    from ..deploy.runtime import ProviderUnavailable
 
     path = Path(args.model)
+    is_spec = path.suffix == ".cnn"
+    _check_options(args, path, is_spec)
+    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-run-")  # for models above 2 GB
+    try:
+        ran = _run(args, path, is_spec, Path(scratch_dir.name))
+    except ProviderUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    finally:
+        scratch_dir.cleanup()
+    if ran is None:
+        return EXIT_ERRORS
+    _print_run(args, ran)
+    return EXIT_OK
+
+
+def _check_options(args, path: Path, is_spec: bool) -> None:
+    """Every option and named file, before anything runs (UsageError: exit 2)."""
     readable_file(args.model, "file")
     for name, value in (("--batch", args.batch), ("--top", args.top), ("--repeat", args.repeat)):
         if value < 1:
@@ -45,61 +78,62 @@ def cmd_run(args) -> int:
         readable_file(name, "file")
     if args.labels:
         readable_file(args.labels, "labels file")
-    is_spec = path.suffix == ".cnn"
     if args.activations:
         _check_activations_folder(args.activations, is_spec)
-    if not is_spec:
-        for option, value in (("--weights", args.weights), ("--network", args.network)):
-            if value:
-                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
-        if args.output:
-            output_target(args.output, (path, *map(Path, args.input), *_maybe(args.labels)))
-    else:
+    if is_spec:
         check_weights_option(args)
-    scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-run-")  # for models above 2 GB
-    scratch = Path(scratch_dir.name)
-    try:
-        if is_spec:
-            check_opset(args.opset)
-            loaded = load_weights(args, args.model, (args.output,))
-            if loaded is None:
-                return EXIT_ERRORS
-            network, weights, spec_text, read = loaded
-            check_run_memory(network, args.batch if not args.input else len(args.input))
-            source = model_source(network, weights, args, spec_text, scratch)
-            described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
-        else:
-            source = path
-            described = str(path)
-            read = (path, *map(Path, args.input), *_maybe(args.labels))
-        session = make_session(source, args.provider, args.threads)
-        shape = input_shape(session)
-        if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
-            raise UsageError(
-                f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
-            )
-        if not is_spec and not args.input:
-            check_input_memory(shape, args.batch)
-        mean, std = args.mean, args.std
-        if not is_spec and args.input and mean is None and std is None:
-            mean, std = model_preprocessing(session)
-        batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std)
-        result = run(session, batch, repeat=args.repeat)
-        output = result.output
-        labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
-        if labels is None and not is_spec and output.ndim == 2:
-            labels = _model_classes(session, output.shape[1])
-        if args.activations:
-            pictures = _save_activations(args, network, weights, spec_text, batch[:1])
-    except ProviderUnavailable as exc:
-        raise UsageError(str(exc)) from None
-    except CnnspecError as exc:
-        print_error(exc)
-        return EXIT_ERRORS
-    finally:
-        scratch_dir.cleanup()
+        return
+    for option, value in (("--weights", args.weights), ("--network", args.network)):
+        if value:
+            raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+    if args.output:
+        output_target(args.output, (path, *map(Path, args.input), *_maybe(args.labels)))
+
+
+def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
+    """The model (a spec exported for this run, or an ONNX file) on the inputs."""
+    from ..deploy.runtime import input_shape, make_session, read_labels, run
+    from ..inputs import load_inputs
+
+    if is_spec:
+        check_opset(args.opset)
+        loaded = load_weights(args, args.model, (args.output,))
+        if loaded is None:
+            return None
+        network, weights, spec_text, read = loaded
+        check_run_memory(network, args.batch if not args.input else len(args.input))
+        source = model_source(network, weights, args, spec_text, scratch)
+        described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
+    else:
+        source, described = path, str(path)
+        read = (path, *map(Path, args.input), *_maybe(args.labels))
+    session = make_session(source, args.provider, args.threads)
+    shape = input_shape(session)
+    if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
+        raise UsageError(
+            f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
+        )
+    if not is_spec and not args.input:
+        check_input_memory(shape, args.batch)
+    mean, std = args.mean, args.std
+    if not is_spec and args.input and mean is None and std is None:
+        mean, std = model_preprocessing(session)
+    batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std)
+    result = run(session, batch, repeat=args.repeat)
+    output = result.output
+    labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
+    if labels is None and not is_spec and output.ndim == 2:
+        labels = _model_classes(session, output.shape[1])
+    ran = _Ran(described, read, batch, result, labels)
+    if args.activations:
+        ran.pictures = _save_activations(args, network, weights, spec_text, batch[:1])
+    return ran
+
+
+def _print_run(args, ran: _Ran) -> None:
+    result, batch = ran.result, ran.batch
     origin = "random" if not args.input else ", ".join(args.input)
-    print(f"model: {safe_text(described)}")
+    print(f"model: {safe_text(ran.described)}")
     print(f"provider: {result.providers[0]}")
     several = len(result.outputs) > 1
     shapes = "   ".join(
@@ -109,19 +143,19 @@ def cmd_run(args) -> int:
     for name, output in result.outputs:  # every output of the network, in order
         if several:
             print(f"{safe_text(name)}:")
-        _print_output(output, labels if output is result.output else None, args.top)
+        _print_output(output, ran.labels if output is result.output else None, args.top)
     print(
         f"latency: {result.latency_ms:.3f} ms per batch of {batch.shape[0]} (median of {result.runs}) · "
         f"{rate_text(result.images_per_second)} images/s"
     )
     if args.output:
-        _save_outputs(args.output, result.outputs, read)
+        _save_outputs(args.output, result.outputs, ran.read)
         print(f"wrote {safe_text(args.output)}")
     if args.activations:
         print(
-            f"wrote {safe_text(str(Path(args.activations) / 'index.html'))} ({len(pictures)} feature-map pictures)"
+            f"wrote {safe_text(str(Path(args.activations) / 'index.html'))} "
+            f"({len(ran.pictures)} feature-map pictures)"
         )
-    return EXIT_OK
 
 
 def _model_classes(session, count: int) -> list[str] | None:

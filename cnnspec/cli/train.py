@@ -65,9 +65,28 @@ def _train(args, processes: int = 1) -> int:
     from ..base.diagnostics import CnnspecError
 
     writer = int(os.environ.get("RANK", "0") or 0) == 0
-    from ..deploy.weights import build_weights, load_file
-    from ..training.train import Recipe, load_dataset, train
+    device = _check_training_options(args)
+    network, result = checked_network(args.file, args.network, args)
+    if network is None:
+        return EXIT_ERRORS
+    read = files_read(result, args) + ((Path(args.resume),) if args.resume else ())
+    checkpoint = _check_outputs(args, read, writer)
+    try:
+        outcome = _run_training(args, network, result, read, checkpoint, device, processes, writer)
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    if writer:
+        checkpoint.unlink(missing_ok=True)  # the run finished: nothing left to resume
+    if processes > 1 and not outcome.ranks_agree:
+        say("error", f"the {processes} processes ended with different weights (a bug: please report it)")
+        return EXIT_INTERNAL
+    _print_outcome(args, outcome, processes)
+    return EXIT_OK
 
+
+def _check_training_options(args) -> str:
+    """Every option, before the spec is read; the device to train on."""
     check_opset(args.opset)
     device = _torch_device(args.device)
     if args.amp and device != "cuda":
@@ -89,11 +108,13 @@ def _train(args, processes: int = 1) -> int:
     check_weights_option(args)
     if not Path(args.data).exists():
         raise UsageError(f"{args.data}: no such file or folder")
-    network, result = checked_network(args.file, args.network, args)
-    if network is None:
-        return EXIT_ERRORS
-    read = files_read(result, args) + ((Path(args.resume),) if args.resume else ())
-    output_target(args.output, read)  # before training: a bad -o must not cost the run
+    return device
+
+
+def _check_outputs(args, read: tuple, writer: bool) -> Path:
+    """Every file training writes, before it starts (a bad -o must not cost the run); the
+    checkpoint's path."""
+    output_target(args.output, read)
     checkpoint = Path(args.checkpoint) if args.checkpoint else Path(args.output).with_suffix(".ckpt")
     if args.resume:
         readable_file(args.resume, "checkpoint")
@@ -106,56 +127,59 @@ def _train(args, processes: int = 1) -> int:
     for extra in (args.history, args.plot):
         if extra:
             output_target(extra, read)
+    return checkpoint
+
+
+def _run_training(args, network, result, read, checkpoint: Path, device: str, processes: int, writer: bool):
+    """The plan printed, the training run, the model (and plot) written."""
+    from ..deploy.weights import build_weights, load_file
+    from ..training.train import Recipe, load_dataset, train
+
     recipe = Recipe(
         args.optimizer, args.momentum, args.weight_decay, args.schedule, args.step_size or 10, args.gamma,
         args.patience, device, args.amp,
     )  # fmt: skip
     preprocess = _preprocess(args, network)
-    try:
-        check_weight_memory(network)
-        provided = load_file(args.weights) if args.weights else None
-        weights = build_weights(network, args.seed, provided)
-        data = load_dataset(args.data, network.input_shape, network.output_shape[0], stream=True)
-        print(
-            f"training {network.name} on {device}{f' x {processes} processes' if processes > 1 else ''}: "
-            f"{network.trainable_params:,} trainable and "
-            f"{network.total_params - network.trainable_params:,} non-trainable params; "
-            f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation; "
-            f"{args.optimizer}, lr {args.lr:g}, {args.schedule} schedule",
-            file=sys.stderr,
-        )
-        print(weights.table(), file=sys.stderr)  # the plan, before anything runs
+    check_weight_memory(network)
+    provided = load_file(args.weights) if args.weights else None
+    weights = build_weights(network, args.seed, provided)
+    data = load_dataset(args.data, network.input_shape, network.output_shape[0], stream=True)
+    print(
+        f"training {network.name} on {device}{f' x {processes} processes' if processes > 1 else ''}: "
+        f"{network.trainable_params:,} trainable and "
+        f"{network.total_params - network.trainable_params:,} non-trainable params; "
+        f"{len(data.y):,} examples, {args.val_split:.0%} held out for validation; "
+        f"{args.optimizer}, lr {args.lr:g}, {args.schedule} schedule",
+        file=sys.stderr,
+    )
+    print(weights.table(), file=sys.stderr)  # the plan, before anything runs
 
-        def after_epoch(stats, outcome) -> None:
-            if args.history and writer:
-                from ..views.history import write_jsonl
+    def after_epoch(stats, outcome) -> None:
+        if args.history and writer:
+            from ..views.history import write_jsonl
 
-                write_jsonl(Path(args.history), outcome.history)
+            write_jsonl(Path(args.history), outcome.history)
 
-        outcome = train(
-            network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed,
-            recipe=recipe, checkpoint=checkpoint, resume=Path(args.resume) if args.resume else None,
-            on_epoch=after_epoch, preprocess=preprocess, workers=args.workers, on_bad_image=args.on_bad_image,
-        )  # fmt: skip
-        trained = build_weights(network, args.seed, outcome.arrays)
-        metadata = preprocess.metadata()
-        if data.classes != [str(i) for i in range(len(data.classes))]:  # a folder's class names
-            metadata["classes"] = "\n".join(data.classes)
-        if writer:
-            write_model_file(network, trained, args, result.sources.get(args.file), read, metadata)
-        if args.plot and writer:
-            from ..views.history import plot
-
-            plot(Path(args.plot), outcome.history, f"{network.name}: {args.output}")
-    except CnnspecError as exc:
-        print_error(exc)
-        return EXIT_ERRORS
+    outcome = train(
+        network, weights, data, args.epochs, args.lr, args.batch_size, args.val_split, args.seed,
+        recipe=recipe, checkpoint=checkpoint, resume=Path(args.resume) if args.resume else None,
+        on_epoch=after_epoch, preprocess=preprocess, workers=args.workers, on_bad_image=args.on_bad_image,
+    )  # fmt: skip
+    trained = build_weights(network, args.seed, outcome.arrays)
+    metadata = preprocess.metadata()
+    if data.classes != [str(i) for i in range(len(data.classes))]:  # a folder's class names
+        metadata["classes"] = "\n".join(data.classes)
     if writer:
-        checkpoint.unlink(missing_ok=True)  # the run finished: nothing left to resume
+        write_model_file(network, trained, args, result.sources.get(args.file), read, metadata)
+    if args.plot and writer:
+        from ..views.history import plot
+
+        plot(Path(args.plot), outcome.history, f"{network.name}: {args.output}")
+    return outcome
+
+
+def _print_outcome(args, outcome, processes: int) -> None:
     if processes > 1:
-        if not outcome.ranks_agree:
-            say("error", f"the {processes} processes ended with different weights (a bug: please report it)")
-            return EXIT_INTERNAL
         print(
             f"{processes} processes (torchrun, {args.batch_size} examples a step each): all hold the same weights"
         )
@@ -174,7 +198,6 @@ def _train(args, processes: int = 1) -> int:
             f"last epoch {best.epoch}: train acc {best.accuracy:.4f} loss {best.loss:.4f} (no validation split)"
         )
     print(f"wrote {safe_text(args.output)}")
-    return EXIT_OK
 
 
 def _preprocess(args, network):
