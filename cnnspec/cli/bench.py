@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .common import (
     EXIT_ERRORS,
@@ -36,58 +38,27 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+@dataclass
+class _Measured:
+    described: str
+    shape: tuple[int, ...]
+    provider: str
+    comparison: Any  # int8.Comparison
+    agreement: Any  # int8.Agreement, with --int8-calibrate
+    quantized: bool  # an int8 model was measured too
+
+
 def cmd_bench(args) -> int:
     """Latency and throughput, fp32 and (given calibration data) int8, side by side."""
-    import json
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
     from ..base.diagnostics import CnnspecError
-    from ..deploy.int8 import compare, load_examples, quantize, split
-    from ..deploy.runtime import ProviderUnavailable, input_shape, make_session
+    from ..deploy.runtime import ProviderUnavailable
 
-    path = Path(args.model)
-    readable_file(args.model, "file")
-    if args.int8_calibrate:
-        readable_path(args.int8_calibrate, "calibration data")
-    if (args.mean or args.std) and not args.int8_calibrate:
-        raise UsageError("--mean and --std apply to the --int8-calibrate examples")
-    if path.suffix != ".cnn":
-        for option, value in (("--weights", args.weights), ("--network", args.network)):
-            if value:
-                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+    _check_options(args)
     scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-bench-")
-    scratch = Path(scratch_dir.name)
     try:
-        if path.suffix == ".cnn":
-            check_opset(args.opset)
-            check_weights_option(args)
-            loaded = load_weights(args, args.model)
-            if loaded is None:
-                return EXIT_ERRORS
-            network, weights, spec_text, _ = loaded
-            check_run_memory(network, max(args.batch))
-            fp32: bytes | Path = model_source(network, weights, args, spec_text, scratch)
-            described = f"{network.name} ({args.model}, seed {args.seed})"
-        else:
-            fp32, described = path, str(path)
-        fp32_session = make_session(fp32, args.provider, args.threads)
-        shape = input_shape(fp32_session)
-        if path.suffix != ".cnn":
-            check_input_memory(shape, max(args.batch))
-        int8_session, agreement = None, None
-        if args.int8_calibrate:
-            from ..deploy.int8 import agreement as measure
-
-            source = scratch / "fp32.onnx"
-            if isinstance(fp32, bytes):
-                source.write_bytes(fp32)
-            else:
-                source = fp32
-            calibration, held_out = split(load_examples(args.int8_calibrate, shape, args.mean, args.std))
-            quantize(source, scratch / "int8.onnx", calibration)
-            int8_session = make_session(scratch / "int8.onnx", args.provider, args.threads)
-            agreement = measure(fp32_session, int8_session, held_out)
-        comparison = compare(fp32_session, int8_session, shape, args.batch, args.seconds)
+        measured = _measure(args, Path(scratch_dir.name))
     except ProviderUnavailable as exc:
         raise UsageError(str(exc)) from None
     except CnnspecError as exc:
@@ -95,35 +66,109 @@ def cmd_bench(args) -> int:
         return EXIT_ERRORS
     finally:
         scratch_dir.cleanup()
-    provider = fp32_session.get_providers()[0]
+    if measured is None:
+        return EXIT_ERRORS
     threads = args.threads or os.cpu_count()
-    verdict = comparison.verdict() if int8_session is not None else None
     if args.format == "json":
-        document = {
-            "model": described,
-            "provider": provider,
-            "threads": threads,
-            "input": list(shape),
-            "fp32": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.fp32],
-            "int8": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.int8],
-            "int8_speedup": comparison.ratios(),
-            "agreement": vars(agreement) if agreement else None,
-            "deploy": {"int8": "int8", "fp32": "fp32", "mixed": "depends on the batch size"}.get(
-                verdict or "", "fp32"
-            ),
-        }
-        print(json.dumps(document, indent=2))
-        return EXIT_OK
+        _print_json(measured, threads)
+    else:
+        _print_table(measured, threads)
+    return EXIT_OK
+
+
+def _check_options(args) -> None:
+    readable_file(args.model, "file")
+    if args.int8_calibrate:
+        readable_path(args.int8_calibrate, "calibration data")
+    if (args.mean or args.std) and not args.int8_calibrate:
+        raise UsageError("--mean and --std apply to the --int8-calibrate examples")
+    if Path(args.model).suffix != ".cnn":
+        for option, value in (("--weights", args.weights), ("--network", args.network)):
+            if value:
+                raise UsageError(f"{option} applies to a .cnn spec; an ONNX model carries its own weights")
+
+
+def _measure(args, scratch: Path) -> _Measured | None:
+    """The fp32 model (a spec exported for this run, or an ONNX file) timed, and its int8
+    quantisation beside it when calibration data is given."""
+    from ..deploy.int8 import compare
+    from ..deploy.runtime import input_shape, make_session
+
+    path = Path(args.model)
+    if path.suffix == ".cnn":
+        check_opset(args.opset)
+        check_weights_option(args)
+        loaded = load_weights(args, args.model)
+        if loaded is None:
+            return None
+        network, weights, spec_text, _ = loaded
+        check_run_memory(network, max(args.batch))
+        fp32: bytes | Path = model_source(network, weights, args, spec_text, scratch)
+        described = f"{network.name} ({args.model}, seed {args.seed})"
+    else:
+        fp32, described = path, str(path)
+    fp32_session = make_session(fp32, args.provider, args.threads)
+    shape = input_shape(fp32_session)
+    if path.suffix != ".cnn":
+        check_input_memory(shape, max(args.batch))
+    int8_session, agreement = (
+        _quantized(args, fp32, fp32_session, shape, scratch) if args.int8_calibrate else (None, None)
+    )
+    comparison = compare(fp32_session, int8_session, shape, args.batch, args.seconds)
+    provider = fp32_session.get_providers()[0]
+    return _Measured(described, shape, provider, comparison, agreement, int8_session is not None)
+
+
+def _quantized(args, fp32: bytes | Path, fp32_session, shape, scratch: Path):
+    """An int8 session calibrated on part of the examples, and its agreement on the rest."""
+    from ..deploy.int8 import agreement, load_examples, quantize, split
+    from ..deploy.runtime import make_session
+
+    source = scratch / "fp32.onnx"
+    if isinstance(fp32, bytes):
+        source.write_bytes(fp32)
+    else:
+        source = fp32
+    calibration, held_out = split(load_examples(args.int8_calibrate, shape, args.mean, args.std))
+    quantize(source, scratch / "int8.onnx", calibration)
+    int8_session = make_session(scratch / "int8.onnx", args.provider, args.threads)
+    return int8_session, agreement(fp32_session, int8_session, held_out)
+
+
+def _print_json(measured: _Measured, threads: int | None) -> None:
+    import json
+
+    comparison = measured.comparison
+    verdict = comparison.verdict() if measured.quantized else None
+    document = {
+        "model": measured.described,
+        "provider": measured.provider,
+        "threads": threads,
+        "input": list(measured.shape),
+        "fp32": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.fp32],
+        "int8": [vars(t) | {"images_per_second": t.images_per_second} for t in comparison.int8],
+        "int8_speedup": comparison.ratios(),
+        "agreement": vars(measured.agreement) if measured.agreement else None,
+        "deploy": {"int8": "int8", "fp32": "fp32", "mixed": "depends on the batch size"}.get(
+            verdict or "", "fp32"
+        ),
+    }
+    print(json.dumps(document, indent=2))
+
+
+def _print_table(measured: _Measured, threads: int | None) -> None:
+    comparison, agreement = measured.comparison, measured.agreement
     print(
-        f"model: {safe_text(described)}   input: Nx{'x'.join(map(str, shape))}   {provider}, {threads} threads"
+        f"model: {safe_text(measured.described)}   input: Nx{'x'.join(map(str, measured.shape))}   "
+        f"{measured.provider}, {threads} threads"
     )
     header = f"{'batch':>5}  {'fp32 p50':>10} {'p90':>10} {'images/s':>10}"
-    if int8_session is not None:
+    if measured.quantized:
         header += f"  {'int8 p50':>10} {'p90':>10} {'images/s':>10}  {'int8 speed-up':>13}"
     print(header)
     for i, f in enumerate(comparison.fp32):
         row = f"{f.batch:>5}  {f.p50_ms:>7.3f} ms {f.p90_ms:>7.3f} ms {rate_text(f.images_per_second):>10}"
-        if int8_session is not None:
+        if measured.quantized:
             q = comparison.int8[i]
             row += f"  {q.p50_ms:>7.3f} ms {q.p90_ms:>7.3f} ms {rate_text(q.images_per_second):>10}  {comparison.ratios()[i]:>12.2f}x"
         print(row)
@@ -132,6 +177,10 @@ def cmd_bench(args) -> int:
             f"int8 top-1 agreement with fp32: {agreement.top1:.1%} on {agreement.examples} held-out examples "
             f"(largest output difference {agreement.max_difference:.4g})"
         )
+    _print_verdict(comparison.verdict() if measured.quantized else None, comparison)
+
+
+def _print_verdict(verdict: str | None, comparison) -> None:
     if verdict == "int8":
         print("deploy: int8 (faster at every batch size measured)")
     elif verdict == "fp32":
@@ -143,7 +192,6 @@ def cmd_bench(args) -> int:
     elif verdict == "mixed":
         wins = [f.batch for f, r in zip(comparison.fp32, comparison.ratios()) if r > 1.05]
         print(f"deploy: int8 for batch sizes {', '.join(map(str, wins))}; fp32 otherwise")
-    return EXIT_OK
 
 
 def add_parser(sub) -> None:
