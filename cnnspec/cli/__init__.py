@@ -109,6 +109,18 @@ def _import_and_freeze(modules: tuple[str, ...]) -> None:
     gc.enable()
 
 
+def _catch_termination() -> dict:
+    """SIGTERM and SIGHUP raise Terminated; the handlers they replace, to put back."""
+    handlers = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            try:
+                handlers[signum] = signal.signal(signum, _terminate)
+            except ValueError:  # not the main thread (an embedding program): leave them
+                pass
+    return handlers
+
+
 def main(argv: list[str] | None = None) -> int:
     program = argv is None  # cnnspec is the process; a library caller's GC is left alone
     if program:
@@ -119,13 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    handlers = {}
-    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if signum is not None:
-            try:
-                handlers[signum] = signal.signal(signum, _terminate)
-            except ValueError:  # not the main thread (an embedding program): leave them
-                pass
+    handlers = _catch_termination()
     try:
         if program:
             _import_and_freeze(getattr(args, "modules", ()))

@@ -30,14 +30,38 @@ def _shape_argument(text: str) -> tuple[int, ...]:
 
 def cmd_import(args) -> int:
     """ONNX model -> NET.cnn and NET.npz (its weights, keyed by the spec's tensor names)."""
-    import numpy as np
-
     from ..base.diagnostics import CnnspecError
-    from ..importer import RESERVED, NotAModel, import_model
-    from ..importer.printer import spec_name
+    from ..importer import NotAModel, import_model
 
     model = Path(args.model)
     readable_file(args.model, "model")
+    spec_path, weights_path, weights_out = _output_paths(args, model)
+    name = _network_name(args)
+    try:
+        imported = import_model(model, name, args.input_shape, args.flat, weights_out.name)
+    except NotAModel as exc:
+        raise UsageError(f"{args.model}: {exc}") from None
+    except CnnspecError as exc:
+        print_error(exc)
+        return EXIT_ERRORS
+    _write_both(args, imported, spec_path, weights_path)
+    graph = imported.graph
+    print(
+        f"wrote {safe_text(args.output)} ({imported.spec.count(chr(10))} lines): network {name}, "
+        f"input {'x'.join(map(str, graph.input_shape))}, {len(graph.layers)} layers, "
+        f"{imported.total_params:,} parameters"
+    )
+    print(f"wrote {safe_text(str(weights_out))} ({len(imported.weights)} tensors)")
+    if graph.layout == "NHWC":
+        say(
+            "warning",
+            "the model took NxHxWxC input; the spec takes NxCxHxW: transpose images to channels first",
+        )
+    return EXIT_OK
+
+
+def _output_paths(args, model: Path) -> tuple[Path, Path, Path]:
+    """The spec and weights files to write (checked, never the model or a file not named)."""
     spec_out = Path(args.output)
     if spec_out.suffix != ".cnn":
         raise UsageError(f"{args.output}: the spec should end in .cnn")
@@ -53,18 +77,25 @@ def cmd_import(args) -> int:
     weights_path = output_target(str(weights_out), protect + (spec_path,))
     if spec_path == weights_path:
         raise UsageError("the spec and its weights need two different files")
-    name = args.name or spec_name((spec_out.stem,)) or "imported"
+    return spec_path, weights_path, weights_out
+
+
+def _network_name(args) -> str:
+    from ..importer import RESERVED
+    from ..importer.printer import spec_name
+
+    name = args.name or spec_name((Path(args.output).stem,)) or "imported"
     if spec_name((name,)) != name or name in RESERVED:
         raise UsageError(
             f"--name {safe_text(name)}: not a network name (letters, digits and _, not a keyword)"
         )
-    try:
-        imported = import_model(model, name, args.input_shape, args.flat, weights_out.name)
-    except NotAModel as exc:
-        raise UsageError(f"{args.model}: {exc}") from None
-    except CnnspecError as exc:
-        print_error(exc)
-        return EXIT_ERRORS
+    return name
+
+
+def _write_both(args, imported, spec_path: Path, weights_path: Path) -> None:
+    """Both files written beside their targets first, then renamed into place."""
+    import numpy as np
+
     from ..base.files import temporary
 
     written: list[Path] = []
@@ -72,7 +103,7 @@ def cmd_import(args) -> int:
         temp_weights = temporary(weights_path)
         written.append(temp_weights)
         with open(temp_weights, "wb") as stream:
-            np.savez(stream, **imported.weights)  # type: ignore[arg-type]
+            np.savez(stream, **imported.weights)
         temp_spec = temporary(spec_path)
         written.append(temp_spec)
         temp_spec.write_text(imported.spec, encoding="utf-8")
@@ -83,19 +114,6 @@ def cmd_import(args) -> int:
     finally:
         for path in written:
             path.unlink(missing_ok=True)
-    graph = imported.graph
-    print(
-        f"wrote {safe_text(args.output)} ({imported.spec.count(chr(10))} lines): network {name}, "
-        f"input {'x'.join(map(str, graph.input_shape))}, {len(graph.layers)} layers, "
-        f"{imported.total_params:,} parameters"
-    )
-    print(f"wrote {safe_text(str(weights_out))} ({len(imported.weights)} tensors)")
-    if graph.layout == "NHWC":
-        say(
-            "warning",
-            "the model took NxHxWxC input; the spec takes NxCxHxW: transpose images to channels first",
-        )
-    return EXIT_OK
 
 
 def add_parser(sub) -> None:
