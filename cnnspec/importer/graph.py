@@ -47,66 +47,10 @@ def import_graph(
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset == 0:
         raise NotAModel("the model imports no standard ONNX opset")
-    folder = path.parent
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    readers = [n for n in graph.node if inputs and inputs[0].name in n.input]
-    # Keras models converted as they are take NxHxWxC and transpose it first
-    nhwc = bool(readers) and all(
-        n.op_type == "Transpose" and [int(p) for p in attributes_of(n).get("perm", [])] == [0, 3, 1, 2]
-        for n in readers
-    )
-    shape = _input_shape(inputs, path, input_shape, nhwc)
-    dims = inputs[0].type.tensor_type.shape.dim
-    declared = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-    state = State(opset, declared)
-    for tensor in graph.initializer:
-        state.values[tensor.name] = tensor_array(tensor, folder)
-    state.values[inputs[0].name] = Partial("nhwc_input", Act(INPUT, shape)) if nhwc else Act(INPUT, shape)
+    state, shape, nhwc = _start(graph, path, input_shape, opset)
+    broken: set[str] = set()  # tensors computed from what cannot be imported
     for node in graph.node:
-        state.readers.update(n for n in node.input if n)
-    state.readers.update(o.name for o in graph.output)
-    broken: set[str] = set()
-    for node in graph.node:
-        label = node.name or (node.output[0] if node.output else node.op_type)
-        if node.domain not in ("", "ai.onnx"):
-            state.unsupported[f"{node.domain}.{node.op_type}"].append(
-                (label, "an op outside the standard ONNX domain")
-            )
-            broken.update(node.output)
-            continue
-        missing = [n for n in node.input if n and n not in state.values and n not in broken]
-        if missing:
-            raise NotAModel(
-                f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)"
-            )
-        if any(n in broken for n in node.input if n):
-            broken.update(node.output)
-            if (
-                node.op_type not in HANDLERS
-                and node.op_type not in FOLDABLE
-                and node.op_type not in ("Shape", "Constant")
-            ):
-                state.unsupported[node.op_type].append((label, ""))
-            continue
-        try:
-            folded = fold(state, node)
-            if folded is not None:
-                state.values[node.output[0]] = np.asarray(folded)
-                continue
-            handler = HANDLERS.get(node.op_type)
-            if handler is None:
-                raise Unsupported("")
-            result = handler.handle(state, node)
-            state.values[node.output[0]] = result
-            if isinstance(result, Act) and result.layer != INPUT:
-                state.layer_tensor.setdefault(result.layer, node.output[0])
-        except Unsupported as exc:
-            state.unsupported[node.op_type].append((label, str(exc)))
-            broken.update(node.output)
-        except (IndexError, KeyError, TypeError, ValueError, OverflowError, ArithmeticError) as exc:
-            # a node missing inputs or outputs, an attribute of the wrong type or size
-            raise NotAModel(f"node '{label}' ({node.op_type}) is malformed ({type(exc).__name__})") from None
+        _read_node(state, node, broken)
     for flat in state.hwc_flatten:
         state.unsupported["Transpose"].append(
             (flat, "it flattens in HxWxC order, and no dense layer follows to take that order over")
@@ -132,6 +76,73 @@ def import_graph(
         model.producer_name,
         "NHWC" if nhwc else "NCHW",
     )
+
+
+def _start(graph, path: Path, input_shape: Shape | None, opset: int) -> tuple[State, Shape, bool]:
+    """The state before the first node: initializers, the input (and whether the model
+    takes NxHxWxC, as Keras models converted as they are do), who reads what."""
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    readers = [n for n in graph.node if inputs and inputs[0].name in n.input]
+    nhwc = bool(readers) and all(
+        n.op_type == "Transpose" and [int(p) for p in attributes_of(n).get("perm", [])] == [0, 3, 1, 2]
+        for n in readers
+    )
+    shape = _input_shape(inputs, path, input_shape, nhwc)
+    dims = inputs[0].type.tensor_type.shape.dim
+    declared = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    state = State(opset, declared)
+    for tensor in graph.initializer:
+        state.values[tensor.name] = tensor_array(tensor, path.parent)
+    state.values[inputs[0].name] = Partial("nhwc_input", Act(INPUT, shape)) if nhwc else Act(INPUT, shape)
+    for node in graph.node:
+        state.readers.update(n for n in node.input if n)
+    state.readers.update(o.name for o in graph.output)
+    return state, shape, nhwc
+
+
+def _read_node(state: State, node, broken: set[str]) -> None:
+    """One node through constant folding or its op's handler; what cannot be expressed is
+    collected in `state.unsupported`, and what it computes joins `broken`."""
+    label = node.name or (node.output[0] if node.output else node.op_type)
+    if node.domain not in ("", "ai.onnx"):
+        state.unsupported[f"{node.domain}.{node.op_type}"].append(
+            (label, "an op outside the standard ONNX domain")
+        )
+        broken.update(node.output)
+        return
+    missing = [n for n in node.input if n and n not in state.values and n not in broken]
+    if missing:
+        raise NotAModel(
+            f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)"
+        )
+    if any(n in broken for n in node.input if n):
+        broken.update(node.output)
+        if (
+            node.op_type not in HANDLERS
+            and node.op_type not in FOLDABLE
+            and node.op_type not in ("Shape", "Constant")
+        ):
+            state.unsupported[node.op_type].append((label, ""))
+        return
+    try:
+        folded = fold(state, node)
+        if folded is not None:
+            state.values[node.output[0]] = np.asarray(folded)
+            return
+        handler = HANDLERS.get(node.op_type)
+        if handler is None:
+            raise Unsupported("")
+        result = handler.handle(state, node)
+        state.values[node.output[0]] = result
+        if isinstance(result, Act) and result.layer != INPUT:
+            state.layer_tensor.setdefault(result.layer, node.output[0])
+    except Unsupported as exc:
+        state.unsupported[node.op_type].append((label, str(exc)))
+        broken.update(node.output)
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError, ArithmeticError) as exc:
+        # a node missing inputs or outputs, an attribute of the wrong type or size
+        raise NotAModel(f"node '{label}' ({node.op_type}) is malformed ({type(exc).__name__})") from None
 
 
 def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) -> Shape:
