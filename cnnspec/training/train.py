@@ -219,6 +219,69 @@ def train(
     from .modules import build_module
 
     recipe = recipe or Recipe()
+    _check_trainable(network)
+    torch.manual_seed(seed)
+    device = torch.device(recipe.device)
+    module = build_module(network, weights.arrays).to(device)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if not trainable:
+        raise fail("bad-input", f"every layer of '{network.name}' is frozen: nothing to train")
+    optimizer = _optimizer(torch, trainable, lr, recipe)
+    scheduler = _scheduler(torch, optimizer, epochs, recipe)
+    train_idx, val_idx = split(len(data.y), val_split, seed)
+    if len(train_idx) == 0:
+        raise fail("bad-input", f"no examples left to train on after a validation split of {val_split}")
+    if recipe.patience is not None and len(val_idx) == 0:
+        raise fail("bad-input", "--patience watches the validation accuracy: it needs --val-split above 0")
+    feed = _Feed(data, preprocess or Preprocess(), seed, batch_size, workers, on_bad_image, device)
+    generator = torch.Generator().manual_seed(seed)
+    group = _Group(torch)  # several processes (torchrun): each trains on its share of every batch
+    step_model = group.wrap(module)
+    torch.manual_seed(seed + group.rank)  # dropout draws differ between processes
+    result = TrainResult(arrays=module.cnnspec_tensors())
+    run = _Run(
+        torch,
+        network,
+        module,
+        step_model,
+        optimizer,
+        scheduler,
+        feed,
+        generator,
+        group,
+        lr,
+        batch_size,
+        result,
+    )
+    first_epoch = 1 if resume is None else run.resume(resume)
+    run.amp, run.scaler = _mixed_precision(torch, recipe)
+    last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
+    run.bar = _Progress(
+        epochs, math.ceil(len(train_idx) / group.size / batch_size), progress and group.rank == 0
+    )
+    for epoch in range(first_epoch, last + 1):
+        if recipe.patience is not None and run.waited >= recipe.patience:
+            break
+        total_loss, correct, seen = run.train_epoch(train_idx, epoch)
+        val_loss, val_acc = (
+            _evaluate(module, feed, val_idx, run.loss_fn, epoch, group) if len(val_idx) else (None, None)
+        )
+        stats = EpochStats(
+            epoch, total_loss / seen, correct / seen, val_loss, val_acc, optimizer.param_groups[0]["lr"]
+        )
+        run.end_epoch(stats, checkpoint)
+        if on_epoch is not None and group.rank == 0:
+            on_epoch(stats, run.result)
+    run.bar.close()
+    result.ranks_agree = group.agree(module)
+    result.stopped_early = (
+        recipe.patience is not None and run.waited >= recipe.patience and len(result.history) < epochs
+    )
+    return result
+
+
+def _check_trainable(network: CheckedNetwork) -> None:
+    """Training fits class scores: one output, a vector."""
     if len(network.outputs) > 1:
         raise fail(
             "bad-input",
@@ -233,115 +296,119 @@ def train(
             f"{format_shape(network.output_shape)}",
             "end the network with flatten and a dense layer",
         )
-    torch.manual_seed(seed)
-    device = torch.device(recipe.device)
-    module = build_module(network, weights.arrays).to(device)
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    if not trainable:
-        raise fail("bad-input", f"every layer of '{network.name}' is frozen: nothing to train")
-    optimizer = _optimizer(torch, trainable, lr, recipe)
-    scheduler = _scheduler(torch, optimizer, epochs, recipe)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    train_idx, val_idx = split(len(data.y), val_split, seed)
-    if len(train_idx) == 0:
-        raise fail("bad-input", f"no examples left to train on after a validation split of {val_split}")
-    if recipe.patience is not None and len(val_idx) == 0:
-        raise fail("bad-input", "--patience watches the validation accuracy: it needs --val-split above 0")
-    preprocess = preprocess or Preprocess()
-    feed = _Feed(data, preprocess, seed, batch_size, workers, on_bad_image, device)
-    generator = torch.Generator().manual_seed(seed)
-    group = _Group(torch)  # several processes (torchrun): each trains on its share of every batch
-    step_model = group.wrap(module)
-    torch.manual_seed(seed + group.rank)  # dropout draws differ between processes
-    result = TrainResult(arrays=module.cnnspec_tensors())
-    best_key = (-1.0, math.inf)
-    first_epoch, waited = 1, 0
-    if resume is not None:
-        state = _load_checkpoint(torch, resume, network, module, optimizer, scheduler, generator, group)
-        first_epoch = state["epoch"] + 1
-        result.history = [EpochStats(**h) for h in state["history"]]
-        result.best_epoch = state["best_epoch"]
-        result.arrays = {k: v.numpy() for k, v in state["best_arrays"].items()}
-        best_key, waited = tuple(state["best_key"]), state["waited"]
-    amp, scaler = _mixed_precision(torch, recipe)
-    last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
-    bar = _Progress(epochs, math.ceil(len(train_idx) / group.size / batch_size), progress and group.rank == 0)
-    for epoch in range(first_epoch, last + 1):
-        if recipe.patience is not None and waited >= recipe.patience:
-            break
-        module.train()
-        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)].numpy()
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts; `train` drives it an epoch at a time."""
+
+    torch: Any
+    network: CheckedNetwork
+    module: Any
+    step_model: Any  # the module, wrapped for several processes
+    optimizer: Any
+    scheduler: Any
+    feed: _Feed
+    generator: Any
+    group: _Group
+    lr: float
+    batch_size: int
+    result: TrainResult
+    best_key: tuple = (-1.0, math.inf)
+    waited: int = 0  # epochs without a better validation accuracy
+    amp: Any = None
+    scaler: Any = None
+    bar: Any = None
+
+    def __post_init__(self) -> None:
+        self.loss_fn = self.torch.nn.CrossEntropyLoss()
+
+    def resume(self, path: Path) -> int:
+        """Restore a checkpoint; the epoch to continue from."""
+        torch = self.torch
+        state = _load_checkpoint(
+            torch, path, self.network, self.module, self.optimizer, self.scheduler, self.generator, self.group
+        )
+        self.result.history = [EpochStats(**h) for h in state["history"]]
+        self.result.best_epoch = state["best_epoch"]
+        self.result.arrays = {k: v.numpy() for k, v in state["best_arrays"].items()}
+        self.best_key, self.waited = tuple(state["best_key"]), state["waited"]
+        return state["epoch"] + 1
+
+    def train_epoch(self, train_idx, epoch: int) -> tuple[float, int, int]:
+        """One pass over this process's share of the training examples: loss, correct, seen
+        (summed over every process)."""
+        torch = self.torch
+        self.module.train()
+        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=self.generator)].numpy()
         total_loss, correct, seen = 0.0, 0, 0
-        for step, (inputs, labels) in enumerate(feed.batches(group.share(order), epoch, training=True)):
-            start = step * batch_size
-            with amp():
-                logits = step_model(inputs)
-                loss = loss_fn(logits.float(), labels)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise fail(
-                    "bad-input",
-                    f"the training loss became {float(loss)} at epoch {epoch}, step {start // batch_size + 1}: "
-                    "training diverged and was stopped",
-                    f"lower the learning rate (--lr {lr:g} now) or check the data",
-                )
-            optimizer.zero_grad()
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            total_loss += loss.item() * len(labels)
+        batches = self.feed.batches(self.group.share(order), epoch, training=True)
+        for step, (inputs, labels) in enumerate(batches):
+            loss, logits = self.step(inputs, labels, epoch, step)
+            total_loss += loss * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
-            bar.step(epoch, total_loss / seen, correct / seen)
-        total_loss, correct, seen = group.sum(total_loss, correct, seen)
-        group.share_buffers(module)  # batch-norm statistics: the first process's, everywhere
+            self.bar.step(epoch, total_loss / seen, correct / seen)
+        total_loss, correct, seen = self.group.sum(total_loss, correct, seen)
+        self.group.share_buffers(self.module)  # batch-norm statistics: the first process's, everywhere
         if seen == 0:
-            bar.close()
+            self.bar.close()
             raise fail("bad-input", "no readable examples to train on", "check the images, or the data set")
-        val_loss, val_acc = (
-            _evaluate(module, feed, val_idx, loss_fn, epoch, group) if len(val_idx) else (None, None)
-        )
-        stats = EpochStats(
-            epoch, total_loss / seen, correct / seen, val_loss, val_acc, optimizer.param_groups[0]["lr"]
-        )
-        if scheduler is not None:
-            scheduler.step()
-        result.history.append(stats)
-        bar.end_epoch(stats)
-        key = (val_acc, -val_loss) if val_acc is not None and val_loss is not None else (epoch, 0.0)
-        if key > best_key:
-            best_key, result.best_epoch, waited = key, epoch, 0
-            result.arrays = module.cnnspec_tensors()
+        return total_loss, correct, seen
+
+    def step(self, inputs, labels, epoch: int, step: int) -> tuple[float, Any]:
+        """One optimizer step; stops the run when the loss is not finite."""
+        torch = self.torch
+        with self.amp():
+            logits = self.step_model(inputs)
+            loss = self.loss_fn(logits.float(), labels)
+        if not torch.isfinite(loss):
+            self.bar.close()
+            raise fail(
+                "bad-input",
+                f"the training loss became {float(loss)} at epoch {epoch}, step {step + 1}: "
+                "training diverged and was stopped",
+                f"lower the learning rate (--lr {self.lr:g} now) or check the data",
+            )
+        self.optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            waited += 1
-        rng_states = group.gather_rng()  # every process's dropout stream, for a resume
-        if checkpoint is not None and group.rank == 0:
+            loss.backward()
+            self.optimizer.step()
+        return loss.item(), logits
+
+    def end_epoch(self, stats: EpochStats, checkpoint: Path | None) -> None:
+        """The schedule stepped, the best epoch kept, the checkpoint written."""
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.result.history.append(stats)
+        self.bar.end_epoch(stats)
+        val_acc, val_loss = stats.val_accuracy, stats.val_loss
+        key = (val_acc, -val_loss) if val_acc is not None and val_loss is not None else (stats.epoch, 0.0)
+        if key > self.best_key:
+            self.best_key, self.result.best_epoch, self.waited = key, stats.epoch, 0
+            self.result.arrays = self.module.cnnspec_tensors()
+        else:
+            self.waited += 1
+        rng_states = self.group.gather_rng()  # every process's dropout stream, for a resume
+        if checkpoint is not None and self.group.rank == 0:
             _save_checkpoint(
-                torch,
+                self.torch,
                 checkpoint,
-                network,
-                epoch,
-                module,
-                optimizer,
-                scheduler,
-                generator,
-                result,
-                best_key,
-                waited,
+                self.network,
+                stats.epoch,
+                self.module,
+                self.optimizer,
+                self.scheduler,
+                self.generator,
+                self.result,
+                self.best_key,
+                self.waited,
                 rng_states,
             )
-        if on_epoch is not None and group.rank == 0:
-            on_epoch(stats, result)
-    bar.close()
-    result.ranks_agree = group.agree(module)
-    result.stopped_early = (
-        recipe.patience is not None and waited >= recipe.patience and len(result.history) < epochs
-    )
-    return result
 
 
 def _optimizer(torch, parameters, lr: float, recipe: Recipe):
