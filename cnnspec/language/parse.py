@@ -413,48 +413,59 @@ _LOOKALIKES = {
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
-        position = exc.pos_in_stream or 0
-        char = text[position] if position < len(text) else ""
-        span = Span(path, exc.line, exc.column)
-        help_ = _LOOKALIKES.get(char)
-        if char in "\"'":
-            help_ = 'strings use double quotes and end on the same line: use "file.cnn"'
-        elif help_ is None and char.isalpha():
-            help_ = "names use the letters a-z and A-Z, digits and _"
-        elif char == ":":  # Python's `network n:` or YAML's `stride: 2`
-            first = (_line(text, exc.line).split() or [""])[0]
-            help_ = (
-                f"a body goes in braces, not after a colon: `{first} ... {{`, the body, then `}}`"
-                if first in ("network", "block", "repeat", "residual")
-                else "options are written KEY=VALUE, e.g. stride=2"
-            )
-        return error("syntax-error", f"unexpected character {char!r}", span, help_)
-
+        return _unexpected_character(exc, text, path)
     token = getattr(exc, "token", None)
     expected = set(getattr(exc, "expected", None) or getattr(exc, "accepts", None) or ())
     at_end = isinstance(exc, UnexpectedEOF) or (token is not None and token.type == "$END")
     if at_end or token is None or token.line in (None, -1):
-        span = _end_span(text, path)
-        if "RBRACE" in expected:
-            opened = _unclosed_brace(text, path)
-            nested = _definition_inside(text, path, opened)
-            if nested is not None:
-                word = _line(text, nested.line).split()[0]
-                return error(
-                    "syntax-error",
-                    f"'{word}' starts inside another body: is a '}}' missing above?",
-                    nested,
-                    "close the network or block above with '}' before this line",
-                )
-            where = f" (line {span.line})" if opened else ""
-            return error(
-                "syntax-error",
-                f"this '{{' is never closed: the file ends{where} inside its body",
-                opened or span,
-                "add the closing '}' on a line of its own",
-            )
-        return error("syntax-error", f"the file ends early; expected {_expected_words(expected, lark)}", span)
+        return _early_end(text, path, expected, lark)
+    return _unexpected_token(token, text, path, expected, lark)
 
+
+def _unexpected_character(exc: UnexpectedCharacters, text: str, path: str) -> Diagnostic:
+    position = exc.pos_in_stream or 0
+    char = text[position] if position < len(text) else ""
+    span = Span(path, exc.line, exc.column)
+    help_ = _LOOKALIKES.get(char)
+    if char in "\"'":
+        help_ = 'strings use double quotes and end on the same line: use "file.cnn"'
+    elif help_ is None and char.isalpha():
+        help_ = "names use the letters a-z and A-Z, digits and _"
+    elif char == ":":  # Python's `network n:` or YAML's `stride: 2`
+        first = (_line(text, exc.line).split() or [""])[0]
+        help_ = (
+            f"a body goes in braces, not after a colon: `{first} ... {{`, the body, then `}}`"
+            if first in ("network", "block", "repeat", "residual")
+            else "options are written KEY=VALUE, e.g. stride=2"
+        )
+    return error("syntax-error", f"unexpected character {char!r}", span, help_)
+
+
+def _early_end(text: str, path: str, expected: set[str], lark: Lark) -> Diagnostic:
+    """The text ends where more was expected: most often a '}' never written."""
+    span = _end_span(text, path)
+    if "RBRACE" not in expected:
+        return error("syntax-error", f"the file ends early; expected {_expected_words(expected, lark)}", span)
+    opened = _unclosed_brace(text, path)
+    nested = _definition_inside(text, path, opened)
+    if nested is not None:
+        word = _line(text, nested.line).split()[0]
+        return error(
+            "syntax-error",
+            f"'{word}' starts inside another body: is a '}}' missing above?",
+            nested,
+            "close the network or block above with '}' before this line",
+        )
+    where = f" (line {span.line})" if opened else ""
+    return error(
+        "syntax-error",
+        f"this '{{' is never closed: the file ends{where} inside its body",
+        opened or span,
+        "add the closing '}' on a line of its own",
+    )
+
+
+def _unexpected_token(token, text: str, path: str, expected: set[str], lark: Lark) -> Diagnostic:
     span = _span(path, token)
     if token.type == "_NL":
         got = "end of line"
@@ -462,27 +473,35 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str, lark: Lark) -> Dia
     else:
         got = f"'{token}'"
     message = f"unexpected {got}; expected {_expected_words(expected, lark)}"
+    line = _line(text, token.line)
+    before = line[: token.column - 1]
     help_ = None
     if token.type == "_NL" and "LBRACE" in expected:
         help_ = "put '{' at the end of this line"
     elif token.type == "RBRACE" and "_NL" in expected:
         help_ = "put '}' on a line of its own"
-    elif token.type == "RPAR" and _line(text, token.line)[: token.column - 1].rstrip().endswith("("):
-        called = re.findall(r"([A-Za-z_]\w*)\s*\(\s*$", _line(text, token.line)[: token.column - 1])
+    elif token.type == "RPAR" and before.rstrip().endswith("("):
+        called = re.findall(r"([A-Za-z_]\w*)\s*\(\s*$", before)
         help_ = f"write `{called[0]}` without parentheses" if called else "remove the empty parentheses"
     elif token.type == "EQUAL":
         help_ = "options are written KEY=VALUE after the positional arguments, e.g. stride=2"
-    elif token.type == "LBRACE" and _line(text, token.line).split()[:2] in (["network", "{"], ["block", "{"]):
-        word = _line(text, token.line).split()[0]
+    elif token.type == "LBRACE":
+        return _misplaced_brace(line, before, expected, span, message)
+    return error("syntax-error", message, span, help_)
+
+
+def _misplaced_brace(line: str, before: str, expected: set[str], span: Span, message: str) -> Diagnostic:
+    """An unexpected '{': a nameless network or block, a missing '}' above, a '{' on its own line."""
+    help_ = None
+    if line.split()[:2] in (["network", "{"], ["block", "{"]):
+        word = line.split()[0]
         message = f"'{word}' needs a name before its '{{'"
         help_ = f"for example: `{word} {'lenet5' if word == 'network' else 'cbapd(filters)'} {{`"
-    elif token.type == "LBRACE" and _line(text, token.line).lstrip().startswith(("network", "block")):
-        message = (
-            f"'{_line(text, token.line).split()[0]}' starts inside another body: is a '}}' missing above?"
-        )
+    elif line.lstrip().startswith(("network", "block")):
+        message = f"'{line.split()[0]}' starts inside another body: is a '}}' missing above?"
         help_ = "close the network or block above with '}' before this line"
-    elif token.type == "LBRACE" and not _line(text, token.line)[: token.column - 1].strip():
+    elif not before.strip():
         help_ = "a '{' goes at the end of the line it opens: `residual {`, `repeat 3 {`"
-    elif token.type == "LBRACE" and "_NL" in expected:
+    elif "_NL" in expected:
         help_ = "the body starts on the line after '{'"
     return error("syntax-error", message, span, help_)
