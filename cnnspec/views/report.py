@@ -38,19 +38,20 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+COLUMNS = [
+    ("layer", 11, "<"),
+    ("spec", 22, "<"),
+    ("output", 10, ">"),
+    ("params", 11, ">"),
+    ("MACs", 8, ">"),
+    ("RF", 5, ">"),
+    ("train", 5, ">"),
+]
+
+
 def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False) -> str:
     style = _Style(color)
-    columns = [
-        ("layer", 11, "<"),
-        ("spec", 22, "<"),
-        ("output", 10, ">"),
-        ("params", 11, ">"),
-        ("MACs", 8, ">"),
-        ("RF", 5, ">"),
-        ("train", 5, ">"),
-    ]
-    if dense_equivalent:
-        columns.append(("as dense", 12, ">"))
+    columns = COLUMNS + ([("as dense", 12, ">")] if dense_equivalent else [])
     width = sum(w for _, w, _ in columns) + len(columns) - 1
 
     def row(cells) -> str:
@@ -70,34 +71,47 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
             group = entry.layer.block
             if group is not None:
                 lines.append(style(f"{group}:", "36"))
-        spec = entry.layer.spec_text()
-        if entry.inputs != (previous,):  # reads something other than the row above
-            spec = f"{spec} ← {', '.join(entry.inputs)}"
-        previous = entry.name
-        rf = entry.receptive_field
-        rf_text = "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
-        train = "" if not entry.params else ("no" if entry.layer.frozen else "yes")
-        cells = [
-            f"  {entry.name}" if group is not None else entry.name,  # rows of a block instance
-            spec,
-            format_shape(entry.output_shape),
-            f"{entry.params:,}",
-            si(entry.macs) if entry.macs else "0",
-            rf_text,
-            train,
-        ]
-        if dense_equivalent:
-            equivalent = entry.dense_equivalent_params
-            cells.append(f"{equivalent:,}" if equivalent is not None else "")
-        text = row(cells)
+        text = row(_cells(entry, previous, group is not None, dense_equivalent))
         lines.append(style(text, "2") if entry.layer.frozen else text)
+        previous = entry.name
     lines.append("─" * width)
     if not net.complete:
         lines.append(style("(stopped at a shape error: the totals cover the layers above)", "33"))
-    lines.append(
+    lines += _totals(net)
+    lines += _notes(net)
+    if dense_equivalent:
+        lines += _dense_equivalent(net)
+    return "\n".join(lines)
+
+
+def _cells(entry, previous: str, in_block: bool, dense_equivalent: bool) -> list[str]:
+    """One layer's row."""
+    spec = entry.layer.spec_text()
+    if entry.inputs != (previous,):  # reads something other than the row above
+        spec = f"{spec} ← {', '.join(entry.inputs)}"
+    rf = entry.receptive_field
+    rf_text = "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
+    train = "" if not entry.params else ("no" if entry.layer.frozen else "yes")
+    cells = [
+        f"  {entry.name}" if in_block else entry.name,  # rows of a block instance
+        spec,
+        format_shape(entry.output_shape),
+        f"{entry.params:,}",
+        si(entry.macs) if entry.macs else "0",
+        rf_text,
+        train,
+    ]
+    if dense_equivalent:
+        equivalent = entry.dense_equivalent_params
+        cells.append(f"{equivalent:,}" if equivalent is not None else "")
+    return cells
+
+
+def _totals(net: CheckedNetwork) -> list[str]:
+    lines = [
         f"params: {net.total_params:,} total · {net.trainable_params:,} trainable · "
         f"{net.non_trainable_params:,} non-trainable  ({nbytes(net.param_bytes)} fp32)"
-    )
+    ]
     if net.frozen_params:
         lines.append(
             f"frozen: {net.frozen_params:,} params in {sum(1 for c in net.layers if c.layer.frozen and c.params)} layers"
@@ -106,6 +120,12 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     lines.append(
         f"activations: {nbytes(net.activation_bytes)} per image (fp32, input and every layer output)"
     )
+    return lines
+
+
+def _notes(net: CheckedNetwork) -> list[str]:
+    """Dense in-features after flatten, what a derived network dropped, several outputs."""
+    lines = []
     by_name = {entry.name: entry for entry in net.layers}
     for entry in net.layers:  # the classic "size mismatch, m1: [1 x 32768]" line, said upfront
         source = by_name.get(entry.inputs[0]) if entry.inputs else None
@@ -118,16 +138,19 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     if len(net.outputs) > 1:
         shapes = ", ".join(f"{n} {format_shape(s)}" for n, s in zip(net.outputs, net.output_shapes))
         lines.append(f"outputs: {shapes}")
-    if dense_equivalent:
-        convs = [c for c in net.layers if c.dense_equivalent_params]
-        if convs:
-            conv_total = sum(c.params for c in convs)
-            dense_total = sum(c.dense_equivalent_params or 0 for c in convs)
-            lines.append(
-                f"as dense: the conv layers' {conv_total:,} params would be {dense_total:,} as fully connected "
-                f"layers ({dense_total / max(conv_total, 1):,.0f}x): weight sharing and local connections"
-            )
-    return "\n".join(lines)
+    return lines
+
+
+def _dense_equivalent(net: CheckedNetwork) -> list[str]:
+    convs = [c for c in net.layers if c.dense_equivalent_params]
+    if not convs:
+        return []
+    conv_total = sum(c.params for c in convs)
+    dense_total = sum(c.dense_equivalent_params or 0 for c in convs)
+    return [
+        f"as dense: the conv layers' {conv_total:,} params would be {dense_total:,} as fully connected "
+        f"layers ({dense_total / max(conv_total, 1):,.0f}x): weight sharing and local connections"
+    ]
 
 
 def render_table(result: CheckResult, color: bool = False, dense_equivalent: bool = False) -> str:
