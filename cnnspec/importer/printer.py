@@ -143,6 +143,38 @@ def recover_structure(layers: list[GraphLayer], outputs: tuple[str, ...]) -> lis
 
 
 def _combinator(join: Item, items: dict[str, Item], uses: Counter, outputs: set[str]) -> Item | None:
+    """The join as a combinator over the chains that lead to it from one source (None
+    when they do not start at one tensor, or the result would not read well)."""
+    chains, sources = _chains_into(join, items, uses, outputs)
+    if len(sources) != 1 or any(len(chain) > MAX_CHAIN for chain in chains):
+        return None
+    depth = 1 + max((item.depth for chain in chains for item in chain), default=0)
+    if depth > MAX_NESTING or _long_skip(join, chains):
+        return None
+    exits = [item.exit for chain in chains for item in chain]
+    if len(exits) != len(set(exits)):
+        return None
+    (source,) = sources
+    return _as_combinator(join, source, chains, depth)
+
+
+def _as_combinator(join: Item, source: str, chains: list[list[Item]], depth: int) -> Item | None:
+    """add of two chains: `residual { body } [shortcut { ... }]`; multiply: a gate."""
+    kind = join.layer.config.kind
+    if kind == "add" and len(chains) == 2:
+        body, shortcut = sorted(chains, key=len, reverse=True)
+        return Item(join.layer, source, "residual", [body], shortcut or None, depth)
+    if kind == "multiply":
+        if len(chains) != 2 or sum(1 for chain in chains if not chain) != 1:
+            return None
+        gate = next(chain for chain in chains if chain)
+        return Item(join.layer, source, "multiply", [gate], None, depth)
+    return Item(join.layer, source, kind, chains, None, depth)
+
+
+def _chains_into(join: Item, items: dict[str, Item], uses: Counter, outputs: set[str]):
+    """Per input of the join, the chain of single-use layers leading to it, and the tensors
+    those chains start from."""
     chains: list[list[Item]] = []
     sources = set()
     for tensor in join.layer.inputs:
@@ -155,31 +187,16 @@ def _combinator(join: Item, items: dict[str, Item], uses: Counter, outputs: set[
             tensor = producer.reads[0]
         sources.add(tensor)
         chains.append(chain)
-    if len(sources) != 1 or any(len(chain) > MAX_CHAIN for chain in chains):
-        return None
-    depth = 1 + max((item.depth for chain in chains for item in chain), default=0)
-    if depth > MAX_NESTING:
-        return None
-    if join.layer.config.kind == "concat" and any(not chain for chain in chains):
-        # A skip connection (`concat {} { ... }`) around a long or nested body, as in
-        # U-Net, reads better as a named join: the body stays at the top level.
-        skipped = [layer for chain in chains for item in chain for layer in item.expansion()]
-        if len(skipped) > MAX_SKIPPED or any(item.kind for chain in chains for item in chain):
-            return None
-    exits = [item.exit for chain in chains for item in chain]
-    if len(exits) != len(set(exits)):
-        return None
-    (source,) = sources
-    kind = join.layer.config.kind
-    if kind == "add" and len(chains) == 2:
-        body, shortcut = sorted(chains, key=len, reverse=True)
-        return Item(join.layer, source, "residual", [body], shortcut or None, depth)
-    if kind == "multiply":
-        if len(chains) != 2 or sum(1 for chain in chains if not chain) != 1:
-            return None
-        gate = next(chain for chain in chains if chain)
-        return Item(join.layer, source, "multiply", [gate], None, depth)
-    return Item(join.layer, source, kind, chains, None, depth)
+    return chains, sources
+
+
+def _long_skip(join: Item, chains: list[list[Item]]) -> bool:
+    """A skip connection (`concat {} { ... }`) around a long or nested body, as in U-Net,
+    reads better as a named join: the body stays at the top level."""
+    if join.layer.config.kind != "concat" or all(chains):
+        return False
+    skipped = [layer for chain in chains for item in chain for layer in item.expansion()]
+    return len(skipped) > MAX_SKIPPED or any(item.kind for chain in chains for item in chain)
 
 
 # ------------------------------------------------------------------ 2. blocks
@@ -314,10 +331,29 @@ def _item_prefix(item: Item) -> tuple[str, ...]:
     return common
 
 
+Run = tuple[tuple[str, ...], list[Item]]  # (module path, or ("#",) for a combinator; its items)
+
+
 def fold_blocks(items: list[Item], by_name: set[str], depth: int | None) -> list[Entry]:
     """Statements with recurring runs replaced by block calls. `depth`: the module-path
     depth whose modules are the instances; None: a run starts at each combinator."""
-    runs: list[tuple[tuple[str, ...], list[Item]]] = []
+    runs = _runs(items, depth)
+    groups: dict[tuple, list[Run]] = {}
+    for prefix, run in runs:
+        module = () if prefix == ("#",) else prefix
+        if prefix and (len(run) > 1 or run[0].kind) and _is_chain(run, by_name, named=bool(module)):
+            groups.setdefault(_key(run, module), []).append((module, run))
+    calls = _calls(groups)
+    out: list[Entry] = []
+    for _, run in runs:
+        call = calls.get(id(run[0]))
+        out.extend([call] if call else run)
+    return out
+
+
+def _runs(items: list[Item], depth: int | None) -> list[Run]:
+    """Consecutive items of one module (at `depth`), or from one combinator to the next."""
+    runs: list[Run] = []
     for item in items:
         if depth is None:
             if item.kind or not runs or not runs[-1][0]:
@@ -331,11 +367,12 @@ def fold_blocks(items: list[Item], by_name: set[str], depth: int | None) -> list
             runs[-1][1].append(item)
         else:
             runs.append((key, [item]))
-    groups: dict[tuple, list[tuple[tuple[str, ...], list[Item]]]] = {}
-    for prefix, run in runs:
-        module = () if prefix == ("#",) else prefix
-        if prefix and (len(run) > 1 or run[0].kind) and _is_chain(run, by_name, named=bool(module)):
-            groups.setdefault(_key(run, module), []).append((module, run))
+    return runs
+
+
+def _calls(groups: dict[tuple, list[Run]]) -> dict[int, _Call]:
+    """A block family for each group of equal runs that recurs; the call of each run, by
+    the id of its first item."""
     calls: dict[int, _Call] = {}
     stems: Counter = Counter()
     for members in groups.values():
@@ -350,11 +387,7 @@ def fold_blocks(items: list[Item], by_name: set[str], depth: int | None) -> list
         )
         for i, (_, run) in enumerate(members):
             calls[id(run[0])] = _Call(family, i)
-    out: list[Entry] = []
-    for _, run in runs:
-        call = calls.get(id(run[0]))
-        out.extend([call] if call else run)
-    return out
+    return calls
 
 
 def _is_chain(run: list[Item], by_name: set[str], named: bool) -> bool:
@@ -590,19 +623,7 @@ def _print(
     flat: bool,
     header: str,
 ) -> Printed:
-    families: list[_Family] = []
-    rename: dict[str, str] = {}
-    order: list[GraphLayer] = []
-    for entry in entries:
-        if isinstance(entry, _Call):
-            if entry.family not in families:
-                families.append(entry.family)
-            instance = spec_name(entry.family.prefixes[entry.index])
-            if instance:
-                rename[entry.run[-1].exit] = instance
-            order.extend(layer for item in entry.run for layer in item.expansion())
-        else:
-            order.extend(entry.expansion())
+    families, rename, order = _families_and_order(entries)
     in_blocks = {
         id(layer) for f in families for run in f.instances for item in run for layer in item.expansion()
     }
@@ -624,6 +645,25 @@ def _print(
     lines.append("}")
     text = "\n".join(lines) + "\n"
     return Printed(text, order, text.count("\n"))
+
+
+def _families_and_order(entries: list[Entry]) -> tuple[list[_Family], dict[str, str], list[GraphLayer]]:
+    """The block families called (in order of first use), the instance names their calls
+    give the tensors they end in, and every layer in the resolver's expansion order."""
+    families: list[_Family] = []
+    rename: dict[str, str] = {}
+    order: list[GraphLayer] = []
+    for entry in entries:
+        if isinstance(entry, _Call):
+            if entry.family not in families:
+                families.append(entry.family)
+            instance = spec_name(entry.family.prefixes[entry.index])
+            if instance:
+                rename[entry.run[-1].exit] = instance
+            order.extend(layer for item in entry.run for layer in item.expansion())
+        else:
+            order.extend(entry.expansion())
+    return families, rename, order
 
 
 def _avoid_automatic_names(
