@@ -101,6 +101,18 @@ def _start(graph, path: Path, input_shape: Shape | None, opset: int) -> tuple[St
     return state, shape, nhwc
 
 
+def _downstream_of_broken(state: State, node, label: str, broken: set[str]) -> None:
+    """A node reading what could not be imported is not read either; an op cnnspec would
+    not know anyway is still listed, so that the report names every op to fix."""
+    broken.update(node.output)
+    if (
+        node.op_type not in HANDLERS
+        and node.op_type not in FOLDABLE
+        and node.op_type not in ("Shape", "Constant")
+    ):
+        state.unsupported[node.op_type].append((label, ""))
+
+
 def _read_node(state: State, node, broken: set[str]) -> None:
     """One node through constant folding or its op's handler; what cannot be expressed is
     collected in `state.unsupported`, and what it computes joins `broken`."""
@@ -117,13 +129,7 @@ def _read_node(state: State, node, broken: set[str]) -> None:
             f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)"
         )
     if any(n in broken for n in node.input if n):
-        broken.update(node.output)
-        if (
-            node.op_type not in HANDLERS
-            and node.op_type not in FOLDABLE
-            and node.op_type not in ("Shape", "Constant")
-        ):
-            state.unsupported[node.op_type].append((label, ""))
+        _downstream_of_broken(state, node, label, broken)
         return
     try:
         folded = fold(state, node)
@@ -146,62 +152,44 @@ def _read_node(state: State, node, broken: set[str]) -> None:
 
 
 def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) -> Shape:
+    def refuse(message: str, help: str | None = None) -> CnnspecError:
+        return CnnspecError([_error(path, "import-unsupported", message, help)])
+
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
-        raise CnnspecError(
-            [
-                _error(
-                    path,
-                    "import-unsupported",
-                    f"the model has {len(inputs)} inputs ({names}); cnnspec networks have one",
-                )
-            ]
-        )
+        raise refuse(f"the model has {len(inputs)} inputs ({names}); cnnspec networks have one")
     tensor_type = inputs[0].type.tensor_type
     if tensor_type.elem_type != 1:
-        raise CnnspecError([_error(path, "import-unsupported", "the model's input is not float32")])
+        raise refuse("the model's input is not float32")
     dims = tensor_type.shape.dim
     if len(dims) not in (2, 4):
-        raise CnnspecError(
-            [
-                _error(
-                    path,
-                    "import-unsupported",
-                    f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW or NxF",
-                )
-            ]
-        )
-    fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:]]
-    open_names = [d.dim_param or "?" for d in dims[1:]]
-    if nhwc:  # HxWxC, written CxHxW like every cnnspec input
-        fixed, open_names = fixed[2:] + fixed[:2], open_names[2:] + open_names[:2]
+        raise refuse(f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW or NxF")
+    fixed, open_names = _declared_dims(dims, nhwc)
     if given is not None:
-        if len(given) != len(fixed) or any(f is not None and f != g for f, g in zip(fixed, given)):
+        if not _fits(given, fixed):
             shown = "x".join(str(f) if f else "?" for f in fixed)
-            raise CnnspecError(
-                [
-                    _error(
-                        path,
-                        "import-unsupported",
-                        f"--input-shape {'x'.join(map(str, given))} does not fit the model's input {shown}",
-                    )
-                ]
-            )
+            raise refuse(f"--input-shape {'x'.join(map(str, given))} does not fit the model's input {shown}")
         return tuple(given)
     if any(f is None for f in fixed):
         shown = "x".join(str(f) if f else name for f, name in zip(fixed, open_names))
-        raise CnnspecError(
-            [
-                Diagnostic(
-                    "error",
-                    "import-unsupported",
-                    f"{path}: the input size {shown} is not fixed",
-                    None,
-                    "give it with --input-shape CxHxW (e.g. --input-shape 3x224x224)",
-                )
-            ]
+        raise refuse(
+            f"the input size {shown} is not fixed",
+            "give it with --input-shape CxHxW (e.g. --input-shape 3x224x224)",
         )
     return tuple(f for f in fixed if f is not None)
+
+
+def _declared_dims(dims, nhwc: bool) -> tuple[list[int | None], list[str]]:
+    """The input's sizes after the batch (None where not fixed) and their names."""
+    fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:]]
+    open_names = [d.dim_param or "?" for d in dims[1:]]
+    if nhwc:  # HxWxC, written CxHxW like every cnnspec input
+        return fixed[2:] + fixed[:2], open_names[2:] + open_names[:2]
+    return fixed, open_names
+
+
+def _fits(given: Shape, fixed: list[int | None]) -> bool:
+    return len(given) == len(fixed) and all(f is None or f == g for f, g in zip(fixed, given))
 
 
 def _fuse_activations(

@@ -433,10 +433,15 @@ def _resize(state: State, node) -> Act:
         raise Unsupported("resizing needs a CxHxW map")
     attrs = attributes_of(node)
     text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-    mode = text.get("mode", "nearest")
-    ctm = text.get(
-        "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric"
-    )
+    scale = _resize_scale(state, node, x, attrs)
+    kind = _resize_mode(node, text)
+    if scale == 1:
+        return x
+    return add_layer(state, node, Upsample(scale=scale, mode=kind), [x], {})
+
+
+def _resize_scale(state: State, node, x: Act, attrs: dict) -> int:
+    """The one whole factor H and W are scaled by (from scales, sizes or the attribute)."""
     scales_name = node.input[1] if node.op_type == "Upsample" else optional(node, 2)
     sizes_name = optional(node, 3) if node.op_type == "Resize" else None
     if scales_name and constant_of(state, scales_name).size:
@@ -448,22 +453,21 @@ def _resize(state: State, node) -> Act:
         scales = [float(s) for s in attrs["scales"]]
     else:
         raise Unsupported("neither scales nor sizes are constant")
-    if (
-        len(scales) != 4
-        or scales[:2] != [1.0, 1.0]
-        or scales[2] != scales[3]
-        or not scales[2].is_integer()
-        or scales[2] < 1
-    ):
+    whole = len(scales) == 4 and scales[:2] == [1.0, 1.0] and scales[2] == scales[3]
+    if not whole or not scales[2].is_integer() or scales[2] < 1:
         raise Unsupported(f"scales {scales}; cnnspec upsamples H and W by one whole factor")
-    scale = int(scales[2])
+    return int(scales[2])
+
+
+def _resize_mode(node, text: dict) -> str:
+    """nearest or bilinear, when the coordinate mapping is the one cnnspec's upsample uses."""
+    mode = text.get("mode", "nearest")
+    ctm = text.get(
+        "coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric"
+    )
     if mode == "nearest":
-        exact = (
-            ctm == "asymmetric" and text.get("nearest_mode", "round_prefer_floor") == "floor"
-        ) or ctm in (
-            "half_pixel",
-            "pytorch_half_pixel",
-        )
+        floor = ctm == "asymmetric" and text.get("nearest_mode", "round_prefer_floor") == "floor"
+        exact = floor or ctm in ("half_pixel", "pytorch_half_pixel")
         kind = "nearest"
     elif mode == "linear":
         exact = ctm in ("half_pixel", "pytorch_half_pixel")
@@ -472,9 +476,7 @@ def _resize(state: State, node) -> Act:
         exact, kind = False, mode
     if not exact:
         raise Unsupported(f"{mode} resize with coordinate_transformation_mode={ctm}")
-    if scale == 1:
-        return x
-    return add_layer(state, node, Upsample(scale=scale, mode=kind), [x], {})
+    return kind
 
 
 def _dropout(state: State, node) -> Act:

@@ -105,17 +105,21 @@ def _module_path(node, weight: str | None) -> tuple[str, ...]:
     name = node.name
     if not name or _AUTO_NODE_NAME.match(name) or name.startswith(node.op_type + "_"):
         return ()
-    if "/" in name:
-        scopes = [s for s in name.split("/") if s][:-1]  # the last is the op
-        full, previous = "", ""
-        for scope in scopes:  # PyTorch: /layer1/layer1.0/downsample/downsample.0 -> layer1.0.downsample.0
-            if previous and scope.startswith(previous + "."):
-                full += scope[len(previous) :]
-            else:
-                full = f"{full}.{scope}" if full else scope
-            previous = scope
-        return tuple(p for p in full.split(".") if p)
-    return (name,)
+    return _scoped_path(name) if "/" in name else (name,)
+
+
+def _scoped_path(name: str) -> tuple[str, ...]:
+    """PyTorch's scoped node names: /layer1/layer1.0/downsample/downsample.0/Conv ->
+    layer1.0.downsample.0 (each scope repeats its parent's name as a prefix)."""
+    scopes = [s for s in name.split("/") if s][:-1]  # the last is the op
+    full, previous = "", ""
+    for scope in scopes:
+        if previous and scope.startswith(previous + "."):
+            full += scope[len(previous) :]
+        else:
+            full = f"{full}.{scope}" if full else scope
+        previous = scope
+    return tuple(p for p in full.split(".") if p)
 
 
 def _unique_name(state: State, module: tuple[str, ...], config: LayerConfig) -> str:
