@@ -593,13 +593,8 @@ FP16_MAX = 65504.0
 _FLOAT32_INPUTS = {"Resize": (1, 2)}  # roi, scales
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same network computing in float16 (for GPUs: half the memory and bandwidth,
-    tensor cores), taking and giving float32 so that callers feed it as before: a Cast
-    after the input and before each output. Raises CnnspecError naming the tensors whose
-    values do not fit in float16."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
+def _initializers_to_fp16(graph) -> None:
+    """Every float32 weight as float16, except the inputs ops need in float32."""
     keep32 = {
         node.input[i]
         for node in graph.node
@@ -626,15 +621,10 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 )
             ]
         )
-    for node in graph.node:
-        if node.op_type == "Constant":  # e.g. a dropout's ratio
-            for attribute in node.attribute:
-                if attribute.name == "value" and attribute.t.data_type == TensorProto.FLOAT:
-                    attribute.t.CopyFrom(
-                        numpy_helper.from_array(
-                            numpy_helper.to_array(attribute.t).astype(np.float16), attribute.t.name
-                        )
-                    )
+
+
+def _cast_at_the_ends(graph) -> None:
+    """A Cast to float16 after the input and one to float32 before each output."""
     name = graph.input[0].name
     for node in graph.node:
         node.input[:] = [f"{name}.fp16" if x == name else x for x in node.input]
@@ -657,6 +647,26 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend([casts[0], *nodes, *casts[1:]])
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network computing in float16 (for GPUs: half the memory and bandwidth,
+    tensor cores), taking and giving float32 so that callers feed it as before: a Cast
+    after the input and before each output. Raises CnnspecError naming the tensors whose
+    values do not fit in float16."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    _initializers_to_fp16(graph)
+    for node in graph.node:
+        if node.op_type == "Constant":  # e.g. a dropout's ratio
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.t.data_type == TensorProto.FLOAT:
+                    attribute.t.CopyFrom(
+                        numpy_helper.from_array(
+                            numpy_helper.to_array(attribute.t).astype(np.float16), attribute.t.name
+                        )
+                    )
+    _cast_at_the_ends(graph)
     metadata = {p.key: p.value for p in model.metadata_props}
     metadata["precision"] = "fp16"
     helper.set_model_props(model, metadata)
