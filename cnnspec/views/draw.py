@@ -104,23 +104,11 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
         owner[entry.name] = key
         frozen = entry.layer.frozen and entry.params > 0  # layers without weights have nothing to freeze
         outside = [owner.get(name, "input") for name in entry.inputs]
-        box = boxes.get(key)
-        if box is None:
-            if key == entry.name:
-                params = f"{entry.params:,} params" if entry.params else ""
-                box = Box(key, entry.name, [entry.layer.spec_text(), params], entry.kind, "", frozen)
-            else:
-                box = Box(key, key, ["block instance", ""], "block", "", True)
-            boxes[key] = box
+        box = boxes.get(key) or boxes.setdefault(key, _new_box(entry, key, frozen))
         box.inputs += [i for i in outside if i != key and i not in box.inputs]
         box.shape = format_shape(entry.output_shape)  # a collapsed instance: its last layer's
-    if collapse:  # an instance's box: its layer count, parameters, frozen if all its weights are
-        by_name = {entry.name: entry for entry in network.layers}
-        for name, members in instances.items():
-            weighted = [by_name[n] for n in members if by_name[n].params]
-            total = sum(entry.params for entry in weighted)
-            boxes[name].lines[1] = f"{len(members)} layers, {total:,} params"
-            boxes[name].frozen = bool(weighted) and all(entry.layer.frozen for entry in weighted)
+    if collapse:
+        _summarise_instances(network, boxes, instances)
     _place(boxes)
     groups = [] if collapse else [Group(name, members) for name, members in instances.items()]
     summary = (
@@ -131,6 +119,26 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
     return Diagram(
         f"{network.name} (outputs: {outputs})" if outputs else network.name, boxes, groups, summary
     )
+
+
+def _new_box(entry, key: str, frozen: bool) -> Box:
+    """A layer's box, or (collapsed) the box of the block instance it belongs to."""
+    if key == entry.name:
+        params = f"{entry.params:,} params" if entry.params else ""
+        return Box(key, entry.name, [entry.layer.spec_text(), params], entry.kind, "", frozen)
+    return Box(key, key, ["block instance", ""], "block", "", True)
+
+
+def _summarise_instances(
+    network: CheckedNetwork, boxes: dict[str, Box], instances: dict[str, list[str]]
+) -> None:
+    """A collapsed instance's box: its layer count, parameters, frozen if all its weights are."""
+    by_name = {entry.name: entry for entry in network.layers}
+    for name, members in instances.items():
+        weighted = [by_name[n] for n in members if by_name[n].params]
+        total = sum(entry.params for entry in weighted)
+        boxes[name].lines[1] = f"{len(members)} layers, {total:,} params"
+        boxes[name].frozen = bool(weighted) and all(entry.layer.frozen for entry in weighted)
 
 
 def _place(boxes: dict[str, Box]) -> None:

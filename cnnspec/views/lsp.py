@@ -19,12 +19,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..base.diagnostics import CnnspecError, Diagnostic
 from ..infer import CheckedLayer, CheckResult, infer
 from ..kinds import ACTIVATIONS, KINDS, format_shape
 from ..language.fmt import MeaningChanged, reformat
 from ..resolve import resolve_sources
+
+if TYPE_CHECKING:  # the lsp extra; annotations only
+    from pygls.lsp.server import LanguageServer
 
 KEYWORDS = ("network", "block", "use", "input", "output", "repeat", "residual", "drop", "freeze")
 WORD = re.compile(r"[A-Za-z_]\w*")
@@ -168,6 +172,28 @@ def definition(analysis: Analysis, line: int, character: int) -> tuple[str, int,
 # ------------------------------------------------------------------ completion
 
 
+def _first_words(analysis: Analysis, prefix: str) -> list[tuple[str, str]]:
+    """What a statement may start with: keywords, layer words, activations, blocks."""
+    items = [(k, "keyword") for k in KEYWORDS]
+    items += [(k, "layer") for k in KINDS if k not in ACTIVATIONS]
+    items += [(a, "activation") for a in ACTIVATIONS]
+    items += [(b, "block") for b in analysis.blocks]
+    return [item for item in items if item[0].startswith(prefix)]
+
+
+def _options_of(word: str) -> list[tuple[str, str]]:
+    """What may follow a layer word: its KEY= options, its bare flags, `as`."""
+    cls = KINDS[word]
+    by_flag = {name for name, _ in cls.flags.values()}  # `ceil`, `relu`: written as bare words
+    items = [
+        (f"{name}=", "option")
+        for name in cls.arguments
+        if name not in cls.positional_for(word) and name not in by_flag
+    ]
+    items += [(flag, "activation" if flag in ACTIVATIONS else "option") for flag in cls.flags]
+    return items + [("as", "keyword")]
+
+
 def completions(analysis: Analysis, line: int, character: int) -> list[tuple[str, str]]:
     """(label, kind) pairs: kind is keyword, layer, activation, block, option or param."""
     lines = analysis.text.splitlines()
@@ -175,23 +201,10 @@ def completions(analysis: Analysis, line: int, character: int) -> list[tuple[str
     statement = re.split(r"[;{]", before)[-1]
     words = statement.split()
     if not words or (len(words) == 1 and not statement.endswith(" ")):
-        items = [(k, "keyword") for k in KEYWORDS]
-        items += [(k, "layer") for k in KINDS if k not in ACTIVATIONS]
-        items += [(a, "activation") for a in ACTIVATIONS]
-        items += [(b, "block") for b in analysis.blocks]
-        prefix = words[0] if words else ""
-        return [item for item in items if item[0].startswith(prefix)]
+        return _first_words(analysis, words[0] if words else "")
     op = words[0]
     if op in KINDS:
-        cls = KINDS[op]
-        by_flag = {name for name, _ in cls.flags.values()}  # `ceil`, `relu`: written as bare words
-        items = [
-            (f"{name}=", "option")
-            for name in cls.arguments
-            if name not in cls.positional_for(op) and name not in by_flag
-        ]
-        items += [(flag, "activation" if flag in ACTIVATIONS else "option") for flag in cls.flags]
-        return items + [("as", "keyword")]
+        return _options_of(op)
     if op in analysis.block_params:
         return [(f"{name}=", "param") for name in analysis.block_params[op]] + [("as", "keyword")]
     return []
@@ -218,8 +231,6 @@ def formatting(text: str, path: str) -> tuple[str, tuple[int, int]] | None:
 
 
 def serve() -> None:  # pragma: no cover - exercised through a real client in tests/test_lsp.py
-    import asyncio
-
     from lsprotocol import types
     from pygls.lsp.server import LanguageServer
     from pygls.uris import from_fs_path, to_fs_path
@@ -228,6 +239,16 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
 
     server = LanguageServer("cnnspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full)
     cache: dict[str, Analysis] = {}  # the latest finished analysis per document
+    _document_features(server, types, cache, to_fs_path)
+    _query_features(server, types, cache, from_fs_path)
+    _formatting_feature(server, types, to_fs_path)
+    server.start_io()
+
+
+def _document_features(server, types, cache: dict, to_fs_path) -> None:  # pragma: no cover - see serve
+    """Open, change, close: each (re)check publishes its diagnostics."""
+    import asyncio
+
     edits: dict[str, int] = {}  # changes seen per document
 
     async def refresh(ls: LanguageServer, uri: str) -> None:
@@ -259,6 +280,10 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[])
         )
+
+
+def _query_features(server, types, cache: dict, from_fs_path) -> None:  # pragma: no cover - see serve
+    """Hover, go to definition, completion: answered from the latest analysis."""
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     def on_hover(ls: LanguageServer, params: types.HoverParams) -> types.Hover | None:
@@ -295,6 +320,8 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
             items=[types.CompletionItem(label=label, kind=kinds[kind]) for label, kind in items],
         )
 
+
+def _formatting_feature(server, types, to_fs_path) -> None:  # pragma: no cover - see serve
     @server.feature(types.TEXT_DOCUMENT_FORMATTING)
     def on_formatting(ls: LanguageServer, params: types.DocumentFormattingParams) -> list[types.TextEdit]:
         uri = params.text_document.uri
@@ -306,8 +333,6 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
             start=types.Position(line=0, character=0), end=types.Position(line=line, character=character)
         )
         return [types.TextEdit(range=whole, new_text=text)]
-
-    server.start_io()
 
 
 def _lsp_types(d: dict, types) -> dict:
