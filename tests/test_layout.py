@@ -125,3 +125,46 @@ def test_the_check_catches_an_upward_import(upward, tmp_path):
     found = imports_of(toy, {upward, "cnnspec.views.draw"}, root=tmp_path)
     assert found == {upward, "cnnspec.views.draw"}
     assert all(stage_of(target) > stage_of(module_name(toy, tmp_path)) for target in found)
+
+
+MAX_FUNCTION_LINES = 60
+MAX_COMPLEXITY = 20  # radon's grade C; D and worse are split into named steps
+
+
+def _functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = [
+        f"{module}.{f.name}: {f.end_lineno - f.lineno + 1} lines"
+        for module, path in modules().items()
+        for f in _functions(path)
+        if f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert long == []
+
+
+def test_no_function_is_graded_worse_than_c_by_radon():
+    from radon.complexity import cc_visit
+
+    complex_ = [
+        f"{module}.{block.fullname}: {block.complexity}"
+        for module, path in modules().items()
+        for block in cc_visit(path.read_text(encoding="utf-8"))
+        if block.complexity > MAX_COMPLEXITY
+    ]
+    assert complex_ == []
+
+
+def test_the_size_rules_can_fail():
+    """Both rules flag a function that breaks them (so passing means something)."""
+    from radon.complexity import cc_visit
+
+    branches = "\n".join(f"    if x == {i}:\n        return {i}" for i in range(35))
+    source = f"def tangled(x):\n{branches}\n    return -1\n"
+    (tree,) = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)]
+    assert tree.end_lineno - tree.lineno + 1 > MAX_FUNCTION_LINES
+    assert cc_visit(source)[0].complexity > MAX_COMPLEXITY

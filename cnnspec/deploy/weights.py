@@ -220,6 +220,34 @@ def _value_problem(name: str, value: np.ndarray) -> str | None:
     return None
 
 
+def _load_into(arrays: TensorStore, name: str, value: np.ndarray, shape, layer: str) -> Diagnostic | None:
+    """A tensor from the weights file, stored when its values and shape fit."""
+    unusable = _value_problem(name, value)
+    if unusable:
+        return _problem(unusable)
+    if tuple(value.shape) != tuple(shape):
+        return _problem(
+            f"tensor '{name}' is {format_shape(value.shape)} in the weights, but {layer} needs {format_shape(shape)}"
+        )
+    arrays.put(name, value.astype(np.float32))
+    return None
+
+
+def _unused(network: CheckedNetwork, left: set[str], problems: list[Diagnostic]) -> list[str]:
+    """Tensors of the file no layer took: those of dropped layers are expected (returned),
+    any other is a problem (a file for another network)."""
+    dropped = tuple(f"{name}." for name in network.dropped)
+    unused = []
+    for name in sorted(left):
+        if name.startswith(dropped):
+            unused.append(name)
+        else:
+            problems.append(
+                _problem(f"the weights have a tensor '{name}' that no layer of '{network.name}' uses")
+            )
+    return unused
+
+
 def build_weights(
     network: CheckedNetwork,
     seed: int = 0,
@@ -245,20 +273,10 @@ def build_weights(
             source: Source
             if provided is not None and name in provided:
                 used.add(name)
-                value = np.asarray(provided[name])
-                unusable = _value_problem(name, value)
-                if unusable:
-                    problems.append(_problem(unusable))
+                problem = _load_into(arrays, name, np.asarray(provided[name]), shape, layer.name)
+                if problem:
+                    problems.append(problem)
                     continue
-                if tuple(value.shape) != tuple(shape):
-                    problems.append(
-                        _problem(
-                            f"tensor '{name}' is {format_shape(value.shape)} in the weights, but "
-                            f"{layer.name} needs {format_shape(shape)}"
-                        )
-                    )
-                    continue
-                arrays.put(name, value.astype(np.float32))
                 source = "loaded"
             elif must_load:
                 problems.append(
@@ -274,14 +292,7 @@ def build_weights(
             plan.append(TensorPlan(name, tuple(shape), source, layer.frozen, trainable))
     unused: list[str] = []
     if provided is not None:
-        dropped = tuple(f"{name}." for name in network.dropped)
-        for name in sorted(set(provided) - used):
-            if name.startswith(dropped):
-                unused.append(name)
-            else:
-                problems.append(
-                    _problem(f"the weights have a tensor '{name}' that no layer of '{network.name}' uses")
-                )
+        unused = _unused(network, set(provided) - used, problems)
     if problems:
         raise CnnspecError(problems)
     return WeightSet(arrays, tuple(plan), tuple(unused))

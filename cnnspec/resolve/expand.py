@@ -376,36 +376,9 @@ class Expander:
         each body reads `source` ({} is `source` itself); a join of their ends follows."""
         word = "add" if stmt.op == "residual" else stmt.op
         cls = KINDS.get(word)
-        if cls is None or not cls.joins:
-            self.diagnostics.append(
-                error(
-                    "unknown-layer",
-                    f"'{stmt.op}' takes no {{ body }}: only residual, concat, add and multiply do",
-                    stmt.span,
-                    did_you_mean(stmt.op, ["residual", "concat", "add", "multiply"]),
-                )
-            )
-            return source
-        if args or options:
-            first = args[0].span if args else options[0][2]
-            self.diagnostics.append(
-                error("too-many-arguments", f"{stmt.op} with bodies takes no arguments", first)
-            )
-            return source
-        if stmt.op == "residual" and len(stmt.branches) != 1:
-            self.diagnostics.append(
-                error(
-                    "misplaced-statement",
-                    "residual takes one body (and a `shortcut { ... }`)",
-                    stmt.span,
-                    "residual { B } is input + B; residual { B } shortcut { S } is S + B",
-                )
-            )
-            return source
-        if stmt.shortcut is not None and stmt.op != "residual":
-            self.diagnostics.append(
-                error("misplaced-statement", "only residual takes a `shortcut { ... }`", stmt.span)
-            )
+        problem = _combinator_problem(stmt, cls, args, options)
+        if problem is not None or cls is None:
+            self.diagnostics.extend([problem] if problem else [])
             return source
         ends: list[Ref] = []
         for body in stmt.branches:
@@ -535,6 +508,30 @@ class Expander:
                 else:
                     bound[param.name] = param.default
         return bound if ok else None
+
+
+def _combinator_problem(stmt: ast.LayerStmt, cls, args, options) -> Diagnostic | None:
+    """What is wrong with a statement written with { bodies }, if anything."""
+    if cls is None or not cls.joins:
+        return error(
+            "unknown-layer",
+            f"'{stmt.op}' takes no {{ body }}: only residual, concat, add and multiply do",
+            stmt.span,
+            did_you_mean(stmt.op, ["residual", "concat", "add", "multiply"]),
+        )
+    if args or options:
+        first = args[0].span if args else options[0][2]
+        return error("too-many-arguments", f"{stmt.op} with bodies takes no arguments", first)
+    if stmt.op == "residual" and len(stmt.branches) != 1:
+        return error(
+            "misplaced-statement",
+            "residual takes one body (and a `shortcut { ... }`)",
+            stmt.span,
+            "residual { B } is input + B; residual { B } shortcut { S } is S + B",
+        )
+    if stmt.shortcut is not None and stmt.op != "residual":
+        return error("misplaced-statement", "only residual takes a `shortcut { ... }`", stmt.span)
+    return None
 
 
 def _block_usage(block: ast.BlockDef) -> str:

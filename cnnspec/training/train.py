@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -216,10 +216,46 @@ def train(
     images; `on_bad_image`: `fail` or `skip` an image that cannot be read."""
     import torch
 
-    from .modules import build_module
-
     recipe = recipe or Recipe()
     _check_trainable(network)
+    run, train_idx, val_idx = _start_run(
+        network, weights, data, epochs, lr, batch_size, val_split, seed, recipe,
+        _FeedOptions(preprocess or Preprocess(), workers, on_bad_image),
+    )  # fmt: skip
+    module, group, result = run.module, run.group, run.result
+    first_epoch = 1 if resume is None else run.resume(resume)
+    run.amp, run.scaler = _mixed_precision(torch, recipe)
+    last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
+    run.bar = _Progress(
+        epochs, math.ceil(len(train_idx) / group.size / batch_size), progress and group.rank == 0
+    )
+    for epoch in range(first_epoch, last + 1):
+        if recipe.patience is not None and run.waited >= recipe.patience:
+            break
+        stats = run.epoch(epoch, train_idx, val_idx, checkpoint)
+        if on_epoch is not None and group.rank == 0:
+            on_epoch(stats, run.result)
+    run.bar.close()
+    result.ranks_agree = group.agree(module)
+    result.stopped_early = (
+        recipe.patience is not None and run.waited >= recipe.patience and len(result.history) < epochs
+    )
+    return result
+
+
+class _FeedOptions(NamedTuple):
+    preprocess: Preprocess
+    workers: int  # processes reading a folder's images
+    on_bad_image: str  # fail or skip
+
+
+def _start_run(network, weights, data, epochs, lr, batch_size, val_split, seed, recipe, options) -> tuple:
+    """The module, optimizer, schedule, split and feed of a run, in the order that draws
+    the same random numbers on every run with this seed."""
+    import torch
+
+    from .modules import build_module
+
     torch.manual_seed(seed)
     device = torch.device(recipe.device)
     module = build_module(network, weights.arrays).to(device)
@@ -233,7 +269,7 @@ def train(
         raise fail("bad-input", f"no examples left to train on after a validation split of {val_split}")
     if recipe.patience is not None and len(val_idx) == 0:
         raise fail("bad-input", "--patience watches the validation accuracy: it needs --val-split above 0")
-    feed = _Feed(data, preprocess or Preprocess(), seed, batch_size, workers, on_bad_image, device)
+    feed = _Feed(data, options.preprocess, seed, batch_size, options.workers, options.on_bad_image, device)
     generator = torch.Generator().manual_seed(seed)
     group = _Group(torch)  # several processes (torchrun): each trains on its share of every batch
     step_model = group.wrap(module)
@@ -253,31 +289,7 @@ def train(
         batch_size,
         result,
     )
-    first_epoch = 1 if resume is None else run.resume(resume)
-    run.amp, run.scaler = _mixed_precision(torch, recipe)
-    last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
-    run.bar = _Progress(
-        epochs, math.ceil(len(train_idx) / group.size / batch_size), progress and group.rank == 0
-    )
-    for epoch in range(first_epoch, last + 1):
-        if recipe.patience is not None and run.waited >= recipe.patience:
-            break
-        total_loss, correct, seen = run.train_epoch(train_idx, epoch)
-        val_loss, val_acc = (
-            _evaluate(module, feed, val_idx, run.loss_fn, epoch, group) if len(val_idx) else (None, None)
-        )
-        stats = EpochStats(
-            epoch, total_loss / seen, correct / seen, val_loss, val_acc, optimizer.param_groups[0]["lr"]
-        )
-        run.end_epoch(stats, checkpoint)
-        if on_epoch is not None and group.rank == 0:
-            on_epoch(stats, run.result)
-    run.bar.close()
-    result.ranks_agree = group.agree(module)
-    result.stopped_early = (
-        recipe.patience is not None and run.waited >= recipe.patience and len(result.history) < epochs
-    )
-    return result
+    return run, train_idx, val_idx
 
 
 def _check_trainable(network: CheckedNetwork) -> None:
@@ -334,6 +346,19 @@ class _Run:
         self.result.arrays = {k: v.numpy() for k, v in state["best_arrays"].items()}
         self.best_key, self.waited = tuple(state["best_key"]), state["waited"]
         return state["epoch"] + 1
+
+    def epoch(self, epoch: int, train_idx, val_idx, checkpoint: Path | None) -> EpochStats:
+        """Train, validate, keep the best, write the checkpoint."""
+        total_loss, correct, seen = self.train_epoch(train_idx, epoch)
+        val_loss, val_acc = (
+            _evaluate(self.module, self.feed, val_idx, self.loss_fn, epoch, self.group)
+            if len(val_idx)
+            else (None, None)
+        )
+        lr = self.optimizer.param_groups[0]["lr"]
+        stats = EpochStats(epoch, total_loss / seen, correct / seen, val_loss, val_acc, lr)
+        self.end_epoch(stats, checkpoint)
+        return stats
 
     def train_epoch(self, train_idx, epoch: int) -> tuple[float, int, int]:
         """One pass over this process's share of the training examples: loss, correct, seen
