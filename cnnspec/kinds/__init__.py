@@ -1,7 +1,9 @@
-"""The layer kinds: one entry per kind, holding its arguments (each with the Pydantic
-schema that validates it), its output-shape rule, its tensors (hence its parameter
-count) and its multiply-accumulates. The ONNX lowering of each kind sits in
-`onnx_export.py`.
+"""The layer kinds: one class per kind, in one module per family, holding its arguments
+(each with the Pydantic schema that validates it), its output-shape rule, its tensors
+(hence its parameter count), its multiply-accumulates, an example line and what other
+frameworks call it. Each later stage keeps a table keyed by the kind (ONNX lowerings in
+`deploy/export.py`, PyTorch factories in `training/modules.py`, ...): see
+docs/architecture.md; tests/test_kinds.py checks every table has every kind.
 
 Validation runs on pydantic-core, Pydantic's validation engine, with schemas written
 out below: the same checks and messages as Pydantic models, without the ~70 ms that

@@ -30,7 +30,7 @@ Matrix = tuple  # nested tuples of floats, checked against the tensor shape in `
 
 
 class Argument(NamedTuple):
-    """How a spec argument becomes a value: `converter` (in resolve.py) turns the written
+    """How a spec argument becomes a value: `converter` (in resolve/bind.py) turns the written
     form into Python, `schema` (pydantic-core) validates it."""
 
     converter: str

@@ -26,7 +26,7 @@ ACTIVATIONS = (
 
 
 DEFAULT_ALPHA = {"leakyrelu": 0.01, "elu": 1.0}
-# He initialisation suits these; Glorot the others (see onnx_export / weights).
+# He initialisation suits these; Glorot the others (see deploy/weights.py).
 
 
 RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu", "relu6", "silu", "swish", "hardswish")

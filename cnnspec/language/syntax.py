@@ -2,7 +2,7 @@
 
 Plain frozen dataclasses: the parser builds one per token group, and they are ten times
 cheaper to build than validating models. Validation happens once a line is known to be
-a layer, in `layers.py` (Pydantic).
+a layer, in `cnnspec/kinds/` (Pydantic).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train a checked network with PyTorch (the `cnnspec[train]` extra).
 
-The model comes from `torch_backend` (same layer and tensor names as the ONNX export),
+The model comes from `modules.py` (same layer and tensor names as the ONNX export),
 starts from a `WeightSet` (fresh, spec-written or carried over from a base network),
 and goes back out through the one ONNX exporter. Frozen layers get no gradient and
 their batch norms stay in inference mode, so their tensors come out bit-identical.
