@@ -11,7 +11,7 @@ a Python literal. Importing and building it takes about half the instructions of
 `import lark` plus loading the tables from Lark's cache (101M against 182M here), and
 nothing is read from or written to a cache folder at run time. The
 grammar file stays the source of truth: the generated module records its SHA-256, and
-tests/test_grammar.py fails when the two disagree or when the generated parser and
+tests/test_language_grammar.py fails when the two disagree or when the generated parser and
 `lark.Lark(grammar)` parse any spec differently.
 """
 
@@ -51,7 +51,7 @@ HEADER = """\
 #    the first alternative that matches, so trying each terminal's own pattern in the same
 #    order gives the same token and type, and each terminal is compiled once (re's cache).
 # Each swap must find its text exactly once, so a Lark release that changes these lines
-# stops the generator (the old module stays); tests/test_grammar.py then checks that the
+# stops the generator (the old module stays); tests/test_language_grammar.py then checks that the
 # trimmed parser and `lark.Lark(grammar)` parse and reject every spec alike.
 LAZY_LOGGER = (
     """import logging

@@ -168,3 +168,23 @@ def test_the_size_rules_can_fail():
     (tree,) = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)]
     assert tree.end_lineno - tree.lineno + 1 > MAX_FUNCTION_LINES
     assert cc_visit(source)[0].complexity > MAX_COMPLEXITY
+
+
+def test_tests_follow_the_stages_and_share_only_helpers():
+    """Test files are named after the stage they test (or what cuts across stages), and
+    share code through conftest.py and helpers.py, never by importing each other."""
+    across = {"test_layout", "test_hardening", "test_fuzz", "test_docs", "test_examples"}
+    tests = sorted((ROOT / "tests").glob("test_*.py"))
+    unplaced = [
+        p.name
+        for p in tests
+        if p.stem not in across and not any(p.stem.startswith(f"test_{stage}") for stage in STAGES)
+    ]
+    assert unplaced == []
+    cross = [
+        f"{p.name}: {node.module}"
+        for p in tests
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")
+    ]
+    assert cross == []

@@ -7,7 +7,7 @@ one `operator.attrgetter`. The reason is start-up: dataclasses compiles every ge
 method from source text when the class is created, and a frozen one has six: with some
 fifty records, frozen dataclasses made a whole `cnnspec check specs/lenet5.cnn` execute
 19% more instructions (607M against 492M, valgrind). Equality, hashing and the repr
-behave as a frozen dataclass's do (tests/test_records.py).
+behave as a frozen dataclass's do (tests/test_base_records.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 (hence its parameter count), its multiply-accumulates, an example line and what other
 frameworks call it. Each later stage keeps a table keyed by the kind (ONNX lowerings in
 `deploy/export.py`, PyTorch factories in `training/modules.py`, ...): see
-docs/architecture.md; tests/test_kinds.py checks every table has every kind.
+docs/architecture.md; tests/test_kinds_registry.py checks every table has every kind.
 
 Validation runs on pydantic-core, Pydantic's validation engine, with schemas written
 out below: the same checks and messages as Pydantic models, without the ~70 ms that

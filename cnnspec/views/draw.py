@@ -40,7 +40,7 @@ BOX_COLOURS = {"input": "#333333", "block": "#1f6fb2"}  # boxes that are not one
 
 
 def colour_of(kind: str) -> str:
-    """A box's border colour; every layer kind has one (tests/test_kinds.py checks it)."""
+    """A box's border colour; every layer kind has one (tests/test_kinds_registry.py checks it)."""
     return BOX_COLOURS.get(kind) or COLOURS[kind]
 
 

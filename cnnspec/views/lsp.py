@@ -230,7 +230,7 @@ def formatting(text: str, path: str) -> tuple[str, tuple[int, int]] | None:
     return formatted, (len(lines) - 1, len(lines[-1].encode("utf-16-le")) // 2)
 
 
-def serve() -> None:  # pragma: no cover - exercised through a real client in tests/test_lsp.py
+def serve() -> None:  # pragma: no cover - exercised through a real client in tests/test_views_lsp.py
     from lsprotocol import types
     from pygls.lsp.server import LanguageServer
     from pygls.uris import from_fs_path, to_fs_path

@@ -10,13 +10,12 @@ import numpy as np
 import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import cnnspec
 from cnnspec.deploy.export import LOWERINGS, build_model
 from cnnspec.kinds import KINDS
 from tests.conftest import SPECS, check_text, net
-from tests.onnx_helpers import run_all_layers, session
+from tests.helpers import graph_text, run_all_layers, session
 
 ZOO = SPECS / "zoo"
 
@@ -315,44 +314,6 @@ def test_new_layers_need_one_end_to_attach_to():
 
 
 # ------------------------------------------------------------------ generated graphs
-
-BODIES = st.sampled_from(
-    [
-        "conv {c} 3x3 pad=1",
-        "conv {c} 1x1; relu",
-        "batchnorm; relu6",
-        "conv {c} 3x3 pad=1 groups={c}",
-        "silu",
-        "",
-    ]
-)
-
-
-@st.composite
-def graph_text(draw):
-    channels = draw(st.sampled_from([2, 4]))
-    size = draw(st.sampled_from([4, 6, 8]))
-    lines = [f"conv {channels} 1x1 as s0"]
-    for i in range(draw(st.integers(1, 5))):
-        form = draw(st.sampled_from(["residual", "concat", "gate", "named", "down", "up"]))
-        body = draw(BODIES).format(c=channels)
-        if form == "residual":
-            lines.append(f"residual {{ {body} }}")
-        elif form == "concat":
-            lines.append(f"concat {{ {body} }} {{ conv {channels} 1x1 }}")
-            lines.append(f"conv {channels} 1x1")
-        elif form == "gate":
-            lines.append(f"multiply {{ globalpool avg; conv {channels} 1x1 sigmoid }}")
-        elif form == "named":
-            lines.append(f"conv {channels} 3x3 pad=1 as n{i}")
-            lines.append(f"add n{i} s0")
-        elif form == "down" and size >= 4:
-            lines.append("pool max 2")
-            lines.append(f"upsample 2 {draw(st.sampled_from(['nearest', 'bilinear']))}")
-        else:
-            lines.append(f"deconv {channels} 2x2 stride=2")
-            lines.append("pool avg 2")
-    return net("; ".join(lines), f"{channels}x{size}x{size}")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -21,8 +21,7 @@ from cnnspec.cli import main
 from cnnspec.deploy.export import build_model, save
 from cnnspec.importer import import_model
 from tests.conftest import SPECS, check_text
-from tests.test_export import network_text
-from tests.test_graph import graph_text
+from tests.helpers import graph_text, network_text
 
 EXAMPLES = sorted(p for p in SPECS.rglob("*.cnn") if not p.name.startswith("mistakes"))
 

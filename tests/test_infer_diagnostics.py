@@ -255,7 +255,7 @@ def test_every_code_is_exercised():
         "drop-too-many",
         "transfer-shape-changed",
     }
-    exercised |= RUNTIME_CODES  # tested in test_export.py, test_run.py and test_import.py
+    exercised |= RUNTIME_CODES  # tested in test_deploy_export.py, test_cli_run.py and test_importer.py
     assert set(CODES) - exercised == set()
 
 

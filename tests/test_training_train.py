@@ -18,10 +18,9 @@ from cnnspec.cli import main
 from cnnspec.deploy.export import build_model, save, to_onnx
 from cnnspec.deploy.weights import build_weights
 from cnnspec.training.modules import build_module
-from cnnspec.training.train import Dataset, load_dataset, train
+from cnnspec.training.train import load_dataset, train
 from tests.conftest import ROOT
-from tests.onnx_helpers import session
-from tests.test_export import network_text
+from tests.helpers import network_text, session, toy_data
 
 pytestmark = pytest.mark.train
 
@@ -42,16 +41,6 @@ network head_only from base {
   dense 2 softmax as head
 }
 """
-
-
-def toy_data(n: int = 64, classes: int = 3, seed: int = 0) -> Dataset:
-    """Class k: a bright square in the k-th third of the image (learnable in a few epochs)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, classes, n)
-    x = rng.random((n, 1, 8, 8), dtype=np.float32) * 0.2
-    for i, label in enumerate(y):
-        x[i, 0, 2:6, label * 2 : label * 2 + 3] += 1.0
-    return Dataset(x, y.astype(np.int64), [str(c) for c in range(classes)])
 
 
 def network(name: str) -> cnnspec.CheckedNetwork:

@@ -21,79 +21,9 @@ from cnnspec.base.files import BadOutput
 from cnnspec.deploy.export import build_model, save, write_model
 from cnnspec.deploy.weights import build_weights
 from tests.conftest import SPECS, net
-from tests.onnx_helpers import checked, run_all_layers, session
+from tests.helpers import checked, network_text, run_all_layers, session
 
 # ------------------------------------------------------------------ generated networks
-
-sizes = st.integers(1, 5)
-
-
-@st.composite
-def conv_line(draw):
-    filters = draw(st.integers(1, 6))
-    kernel = f"{draw(sizes)}x{draw(sizes)}" if draw(st.booleans()) else str(draw(sizes))
-    options = []
-    if draw(st.booleans()):
-        options.append(f"stride={draw(st.integers(1, 3))}")
-    pad = draw(st.sampled_from(["", "pad=same", "pad=valid", "pad=1", "pad=2x0", "pad=(0,1,2,1)"]))
-    options.append(pad)
-    if draw(st.booleans()):
-        options.append(f"dilation={draw(st.integers(1, 3))}")
-    if draw(st.integers(0, 3)) == 0:
-        options.append("groups=2")
-    if draw(st.booleans()):
-        options.append("bias=false")
-    activation = draw(st.sampled_from(["", "relu", "leakyrelu", "sigmoid", "tanh", "elu", "gelu"]))
-    return " ".join(filter(None, ["conv", str(filters), kernel, *options, activation]))
-
-
-@st.composite
-def pool_line(draw):
-    mode = draw(st.sampled_from(["max", "avg"]))
-    kernel = draw(st.integers(1, 3))
-    options = []
-    if draw(st.booleans()):
-        options.append(f"stride={draw(st.integers(1, 3))}")
-    if draw(st.booleans()):
-        options.append(draw(st.sampled_from(["pad=same", "pad=1" if kernel > 1 else "pad=0"])))
-    if draw(st.booleans()):
-        options.append("ceil")
-    return " ".join(["pool", mode, str(kernel), *options])
-
-
-spatial_line = st.one_of(
-    conv_line(),
-    pool_line(),
-    st.sampled_from(
-        ["batchnorm", "relu", "leakyrelu 0.2", "sigmoid", "tanh", "elu", "gelu", "dropout 0.3", "softmax"]
-    ),
-)
-flat_line = st.sampled_from(
-    [
-        "dense 7",
-        "dense 5 relu",
-        "dense 3 bias=false",
-        "batchnorm",
-        "dropout 0.5",
-        "dense 4 softmax",
-        "tanh",
-        "gelu",
-        "dense 6 elu",
-    ]
-)
-
-
-@st.composite
-def network_text(draw):
-    channels = draw(st.integers(1, 4)) * 2 if draw(st.booleans()) else draw(st.integers(1, 4))
-    h, w = draw(st.integers(3, 20)), draw(st.integers(3, 20))
-    lines = draw(st.lists(spatial_line, min_size=1, max_size=6))
-    tail = draw(st.sampled_from(["", "flatten", "globalpool avg\nflatten", "globalpool max"]))
-    if "flatten" in tail:
-        lines += tail.splitlines() + draw(st.lists(flat_line, max_size=3))
-    elif tail:
-        lines.append(tail)
-    return net("\n".join(lines), f"{channels}x{h}x{w}")
 
 
 @settings(

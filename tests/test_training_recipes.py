@@ -18,7 +18,7 @@ from cnnspec.base.diagnostics import CnnspecError
 from cnnspec.cli import main
 from cnnspec.deploy.weights import build_weights
 from cnnspec.training.train import Recipe, train
-from tests.test_train import toy_data
+from tests.helpers import toy_data
 
 pytestmark = pytest.mark.train
 

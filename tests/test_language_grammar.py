@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from cnnspec.language import lalr_parser
 from cnnspec.language.parse import _parser, _ToAst, grammar_path
 from tests.conftest import ROOT, SPECS
-from tests.test_fuzz import TOKENS
+from tests.helpers import TOKENS
 
 
 def _grammar_text() -> str:

@@ -1,0 +1,242 @@
+"""What several test files share: building and running a spec's model with onnxruntime,
+hypothesis strategies for generated networks and graphs, the parser fuzzer's tokens and a
+small learnable data set. Test files import from here (or conftest.py), never from
+each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from hypothesis import strategies as st
+
+import cnnspec
+from cnnspec.deploy.export import build_model, intermediate_outputs
+from cnnspec.training.train import Dataset
+from tests.conftest import net
+
+# ------------------------------------------------------------------ running models
+
+
+def checked(text: str, network: str | None = None) -> cnnspec.CheckedNetwork:
+    result = cnnspec.check_source(text, "t.cnn", network)
+    assert result.ok, [d.message for d in result.errors]
+    return result.network(network)
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def run_all_layers(network: cnnspec.CheckedNetwork, x: np.ndarray, seed: int = 0, **kwargs):
+    """Every layer's output by name, as onnxruntime computes it."""
+    model, weights = build_model(network, seed, **kwargs)
+    names = [layer.name for layer in network.layers]
+    runner = session(intermediate_outputs(model, names))
+    outputs = runner.run(None, {"input": x})
+    return model, weights, dict(zip([o.name for o in runner.get_outputs()], outputs))
+
+
+# ------------------------------------------------------------------ generated networks
+
+sizes = st.integers(1, 5)
+
+
+@st.composite
+def conv_line(draw):
+    filters = draw(st.integers(1, 6))
+    kernel = f"{draw(sizes)}x{draw(sizes)}" if draw(st.booleans()) else str(draw(sizes))
+    options = []
+    if draw(st.booleans()):
+        options.append(f"stride={draw(st.integers(1, 3))}")
+    pad = draw(st.sampled_from(["", "pad=same", "pad=valid", "pad=1", "pad=2x0", "pad=(0,1,2,1)"]))
+    options.append(pad)
+    if draw(st.booleans()):
+        options.append(f"dilation={draw(st.integers(1, 3))}")
+    if draw(st.integers(0, 3)) == 0:
+        options.append("groups=2")
+    if draw(st.booleans()):
+        options.append("bias=false")
+    activation = draw(st.sampled_from(["", "relu", "leakyrelu", "sigmoid", "tanh", "elu", "gelu"]))
+    return " ".join(filter(None, ["conv", str(filters), kernel, *options, activation]))
+
+
+@st.composite
+def pool_line(draw):
+    mode = draw(st.sampled_from(["max", "avg"]))
+    kernel = draw(st.integers(1, 3))
+    options = []
+    if draw(st.booleans()):
+        options.append(f"stride={draw(st.integers(1, 3))}")
+    if draw(st.booleans()):
+        options.append(draw(st.sampled_from(["pad=same", "pad=1" if kernel > 1 else "pad=0"])))
+    if draw(st.booleans()):
+        options.append("ceil")
+    return " ".join(["pool", mode, str(kernel), *options])
+
+
+spatial_line = st.one_of(
+    conv_line(),
+    pool_line(),
+    st.sampled_from(
+        ["batchnorm", "relu", "leakyrelu 0.2", "sigmoid", "tanh", "elu", "gelu", "dropout 0.3", "softmax"]
+    ),
+)
+flat_line = st.sampled_from(
+    [
+        "dense 7",
+        "dense 5 relu",
+        "dense 3 bias=false",
+        "batchnorm",
+        "dropout 0.5",
+        "dense 4 softmax",
+        "tanh",
+        "gelu",
+        "dense 6 elu",
+    ]
+)
+
+
+@st.composite
+def network_text(draw):
+    channels = draw(st.integers(1, 4)) * 2 if draw(st.booleans()) else draw(st.integers(1, 4))
+    h, w = draw(st.integers(3, 20)), draw(st.integers(3, 20))
+    lines = draw(st.lists(spatial_line, min_size=1, max_size=6))
+    tail = draw(st.sampled_from(["", "flatten", "globalpool avg\nflatten", "globalpool max"]))
+    if "flatten" in tail:
+        lines += tail.splitlines() + draw(st.lists(flat_line, max_size=3))
+    elif tail:
+        lines.append(tail)
+    return net("\n".join(lines), f"{channels}x{h}x{w}")
+
+
+# ------------------------------------------------------------------ generated graphs
+
+BODIES = st.sampled_from(
+    [
+        "conv {c} 3x3 pad=1",
+        "conv {c} 1x1; relu",
+        "batchnorm; relu6",
+        "conv {c} 3x3 pad=1 groups={c}",
+        "silu",
+        "",
+    ]
+)
+
+
+@st.composite
+def graph_text(draw):
+    channels = draw(st.sampled_from([2, 4]))
+    size = draw(st.sampled_from([4, 6, 8]))
+    lines = [f"conv {channels} 1x1 as s0"]
+    for i in range(draw(st.integers(1, 5))):
+        form = draw(st.sampled_from(["residual", "concat", "gate", "named", "down", "up"]))
+        body = draw(BODIES).format(c=channels)
+        if form == "residual":
+            lines.append(f"residual {{ {body} }}")
+        elif form == "concat":
+            lines.append(f"concat {{ {body} }} {{ conv {channels} 1x1 }}")
+            lines.append(f"conv {channels} 1x1")
+        elif form == "gate":
+            lines.append(f"multiply {{ globalpool avg; conv {channels} 1x1 sigmoid }}")
+        elif form == "named":
+            lines.append(f"conv {channels} 3x3 pad=1 as n{i}")
+            lines.append(f"add n{i} s0")
+        elif form == "down" and size >= 4:
+            lines.append("pool max 2")
+            lines.append(f"upsample 2 {draw(st.sampled_from(['nearest', 'bilinear']))}")
+        else:
+            lines.append(f"deconv {channels} 2x2 stride=2")
+            lines.append("pool avg 2")
+    return net("; ".join(lines), f"{channels}x{size}x{size}")
+
+
+# ------------------------------------------------------------------ the parser fuzzer
+
+TOKENS = [
+    "network",
+    "block",
+    "repeat",
+    "input",
+    "conv",
+    "pool",
+    "max",
+    "avg",
+    "dense",
+    "flatten",
+    "batchnorm",
+    "relu",
+    "softmax",
+    "dropout",
+    "globalpool",
+    "from",
+    "drop",
+    "last",
+    "freeze",
+    "all",
+    "through",
+    "as",
+    "->",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "=",
+    "\n",
+    " ",
+    "#",
+    "3x3",
+    "1x28x28",
+    "0",
+    "-1",
+    "2",
+    "0.5",
+    "1e9",
+    "999999999",
+    "pad=same",
+    "stride=",
+    "dilation=",
+    "groups=",
+    "weights=",
+    "same",
+    "valid",
+    "x",
+    '"',
+    "ceil",
+    "a",
+    "b",
+    # branches and arithmetic
+    "residual",
+    "shortcut",
+    "concat",
+    "add",
+    "multiply",
+    "output",
+    "in",
+    ";",
+    "*",
+    "//",
+    "+",
+    " - ",
+    "{}",
+    "deconv",
+    "upsample",
+    "as a",
+    "from a",
+]
+
+
+# ------------------------------------------------------------------ training data
+
+
+def toy_data(n: int = 64, classes: int = 3, seed: int = 0) -> Dataset:
+    """Class k: a bright square in the k-th third of the image (learnable in a few epochs)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.random((n, 1, 8, 8), dtype=np.float32) * 0.2
+    for i, label in enumerate(y):
+        x[i, 0, 2:6, label * 2 : label * 2 + 3] += 1.0
+    return Dataset(x, y.astype(np.int64), [str(c) for c in range(classes)])
