@@ -224,6 +224,8 @@ def main() -> None:
     print("  (medians of separate runs: a step's ms may come out negative in the noise)")
     if args.against:
         against(args.against, args.repeat)
+    else:
+        in_process(args.repeat)
 
     import cnnspec
 
@@ -281,6 +283,7 @@ def against(rev: str, repeat: int) -> None:
         try:
             old_env = dict(os.environ, PYTHONPATH=str(tree))  # its cnnspec, this environment's packages
             subprocess.run([*CHECK, "specs/lenet5.cnn"], cwd=tree, env=old_env, capture_output=True)  # .pyc
+            in_process(repeat, rev, old_env, tree)
             for label, spec_args, _ in NETWORKS:
                 if not (tree / spec_args[0]).exists():
                     print(f"  {label:<14} {'(no ' + spec_args[0] + ')':>20}")
@@ -297,6 +300,61 @@ def against(rev: str, repeat: int) -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     print("  ms: best (median); ratio: this tree's median over the older one's")
+
+
+# In process, as a program checking many candidate networks calls it: check_source on a
+# `repeat 6000` of one conv (per expanded layer) and on 6,000 written lines (per line).
+_PER_LAYER = r"""
+import time
+import cnnspec
+
+def best_of_3(text):
+    cnnspec.check_source(text)  # warm: the parser built
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        cnnspec.check_source(text)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+repeat = "network r {\n  input 16x32x32\n  repeat 6000 { conv 16 3x3 pad=1 }\n}\n"
+pattern = ["conv 16 3x3 pad=same relu", "batchnorm", "dropout 0.1", "conv 16 3x3 pad=same", "relu"]
+body = "\n".join("  " + pattern[i % 5] for i in range(6000))
+lines = "network generated {\n  input 16x64x64\n" + body + "\n}\n"
+for text in (repeat, lines):
+    print(best_of_3(text) / 6000 * 1e6)
+"""
+
+TARGETS = {"per expanded layer (repeat 6000 { conv })": 15.0, "per written line (6,000 lines)": 40.0}
+
+
+def in_process(
+    repeat: int, rev: str | None = None, old_env: dict | None = None, tree: Path | None = None
+) -> None:
+    """µs per expanded layer and per written line, this tree (and REV's, interleaved)."""
+    code = _PER_LAYER
+    runs: dict[str, list[list[float]]] = {"this tree": [], rev or "": []}
+    for _ in range(max(repeat // 3, 1)):
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        runs["this tree"].append([float(x) for x in done.stdout.split()])
+        if rev:
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=tree,
+                env=old_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[rev].append([float(x) for x in done.stdout.split()])
+    print("\ncheck_source in process, us (best of 3 in each of the interleaved runs, then the best)")
+    print(f"  {'':<44} {rev or '':>10} {'this tree':>10} {'target':>7}")
+    for i, (label, target) in enumerate(TARGETS.items()):
+        ours = min(r[i] for r in runs["this tree"])
+        old = f"{min(r[i] for r in runs[rev]):10.1f}" if rev else " " * 10
+        print(f"  {label:<44} {old} {ours:10.1f} {target:7.0f}")
 
 
 def _timed(fn, *args) -> float:

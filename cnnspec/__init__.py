@@ -99,11 +99,10 @@ sys.meta_path.append(_MovedModuleFinder())
 
 def check_source(text: str, path: str = "<string>", network: str | None = None) -> CheckResult:
     """Check spec text. `use` paths are relative to the current directory."""
-    from .infer import infer
-    from .resolve import resolve_sources
+    from .infer import check_text
 
     real = Path(path) if path != "<string>" else None
-    return infer(resolve_sources(text.removeprefix("\ufeff"), path, real, network))
+    return check_text(text.removeprefix("\ufeff"), path, real, network)
 
 
 def check(path: str | Path, network: str | None = None) -> CheckResult:
@@ -113,7 +112,6 @@ def check(path: str | Path, network: str | None = None) -> CheckResult:
 
     path = Path(path)
     text = read_source(path)
-    from .infer import infer
-    from .resolve import resolve_sources
+    from .infer import check_text
 
-    return infer(resolve_sources(text, str(path), path, network))
+    return check_text(text, str(path), path, network)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from .base.diagnostics import (
@@ -19,8 +20,9 @@ from .base.diagnostics import (
 )
 from .base.graph import readers
 from .base.records import record
+from .base.resources import gc_paused
 from .kinds import Inferred, LayerConfig, Pool, Shape, format_shape
-from .resolve import INPUT, Layer, Network, Resolved
+from .resolve import INPUT, Layer, Network, Resolved, resolve_sources
 
 ConfigT = TypeVar("ConfigT", bound=LayerConfig)
 BYTES_FP32 = 4
@@ -390,8 +392,11 @@ def _findings(layer: Layer, result: Inferred) -> list[Diagnostic]:
 
 def _receptive_field(layer: Layer, shape: Shape, result: Inferred, fields: Fields) -> tuple:
     """Receptive field and jump: the largest over every path into the layer."""
-    rf = tuple(max(fields[n][0][axis] for n in layer.inputs) for axis in (0, 1))
-    jump = tuple(max(fields[n][1][axis] for n in layer.inputs) for axis in (0, 1))
+    if len(layer.inputs) == 1:  # a chain: the one path in
+        rf, jump = fields[layer.inputs[0]]
+    else:
+        rf = (max(fields[n][0][0] for n in layer.inputs), max(fields[n][0][1] for n in layer.inputs))
+        jump = (max(fields[n][1][0] for n in layer.inputs), max(fields[n][1][1] for n in layer.inputs))
     spatial = len(shape) == 3
     if result.window and spatial:
         extent, stride = result.window.extent, result.window.stride
@@ -407,8 +412,9 @@ def _receptive_field(layer: Layer, shape: Shape, result: Inferred, fields: Field
 def _checked_layer(layer: Layer, shape: Shape, result: Inferred, fields: Fields) -> CheckedLayer:
     rf, jump = _receptive_field(layer, shape, result, fields)
     fields[layer.name] = (rf, jump)
-    trainable = sum(math.prod(s) for s, t in result.tensors.values() if t and not layer.frozen)
-    total = sum(math.prod(s) for s, _ in result.tensors.values())
+    total, trainable = _counts(result)
+    if layer.frozen:
+        trainable = 0
     assert result.output is not None
     return CheckedLayer(
         layer=layer,
@@ -423,6 +429,16 @@ def _checked_layer(layer: Layer, shape: Shape, result: Inferred, fields: Fields)
         pads=result.window.pads if result.window else None,
         in_features=result.in_features,
     )
+
+
+def _counts(result: Inferred) -> tuple[int, int]:
+    """(all, trainable) parameters of the tensors a shape rule gave."""
+    total = trainable = 0
+    for shape, trains in result.tensors.values():
+        size = math.prod(shape)
+        total += size
+        trainable += size if trains else 0
+    return total, trainable
 
 
 def _expectation_failed(entry: CheckedLayer) -> Diagnostic:
@@ -488,18 +504,23 @@ def _order_warnings(checked: list[CheckedLayer]) -> list[Diagnostic]:
     """Softmax that feeds more layers, dropout after the last weighted layer: followed
     along the graph (what reads what), so parallel branches do not count. One backward
     pass: linear in the number of layers."""
-    readers: dict[str, list[CheckedLayer]] = {}
+    readers: dict[str, list[Layer]] = {}
     for entry in checked:
-        for name in entry.inputs:
-            readers.setdefault(name, []).append(entry)
+        for name in entry.layer.inputs:
+            readers.setdefault(name, []).append(entry.layer)
+    weighted = {entry.layer.name for entry in checked if _weighted(entry)}
     weighted_below: dict[str, bool] = {}  # a weighted layer reads it, directly or not
     next_real: dict[str, str | None] = {}  # the first layer other than dropout it feeds
     for entry in reversed(checked):
-        below = readers.get(entry.name, [])
+        name = entry.layer.name
+        below = readers.get(name)
+        if not below:
+            weighted_below[name], next_real[name] = False, None
+            continue
         # .get: with a duplicate-name error, a "reader" may come first; stay total
-        weighted_below[entry.name] = any(_weighted(r) or weighted_below.get(r.name, False) for r in below)
-        candidates = [r.name if r.kind != "dropout" else next_real.get(r.name) for r in below]
-        next_real[entry.name] = next((c for c in candidates if c), None)
+        weighted_below[name] = any(r.name in weighted or weighted_below.get(r.name, False) for r in below)
+        candidates = [r.name if r.config.kind != "dropout" else next_real.get(r.name) for r in below]
+        next_real[name] = next((c for c in candidates if c), None)
     found = []
     last_weighted: CheckedLayer | None = None
     for entry in checked:
@@ -531,6 +552,13 @@ def _order_warnings(checked: list[CheckedLayer]) -> list[Diagnostic]:
 
 def _weighted(entry: CheckedLayer) -> bool:
     return bool(entry.tensors) and entry.kind != "batchnorm"
+
+
+def check_text(text: str, path: str, real: Path | None, network: str | None = None) -> CheckResult:
+    """Resolve and check spec text (`real`: the file it was read from, for `use` paths):
+    what `cnnspec.check_source`, the command line, the language server and the importer run."""
+    with gc_paused():
+        return infer(resolve_sources(text, path, real, network))
 
 
 def infer(resolved: Resolved) -> CheckResult:

@@ -68,8 +68,7 @@ def stdin_at_most_once(paths: list[str]) -> None:
 
 def check_files(paths: list[str], network: str | None):
     """Check every file; one merged result (networks and diagnostics of them all)."""
-    from ..infer import CheckResult, infer
-    from ..resolve import resolve_sources
+    from ..infer import CheckResult, check_text
 
     stdin_at_most_once(paths)
     merged = CheckResult([], [], {})
@@ -82,7 +81,7 @@ def check_files(paths: list[str], network: str | None):
         text = read_spec(path)
         # Standard input has no folder: its `use` paths are relative to the current one.
         name, real = (STDIN_NAME, None) if path == STDIN else (path, Path(path))
-        result = infer(resolve_sources(text, name, real, network))
+        result = check_text(text, name, real, network)
         merged.networks += result.networks
         merged.diagnostics += result.diagnostics
         merged.sources.update(result.sources)

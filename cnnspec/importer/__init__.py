@@ -54,8 +54,7 @@ def import_model(
     """Read an ONNX model and write it as a spec and its weights. The spec is checked
     with cnnspec's own checker, and each weight tensor is keyed by the name that check
     gives its layer."""
-    from ..infer import infer
-    from ..resolve import resolve_sources
+    from ..infer import check_text
     from .printer import print_network
 
     path = Path(path)
@@ -76,7 +75,7 @@ def import_model(
         + layout
     )
     printed = print_network(name, graph.input_shape, graph.layers, graph.outputs, flat, header)
-    result = infer(resolve_sources(printed.text, f"{name}.cnn", None))  # as check_source does
+    result = check_text(printed.text, f"{name}.cnn", None)
     errors = [d for d in result.diagnostics if d.severity == "error"]
     network = result.networks[0] if result.networks else None
     if errors or network is None:  # the printer wrote something the checker refuses: a cnnspec bug

@@ -191,12 +191,13 @@ class Expander:
             return current
         if len(ctx.stack) >= MAX_DEPTH and self._too_deep(stmt.span, ctx.calls):
             return current
+        stack = (*ctx.stack, REPEAT)
         for i in range(count):
             if self.exhausted:
                 return current
             self.steps += 1  # an empty body costs a step too
             tag = f"{ctx.suffix}_{i + 1}" if count > 1 else ctx.suffix
-            inner = replace(ctx, stack=(*ctx.stack, REPEAT), suffix=tag)
+            inner = _Ctx(ctx.env, stack, ctx.calls, ctx.prefix, ctx.block, tag, ctx.scope)
             current = self.statements(stmt.body, inner, current, out)
         return current
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.resources import gc_paused
 from ..infer import CheckedLayer, CheckResult, infer
 from ..kinds import ACTIVATIONS, KINDS, format_shape
 from ..language.fmt import MeaningChanged, reformat
@@ -49,8 +50,9 @@ def analyse(text: str, path: str) -> Analysis:
     """Check `text` as the file `path` (its `use`s are read relative to it)."""
     analysis = Analysis(path, text)
     try:
-        resolved = resolve_sources(text, path, Path(path))
-        result = infer(resolved)
+        with gc_paused():  # as infer.check_text
+            resolved = resolve_sources(text, path, Path(path))
+            result = infer(resolved)
     except CnnspecError as exc:  # defensive: the stages report through results
         analysis.diagnostics = list(exc.diagnostics)
         return analysis
