@@ -8,7 +8,10 @@
 3. With `--against REV`: the same whole-process check, this tree next to an older
    commit (a temporary git worktree), interleaved; how start-up targets set on another
    machine are judged here.
-4. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
+4. `check_source` in process, as a program checking thousands of candidate networks
+   calls it: microseconds per expanded layer (`repeat 6000 { conv }`) and per written
+   line (6,000 lines), beside REV's with `--against`, and the targets (15 and 40).
+5. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
    residual graphs (it should grow linearly).
 
     python benchmarks/bench_check.py [--repeat 7] [--instructions] [--against dbeadf0]
@@ -283,7 +286,6 @@ def against(rev: str, repeat: int) -> None:
         try:
             old_env = dict(os.environ, PYTHONPATH=str(tree))  # its cnnspec, this environment's packages
             subprocess.run([*CHECK, "specs/lenet5.cnn"], cwd=tree, env=old_env, capture_output=True)  # .pyc
-            in_process(repeat, rev, old_env, tree)
             for label, spec_args, _ in NETWORKS:
                 if not (tree / spec_args[0]).exists():
                     print(f"  {label:<14} {'(no ' + spec_args[0] + ')':>20}")
@@ -297,9 +299,10 @@ def against(rev: str, repeat: int) -> None:
                 new_text = f"{min(new) * 1000:5.0f} ms ({statistics.median(new) * 1000:4.0f})"
                 ratio = statistics.median(new) / statistics.median(old)
                 print(f"  {label:<14} {old_text:>20} {new_text:>16} {ratio:5.2f}x")
+            print("  ms: best (median); ratio: this tree's median over the older one's")
+            in_process(repeat, rev, old_env, tree)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-    print("  ms: best (median); ratio: this tree's median over the older one's")
 
 
 # In process, as a program checking many candidate networks calls it: check_source on a
