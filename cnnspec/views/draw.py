@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..infer import CheckedNetwork
-from ..kinds import format_shape
+from ..kinds import format_shape, rule_for
 
 BOX_W, BOX_H = 230, 62
 GAP_X, GAP_Y = 50, 46
@@ -41,7 +41,7 @@ BOX_COLOURS = {"input": "#333333", "block": "#1f6fb2"}  # boxes that are not one
 
 def colour_of(kind: str) -> str:
     """A box's border colour; every layer kind has one (tests/test_kinds_registry.py checks it)."""
-    return BOX_COLOURS.get(kind) or COLOURS[kind]
+    return BOX_COLOURS.get(kind) or rule_for(COLOURS, kind, "draw")
 
 
 @dataclass
