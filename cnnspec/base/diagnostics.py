@@ -145,7 +145,7 @@ class Hidden:
         parts = [f"{self.errors:,} more error{'s' * (self.errors != 1)}"] if self.errors else []
         if self.warnings:
             parts.append(f"{self.warnings:,} more warning{'s' * (self.warnings != 1)}")
-        return f"{printable(self.path)}: ... and {' and '.join(parts)} not shown (the first {MAX_DIAGNOSTICS_PER_FILE} are)"
+        return f"{one_line(self.path)}: ... and {' and '.join(parts)} not shown (the first {MAX_DIAGNOSTICS_PER_FILE} are)"
 
 
 def cap_per_file(
@@ -181,6 +181,18 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+# What must not reach a one-line message: every control character and every character
+# that ends a line for a terminal, an editor or str.splitlines.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """`text` (a name, a path, a string from a model file) on one line: control characters
+    and line breaks escaped (`\\n`, `\\x1b`), cut to `limit` characters."""
+    escaped = _LINE_BREAKING.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return escaped if limit is None or len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
 def _source_excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
     """The printable part of `line` around `column` (1-based): (text, caret column, caret width).
     Escaping may widen characters, so the caret is placed on the escaped text."""
@@ -209,11 +221,11 @@ def render(diagnostic: Diagnostic, sources: dict[str, str], color: bool = False)
 
     severity_color = "1;31" if diagnostic.severity == "error" else "1;33"
     span = diagnostic.span
-    where = f"{printable(span.path)}:{span.line}:{span.column}: " if span else "cnnspec: "
+    where = f"{one_line(span.path)}:{span.line}:{span.column}: " if span else "cnnspec: "
     lines = [
         paint(where, "1")
         + paint(f"{diagnostic.severity}:", severity_color)
-        + f" {printable(diagnostic.message)} "
+        + f" {one_line(diagnostic.message)} "
         + paint(f"[{diagnostic.code}]", "2")
     ]
     source = sources.get(span.path) if span else None
@@ -231,7 +243,7 @@ def render(diagnostic: Diagnostic, sources: dict[str, str], color: bool = False)
             marker = " " * (column - 1) + "^" + "~" * (width - 1)
             lines.append(paint(" " * (len(gutter) - 2) + "| ", "34") + paint(marker, severity_color))
     for note in diagnostic.notes:
-        lines.append(paint("  note: ", "1") + printable(note))
+        lines.append(paint("  note: ", "1") + one_line(note))
     if diagnostic.help:
-        lines.append(paint("  help: ", "1;32") + printable(diagnostic.help))
+        lines.append(paint("  help: ", "1;32") + one_line(diagnostic.help))
     return "\n".join(lines)

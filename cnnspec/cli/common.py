@@ -24,16 +24,17 @@ class UsageError(Exception):
 
 
 def say(prefix: str, message: str) -> None:
-    from ..base.diagnostics import printable
+    from ..base.diagnostics import one_line
 
-    print(f"cnnspec: {prefix}: {printable(message)}", file=sys.stderr)
+    print(f"cnnspec: {prefix}: {one_line(message)}", file=sys.stderr)
 
 
 def safe_text(text: str) -> str:
-    """A path or a label from the user, safe to print (control characters escaped)."""
-    from ..base.diagnostics import printable
+    """A path or a label from the user or a model file, safe to print on one line (control
+    characters and line breaks escaped)."""
+    from ..base.diagnostics import one_line
 
-    return printable(text)
+    return one_line(text)
 
 
 def use_color(stream, choice: str) -> bool:
@@ -107,12 +108,12 @@ def print_diagnostics(result, args) -> None:
 
 def print_error(error) -> None:
     """A CnnspecError from export/run/train: one line per problem, no source position."""
-    from ..base.diagnostics import printable
+    from ..base.diagnostics import one_line
 
     for d in error.diagnostics:
-        print(f"cnnspec: {d.severity}: {printable(d.message)} [{d.code}]", file=sys.stderr)
+        print(f"cnnspec: {d.severity}: {one_line(d.message)} [{d.code}]", file=sys.stderr)
         if d.help:
-            print(f"  help: {printable(d.help)}", file=sys.stderr)
+            print(f"  help: {one_line(d.help)}", file=sys.stderr)
 
 
 def checked_network(path: str, network: str | None, args):

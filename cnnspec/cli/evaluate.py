@@ -23,7 +23,7 @@ def cmd_evaluate(args) -> int:
     import json
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
-    from ..base.diagnostics import CnnspecError
+    from ..base.diagnostics import CnnspecError, printable
     from ..deploy.runtime import input_shape, make_session
     from ..training.evaluate import evaluate, table
     from ..training.train import load_dataset
@@ -59,7 +59,7 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(f"model: {safe_text(args.model)}   data: {safe_text(args.data)}")
-        print(safe_text(table(result)))
+        print(printable(table(result)))  # several lines: class names escaped, not the breaks
     return EXIT_OK
 
 

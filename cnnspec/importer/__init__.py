@@ -55,7 +55,7 @@ def import_model(
     with cnnspec's own checker, and each weight tensor is keyed by the name that check
     gives its layer."""
     from ..infer import check_text
-    from .printer import print_network
+    from .printer import comment_text, print_network
 
     path = Path(path)
     model = load_model(path)
@@ -65,11 +65,14 @@ def import_model(
         if graph.layout == "NHWC"
         else ""
     )
+    # The model's strings and the file names are data: comment_text keeps each on its line.
+    source, producer = comment_text(path.name), comment_text(graph.producer or "unknown producer")
+    named = comment_text(weights_file)
     header = (
-        f"# Imported by cnnspec from {path.name} ({graph.producer or 'unknown producer'}, opset {graph.opset})."
+        f"# Imported by cnnspec from {source} ({producer}, opset {graph.opset})."
         + (
-            f"\n# Weights: {weights_file} (cnnspec export {name}.cnn --weights {weights_file} -o model.onnx)"
-            if weights_file
+            f"\n# Weights: {named} (cnnspec export {name}.cnn --weights {named} -o model.onnx)"
+            if named
             else ""
         )
         + layout

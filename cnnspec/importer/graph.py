@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.diagnostics import CnnspecError, Diagnostic, one_line
 from ..base.graph import ancestors
 from ..kinds import (
     DEFAULT_ALPHA,
@@ -116,7 +116,7 @@ def _downstream_of_broken(state: State, node, label: str, broken: set[str]) -> N
 def _read_node(state: State, node, broken: set[str]) -> None:
     """One node through constant folding or its op's handler; what cannot be expressed is
     collected in `state.unsupported`, and what it computes joins `broken`."""
-    label = node.name or (node.output[0] if node.output else node.op_type)
+    label = one_line(node.name or (node.output[0] if node.output else node.op_type), 200)
     if node.domain not in ("", "ai.onnx"):
         state.unsupported[f"{node.domain}.{node.op_type}"].append(
             (label, "an op outside the standard ONNX domain")
@@ -223,7 +223,8 @@ def _fuse_activations(
 
 
 def _error(path: Path, code: str, message: str, help: str | None = None) -> Diagnostic:
-    return Diagnostic("error", code, f"{path}: {message}", None, help)
+    """Messages name nodes, ops and outputs of the model: each kept on one line, bounded."""
+    return Diagnostic("error", code, one_line(f"{path}: {message}", 4000), None, help)
 
 
 def _unsupported_report(state: State, path: Path) -> list[Diagnostic]:

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..base.diagnostics import one_line
 from ..base.graph import readers
 from ..kinds import LayerConfig, Shape, rule_for
 
@@ -406,6 +407,16 @@ def _block_stem(prefix: tuple[str, ...]) -> str:
 
 
 # ------------------------------------------------------------------ names
+
+
+MAX_COMMENT_TEXT = 200  # characters of one model-given string in a comment
+
+
+def comment_text(text: str) -> str:
+    """Text from a model file (its producer, a file name) as data inside a `#` comment:
+    on one line (a line break would start a statement the model never held), control
+    characters escaped, cut to a sensible length."""
+    return one_line(text, MAX_COMMENT_TEXT)
 
 
 def spec_name(parts: tuple[str, ...]) -> str:
