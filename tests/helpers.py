@@ -5,15 +5,46 @@ each other."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 from hypothesis import strategies as st
 
 import cnnspec
+from cnnspec.cli import main
 from cnnspec.deploy.export import build_model, intermediate_outputs
 from cnnspec.training.train import Dataset
-from tests.conftest import net
+from tests.conftest import ROOT, net
+
+# ------------------------------------------------------------------ the command line
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`cnnspec ARGS` in this process: exit code, standard output, standard error."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli(
+    *args: str, cwd: Path = ROOT, stdin: str | None = None, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """`cnnspec ARGS` as its own process (`python -m cnnspec`), colours off."""
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        timeout=timeout,
+    )
+
 
 # ------------------------------------------------------------------ running models
 

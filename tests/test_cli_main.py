@@ -13,6 +13,7 @@ import pytest
 from cnnspec import __version__
 from cnnspec.cli import COMMANDS, build_parser, main
 from tests.conftest import ROOT, SPECS
+from tests.helpers import run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -20,19 +21,6 @@ GOLDEN = Path(__file__).parent / "golden"
 @pytest.fixture(autouse=True)
 def _in_repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
-
-
-def run_cli(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "cnnspec", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-    )
 
 
 def golden(name: str, text: str) -> None:

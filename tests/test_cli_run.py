@@ -14,17 +14,12 @@ from PIL import Image
 
 from cnnspec.cli import main
 from tests.conftest import ROOT, SPECS
+from tests.helpers import cli
 
 
 @pytest.fixture(autouse=True)
 def _in_repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([*args, "--color", "never"] if args[0] in ("check",) else list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_export_writes_a_valid_model(tmp_path, capsys):

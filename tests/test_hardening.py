@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import shutil
 import signal
 import stat
@@ -26,29 +27,12 @@ from PIL import Image
 import cnnspec
 from cnnspec.cli import main
 from tests.conftest import ROOT, SPECS, check_text, net
+from tests.helpers import cli, run_cli
 
 
 @pytest.fixture(autouse=True)
 def _in_repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT, timeout: float = 60):
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "cnnspec", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=timeout,
-    )
 
 
 def codes(result) -> list[str]:
@@ -817,3 +801,40 @@ def test_train_never_writes_over_a_file_of_its_image_folder(capsys, tmp_path, mo
     monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("trained before checking -o"))
     code, _, err = cli(capsys, "train", str(spec), "--data", str(tmp_path / "imgs"), "-o", str(image))
     assert code == 2 and "inside" in err and image.read_bytes() == before
+
+
+# ------------------------------------------------------------------ the environment refuses
+
+
+_SHELL_CASES = [
+    ("check specs/lenet5.cnn > /dev/full", "standard output: No space left on device"),
+    ("check specs/lenet5.cnn --format json > /dev/full", "standard output: No space left on device"),
+    ("fmt - < specs/lenet5.cnn > /dev/full", "standard output: No space left on device"),
+    ("check specs/lenet5.cnn >&-", "standard output is closed"),
+]
+
+
+@pytest.mark.parametrize("command, message", _SHELL_CASES)
+def test_a_full_disk_or_a_closed_output_is_exit_2_in_one_line(command, message):
+    """What the machine refuses is not a bug in cnnspec: exit 2 and one line, never 70."""
+    done = subprocess.run(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m cnnspec {command}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"cnnspec: error: {message}"
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`cnnspec check big.cnn | head -1`: exit 0, nothing on standard error."""
+    done = subprocess.run(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m cnnspec check specs/zoo/densenet121.cnn | head -1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.startswith("network densenet121") and done.stderr == ""

@@ -123,6 +123,10 @@ def _catch_termination() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     program = argv is None  # cnnspec is the process; a library caller's GC is left alone
+    if sys.stdout is None:  # started with standard output closed (`>&-`)
+        if sys.stderr is not None:
+            print("cnnspec: error: standard output is closed", file=sys.stderr)
+        return EXIT_USAGE
     if program:
         gc.disable()  # until the command's modules are in: see _import_and_freeze
     argv = sys.argv[1:] if argv is None else argv
@@ -137,35 +141,63 @@ def main(argv: list[str] | None = None) -> int:
             _import_and_freeze(getattr(args, "modules", ()))
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return args.func(args)
-    except UsageError as exc:
-        say("error", str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        say("error", "interrupted; no output was written")
-        return 130
-    except Terminated as exc:
-        say("error", f"stopped by signal {exc.signum}; no output was written")
-        return 128 + exc.signum
-    except BrokenPipeError:
+            code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a full disk is this command's error to report
+        return code
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
         return EXIT_OK
-    except MemoryError:
-        print(
-            "cnnspec: error: out of memory (is the network or the batch too large for this machine?)",
-            file=sys.stderr,
-        )
-        return EXIT_ERRORS
+    except (UsageError, KeyboardInterrupt, Terminated, MemoryError, OSError) as exc:
+        return _failed(exc)
     except Exception as exc:  # a bug: say so in one line; CNNSPEC_DEBUG=1 shows the traceback
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
-        say(
-            "internal error",
-            f"{type(exc).__name__}: {str(exc)[:500]} (please report it; CNNSPEC_DEBUG=1 shows the traceback)",
-        )
-        return EXIT_INTERNAL
+        return _internal_error(exc)
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def _failed(exc: BaseException) -> int:
+    """What stopped a command that is not a bug in cnnspec: one line, and its exit code."""
+    if isinstance(exc, UsageError):
+        say("error", str(exc))
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        say("error", "interrupted; no output was written")
+        return 130
+    if isinstance(exc, Terminated):
+        say("error", f"stopped by signal {exc.signum}; no output was written")
+        return 128 + exc.signum
+    if isinstance(exc, MemoryError):
+        say("error", "out of memory (is the network or the batch too large for this machine?)")
+        return EXIT_ERRORS
+    assert isinstance(exc, OSError)
+    if exc.errno is None:  # raised by cnnspec's own code without a system error: a bug
+        return _internal_error(exc)
+    # The machine refused a read or a write: a full disk, a closed or failing output.
+    where = exc.filename if exc.filename is not None else "standard output"
+    say("error", f"{where}: {exc.strerror or exc}")
+    _quiet_stdout()
+    return EXIT_USAGE
+
+
+def _quiet_stdout() -> None:
+    """After a failed write to standard output, what is still buffered is dropped instead of
+    failing again when Python exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _internal_error(exc: BaseException) -> int:
+    say(
+        "internal error",
+        f"{type(exc).__name__}: {str(exc)[:500]} (please report it; CNNSPEC_DEBUG=1 shows the traceback)",
+    )
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
