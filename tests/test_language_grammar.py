@@ -165,3 +165,93 @@ def test_check_imports_neither_lark_nor_what_only_larks_unused_paths_need():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------------ the plain fast path
+
+
+def _through_lark(text: str, path: str = "t.cnn"):
+    """What Lark (the reference parser) builds: the SpecFile parse_source would return."""
+    from cnnspec.language import syntax as ast
+
+    transformer = _REFERENCE.options.transformer
+    transformer.path, transformer.problems = path, []
+    items = _REFERENCE.parse(text if text.endswith("\n") else text + "\n")
+    assert not transformer.problems
+    return ast.SpecFile(
+        path=path,
+        source=text,
+        uses=tuple(i for i in items if isinstance(i, ast.UseStmt)),
+        networks=tuple(i for i in items if isinstance(i, ast.NetworkDef)),
+        blocks=tuple(i for i in items if isinstance(i, ast.BlockDef)),
+    )
+
+
+def test_the_plain_path_builds_lark_s_ast_for_every_shipped_spec_it_takes():
+    from cnnspec.language.plain import parse_plain
+
+    paths = sorted(SPECS.rglob("*.cnn")) + sorted((ROOT / "docs" / "specs").glob("*.cnn"))
+    taken = 0
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        plain = parse_plain(text, str(path))
+        if plain is not None:
+            taken += 1
+            assert plain == _through_lark(text, str(path)), path
+    assert taken >= 5  # LeNet-5 and the tutorial's plain specs
+
+
+_PLAIN_WORDS = [
+    "conv", "8", "3x3", "1x1x2", "pad=same", "stride=2", "0.5", "relu", "x", "x3", "pad=1x2", "007", "in",
+    "alpha=0.2", "# a comment", "#",
+]  # fmt: skip
+_REFUSED_WORDS = [
+    "as", "from", "all", "input", "a=b=c", "k=", "=", "-1", "1e3", "1.", ".5", "9" * 20, "3x",
+    "{", "}", "(", ";", "->", "\t", "é", '"p"', "[1]",
+]  # fmt: skip
+
+
+@st.composite
+def _plainish(draw):
+    """Networks of one-line layers, with now and then something the plain path must refuse."""
+    lines = []
+    for n in range(draw(st.integers(1, 2))):
+        lines.append(draw(st.sampled_from([f"network n{n} {{", f"network  n{n}{{", f"network n{n} {{  # c"])))
+        lines.append(f"  input {draw(st.sampled_from(['1x8x8', '16', '3x32x32', '1x8x8', '3x 8']))}")
+        for _ in range(draw(st.integers(0, 6))):
+            words = [draw(st.sampled_from(["conv", "pool", "relu", "x", "in"]))]
+            words += draw(st.lists(st.sampled_from(_PLAIN_WORDS), max_size=5))
+            if draw(st.integers(0, 8)) == 0:  # now and then, something only Lark may judge
+                words.insert(draw(st.integers(0, len(words))), draw(st.sampled_from(_REFUSED_WORDS)))
+            lines.append(draw(st.sampled_from(["  ", "    ", ""])) + " ".join(words))
+            if draw(st.integers(0, 5)) == 0:
+                lines.append("")
+        lines.append(draw(st.sampled_from(["}", "  }", "} ", "}  # end", "}", "}}"])))
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n", "\n\n"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_plainish())
+def test_the_plain_path_agrees_with_lark_or_steps_aside(text):
+    """Whatever the plain path builds, Lark builds too, span for span; what Lark refuses,
+    the plain path never takes (so every syntax error still comes from Lark)."""
+    from cnnspec.language.plain import parse_plain
+
+    plain = parse_plain(text, "t.cnn")
+    if plain is not None:
+        assert plain == _through_lark(text)
+
+
+@given(
+    lines=st.lists(
+        st.sampled_from(["conv 8 3x3 pad=same relu", "batchnorm", "pool max 2", "dense 10", "dropout 0.5"]),
+        max_size=30,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_plain_specs_take_the_plain_path(lines):
+    from cnnspec.language.plain import parse_plain
+
+    text = "network n {\n  input 3x32x32\n" + "".join(f"  {line}\n" for line in lines) + "}\n"
+    plain = parse_plain(text, "t.cnn")
+    assert plain is not None and plain == _through_lark(text)

@@ -25,6 +25,7 @@ from .lalr_parser import (
     UnexpectedInput,
     v_args,
 )
+from .plain import parse_plain
 
 _HERE = Path(__file__).resolve().parent
 # installed: cnnspec/grammars/ (the wheel maps it there); a checkout: grammars/ beside cnnspec/
@@ -318,6 +319,9 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
     """Parse one file's text; raise CnnspecError with a positioned syntax error."""
     _check_line_lengths(text, path)
     _check_nesting(text, path)
+    plain = parse_plain(text, path)  # the plainest specs without Lark's loop (plain.py)
+    if plain is not None:
+        return plain
     lark, transformer = _parser()
     source = text if text.endswith("\n") else text + "\n"
     with _lock:
