@@ -157,9 +157,10 @@ def test_each_lexer_state_matches_as_larks_alternation_would(tokens):
         assert scanner.fullmatch(text) == (whole.lastgroup if whole else None)
 
 
-def test_check_imports_neither_lark_nor_what_only_larks_unused_paths_need():
+@pytest.mark.parametrize("spec", ["specs/lenet5.cnn", "specs/cifar.cnn"])  # plain path; Lark's
+def test_check_imports_neither_lark_nor_what_only_larks_unused_paths_need(spec):
     code = (
-        "import sys; from cnnspec.cli import main; main(['check', 'specs/lenet5.cnn']); "
+        f"import sys; from cnnspec.cli import main; main(['check', '{spec}']); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lark', 'logging', 'pickle', 'shutil')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

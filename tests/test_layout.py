@@ -8,6 +8,8 @@ functions too (a lazy import is still a dependency).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,17 @@ def test_tests_follow_the_stages_and_share_only_helpers():
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")
     ]
     assert cross == []
+
+
+def test_check_loads_no_back_end():
+    """`cnnspec check` needs the core install only: no onnx, onnxruntime, PyTorch, Pillow,
+    numpy, and none of the later stages' modules (imports stay where a command needs them)."""
+    code = (
+        "import sys; from cnnspec.cli import main; main(['check', 'specs/branches.cnn']); "
+        "heavy = ('onnx', 'onnxruntime', 'torch', 'PIL', 'numpy'); "
+        "later = ('cnnspec.deploy', 'cnnspec.training', 'cnnspec.importer', 'cnnspec.inputs'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(later)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
