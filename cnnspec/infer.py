@@ -15,6 +15,7 @@ from .base.diagnostics import (
     cap_per_file,
     error,
     has_errors,
+    suggestion_budget,
     warning,
     with_call_sites,
 )
@@ -557,7 +558,7 @@ def _weighted(entry: CheckedLayer) -> bool:
 def check_text(text: str, path: str, real: Path | None, network: str | None = None) -> CheckResult:
     """Resolve and check spec text (`real`: the file it was read from, for `use` paths):
     what `cnnspec.check_source`, the command line, the language server and the importer run."""
-    with gc_paused():
+    with gc_paused(), suggestion_budget():
         return infer(resolve_sources(text, path, real, network))
 
 

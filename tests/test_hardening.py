@@ -838,3 +838,53 @@ def test_a_reader_that_stops_early_is_not_an_error():
         timeout=60,
     )
     assert done.stdout.startswith("network densenet121") and done.stderr == ""
+
+
+# ------------------------------------------------------------------ one budget per input
+
+
+def test_many_networks_share_one_expansion_budget():
+    """A hundred networks each under the old per-network limit are one input too large:
+    one located error, and the networks after it are not expanded at all."""
+    from cnnspec.resolve import MAX_EXPANSION
+
+    count = MAX_EXPANSION // 2 - 10
+    text = "".join(f"network n{i} {{\n  input 4\n  repeat {count} {{ relu }}\n}}\n" for i in range(100))
+    result = cnnspec.check_source(text, "many.cnn")
+    assert codes(result) == ["too-large"] and result.diagnostics[0].span.line % 4 == 3  # a repeat line
+    assert "a file and the files it uses expand to at most" in result.diagnostics[0].message
+    assert sum(len(n.layers) for n in result.networks) <= MAX_EXPANSION
+
+
+def test_networks_derived_from_a_large_base_count_its_layers():
+    from cnnspec.resolve import MAX_EXPANSION
+
+    base = "network base {\n  input 8\n  repeat 19000 { relu }\n}\n"
+    derived = "".join(f"network d{i} from base {{\n  dense 2\n}}\n" for i in range(3000))
+    result = cnnspec.check_source(base + derived, "derived.cnn")
+    assert (
+        codes(result) == ["too-large"]
+        and "copies the 19,000 layers of 'base'" in result.diagnostics[0].message
+    )
+    assert sum(len(n.layers) for n in result.networks) <= MAX_EXPANSION
+
+
+def test_suggestions_are_bounded_per_input(monkeypatch):
+    """2,000 unknown names against 2,000 layers: every one is an error, and the suggestion
+    work stops at the input's budget instead of growing as N^2."""
+    import difflib
+
+    from cnnspec.base.diagnostics import SUGGESTION_BUDGET
+
+    compared = []
+    real = difflib.get_close_matches
+    monkeypatch.setattr(
+        difflib, "get_close_matches", lambda w, c, **k: compared.append(len(c)) or real(w, c, **k)
+    )
+    layers = "\n".join(f"  relu as layer_{i}" for i in range(2000))
+    joins = "\n".join(f"  add layer_{i} lyer_{i}" for i in range(2000))
+    result = cnnspec.check_source(f"network n {{\n  input 4\n{layers}\n{joins}\n}}\n", "names.cnn")
+    unknown = [d for d in result.diagnostics if d.code == "unknown-reference"]
+    shown, hidden = len(unknown), sum(h.errors for h in result.hidden)  # the first 50 are printed
+    assert shown + hidden == 2000 and sum(compared) <= SUGGESTION_BUDGET
+    assert unknown[0].help == "did you mean 'layer_0'?"  # the first ones still get one

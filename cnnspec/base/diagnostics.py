@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import field, replace
 from typing import Literal
 
@@ -122,11 +124,38 @@ def with_call_sites(diagnostic: Diagnostic, calls: Iterable[Span]) -> Diagnostic
     return replace(diagnostic, notes=diagnostic.notes + notes) if notes else diagnostic
 
 
+# Comparisons "did you mean" may make for one input (see suggestion_budget): a suggestion
+# costs some 20 us a candidate, so N unknown names against N names grew as N^2 (193 s for
+# 4,000). A mistake or two in a spec of thousands of names stays far below it.
+SUGGESTION_BUDGET = 200_000
+_suggestions_left: ContextVar[list[int] | None] = ContextVar("suggestions_left", default=None)
+
+
+@contextlib.contextmanager
+def suggestion_budget(comparisons: int = SUGGESTION_BUDGET):
+    """Bound the suggestion work of everything inside (one check of one input): once spent,
+    errors still come, without `did you mean`."""
+    token = _suggestions_left.set([comparisons])
+    try:
+        yield
+    finally:
+        _suggestions_left.reset(token)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """`did you mean 'X'?` for the closest choice, or None when nothing is close."""
+    """`did you mean 'X'?` for the closest choice, or None when nothing is close (or the
+    input's suggestion budget is spent)."""
     import difflib  # only a run with a mistake pays for it (~15 ms here)
 
-    match = difflib.get_close_matches(word.lower(), sorted(set(choices)), n=1, cutoff=0.6)
+    # A close match (ratio >= 0.6) is at least 3/7 and at most 7/3 of the word's length.
+    length = len(word)
+    candidates = sorted({c for c in choices if 3 * length <= 7 * len(c) and 3 * len(c) <= 7 * length})
+    left = _suggestions_left.get()
+    if left is not None:
+        if left[0] < len(candidates):
+            return None
+        left[0] -= len(candidates)
+    match = difflib.get_close_matches(word.lower(), candidates, n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
 
 

@@ -13,7 +13,7 @@ from .bind import input_hint, looks_channels_last
 from .expand import Expander, Raw, Ref, aliases, top_context
 from .load import Workspace
 from .names import name_layers, ref_name
-from .network import INPUT, MAX_DEPTH, Layer, Network
+from .network import INPUT, MAX_DEPTH, MAX_EXPANSION, Budget, Layer, Network
 
 
 def _kept_outputs(base: Network, kept: list[Layer], attach: str) -> tuple[str, ...]:
@@ -46,6 +46,7 @@ class Resolver:
         self.done: dict[str, Network | None] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.in_progress: list[str] = []
+        self.budget = Budget()  # one for the whole input: see Budget
         for path, spec in ws.files.items():
             definitions: tuple[ast.NetworkDef | ast.BlockDef, ...] = (*spec.networks, *spec.blocks)
             for definition in definitions:
@@ -104,6 +105,9 @@ class Resolver:
     def network(self, name: str, use_span: Span | None = None) -> Network | None:
         if name in self.done:
             return self.done[name]
+        if self.budget.reported:  # the input's budget is spent: no more networks are resolved
+            self.done[name] = None
+            return None
         if name in self.in_progress:
             chain = " -> ".join((*self.in_progress, name))
             self.diagnostics.append(
@@ -168,7 +172,7 @@ class Resolver:
             )
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
-        expander = Expander(self.blocks, self.diagnostics)
+        expander = Expander(self.blocks, self.diagnostics, budget=self.budget)
         expander.written = aliases(layers_body)
         raws: list[Raw] = []
         last = expander.statements(layers_body, top_context(), INPUT, raws)
@@ -203,6 +207,9 @@ class Resolver:
         body = definition.body
         given = self._input(body)
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
+        if not self.budget.spend(len(base.layers)):  # the copy of the base counts too
+            self._too_large(definition, len(base.layers))
+            return None
         drops = _Drops(list(base.layers))
         for stmt in rest:
             if isinstance(stmt, ast.DropStmt):
@@ -234,6 +241,20 @@ class Resolver:
             definition.base_span,
             tuple(drops.dropped),
             outputs,
+        )
+
+    def _too_large(self, definition: ast.NetworkDef, copied: int) -> None:
+        if self.budget.reported:
+            return
+        self.budget.reported = True
+        self.diagnostics.append(
+            error(
+                "too-large",
+                f"network '{definition.name}' copies the {copied:,} layers of '{definition.base}', past the "
+                f"{MAX_EXPANSION:,} layers and repeats a file and the files it uses expand to in all",
+                definition.span,
+                "derive fewer networks from a large base, or split them across files",
+            )
         )
 
     def _base(self, definition: ast.NetworkDef) -> Network | None:
@@ -312,6 +333,7 @@ class Resolver:
             self.diagnostics,
             {layer.name: layer.name for layer in kept},
             self.counts.get(definition.base, {}),
+            self.budget,
         )
         expander.written = aliases(new_body)
         raws: list[Raw] = []

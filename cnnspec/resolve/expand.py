@@ -11,7 +11,7 @@ from ..base.records import record
 from ..kinds import KINDS, LayerConfig
 from ..language import syntax as ast
 from .bind import ArgError, build_config, evaluate, foreign_name, glued_minus, whole_number
-from .network import INPUT, MAX_DEPTH, MAX_EXPANSION, REPEAT
+from .network import INPUT, MAX_DEPTH, MAX_EXPANSION, REPEAT, Budget
 
 Ref = int | str  # a layer being expanded (its index) or a final name (`input`, a base layer)
 
@@ -83,6 +83,7 @@ class Expander:
         diagnostics: list[Diagnostic],
         external: Mapping[str, str] | None = None,
         counts: Mapping[str, int] | None = None,
+        budget: Budget | None = None,
     ):
         self.blocks = blocks
         self.counts = dict(counts or {})  # automatic names, numbered on as `name_layers` does
@@ -91,7 +92,7 @@ class Expander:
         self.diagnostics = diagnostics
         self.external = dict(external or {})  # a base network's layer names, readable by name
         self.block_uses: dict[str, int] = {}
-        self.steps = 0  # see MAX_EXPANSION
+        self.budget = budget or Budget()  # shared by every network of one input
         self.block_sizes: dict[str, int] = {}
         self.exhausted = False
         self.outputs: list[tuple[Ref, Span]] = []
@@ -123,13 +124,17 @@ class Expander:
 
     def _over_budget(self, span: Span, calls: tuple[Span, ...], what: str) -> None:
         self.exhausted = True
+        if self.budget.reported:  # said once for the input; later networks stop quietly
+            return
+        self.budget.reported = True
         self.diagnostics.append(
             with_call_sites(
                 error(
                     "too-large",
-                    f"{what}: a network expands to at most {MAX_EXPANSION:,} layers and repeats",
+                    f"{what}: a file and the files it uses expand to at most {MAX_EXPANSION:,} "
+                    "layers and repeats in all",
                     span,
-                    "check the repeat count",
+                    "check the repeat counts, and how many networks repeat the same layers",
                 ),
                 calls,
             )
@@ -141,9 +146,8 @@ class Expander:
         for stmt in body:
             if self.exhausted:
                 return current
-            self.steps += 1
-            if self.steps > MAX_EXPANSION:
-                self._over_budget(stmt.span, ctx.calls, "this network is too large")
+            if not self.budget.spend(1):
+                self._over_budget(stmt.span, ctx.calls, "this file is too large")
                 return current
             if isinstance(stmt, ast.LayerStmt):
                 current = self.layer(stmt, ctx, current, out)
@@ -186,7 +190,7 @@ class Expander:
                 with_call_sites(error("invalid-argument", str(exc), span, exc.help), ctx.calls)
             )
             return current
-        if self.steps + count * (1 + self.size(stmt.body, ctx.env)) > MAX_EXPANSION:
+        if count * (1 + self.size(stmt.body, ctx.env)) > self.budget.left:
             self._over_budget(stmt.count.span, ctx.calls, f"repeat {count:,} is too large")
             return current
         if len(ctx.stack) >= MAX_DEPTH and self._too_deep(stmt.span, ctx.calls):
@@ -195,7 +199,9 @@ class Expander:
         for i in range(count):
             if self.exhausted:
                 return current
-            self.steps += 1  # an empty body costs a step too
+            if not self.budget.spend(1):  # an empty body costs a step too
+                self._over_budget(stmt.span, ctx.calls, "this file is too large")
+                return current
             tag = f"{ctx.suffix}_{i + 1}" if count > 1 else ctx.suffix
             inner = _Ctx(ctx.env, stack, ctx.calls, ctx.prefix, ctx.block, tag, ctx.scope)
             current = self.statements(stmt.body, inner, current, out)

@@ -103,3 +103,21 @@ class Resolved:
 
 
 INPUT = "input"  # the network's input tensor, as layers name what they read
+
+
+@dataclass
+class Budget:
+    """Expansion steps left for one input: a file and every file it uses. Every network's
+    statements and `repeat` passes draw on it, and so do the base layers each derived
+    network copies: a hundred networks each just under a per-network limit, or thousands of
+    networks derived from one large base, are one input too large, not a hundred small ones."""
+
+    left: int = MAX_EXPANSION
+    reported: bool = False  # the error is said once per input
+
+    def spend(self, steps: int) -> bool:
+        """Take `steps`; False (nothing taken) when they are not left."""
+        if steps > self.left:
+            return False
+        self.left -= steps
+        return True

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base.diagnostics import CnnspecError, Diagnostic
+from ..base.diagnostics import CnnspecError, Diagnostic, suggestion_budget
 from ..base.resources import gc_paused
 from ..infer import CheckedLayer, CheckResult, infer
 from ..kinds import ACTIVATIONS, KINDS, format_shape
@@ -50,7 +50,7 @@ def analyse(text: str, path: str) -> Analysis:
     """Check `text` as the file `path` (its `use`s are read relative to it)."""
     analysis = Analysis(path, text)
     try:
-        with gc_paused():  # as infer.check_text
+        with gc_paused(), suggestion_budget():  # as infer.check_text
             resolved = resolve_sources(text, path, Path(path))
             result = infer(resolved)
     except CnnspecError as exc:  # defensive: the stages report through results
