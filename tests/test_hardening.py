@@ -888,3 +888,44 @@ def test_suggestions_are_bounded_per_input(monkeypatch):
     shown, hidden = len(unknown), sum(h.errors for h in result.hidden)  # the first 50 are printed
     assert shown + hidden == 2000 and sum(compared) <= SUGGESTION_BUDGET
     assert unknown[0].help == "did you mean 'layer_0'?"  # the first ones still get one
+
+
+def _lying_npz(path: Path, name: str) -> None:
+    """An .npz whose member's header declares 8 GB and holds 16 bytes."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{name}.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(16))
+
+
+def test_an_npz_is_sized_from_its_headers_before_anything_is_inflated(tmp_path, monkeypatch):
+    """Weights, training data and calibration examples: a member that declares more than it
+    holds is refused, and so is one that would not fit in free memory, before reading it."""
+    import cnnspec.base.resources as resources
+    from cnnspec.base.diagnostics import CnnspecError
+    from cnnspec.deploy.int8 import load_examples
+    from cnnspec.deploy.weights import load_file
+    from cnnspec.training.train import load_dataset
+
+    _lying_npz(tmp_path / "lying.npz", "conv1.weight")
+    with pytest.raises(CnnspecError, match="declares 8,000,000,000 bytes but holds"):
+        load_file(tmp_path / "lying.npz")
+    big = np.zeros((1000, 1, 10, 10), np.float32)  # 400 KB once read, a few KB compressed
+    np.savez_compressed(tmp_path / "big.npz", x=big, y=np.zeros(1000, np.int64))
+    monkeypatch.setattr(resources, "available_memory", lambda: 100_000)
+    tracemalloc.start()
+    try:
+        for load in (
+            lambda: load_file(tmp_path / "big.npz"),
+            lambda: load_dataset(tmp_path / "big.npz", (1, 10, 10), 2),
+            lambda: load_examples(tmp_path / "big.npz", (1, 10, 10)),
+        ):
+            with pytest.raises(CnnspecError, match=r"its arrays take .* once read: needs about"):
+                load()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < big.nbytes  # refused from the headers: the array itself was never built

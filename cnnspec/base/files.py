@@ -144,3 +144,45 @@ def write_atomically(final: Path, write: Callable[[Path], object], keep_mode_of:
         os.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)
+
+
+MAX_NPY_HEADER = 10_000  # bytes of an .npy header (numpy's own default limit)
+
+
+def npz_sizes(path: str | Path, names: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Bytes each array of an .npz (or only `names`) will take once read, from the .npy
+    headers alone: nothing is inflated. Raises ValueError for a header that is malformed,
+    too long, or declares more data than its member holds (a zip stores the true size)."""
+    import zipfile
+
+    import numpy.lib.format as npformat
+
+    sizes = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy") or (names is not None and name not in names):
+                continue
+            with archive.open(info) as member:
+                version = npformat.read_magic(member)
+                read = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+                shape, _, dtype = read(member, max_header_size=MAX_NPY_HEADER)
+                start = member.tell()
+            count = 1
+            for size in shape:
+                count *= size
+            nbytes = count * dtype.itemsize
+            if start + nbytes > info.file_size:
+                raise ValueError(f"'{name}' declares {nbytes:,} bytes but holds {info.file_size - start:,}")
+            sizes[name] = nbytes
+    return sizes
+
+
+def npz_fits(path: str | Path, names: tuple[str, ...] | None = None, copies: int = 1) -> str | None:
+    """None when the arrays (read `copies` times over, e.g. once more as float32) fit in
+    free memory; else why not, checked before any member is inflated."""
+    from .resources import gib, shortfall
+
+    total = sum(npz_sizes(path, names).values()) * copies
+    problem = shortfall(total)
+    return f"its arrays take {gib(total)} once read: {problem}" if problem else None

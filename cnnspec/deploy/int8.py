@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.diagnostics import CnnspecError, Diagnostic, fail
+from ..base.files import npz_fits
 from ..inputs import IMAGE_SUFFIXES, load_array, load_image, normalise
 from ..kinds import format_shape
 
@@ -52,6 +53,9 @@ def load_examples(
     if path.suffix.lower() == ".npy":
         return normalise(load_array(path, shape)[:limit], mean, std)
     try:
+        problem = npz_fits(path, copies=2)  # as read, and as float32: before inflating
+        if problem:
+            raise fail("bad-input", f"{path}: {problem}")
         with np.load(path, allow_pickle=False) as archive:
             files = list(getattr(archive, "files", []))
             key = "x" if "x" in files else (files[0] if len(files) == 1 else None)

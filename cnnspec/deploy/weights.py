@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from ..base.diagnostics import CnnspecError, Diagnostic, fail
+from ..base.files import npz_fits
 from ..base.records import record
 from ..infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
 from ..kinds import RELU_FAMILY, format_shape
@@ -190,9 +191,13 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
         except Exception as exc:  # an element type numpy cannot hold, external data missing
             raise fail("weights-file", f"{path}: a tensor cannot be read ({type(exc).__name__})") from None
     try:
-        data = np.load(path, allow_pickle=False)
+        problem = npz_fits(path) if zipfile.is_zipfile(path) else None  # sizes from the headers
+        if problem is None:
+            data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise fail("weights-file", f"{path}: not a readable .npz of named arrays ({exc})", NPZ_HELP) from None
+    if problem:  # checked before any tensor is inflated
+        raise fail("weights-file", f"{path}: {problem}")
     if isinstance(data, np.ndarray):
         raise fail("weights-file", f"{path}: holds one unnamed array, not named tensors", NPZ_HELP)
     with data:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..base.diagnostics import CnnspecError, fail
+from ..base.files import npz_fits
 from ..deploy.weights import WeightSet
 from ..infer import CheckedNetwork
 from ..inputs import IMAGE_SUFFIXES, load_image
@@ -84,6 +85,9 @@ def _load_npz(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Dat
                     f"{path}: needs arrays 'x' and 'y' (it has: {keys})",
                     "numpy.savez(path, x=images_NCHW, y=labels)",
                 )
+        problem = npz_fits(path, ("x", "y"), copies=2)  # as read, and as float32: before inflating
+        if problem:
+            raise fail("bad-input", f"{path}: {problem}")
         x, y = npz_array(path, "x"), npz_array(path, "y")  # x memory-mapped when stored uncompressed
     except CnnspecError:
         raise
