@@ -929,3 +929,32 @@ def test_an_npz_is_sized_from_its_headers_before_anything_is_inflated(tmp_path, 
     finally:
         tracemalloc.stop()
     assert peak < big.nbytes  # refused from the headers: the array itself was never built
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--checkpoint", "{d}/y.onnx", "-o", "{d}/y.onnx"], "-o and --checkpoint name the same file"),
+        (["--plot", "{d}/p.onnx", "-o", "{d}/p.onnx"], "-o and --plot name the same file"),
+        (
+            ["-o", "{d}/m.onnx", "--history", "{d}/h", "--plot", "{d}/h"],
+            "--history and --plot name the same file",
+        ),
+        (
+            ["-o", "{d}/m.onnx", "--plot", "{d}/q", "--checkpoint", "{d}/q"],
+            "--checkpoint and --plot name the same",
+        ),
+        (["-o", "{d}/m.onnx", "--plot", "{d}/link"], "-o and --plot name the same file"),  # a hard link
+    ],
+)
+def test_train_keeps_each_output_its_own_file(options, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(
+        "cnnspec.training.train.train", lambda *a, **k: pytest.fail("trained before checking")
+    )
+    (tmp_path / "m.onnx").write_bytes(b"old model")
+    os.link(tmp_path / "m.onnx", tmp_path / "link")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 32, 32), np.float32), y=np.zeros(4, np.int64))
+    args = [a.format(d=tmp_path) for a in options]
+    code, _, err = cli(capsys, "train", "specs/lenet5.cnn", "--data", str(tmp_path / "d.npz"), *args)
+    assert code == 2 and message in err, err
+    assert (tmp_path / "m.onnx").read_bytes() == b"old model"

@@ -83,6 +83,17 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same resolved path (existing or not), or the
+    same inode (a hard link)."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        return _same_file(os.stat(a), os.stat(b))
+    except (OSError, RuntimeError):  # one does not exist yet, or a symlink loop
+        return False
+
+
 def target(out: str | Path, protect: tuple[Path, ...] = ()) -> Path:
     """The resolved output path, checked before any work is done. Raises BadOutput when
     it is one of `protect` (the command's inputs, hard links included), not a regular

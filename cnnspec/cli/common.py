@@ -166,6 +166,18 @@ def output_target(out: str, read: tuple[Path, ...]) -> Path:
         raise UsageError(f"{out}: {exc}") from None
 
 
+def distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
+    """Every file a command writes is its own: two options naming one file (or two links to
+    it) would have one output replace, or delete, the other. Keys are the option names."""
+    from ..base.files import same_file
+
+    named = [(option, out) for option, out in outputs.items() if out]
+    for i, (option, out) in enumerate(named):
+        for other, other_out in named[:i]:
+            if same_file(out, other_out):
+                raise UsageError(f"{other} and {option} name the same file ({out}): give each its own")
+
+
 def check_weight_memory(network) -> None:
     """Refuse, before allocating, weights that do not fit in this machine's memory."""
     from ..base.diagnostics import CnnspecError, Diagnostic

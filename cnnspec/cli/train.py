@@ -15,6 +15,7 @@ from .common import (
     check_weight_memory,
     check_weights_option,
     checked_network,
+    distinct_outputs,
     files_read,
     output_target,
     print_error,
@@ -127,6 +128,9 @@ def _check_outputs(args, read: tuple, writer: bool) -> Path:
     for extra in (args.history, args.plot):
         if extra:
             output_target(extra, read)
+    distinct_outputs(
+        {"-o": args.output, "--checkpoint": checkpoint, "--history": args.history, "--plot": args.plot}
+    )
     return checkpoint
 
 

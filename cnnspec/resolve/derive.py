@@ -105,7 +105,7 @@ class Resolver:
     def network(self, name: str, use_span: Span | None = None) -> Network | None:
         if name in self.done:
             return self.done[name]
-        if self.budget.reported:  # the input's budget is spent: no more networks are resolved
+        if self.budget.spent:  # the input's budget is spent: no more networks are resolved
             self.done[name] = None
             return None
         if name in self.in_progress:
@@ -244,9 +244,9 @@ class Resolver:
         )
 
     def _too_large(self, definition: ast.NetworkDef, copied: int) -> None:
-        if self.budget.reported:
+        if self.budget.spent:
             return
-        self.budget.reported = True
+        self.budget.spent = True
         self.diagnostics.append(
             error(
                 "too-large",

@@ -122,11 +122,13 @@ class Expander:
                 total += 1
         return total
 
-    def _over_budget(self, span: Span, calls: tuple[Span, ...], what: str) -> None:
+    def _over_budget(self, span: Span, calls: tuple[Span, ...], what: str, spent: bool = True) -> None:
+        """Stop expanding this network; with `spent`, the whole input (said once)."""
         self.exhausted = True
-        if self.budget.reported:  # said once for the input; later networks stop quietly
-            return
-        self.budget.reported = True
+        if spent:
+            if self.budget.spent:  # said once for the input; later networks are not expanded
+                return
+            self.budget.spent = True
         self.diagnostics.append(
             with_call_sites(
                 error(
@@ -190,8 +192,13 @@ class Expander:
                 with_call_sites(error("invalid-argument", str(exc), span, exc.help), ctx.calls)
             )
             return current
-        if count * (1 + self.size(stmt.body, ctx.env)) > self.budget.left:
-            self._over_budget(stmt.count.span, ctx.calls, f"repeat {count:,} is too large")
+        need = count * (1 + self.size(stmt.body, ctx.env))
+        if need > self.budget.left:
+            # Too large on its own: a mistake of this line, said every time. Too large for
+            # what the other networks left: the input's budget is spent, said once.
+            self._over_budget(
+                stmt.count.span, ctx.calls, f"repeat {count:,} is too large", spent=need <= MAX_EXPANSION
+            )
             return current
         if len(ctx.stack) >= MAX_DEPTH and self._too_deep(stmt.span, ctx.calls):
             return current

@@ -113,7 +113,7 @@ class Budget:
     networks derived from one large base, are one input too large, not a hundred small ones."""
 
     left: int = MAX_EXPANSION
-    reported: bool = False  # the error is said once per input
+    spent: bool = False  # then no further network is expanded, and the error is said once
 
     def spend(self, steps: int) -> bool:
         """Take `steps`; False (nothing taken) when they are not left."""
