@@ -958,3 +958,66 @@ def test_train_keeps_each_output_its_own_file(options, message, tmp_path, capsys
     code, _, err = cli(capsys, "train", "specs/lenet5.cnn", "--data", str(tmp_path / "d.npz"), *args)
     assert code == 2 and message in err, err
     assert (tmp_path / "m.onnx").read_bytes() == b"old model"
+
+
+def _exported_lenet(tmp_path: Path) -> Path:
+    from cnnspec.deploy.export import build_model, save
+
+    model, _ = build_model(cnnspec.check("specs/lenet5.cnn").network(), seed=0)
+    save(model, tmp_path / "m.onnx")
+    return tmp_path / "m.onnx"
+
+
+def test_import_leaves_the_old_pair_or_the_new_one(tmp_path, capsys, monkeypatch):
+    """The spec's rename fails after the weights' succeeded: the old weights come back."""
+    model = _exported_lenet(tmp_path)
+    (tmp_path / "net.cnn").write_text("old spec")
+    (tmp_path / "net.npz").write_bytes(b"old weights")
+    real_replace = os.replace
+
+    def spec_fails(src, dst):
+        if str(dst).endswith("net.cnn"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spec_fails)
+    code, _, err = cli(
+        capsys,
+        "import",
+        str(model),
+        "-o",
+        str(tmp_path / "net.cnn"),
+        "--weights-out",
+        str(tmp_path / "net.npz"),
+    )
+    assert code == 2 and "No space left on device" in err
+    assert (tmp_path / "net.cnn").read_text() == "old spec"
+    assert (tmp_path / "net.npz").read_bytes() == b"old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.cnn", "net.npz"]  # no temporary left
+
+
+def test_import_never_writes_through_a_dangling_link_it_was_not_given(tmp_path, capsys):
+    model = _exported_lenet(tmp_path)
+    (tmp_path / "net.npz").symlink_to(tmp_path / "elsewhere.npz")  # dangling
+    code, _, err = cli(capsys, "import", str(model), "-o", str(tmp_path / "net.cnn"))
+    assert code == 2 and "exists" in err
+    assert not (tmp_path / "elsewhere.npz").exists() and not (tmp_path / "net.cnn").exists()
+
+
+def test_fmt_writes_through_links(tmp_path, capsys):
+    """A symlinked spec: the shared target is formatted and the link stays a link; a spec
+    with two hard links: both names see the formatted text."""
+    messy = "network n {\n input 1x8x8\n    conv 2 3x3\n}\n"
+    target = tmp_path / "shared.cnn"
+    target.write_text(messy)
+    (tmp_path / "link.cnn").symlink_to(target)
+    code, _, _ = cli(capsys, "fmt", str(tmp_path / "link.cnn"))
+    assert code == 0 and (tmp_path / "link.cnn").is_symlink()
+    assert target.read_text() == "network n {\n  input 1x8x8\n  conv 2 3x3\n}\n"
+    first, second = tmp_path / "a.cnn", tmp_path / "b.cnn"
+    first.write_text(messy)
+    os.link(first, second)
+    assert cli(capsys, "fmt", str(first))[0] == 0
+    assert second.read_text() == first.read_text() == target.read_text()
+    assert os.stat(first).st_ino == os.stat(second).st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.cnn", "b.cnn", "link.cnn", "shared.cnn"]

@@ -157,6 +157,29 @@ def write_atomically(final: Path, write: Callable[[Path], object], keep_mode_of:
         temp.unlink(missing_ok=True)
 
 
+def rewrite(path: Path, text: str) -> None:
+    """New contents for a file the user named, keeping what they made of it: through a
+    symbolic link the target is written (the link stays a link), and a file with several
+    hard links is written in place so that every name sees the new text. The new text is
+    complete in a temporary file first; an in-place write that fails says where it is."""
+    final = path.resolve()
+    data = text.encode("utf-8")
+    if os.stat(final).st_nlink <= 1:
+        write_atomically(final, lambda temp: temp.write_bytes(data), final)
+        return
+    temp = temporary(final)
+    temp.write_bytes(data)
+    try:
+        with open(final, "r+b") as stream:
+            stream.truncate(0)
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror}; the formatted text is in {temp}") from None
+    temp.unlink()
+
+
 MAX_NPY_HEADER = 10_000  # bytes of an .npy header (numpy's own default limit)
 
 

@@ -21,10 +21,9 @@ from .common import (
 def cmd_fmt(args) -> int:
     """Rewrite specs in the canonical layout; --check and --diff only report."""
     import difflib
-    import functools
 
     from ..base.diagnostics import CnnspecError
-    from ..base.files import write_atomically
+    from ..base.files import rewrite
     from ..language.fmt import reformat
 
     stdin_at_most_once(args.files)
@@ -56,7 +55,7 @@ def cmd_fmt(args) -> int:
             continue
         path = Path(name)
         try:
-            write_atomically(path, functools.partial(Path.write_text, data=formatted, encoding="utf-8"), path)
+            rewrite(path, formatted)  # through a symlink, and every hard link sees it
         except OSError as exc:
             raise UsageError(f"{name}: cannot write: {exc.strerror or exc}") from None
         print(f"reformatted {safe_text(name)}")

@@ -68,7 +68,9 @@ def _output_paths(args, model: Path) -> tuple[Path, Path, Path]:
     weights_out = Path(args.weights_out) if args.weights_out else spec_out.with_suffix(".npz")
     if weights_out.suffix != ".npz":
         raise UsageError(f"{weights_out}: the weights file should end in .npz")
-    if not args.weights_out and weights_out.exists():  # a file the user did not name is never replaced
+    if not args.weights_out and os.path.lexists(
+        weights_out
+    ):  # never replaced unnamed, nor a dangling link followed
         raise UsageError(
             f"{weights_out} exists; name it with --weights-out {weights_out} to replace it, or choose another"
         )
@@ -93,7 +95,9 @@ def _network_name(args) -> str:
 
 
 def _write_both(args, imported, spec_path: Path, weights_path: Path) -> None:
-    """Both files written beside their targets first, then renamed into place."""
+    """The spec and its weights belong together: both are written beside their targets
+    first, then renamed into place, the weights first; if the spec's rename fails, the old
+    weights are put back, so a failure leaves the old pair or the new one, never a mix."""
     import numpy as np
 
     from ..base.files import temporary
@@ -107,13 +111,39 @@ def _write_both(args, imported, spec_path: Path, weights_path: Path) -> None:
         temp_spec = temporary(spec_path)
         written.append(temp_spec)
         temp_spec.write_text(imported.spec, encoding="utf-8")
+        old_weights = _keep_old(weights_path, written)
         os.replace(temp_weights, weights_path)
-        os.replace(temp_spec, spec_path)
+        try:
+            os.replace(temp_spec, spec_path)
+        except OSError:
+            _put_back(weights_path, old_weights)
+            raise
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     finally:
         for path in written:
             path.unlink(missing_ok=True)
+
+
+def _keep_old(path: Path, written: list[Path]) -> Path | None:
+    """A hard link to the file about to be replaced (None when there is none), removed at
+    the end with the other temporary files."""
+    from ..base.files import temporary
+
+    if not path.exists():
+        return None
+    backup = temporary(path)
+    backup.unlink(missing_ok=True)
+    os.link(path, backup)
+    written.append(backup)
+    return backup
+
+
+def _put_back(path: Path, old: Path | None) -> None:
+    if old is None:
+        path.unlink(missing_ok=True)
+    else:
+        os.replace(old, path)
 
 
 def add_parser(sub) -> None:
