@@ -39,15 +39,7 @@ def load_examples(
 
     path = Path(path)
     if path.is_dir():
-        images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not images:
-            raise fail(
-                "bad-input",
-                f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below",
-            )
-        if len(images) > limit:  # an even spread over the folder, not its first class only
-            images = [images[i] for i in np.linspace(0, len(images) - 1, limit).astype(int)]
-        return np.stack([load_image(p, shape, mean, std) for p in images])
+        return _folder_examples(path, shape, mean, std, limit)
     if not path.is_file():
         raise fail("bad-input", f"{path}: no such file or folder")
     if path.suffix.lower() == ".npy":
@@ -75,6 +67,19 @@ def load_examples(
     if not np.all(np.isfinite(x)):
         raise fail("bad-input", f"{path}: x holds NaN or infinite values")
     return normalise(x, mean, std)
+
+
+def _folder_examples(path: Path, shape: tuple[int, ...], mean, std, limit: int) -> np.ndarray:
+    """At most `limit` images of a folder (class subfolders allowed), spread evenly."""
+    images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise fail(
+            "bad-input",
+            f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below",
+        )
+    if len(images) > limit:  # an even spread over the folder, not its first class only
+        images = [images[i] for i in np.linspace(0, len(images) - 1, limit).astype(int)]
+    return np.stack([load_image(p, shape, mean, std) for p in images])
 
 
 def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
