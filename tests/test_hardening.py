@@ -1021,3 +1021,77 @@ def test_fmt_writes_through_links(tmp_path, capsys):
     assert second.read_text() == first.read_text() == target.read_text()
     assert os.stat(first).st_ino == os.stat(second).st_ino
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.cnn", "b.cnn", "link.cnn", "shared.cnn"]
+
+
+@pytest.mark.parametrize(
+    "line, column",
+    [
+        ("batchnorm eps=1e39", 17),
+        ("batchnorm momentum=0.5 eps=-1e39", 30),
+        ("leakyrelu 1e39", 13),
+        ("conv 1 2x2 bias=false weights=[[1,0],[0,1e39]]", 43),
+        ("conv 1 2x2 bias=false weights=[[1,0],[0,-3.5e38]]", 43),
+    ],
+)
+def test_decimals_beyond_float32_are_refused_where_written(line, column):
+    """ONNX and PyTorch compute in float32: a value beyond its range would export as inf."""
+    result = check_text(net(line, "1x4x4"))
+    assert codes(result) == ["invalid-argument"] and "beyond float32's range" in result.diagnostics[0].message
+    assert result.diagnostics[0].span.column == column
+
+
+def test_the_largest_float32_still_checks():
+    assert check_text(net("batchnorm eps=3.4e38", "1x4x4")).ok
+
+
+def _one_node_model(path: Path, node, initializers=(), out_shape=(1, 2, 4, 4)) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))
+    graph = helper.make_graph([node], "g", [x], [y], initializer=list(initializers))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _tensor(name: str, array: np.ndarray):
+    return onnx.numpy_helper.from_array(array, name)
+
+
+_BN = ["x", "g", "b", "m", "v"]
+
+
+@pytest.mark.parametrize(
+    "node, initializers, message",
+    [
+        (
+            helper.make_node("Conv", ["x", "w"], ["y"], name="c1", kernel_shape=[1, 1]),
+            [_tensor("w", np.array([np.nan, 1, 1, 1], np.float32).reshape(2, 2, 1, 1))],
+            "node 'c1' (Conv): its weight holds 1 NaN or infinite values as float32 (the first at index (0, 0, 0, 0))",
+        ),
+        (
+            helper.make_node("Conv", ["x", "w"], ["y"], name="c2", kernel_shape=[1, 1]),
+            [_tensor("w", np.full((2, 2, 1, 1), 1e39, np.float64))],
+            "node 'c2' (Conv): its weight holds 4 NaN or infinite values as float32",
+        ),
+        (
+            helper.make_node("BatchNormalization", _BN, ["y"], name="bn"),
+            [_tensor(n, np.array(v, np.float32)) for n, v in zip("gbmv", ([1, 1], [0, 0], [0, 0], [1, -1]))],
+            "node 'bn' (BatchNormalization): its running variance has negative values",
+        ),
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp"), [], "node 'mp' (MaxPool) has no kernel_shape"),
+        (
+            helper.make_node("Dropout", ["x", "r"], ["y"], name="d"),
+            [_tensor("r", np.array(2.0, np.float32))],
+            "node 'd' (Dropout): ratio 2.0 is outside [0, 1)",
+        ),
+        (
+            helper.make_node("Dropout", ["x", "r"], ["y"], name="d"),
+            [_tensor("r", np.array(np.nan, np.float32))],
+            "node 'd' (Dropout): ratio nan is outside [0, 1)",
+        ),
+    ],
+)
+def test_numbers_in_a_model_are_checked_where_they_enter(node, initializers, message, tmp_path, capsys):
+    model = _one_node_model(tmp_path / "m.onnx", node, initializers)
+    code, _, err = cli(capsys, "import", str(model), "-o", str(tmp_path / "m.cnn"))
+    assert code == 2 and message in err and "internal error" not in err, err
+    assert not (tmp_path / "m.cnn").exists()

@@ -25,7 +25,7 @@ from .folding import FOLDABLE, fold
 from .handlers import HANDLERS
 from .load import tensor_array
 from .printer import INPUT, GraphLayer
-from .state import Act, ImportedGraph, NotAModel, Partial, State, Unsupported, attributes_of
+from .state import Act, ImportedGraph, NotAModel, Partial, State, Unsupported, attributes_of, node_label
 
 
 def import_graph(
@@ -116,7 +116,7 @@ def _downstream_of_broken(state: State, node, label: str, broken: set[str]) -> N
 def _read_node(state: State, node, broken: set[str]) -> None:
     """One node through constant folding or its op's handler; what cannot be expressed is
     collected in `state.unsupported`, and what it computes joins `broken`."""
-    label = one_line(node.name or (node.output[0] if node.output else node.op_type), 200)
+    label = node_label(node)
     if node.domain not in ("", "ai.onnx"):
         state.unsupported[f"{node.domain}.{node.op_type}"].append(
             (label, "an op outside the standard ONNX domain")

@@ -27,6 +27,7 @@ from ..kinds import (
 from .state import (
     BATCH,
     Act,
+    NotAModel,
     Partial,
     State,
     Unsupported,
@@ -36,6 +37,7 @@ from .state import (
     attributes_of,
     constant_of,
     extra_outputs_read,
+    node_label,
     optional,
     pads_of,
     pair,
@@ -115,6 +117,10 @@ def _batchnorm(state: State, node) -> Act:
         "running_var": node.input[4],
     }
     tensors = {suffix: constant_of(state, n).reshape(-1) for suffix, n in names.items()}
+    if np.any(tensors["running_var"] < 0):
+        raise NotAModel(
+            f"node '{node_label(node)}' (BatchNormalization): its running variance has negative values"
+        )
     eps = as_float32(attrs.get("epsilon", 1e-5))
     momentum = as_float32(
         1.0 - as_float32(attrs.get("momentum", 0.9))
@@ -309,6 +315,10 @@ def _pool(mode: str):
         attrs = attributes_of(node)
         if extra_outputs_read(state, node):
             raise Unsupported("the indices output of MaxPool")
+        if "kernel_shape" not in attrs:
+            raise NotAModel(
+                f"node '{node_label(node)}' ({node.op_type}) has no kernel_shape, which ONNX requires"
+            )
         kernel = pair(attrs, "kernel_shape", (1, 1))
         stride = pair(attrs, "strides", (1, 1))
         if pair(attrs, "dilations", (1, 1)) != (1, 1):
@@ -488,6 +498,8 @@ def _dropout(state: State, node) -> Act:
     ratio = attributes_of(node).get("ratio", 0.5)
     if (n := optional(node, 1)) is not None:
         ratio = float(constant_of(state, n).reshape(-1)[0])
+    if not 0 <= ratio < 1:  # NaN fails this too
+        raise NotAModel(f"node '{node_label(node)}' (Dropout): ratio {ratio} is outside [0, 1)")
     if ratio == 0:
         return x
     return add_layer(state, node, Dropout(rate=as_float32(ratio)), [x], {})

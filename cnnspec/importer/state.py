@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..base.diagnostics import one_line
 from ..base.records import record
 from ..kinds import (
     LayerConfig,
@@ -186,6 +187,13 @@ def add_layer(
     module = _module_path(node, weight)
     name = _unique_name(state, module, config)
     clean = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    for suffix, array in clean.items():  # as float32: a float64 beyond its range is infinite
+        bad = np.argwhere(~np.isfinite(array))
+        if len(bad):
+            raise NotAModel(
+                f"node '{node_label(node)}' ({node.op_type}): its {suffix} holds {len(bad):,} NaN or "
+                f"infinite values as float32 (the first at index {tuple(int(i) for i in bad[0])})"
+            )
     state.layers[name] = GraphLayer(name, config, tuple(a.layer for a in inputs), module, clean)
     return Act(name, inferred.output)
 
@@ -221,6 +229,11 @@ def pair(attrs: dict, key: str, default: tuple[int, int]) -> tuple[int, int]:
     if len(value) != 2:
         raise Unsupported(f"{key}={value}: only 2-D windows")
     return (int(value[0]), int(value[1]))
+
+
+def node_label(node) -> str:
+    """How messages name a node: its name, else its first output, else its op; one line."""
+    return one_line(node.name or (node.output[0] if node.output else node.op_type), 200)
 
 
 def validated(cls: type[LayerConfig], values: dict) -> LayerConfig:

@@ -30,9 +30,23 @@ def whole_number(v: ast.Value) -> int:
     raise ArgError(f"expected a whole number, got '{v.text()}'")
 
 
+# Every decimal a spec gives (a rate, eps, momentum, alpha, a weight) is computed in
+# float32 by ONNX and PyTorch: beyond its range it would become infinity there.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float32(v: ast.Value) -> float:
+    value = float(v.data)
+    if abs(value) > FLOAT32_MAX:
+        raise ArgError(
+            f"'{v.text()}' is beyond float32's range (about 3.4e38): it would become infinity", span=v.span
+        )
+    return value
+
+
 def _float(v: ast.Value) -> float:
     if v.kind == "number":
-        return float(v.data)
+        return _float32(v)
     raise ArgError(f"expected a number, got '{v.text()}'")
 
 
@@ -100,7 +114,7 @@ def _matrix(v: ast.Value) -> tuple:
                 raise ArgError(f"weights nest at most {MAX_WEIGHT_DEPTH} lists deep")
             return tuple(walk(item, depth + 1) for item in x.data)
         if x.kind == "number":
-            return float(x.data)
+            return _float32(x)
         raise ArgError(f"weights hold numbers, got '{x.text()}'")
 
     if v.kind != "list":
@@ -235,7 +249,7 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
                 )
         values[name] = _CONVERTERS[converter](v)
     except ArgError as exc:
-        problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", v.span, exc.help))
+        problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", exc.span or v.span, exc.help))
 
 
 # Layer names from PyTorch and Keras (lower case, no underscores) -> how cnnspec writes them.
