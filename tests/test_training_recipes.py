@@ -281,3 +281,48 @@ def test_two_processes_started_by_torchrun_train_one_model(tmp_path, files):
     assert "training net on cpu x 2 processes" in done.stderr
     assert len((tmp_path / "h.jsonl").read_text().splitlines()) == 2 and out.exists()
     assert not (tmp_path / "ddp.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        ({"lr": 1e-2}, "--lr"),
+        ({"seed": 6}, "--seed"),
+        ({"batch_size": 4}, "--batch-size"),
+        ({"val_split": 0.5}, "--val-split"),
+        ({"epochs": 6}, "--epochs"),
+        ({"recipe": Recipe(optimizer="sgd")}, "--optimizer"),
+    ],
+)
+def test_resume_refuses_a_changed_option_and_names_it(tmp_path, changed, named):
+    part = tmp_path / "run.ckpt"
+    _run(tmp_path, checkpoint=part, stop_after=1)
+    with pytest.raises(CnnspecError, match=f"these changed: {named} \\(the checkpoint's run: "):
+        _run(tmp_path, checkpoint=part, resume=part, **changed)
+
+
+def test_resume_refuses_other_data(tmp_path):
+    part = tmp_path / "run.ckpt"
+    _run(tmp_path, checkpoint=part, stop_after=1)
+    net = _network()
+    with pytest.raises(CnnspecError, match="these changed: --data"):
+        train(net, build_weights(net, seed=2), toy_data(48, seed=1), epochs=4, lr=5e-2, batch_size=8,
+              val_split=0.25, seed=5, progress=False, checkpoint=part, resume=part)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field, value", [("epoch", "x"), ("history", None), ("best_key", [1]), ("epoch", 7), ("waited", "w")]
+)
+def test_a_crafted_checkpoint_is_an_error_not_a_crash(tmp_path, field, value):
+    import torch
+
+    part = tmp_path / "run.ckpt"
+    _run(tmp_path, checkpoint=part, stop_after=2)
+    state = torch.load(part, weights_only=True)
+    if value is None:
+        del state[field]
+    else:
+        state[field] = value
+    torch.save(state, part)
+    with pytest.raises(CnnspecError, match="not a usable cnnspec checkpoint"):
+        _run(tmp_path, checkpoint=part, resume=part)

@@ -187,7 +187,7 @@ class Recipe:
     amp: bool = False  # mixed precision (CUDA only): bf16 where supported, else fp16 with loss scaling
 
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the run's settings are stored and compared on --resume
 
 
 def train(
@@ -227,6 +227,7 @@ def train(
         _FeedOptions(preprocess or Preprocess(), workers, on_bad_image),
     )  # fmt: skip
     module, group, result = run.module, run.group, run.result
+    run.settings = _settings(network, data, epochs, lr, batch_size, val_split, seed, recipe)
     first_epoch = 1 if resume is None else run.resume(resume)
     run.amp, run.scaler = _mixed_precision(torch, recipe)
     last = epochs if stop_after is None else min(epochs, first_epoch - 1 + stop_after)
@@ -335,21 +336,31 @@ class _Run:
     amp: Any = None
     scaler: Any = None
     bar: Any = None
+    settings: dict = field(default_factory=dict)  # what makes this run this run (see _settings)
 
     def __post_init__(self) -> None:
         self.loss_fn = self.torch.nn.CrossEntropyLoss()
 
     def resume(self, path: Path) -> int:
-        """Restore a checkpoint; the epoch to continue from."""
+        """Restore a checkpoint of this very run; the epoch to continue from."""
         torch = self.torch
         state = _load_checkpoint(
             torch, path, self.network, self.module, self.optimizer, self.scheduler, self.generator, self.group
         )
-        self.result.history = [EpochStats(**h) for h in state["history"]]
-        self.result.best_epoch = state["best_epoch"]
-        self.result.arrays = {k: v.numpy() for k, v in state["best_arrays"].items()}
-        self.best_key, self.waited = tuple(state["best_key"]), state["waited"]
-        return state["epoch"] + 1
+        _same_settings(path, state.get("settings"), self.settings)
+        try:  # a crafted or damaged checkpoint: its fields checked, not trusted
+            self.result.history = [EpochStats(**h) for h in state["history"]]
+            self.result.best_epoch = int(state["best_epoch"])
+            self.result.arrays = {str(k): v.numpy() for k, v in state["best_arrays"].items()}
+            self.best_key, self.waited = tuple(float(k) for k in state["best_key"]), int(state["waited"])
+            epoch = int(state["epoch"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise fail(
+                "bad-input", f"{path}: not a usable cnnspec checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
+        if len(self.best_key) != 2 or not 0 <= self.result.best_epoch <= epoch == len(self.result.history):
+            raise fail("bad-input", f"{path}: not a usable cnnspec checkpoint (its epochs do not add up)")
+        return epoch + 1
 
     def epoch(self, epoch: int, train_idx, val_idx, checkpoint: Path | None) -> EpochStats:
         """Train, validate, keep the best, write the checkpoint."""
@@ -437,6 +448,7 @@ class _Run:
                 self.best_key,
                 self.waited,
                 rng_states,
+                self.settings,
             )
 
 
@@ -467,6 +479,67 @@ def _mixed_precision(torch, recipe: Recipe):
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
+# The options a resumed run must share with the interrupted one, as `cnnspec train` names them.
+SETTING_OPTIONS = {
+    "spec": "the network (its layers)",
+    "data": "--data",
+    "seed": "--seed",
+    "val_split": "--val-split",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "epochs": "--epochs",
+    "optimizer": "--optimizer",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "schedule": "--schedule",
+    "step_size": "--step-size",
+    "gamma": "--gamma",
+    "patience": "--patience",
+}
+
+
+def _settings(network, data, epochs, lr, batch_size, val_split, seed, recipe: Recipe) -> dict:
+    """What makes a run this run: resuming with any of it changed would be another run
+    (another split, schedule, or data), so --resume refuses it. The device is left out."""
+    import hashlib
+
+    layers = "\n".join(f"{c.name} {c.layer.spec_text()} {c.output_shape}" for c in network.layers)
+    fingerprint = hashlib.sha256(np.ascontiguousarray(data.y).tobytes())
+    fingerprint.update("\n".join(data.classes).encode())
+    if isinstance(data, FolderData):
+        fingerprint.update("\n".join(p.name for p in data.paths).encode())
+    else:
+        fingerprint.update(repr(tuple(data.x.shape)).encode())
+    recipe_fields = {k: getattr(recipe, k) for k in ("optimizer", "momentum", "weight_decay", "schedule")}
+    recipe_fields |= {k: getattr(recipe, k) for k in ("step_size", "gamma", "patience")}
+    return {
+        "spec": hashlib.sha256(layers.encode()).hexdigest()[:16],
+        "data": fingerprint.hexdigest()[:16],
+        "seed": seed,
+        "val_split": val_split,
+        "batch_size": batch_size,
+        "lr": lr,
+        "epochs": epochs,
+        **recipe_fields,
+    }
+
+
+def _same_settings(path: Path, stored, current: dict) -> None:
+    if not isinstance(stored, dict):
+        raise fail("bad-input", f"{path}: not a usable cnnspec checkpoint (no settings)")
+    changed = [
+        f"{SETTING_OPTIONS.get(key, key)} (the checkpoint's run: {stored.get(key)!r}, now: {value!r})"
+        for key, value in current.items()
+        if stored.get(key) != value
+    ]
+    if changed:
+        raise fail(
+            "bad-input",
+            f"{path}: --resume continues the interrupted run, but these changed: {'; '.join(changed)}",
+            "resume with the same spec, data and options, or start a new run without --resume",
+        )
+
+
 def _save_checkpoint(
     torch,
     path: Path,
@@ -480,6 +553,7 @@ def _save_checkpoint(
     best_key,
     waited,
     rng_states,
+    settings,
 ):
     """Everything a resumed run needs to continue exactly, written atomically."""
     import dataclasses
@@ -500,6 +574,7 @@ def _save_checkpoint(
         "best_key": list(best_key),
         "best_arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in result.arrays.items()},
         "waited": waited,
+        "settings": settings,
     }
     write_atomically(path, lambda temp: torch.save(state, temp))
 
