@@ -333,6 +333,9 @@ def check_network(
         in_shapes = [shapes[name] for name in layer.inputs]
         result = _infer_layer(layer, in_shapes, by_name, inferred)
         diagnostics += _findings(layer, result)
+        if result.output is not None and max(result.output, default=0) > MAX_SIZE:
+            diagnostics.append(_beyond_int64(layer, result.output))
+            result = Inferred(None)
         if result.output is None:
             complete = False
             continue
@@ -357,6 +360,23 @@ def check_network(
         network.outputs,
     )
     return net, diagnostics
+
+
+MAX_SIZE = 2**63 - 1  # ONNX, onnxruntime and PyTorch hold every size in int64
+
+
+def _beyond_int64(layer: Layer, shape: Shape) -> Diagnostic:
+    """A size no runtime can hold: said here, not as a crash at export."""
+    return with_call_sites(
+        error(
+            "too-large",
+            f"{layer.name} gives {' x '.join(f'{d:,}' for d in shape)}: a size beyond int64 "
+            f"({MAX_SIZE:,}), which ONNX and PyTorch use for every size",
+            layer.span,
+            "check the padding, stride and scale on this line",
+        ),
+        layer.calls,
+    )
 
 
 def _infer_layer(layer: Layer, in_shapes: list[Shape], by_name: dict[str, Layer], inferred: dict) -> Inferred:

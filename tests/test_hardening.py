@@ -1095,3 +1095,37 @@ def test_numbers_in_a_model_are_checked_where_they_enter(node, initializers, mes
     code, _, err = cli(capsys, "import", str(model), "-o", str(tmp_path / "m.cnn"))
     assert code == 2 and message in err and "internal error" not in err, err
     assert not (tmp_path / "m.cnn").exists()
+
+
+def test_combinator_bodies_nest_within_the_depth_limit():
+    """350 nested `residual { }`: one too-deep error (check and the language server), not a
+    RecursionError."""
+    from cnnspec.views.lsp import analyse
+
+    body = "conv 4 1x1"
+    for _ in range(350):
+        body = f"residual {{ {body} }}"
+    text = f"network n {{\n  input 4x8x8\n  {body}\n}}\n"
+    assert codes(check_text(text)) == ["too-deep"]
+    assert [d.code for d in analyse(text, "deep.cnn").diagnostics] == ["too-deep"]
+    shallow = "conv 4 1x1"
+    for _ in range(10):
+        shallow = f"residual {{ {shallow} }}"
+    assert check_text(f"network n {{\n  input 4x8x8\n  {shallow}\n}}\n").ok
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("conv 4 3x3 pad=4611686018427387904", "a size beyond int64"),
+        ("upsample 16777217", "scale 16,777,217 cannot be exact"),
+        ("deconv 4 2x2 stride=4611686018427387904", "a size beyond int64"),
+    ],
+)
+def test_sizes_that_no_runtime_holds_are_check_errors_not_export_crashes(line, message, tmp_path, capsys):
+    spec = tmp_path / "big.cnn"
+    spec.write_text(net(line, "4x8x8"))
+    result = cnnspec.check(spec)
+    assert codes(result) == ["too-large"] and message in result.diagnostics[0].message
+    code, _, err = cli(capsys, "export", str(spec), "-o", str(tmp_path / "big.onnx"))
+    assert code == 1 and "internal error" not in err and not (tmp_path / "big.onnx").exists()

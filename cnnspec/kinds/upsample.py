@@ -7,7 +7,9 @@ from typing import ClassVar
 from pydantic_core import core_schema as cs
 
 from ..base.records import record
-from .base import POSITIVE, Argument, Inferred, LayerConfig, Shape, needs_spatial
+from .base import POSITIVE, Argument, Inferred, LayerConfig, Problem, Shape, needs_spatial
+
+MAX_EXACT_SCALE = 2**24  # float32 holds every whole number up to here
 
 
 @record
@@ -35,4 +37,14 @@ class Upsample(LayerConfig):
         flat = needs_spatial(x, "upsample")
         if flat:
             return flat
+        if self.scale > MAX_EXACT_SCALE:
+            problem = Problem(
+                "error",
+                "too-large",
+                f"scale {self.scale:,} cannot be exact: ONNX's Resize takes its scales as float32, "
+                f"whose whole numbers are exact up to {MAX_EXACT_SCALE:,}",
+                "upsample in two steps whose scales multiply to this one",
+                "scale",
+            )
+            return Inferred(None, problems=[problem])
         return Inferred((x[0], x[1] * self.scale, x[2] * self.scale))

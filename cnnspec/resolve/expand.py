@@ -11,7 +11,7 @@ from ..base.records import record
 from ..kinds import KINDS, LayerConfig
 from ..language import syntax as ast
 from .bind import ArgError, build_config, evaluate, foreign_name, glued_minus, whole_number
-from .network import INPUT, MAX_DEPTH, MAX_EXPANSION, REPEAT, Budget
+from .network import BODY, INPUT, MAX_DEPTH, MAX_EXPANSION, NOT_BLOCKS, REPEAT, Budget
 
 Ref = int | str  # a layer being expanded (its index) or a final name (`input`, a base layer)
 
@@ -167,7 +167,7 @@ class Expander:
                     )
                 )
             else:
-                where = "a block" if any(s != REPEAT for s in ctx.stack) else "this network"
+                where = "a block" if any(s not in NOT_BLOCKS for s in ctx.stack) else "this network"
                 self.diagnostics.append(
                     error(
                         "misplaced-statement",
@@ -223,7 +223,7 @@ class Expander:
     def reference(self, name: str, span: Span, ctx: _Ctx) -> Ref | None:
         """The layer `name` refers to here, or None after an unknown-reference error."""
         found = ctx.scope.lookup(name)
-        if found is None and name == INPUT and not any(level != REPEAT for level in ctx.stack):
+        if found is None and name == INPUT and not any(level not in NOT_BLOCKS for level in ctx.stack):
             found = INPUT  # at the top level, `input` is the network's input, as `in` is
         if found is None:
             found = self.final.get(name, self.external.get(name))
@@ -357,7 +357,7 @@ class Expander:
             )
             return current
         if block.name in ctx.stack:
-            chain = " -> ".join(s for s in (*ctx.stack, block.name) if s != REPEAT)
+            chain = " -> ".join(s for s in (*ctx.stack, block.name) if s not in NOT_BLOCKS)
             self.diagnostics.append(
                 error("recursive-block", f"block '{block.name}' uses itself: {chain}", stmt.span)
             )
@@ -394,13 +394,18 @@ class Expander:
         if problem is not None or cls is None:
             self.diagnostics.extend([problem] if problem else [])
             return source
+        if len(ctx.stack) >= MAX_DEPTH and self._too_deep(stmt.span, ctx.calls):
+            return source  # bodies nest as deep as blocks and repeats may
+        stack = (*ctx.stack, BODY)
         ends: list[Ref] = []
         for body in stmt.branches:
             scope = _Scope(ctx.scope.input, parent=ctx.scope)
-            ends.append(self.statements(body, replace(ctx, scope=scope), source, out))
+            ends.append(self.statements(body, replace(ctx, scope=scope, stack=stack), source, out))
         if stmt.op == "residual":
             scope = _Scope(ctx.scope.input, parent=ctx.scope)
-            shortcut = self.statements(stmt.shortcut or (), replace(ctx, scope=scope), source, out)
+            shortcut = self.statements(
+                stmt.shortcut or (), replace(ctx, scope=scope, stack=stack), source, out
+            )
             ends = [ends[0], shortcut]
         elif stmt.op == "multiply":
             ends = [source, *ends]
@@ -464,9 +469,9 @@ class Expander:
             with_call_sites(
                 error(
                     "too-deep",
-                    f"blocks and repeats nest more than {MAX_DEPTH} levels deep here",
+                    f"blocks, repeats and {{ bodies }} nest more than {MAX_DEPTH} levels deep here",
                     span,
-                    f"cnnspec expands at most {MAX_DEPTH} nested `repeat`s and block calls",
+                    f"cnnspec expands at most {MAX_DEPTH} nested `repeat`s, block calls and combinator bodies",
                 ),
                 calls[-3:],
             )

@@ -26,6 +26,8 @@ MAX_DEPTH = 64  # nested `repeat` and block calls, `use` chains, `from` chains
 
 
 REPEAT = "(repeat)"  # a `repeat` level on the expansion stack (never a block name)
+BODY = "(body)"  # a combinator's { body } on the expansion stack (bounded by MAX_DEPTH too)
+NOT_BLOCKS = (REPEAT, BODY)  # stack levels that are not block calls
 
 
 MAX_WEIGHT_DEPTH = 4  # weights are at most filters x channels x height x width
