@@ -641,3 +641,20 @@ def test_node_names_reach_the_terminal_on_one_line(tmp_path, capsys):
     assert "\x1b" not in err and "forged" in err
     assert all(line.startswith(("cnnspec: ", "  help: ")) for line in err.splitlines()), err
     assert not any(line.startswith("cnnspec: error: forged") for line in err.splitlines()), err
+
+
+def test_a_join_of_thousands_of_inputs_imports_as_wrapped_lines(tmp_path):
+    """A Concat of 7,000 inputs (and a graph that lists its output twice): a spec that
+    checks, its long statement continued with `\\` on lines the parser takes."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="r"),
+        helper.make_node("Concat", ["r"] * 7000, ["y"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y, y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    imported = import_model(tmp_path / "m.onnx", "m")
+    assert max(len(line) for line in imported.spec.splitlines()) <= 1000
+    network = check_text(imported.spec).network()
+    assert network.output_shapes == ((14000, 4, 4),) and len(network.outputs) == 1

@@ -65,6 +65,7 @@ def import_graph(
                 [_error(path, "import-unsupported", f"output '{out.name}' is not computed by a layer")]
             )
         outputs.append(value.layer)
+    outputs = list(dict.fromkeys(outputs))  # a tensor listed as an output twice is one output
     layers, kept_outputs = _fuse_activations(list(state.layers.values()), tuple(outputs))
     needed = ancestors(layers, kept_outputs)  # what the outputs read; the rest is dead code
     return ImportedGraph(

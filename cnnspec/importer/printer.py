@@ -654,8 +654,26 @@ def _print(
     if outputs != (last,):
         lines.append("  output " + " ".join(rename.get(o, aliases.get(o, o)) for o in outputs))
     lines.append("}")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(wrapped for line in lines for wrapped in _wrap(line)) + "\n"
     return Printed(text, order, text.count("\n"))
+
+
+MAX_PRINTED_LINE = 1000  # a statement longer than this continues on the next line (`\`)
+
+
+def _wrap(line: str) -> list[str]:
+    r"""A very long statement (a concat of thousands of layers) as lines ending in `\`, each
+    well below the parser's line limit; comments and shorter lines stay as they are."""
+    if len(line) <= MAX_PRINTED_LINE or "#" in line:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())] + "    "
+    pieces, current = [], line[: len(line) - len(line.lstrip())]
+    for word in line.split():
+        if len(current) + len(word) + 1 > MAX_LINE and current.strip():
+            pieces.append(current + " \\")
+            current = indent
+        current += word if current.isspace() or not current else " " + word
+    return [*pieces, current]
 
 
 def _families_and_order(entries: list[Entry]) -> tuple[list[_Family], dict[str, str], list[GraphLayer]]:
