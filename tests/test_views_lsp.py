@@ -299,3 +299,12 @@ def test_formatting_replaces_the_whole_document_only_when_it_parses_and_changes(
     assert end == (3, 8)  # the last line's length in UTF-16 units: the 𝄞 counts two
     assert formatting(text, "n.cnn") is None  # already formatted: no edit
     assert formatting("network n {\n  conv 2 3x3 {\n}\n", "n.cnn") is None  # does not parse: no edit
+
+
+def test_a_document_past_the_size_limit_is_one_error_before_any_parsing():
+    from cnnspec.base.files import MAX_SOURCE_BYTES
+
+    text = "network n {\n  input 4\n" + "  relu\n" * (MAX_SOURCE_BYTES // 7 + 10) + "}\n"
+    analysis = analyse(text, "big.cnn")
+    assert [d.code for d in analysis.diagnostics] == ["too-large"] and analysis.result is None
+    assert analyse("network n {\n  input 4\n  relu\n}\n", "ok.cnn").diagnostics == []

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base.diagnostics import CnnspecError, Diagnostic, suggestion_budget
+from ..base.diagnostics import CnnspecError, Diagnostic, Span, error, suggestion_budget
+from ..base.files import MAX_SOURCE_BYTES
 from ..base.resources import gc_paused
 from ..infer import CheckedLayer, CheckResult, infer
 from ..kinds import ACTIVATIONS, KINDS, format_shape
@@ -49,6 +50,17 @@ class Analysis:
 def analyse(text: str, path: str) -> Analysis:
     """Check `text` as the file `path` (its `use`s are read relative to it)."""
     analysis = Analysis(path, text)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SOURCE_BYTES:  # as `check` refuses such a file: before any parsing
+        analysis.diagnostics = [
+            error(
+                "too-large",
+                f"this document is {size:,} bytes; a spec is at most {MAX_SOURCE_BYTES:,}",
+                Span(path, 1, 1),
+                "split it into files that `use` each other",
+            )
+        ]
+        return analysis
     try:
         with gc_paused(), suggestion_budget():  # as infer.check_text
             resolved = resolve_sources(text, path, Path(path))
@@ -247,20 +259,28 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
     server.start_io()
 
 
+SETTLE_SECONDS = 0.05  # a check starts once the document has been still this long
+
+
 def _document_features(server, types, cache: dict, to_fs_path) -> None:  # pragma: no cover - see serve
     """Open, change, close: each (re)check publishes its diagnostics."""
     import asyncio
 
     edits: dict[str, int] = {}  # changes seen per document
+    locks: dict[str, asyncio.Lock] = {}
 
     async def refresh(ls: LanguageServer, uri: str) -> None:
         # The check runs in a worker thread: hover, definition and completion keep
         # answering from the last analysis while a keystroke's re-check runs, and a
         # re-check overtaken by a newer keystroke publishes nothing.
         edits[uri] = edit = edits.get(uri, 0) + 1
-        document = ls.workspace.get_text_document(uri)
-        path = to_fs_path(uri) or uri
-        analysis = await asyncio.to_thread(analyse, document.source, path)
+        await asyncio.sleep(SETTLE_SECONDS)  # keystrokes in a burst: only the last is checked
+        async with locks.setdefault(uri, asyncio.Lock()):  # one check of a document at a time
+            if edits.get(uri) != edit:  # a newer edit came: its own refresh checks it
+                return
+            document = ls.workspace.get_text_document(uri)
+            path = to_fs_path(uri) or uri
+            analysis = await asyncio.to_thread(analyse, document.source, path)
         if edits.get(uri) != edit:
             return
         cache[uri] = analysis
