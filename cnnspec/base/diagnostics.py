@@ -147,10 +147,12 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     input's suggestion budget is spent)."""
     import difflib  # only a run with a mistake pays for it (~15 ms here)
 
+    left = _suggestions_left.get()
+    if left is not None and left[0] <= 0:  # spent: not even the candidates are gathered
+        return None
     # A close match (ratio >= 0.6) is at least 3/7 and at most 7/3 of the word's length.
     length = len(word)
     candidates = sorted({c for c in choices if 3 * length <= 7 * len(c) and 3 * len(c) <= 7 * length})
-    left = _suggestions_left.get()
     if left is not None:
         if left[0] < len(candidates):
             return None

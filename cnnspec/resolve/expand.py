@@ -3,6 +3,7 @@ each reading the layers before it."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -228,7 +229,9 @@ class Expander:
         if found is None:
             found = self.final.get(name, self.external.get(name))
         if found is None:
-            known = [*ctx.scope.known(), *self.external, *self.final]
+            known = itertools.chain.from_iterable(  # gathered only if a suggestion is made
+                names() for names in (ctx.scope.known, self.external.keys, self.final.keys)
+            )
             written = self.written.get(name)
             later = (
                 written.line if written and written.path == span.path and written.line > span.line else None
