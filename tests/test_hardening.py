@@ -1129,3 +1129,38 @@ def test_sizes_that_no_runtime_holds_are_check_errors_not_export_crashes(line, m
     assert codes(result) == ["too-large"] and message in result.diagnostics[0].message
     code, _, err = cli(capsys, "export", str(spec), "-o", str(tmp_path / "big.onnx"))
     assert code == 1 and "internal error" not in err and not (tmp_path / "big.onnx").exists()
+
+
+# ------------------------------------------------------------------ one rule for line endings
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_cr_lf_and_crlf_each_end_a_line_everywhere(ending, tmp_path, capsys):
+    """The parser, the diagnostics' source lines, fmt and highlighting count lines as an
+    editor does; a CR inside a comment ends the comment."""
+    from pygments import lex
+    from pygments.token import Comment, Error
+
+    from cnnspec.base.diagnostics import render
+    from cnnspec.language.highlight import CnnspecLexer
+
+    lines = ["network n {", "  input 1x8x8  # a note", "  conv 2 3x3", "  pool max 3 -> 2x9x9", "}", ""]
+    text = ending.join(lines)
+    spec = tmp_path / "e.cnn"
+    spec.write_bytes(text.encode())
+    result = cnnspec.check(spec)
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [("shape-mismatch", 4)]
+    assert "   4 |   pool max 3 -> 2x9x9" in render(result.diagnostics[0], result.sources)
+    assert [layer.name for layer in result.network().layers] == ["conv1", "pool1"]
+    assert cli(capsys, "fmt", str(spec))[0] in (0,)  # formats (CR-only files become LF)
+    tokens = list(lex(text, CnnspecLexer()))
+    assert not [v for t, v in tokens if t is Error]
+    assert [v for t, v in tokens if t in Comment] == ["# a note"]
+
+
+def test_a_cr_in_a_comment_does_not_hide_the_line_after_it(tmp_path, capsys):
+    spec = tmp_path / "c.cnn"
+    spec.write_bytes(b"network n {\n  input 1x8x8  # note\rconv 2 3x3\n}\n")
+    assert [layer.name for layer in cnnspec.check(spec).network().layers] == ["conv1"]
+    code, _, err = cli(capsys, "fmt", "--check", str(spec))
+    assert code == 1 and "internal error" not in err

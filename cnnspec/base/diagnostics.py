@@ -261,14 +261,12 @@ def render(diagnostic: Diagnostic, sources: dict[str, str], color: bool = False)
     ]
     source = sources.get(span.path) if span else None
     if source is not None and span is not None:
-        text_lines = source.split("\n")  # as the parser counts lines: \n only
+        text_lines = re.split(r"\r\n|\r|\n", source)  # as the parser counts lines
         if 1 <= span.line <= len(text_lines):
             width = 1
             if span.end_column and span.end_column > span.column:
                 width = span.end_column - span.column
-            text, column, width = _source_excerpt(
-                text_lines[span.line - 1].rstrip("\r").expandtabs(1), span.column, width
-            )
+            text, column, width = _source_excerpt(text_lines[span.line - 1].expandtabs(1), span.column, width)
             gutter = f"{span.line:>4} | "
             lines.append(paint(gutter, "34") + text)
             marker = " " * (column - 1) + "^" + "~" * (width - 1)

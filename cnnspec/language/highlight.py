@@ -25,8 +25,8 @@ class CnnspecLexer(RegexLexer):
     tokens = {
         "root": [
             (r"[ \t]+", Whitespace),
-            (r"\n", Whitespace),
-            (r"#.*$", Comment.Single),
+            (r"\r\n|\r|\n", Whitespace),  # CR, LF and CRLF each end a line, as the parser counts
+            (r"#[^\r\n]*", Comment.Single),
             (r'"[^"\n]*"', String),
             (words(STRUCTURE, suffix=r"\b"), Keyword.Declaration),
             (words(PREPOSITIONS, suffix=r"\b"), Keyword),

@@ -7,6 +7,7 @@ file, which takes about half the instructions at start-up."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import threading
@@ -316,12 +317,16 @@ def _check_nesting(text: str, path: str) -> None:
 
 
 def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
-    """Parse one file's text; raise CnnspecError with a positioned syntax error."""
+    """Parse one file's text; raise CnnspecError with a positioned syntax error. CR, LF
+    and CRLF each end a line, as editors, fmt and the language server count lines."""
+    original = text
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     _check_line_lengths(text, path)
     _check_nesting(text, path)
     plain = parse_plain(text, path)  # the plainest specs without Lark's loop (plain.py)
     if plain is not None:
-        return plain
+        return plain if original is text else dataclasses.replace(plain, source=original)
     lark, transformer = _parser()
     source = text if text.endswith("\n") else text + "\n"
     with _lock:
@@ -335,7 +340,7 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
             raise CnnspecError(transformer.problems)
     return ast.SpecFile(
         path=path,
-        source=text,
+        source=original,
         uses=tuple(i for i in items if isinstance(i, ast.UseStmt)),
         networks=tuple(i for i in items if isinstance(i, ast.NetworkDef)),
         blocks=tuple(i for i in items if isinstance(i, ast.BlockDef)),

@@ -240,7 +240,7 @@ def formatting(text: str, path: str) -> tuple[str, tuple[int, int]] | None:
         return None
     if formatted == text:
         return None
-    lines = re.split(r"\r\n|\r|\n", text)  # the line breaks LSP counts (a spec that parses has no lone CR)
+    lines = re.split(r"\r\n|\r|\n", text)  # the line breaks LSP counts, as the parser does
     return formatted, (len(lines) - 1, len(lines[-1].encode("utf-16-le")) // 2)
 
 
