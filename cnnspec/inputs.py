@@ -78,7 +78,10 @@ def _image_array(image, mode: str, width: int, height: int) -> np.ndarray:
 
 
 def normalise(array: np.ndarray, mean, std) -> np.ndarray:
-    channels = array.shape[-3] if array.ndim >= 3 else array.shape[-1]
+    """(x - mean) / std per channel, for one example or a batch of them: the channel axis
+    is the third from the end for images (C x H x W), the last for flat vectors."""
+    after = 2 if array.ndim >= 3 else 0  # axes after the channel axis
+    channels = array.shape[-1 - after]
     for name, values in (("--mean", mean), ("--std", std)):
         if values is not None and len(values) not in (1, channels):
             raise fail(
@@ -87,9 +90,9 @@ def normalise(array: np.ndarray, mean, std) -> np.ndarray:
                 "give one value, or one per channel",
             )
     if mean is not None:
-        array = array - np.asarray(mean, np.float32).reshape(-1, *([1] * (array.ndim - 1)))
+        array = array - np.asarray(mean, np.float32).reshape(-1, *([1] * after))
     if std is not None:
-        array = array / np.asarray(std, np.float32).reshape(-1, *([1] * (array.ndim - 1)))
+        array = array / np.asarray(std, np.float32).reshape(-1, *([1] * after))
     return array.astype(np.float32)
 
 

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+import cnnspec
 from cnnspec.cli import main
 from tests.conftest import ROOT, SPECS
 from tests.helpers import cli
@@ -262,3 +263,45 @@ def _png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (8, 8), 128).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_batch_from_npy_is_normalised_per_example_with_the_model_s_mean_and_std(tmp_path, capsys):
+    """A model that records its training mean and std, run on a .npy batch: one output row
+    per example, each as if run alone (the normalisation used to broadcast over the batch)."""
+    from onnx import helper
+
+    from cnnspec.deploy.export import build_model, save
+
+    model, _ = build_model(cnnspec.check("specs/cifar.cnn").network(), seed=0)
+    helper.set_model_props(model, {"preprocess_mean": "0.4,0.5,0.6", "preprocess_std": "0.2,0.25,0.3"})
+    save(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    batch = rng.random((2, 3, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "batch.npy", batch)
+    np.save(tmp_path / "first.npy", batch[0])
+    assert (
+        cli(
+            capsys,
+            "run",
+            str(tmp_path / "m.onnx"),
+            "--input",
+            str(tmp_path / "batch.npy"),
+            "-o",
+            str(tmp_path / "b.npy"),
+        )[0]
+        == 0
+    )
+    assert (
+        cli(
+            capsys,
+            "run",
+            str(tmp_path / "m.onnx"),
+            "--input",
+            str(tmp_path / "first.npy"),
+            "-o",
+            str(tmp_path / "f.npy"),
+        )[0]
+        == 0
+    )
+    both, alone = np.load(tmp_path / "b.npy"), np.load(tmp_path / "f.npy")
+    assert both.shape == (2, 10) and np.allclose(both[0], alone[0], atol=1e-5)
