@@ -1164,3 +1164,41 @@ def test_a_cr_in_a_comment_does_not_hide_the_line_after_it(tmp_path, capsys):
     assert [layer.name for layer in cnnspec.check(spec).network().layers] == ["conv1"]
     code, _, err = cli(capsys, "fmt", "--check", str(spec))
     assert code == 1 and "internal error" not in err
+
+
+def _always_class(path: Path, winner: int, classes: list[str]) -> Path:
+    """A 1x4x4 classifier that always answers `winner`, recording its class names."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", len(classes)])
+    bias = np.zeros(len(classes), np.float32)
+    bias[winner] = 10
+    inits = [
+        onnx.numpy_helper.from_array(np.zeros((16, len(classes)), np.float32), "w"),
+        onnx.numpy_helper.from_array(bias, "b"),
+    ]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["y"])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], initializer=inits),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    helper.set_model_props(model, {"classes": "\n".join(classes)})
+    onnx.save(model, path)
+    return path
+
+
+def test_evaluate_labels_folders_by_the_model_s_class_names(tmp_path, capsys):
+    """A test folder without class `b`: `c` is still the model's class 2, not folder 1."""
+    import json
+
+    model = _always_class(tmp_path / "m.onnx", 2, ["a", "b", "c"])
+    for name in ("a", "c"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp_path / "data" / name / "x.png")
+    code, out, _ = cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "data"), "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and report["accuracy"] == 0.5
+    assert {c["class"]: c["correct"] for c in report["classes"]} == {"a": 0, "b": 0, "c": 1}
+    (tmp_path / "data" / "d").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "data" / "d" / "x.png")
+    code, _, err = cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "data"))
+    assert code == 1 and "class folder 'd' is not a class of the model" in err

@@ -178,6 +178,12 @@ def distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
                 raise UsageError(f"{other} and {option} name the same file ({out}): give each its own")
 
 
+def model_classes(session, count: int) -> list[str] | None:
+    """The class names a model trained on a class folder records."""
+    names = session.get_modelmeta().custom_metadata_map.get("classes", "").split("\n")
+    return names if len(names) == count and all(names) else None
+
+
 def check_weight_memory(network) -> None:
     """Refuse, before allocating, weights that do not fit in this machine's memory."""
     from ..base.diagnostics import CnnspecError, Diagnostic

@@ -9,6 +9,7 @@ from .common import (
     EXIT_OK,
     UsageError,
     load_weights,
+    model_classes,
     model_preprocessing,
     model_source,
     print_error,
@@ -25,6 +26,7 @@ def cmd_evaluate(args) -> int:
 
     from ..base.diagnostics import CnnspecError, printable
     from ..deploy.runtime import input_shape, make_session
+    from ..training.data import FolderData, relabel
     from ..training.evaluate import evaluate, table
     from ..training.train import load_dataset
 
@@ -48,6 +50,9 @@ def cmd_evaluate(args) -> int:
         if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
             raise UsageError("evaluate takes a classifier: one output of N x classes")
         data = load_dataset(args.data, shape, classes, stream=True)
+        names = model_classes(session, classes)  # the class names a model trained on folders records
+        if names is not None and isinstance(data, FolderData):
+            data = relabel(data, names)
         mean, std = model_preprocessing(session) if path.suffix != ".cnn" else (None, None)
         result = evaluate(session, data, classes, mean, std)
     except CnnspecError as exc:

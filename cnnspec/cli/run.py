@@ -16,6 +16,7 @@ from .common import (
     check_run_memory,
     check_weights_option,
     load_weights,
+    model_classes,
     model_preprocessing,
     model_source,
     output_target,
@@ -123,7 +124,7 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     output = result.output
     labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
     if labels is None and not is_spec and output.ndim == 2:
-        labels = _model_classes(session, output.shape[1])
+        labels = model_classes(session, output.shape[1])
     ran = _Ran(described, read, batch, result, labels)
     if args.activations:
         ran.pictures = _save_activations(args, network, weights, spec_text, batch[:1])
@@ -156,12 +157,6 @@ def _print_run(args, ran: _Ran) -> None:
             f"wrote {safe_text(str(Path(args.activations) / 'index.html'))} "
             f"({len(ran.pictures)} feature-map pictures)"
         )
-
-
-def _model_classes(session, count: int) -> list[str] | None:
-    """The class names a model trained on a class folder records."""
-    names = session.get_modelmeta().custom_metadata_map.get("classes", "").split("\n")
-    return names if len(names) == count and all(names) else None
 
 
 def _check_activations_folder(folder: str, is_spec: bool) -> None:

@@ -148,6 +148,21 @@ def list_folder(path: Path, shape: tuple[int, ...]) -> FolderData:
     return FolderData(paths, np.asarray(labels, np.int64), [f.name for f in folders], shape)
 
 
+def relabel(data: FolderData, names: list[str]) -> FolderData:
+    """A class folder labelled as a model numbers its classes: folder NAME is the index of
+    NAME among the model's class names (not its place among the folders, which shifts when
+    a class has no folder)."""
+    unknown = [c for c in data.classes if c not in names]
+    if unknown:
+        raise fail(
+            "bad-input",
+            f"class folder '{unknown[0]}' is not a class of the model (its classes: {', '.join(names[:20])})",
+            "name each class folder after one of the model's classes",
+        )
+    index = np.asarray([names.index(c) for c in data.classes], np.int64)
+    return FolderData(data.paths, index[data.y], list(names), data.shape)
+
+
 class ImageFolderDataset:
     """torch.utils.data.Dataset protocol over a FolderData: (image, label, broken path)."""
 
