@@ -658,3 +658,18 @@ def test_a_join_of_thousands_of_inputs_imports_as_wrapped_lines(tmp_path):
     assert max(len(line) for line in imported.spec.splitlines()) <= 1000
     network = check_text(imported.spec).network()
     assert network.output_shapes == ((14000, 4, 4),) and len(network.outputs) == 1
+
+
+@pytest.mark.parametrize("offset", ["abc", "-4", "1e3", "9" * 30, ""])
+def test_an_external_data_offset_that_is_not_a_size_is_refused(offset, tmp_path, capsys):
+    (tmp_path / "w.bin").write_bytes(np.ones(108, np.float32).tobytes())
+    weight = _conv_weight()
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "w.bin"), ("offset", offset)):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"])], initializers=[weight])
+    assert _import(tmp_path, model) == 2
+    err = capsys.readouterr().err
+    assert "is not a size" in err and "internal error" not in err

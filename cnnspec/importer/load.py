@@ -47,7 +47,12 @@ def _external(tensor, folder: Path) -> np.ndarray:
     if dtype is None:
         raise NotAModel(f"tensor '{tensor.name}' has a data type cnnspec does not read")
     count = math.prod(tensor.dims)
-    offset = int(info.get("offset", 0))
+    written = info.get("offset", "0")
+    if not written.isdigit() or len(written) > 19 or any(d < 0 for d in tensor.dims):
+        raise NotAModel(
+            f"tensor '{tensor.name}': offset {written[:40]!r} or dims {list(tensor.dims)[:8]} is not a size"
+        )
+    offset = int(written)
     nbytes = count * np.dtype(dtype).itemsize
     if offset < 0 or offset + nbytes > data_path.stat().st_size:
         raise NotAModel(f"tensor '{tensor.name}' lies beyond the end of {location}")
