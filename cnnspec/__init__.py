@@ -5,8 +5,9 @@
     >>> result.network("lenet5").total_params
     61706
 
-Each stage is also a plain call: `parse.parse_source` (text -> AST),
-`resolve.resolve_sources` (AST -> named layers), `infer.infer` (-> CheckResult).
+Each stage is also a plain call: `language.parse.parse_source` (text -> AST),
+`resolve.resolve_sources` (AST -> named layers), `infer.infer` (-> CheckResult); the
+package's folders are the stages in the order data flows (docs/architecture.md).
 The ONNX backend (`cnnspec.deploy.export`) and the runtime are imported only when used.
 """
 
@@ -76,6 +77,9 @@ class _MovedModuleFinder:
     """Answers an old module path with the module at its new one (the same object). A meta
     path finder and loader by protocol: importlib.abc would import tempfile and shutil."""
 
+    def __init__(self) -> None:
+        self.specs: dict[str, object] = {}  # old path -> the module's own spec, during its import
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in MOVED_MODULES:
             return None
@@ -87,11 +91,11 @@ class _MovedModuleFinder:
         new = MOVED_MODULES[spec.name]
         warnings.warn(f"{spec.name} is now {new}", DeprecationWarning, stacklevel=2)
         module = importlib.import_module(new)
-        self.original_spec = module.__spec__  # importlib stamps the old path's spec on it next
+        self.specs[spec.name] = module.__spec__  # importlib stamps the old path's spec on it next
         return module
 
     def exec_module(self, module) -> None:
-        module.__spec__ = self.original_spec  # it has run already, at its new path
+        module.__spec__ = self.specs.pop(module.__spec__.name)  # it has run already, at its new path
 
 
 sys.meta_path.append(_MovedModuleFinder())

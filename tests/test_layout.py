@@ -204,3 +204,31 @@ def test_check_loads_no_back_end():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "old", ["cnnspec.onnx_export", "cnnspec.layers", "cnnspec.runtime", "cnnspec.onnx_import"]
+)
+def test_the_module_paths_of_0_1_still_import_with_a_deprecation_warning(old):
+    """Scripts written against 0.1 (`from cnnspec.onnx_export import build_model`) keep
+    working, warned, and get the very module at its new path (its own spec kept)."""
+    from cnnspec import MOVED_MODULES
+
+    code = (
+        "import importlib, warnings, sys\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    old = importlib.import_module({old!r})\n"
+        f"new = importlib.import_module({MOVED_MODULES[old]!r})\n"
+        "print(old is new, old.__spec__.name, [str(w.message) for w in caught if w.category is DeprecationWarning])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.strip() == f"True {MOVED_MODULES[old]} ['{old} is now {MOVED_MODULES[old]}']", (
+        done.stderr
+    )
+
+
+def test_every_moved_path_names_a_module_that_exists():
+    from cnnspec import MOVED_MODULES
+
+    assert set(MOVED_MODULES.values()) <= set(modules())
