@@ -133,9 +133,14 @@ def _keep_old(path: Path, written: list[Path]) -> Path | None:
     if not path.exists():
         return None
     backup = temporary(path)
-    backup.unlink(missing_ok=True)
-    os.link(path, backup)
     written.append(backup)
+    try:
+        backup.unlink()
+        os.link(path, backup)
+    except OSError:  # a file system without hard links: a copy
+        import shutil
+
+        shutil.copy2(path, backup)
     return backup
 
 
