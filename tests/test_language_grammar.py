@@ -173,19 +173,13 @@ def test_check_imports_neither_lark_nor_what_only_larks_unused_paths_need(spec):
 
 def _through_lark(text: str, path: str = "t.cnn"):
     """What Lark (the reference parser) builds: the SpecFile parse_source would return."""
-    from cnnspec.language import syntax as ast
+    from cnnspec.language.parse import spec_file
 
     transformer = _REFERENCE.options.transformer
     transformer.path, transformer.problems = path, []
     items = _REFERENCE.parse(text if text.endswith("\n") else text + "\n")
     assert not transformer.problems
-    return ast.SpecFile(
-        path=path,
-        source=text,
-        uses=tuple(i for i in items if isinstance(i, ast.UseStmt)),
-        networks=tuple(i for i in items if isinstance(i, ast.NetworkDef)),
-        blocks=tuple(i for i in items if isinstance(i, ast.BlockDef)),
-    )
+    return spec_file(path, text, items)
 
 
 def test_the_plain_path_builds_lark_s_ast_for_every_shipped_spec_it_takes():

@@ -338,9 +338,14 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
             raise CnnspecError([_syntax_error(exc, text, path, lark)]) from None
         if transformer.problems:
             raise CnnspecError(transformer.problems)
+    return spec_file(path, original, items)
+
+
+def spec_file(path: str, source: str, items: tuple) -> ast.SpecFile:
+    """The file's AST from the parser's top-level items (uses, networks, blocks)."""
     return ast.SpecFile(
         path=path,
-        source=original,
+        source=source,
         uses=tuple(i for i in items if isinstance(i, ast.UseStmt)),
         networks=tuple(i for i in items if isinstance(i, ast.NetworkDef)),
         blocks=tuple(i for i in items if isinstance(i, ast.BlockDef)),
