@@ -305,3 +305,12 @@ def test_a_batch_from_npy_is_normalised_per_example_with_the_model_s_mean_and_st
     )
     both, alone = np.load(tmp_path / "b.npy"), np.load(tmp_path / "f.npy")
     assert both.shape == (2, 10) and np.allclose(both[0], alone[0], atol=1e-5)
+
+
+def test_run_says_when_the_weights_are_random(capsys):
+    """LeNet-5 without --weights: a warning that its outputs mean nothing; the edge filter
+    of the tutorial, whose weights are written in the spec: no warning."""
+    code, _, err = cli(capsys, "run", "specs/lenet5.cnn")
+    assert code == 0 and "10 of the 10 tensors of specs/lenet5.cnn are fresh random weights" in err
+    code, _, err = cli(capsys, "run", "docs/specs/edge.cnn", "--input", "docs/specs/image6x6.npy")
+    assert code == 0 and "random" not in err

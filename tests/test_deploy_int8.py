@@ -244,3 +244,19 @@ def test_fp16_refuses_values_beyond_its_range(tmp_path, capsys):
         and not out.exists()
     )
     assert main(["export", str(spec), "--fp16", "--optimize", "-o", str(out)]) == 2
+
+
+def test_bench_and_export_share_one_agreement_rule():
+    """int8 that is faster everywhere but agrees with fp32 on 95% of held-out examples:
+    export warns, and bench no longer says deploy int8."""
+    from types import SimpleNamespace
+
+    from cnnspec.cli.bench import _deploy, _Measured
+    from cnnspec.deploy.int8 import AGREEMENT_WARNING, agreement_problem
+
+    faster = SimpleNamespace(verdict=lambda: "int8")
+    for top1, expected in ((0.95, "fp32"), (AGREEMENT_WARNING, "int8"), (1.0, "int8")):
+        agreement = SimpleNamespace(top1=top1)
+        measured = _Measured("m", (1, 8, 8), "CPU", faster, agreement, quantized=True)
+        assert _deploy(measured) == expected
+        assert (agreement_problem(agreement) is None) == (expected == "int8")

@@ -139,7 +139,7 @@ def _print_json(measured: _Measured, threads: int | None) -> None:
     import json
 
     comparison = measured.comparison
-    verdict = comparison.verdict() if measured.quantized else None
+    verdict = _deploy(measured)
     document = {
         "model": measured.described,
         "provider": measured.provider,
@@ -177,7 +177,23 @@ def _print_table(measured: _Measured, threads: int | None) -> None:
             f"int8 top-1 agreement with fp32: {agreement.top1:.1%} on {agreement.examples} held-out examples "
             f"(largest output difference {agreement.max_difference:.4g})"
         )
-    _print_verdict(comparison.verdict() if measured.quantized else None, comparison)
+    from ..deploy.int8 import agreement_problem
+
+    problem = agreement_problem(agreement)
+    if problem:  # the rule export --int8 applies: not int8, however fast
+        say("warning", problem)
+        print("deploy: fp32 (int8 changes too many answers)")
+    else:
+        _print_verdict(_deploy(measured), comparison)
+
+
+def _deploy(measured: _Measured) -> str | None:
+    """int8, fp32 or mixed: by speed, unless int8 agrees too rarely with fp32."""
+    from ..deploy.int8 import agreement_problem
+
+    if not measured.quantized:
+        return None
+    return "fp32" if agreement_problem(measured.agreement) else measured.comparison.verdict()
 
 
 def _print_verdict(verdict: str | None, comparison) -> None:

@@ -184,6 +184,18 @@ def model_classes(session, count: int) -> list[str] | None:
     return names if len(names) == count and all(names) else None
 
 
+def random_weights_warning(args, weights) -> None:
+    """A spec run or evaluated with freshly drawn weights (no --weights, none written in
+    the spec): say so, so that nobody reads meaning into its outputs or scores."""
+    fresh = [plan.name for plan in weights.plan if plan.source == "new"]
+    if fresh:
+        say(
+            "warning",
+            f"{len(fresh):,} of the {len(weights.plan):,} tensors of {args.model} are fresh random weights "
+            f"(seed {args.seed}; no --weights): its outputs and scores mean nothing until it is trained",
+        )
+
+
 def check_weight_memory(network) -> None:
     """Refuse, before allocating, weights that do not fit in this machine's memory."""
     from ..base.diagnostics import CnnspecError, Diagnostic

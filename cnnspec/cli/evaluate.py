@@ -13,6 +13,7 @@ from .common import (
     model_preprocessing,
     model_source,
     print_error,
+    random_weights_warning,
     readable_file,
     safe_text,
 )
@@ -41,6 +42,7 @@ def cmd_evaluate(args) -> int:
             if loaded is None:
                 return EXIT_ERRORS
             network, weights, spec_text, _ = loaded
+            random_weights_warning(args, weights)
             source: bytes | Path = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
         else:
             source = path

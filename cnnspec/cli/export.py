@@ -76,7 +76,7 @@ def _write_faster_model(network, weights, args, spec_text, read):
 
 
 def _print_int8_report(report) -> None:
-    from ..deploy.int8 import AGREEMENT_WARNING
+    from ..deploy.int8 import agreement_problem
 
     a = report.agreement
     print(
@@ -96,12 +96,9 @@ def _print_int8_report(report) -> None:
             )
         else:
             print("int8 is faster here: wrote the int8 model")
-    if a.top1 < AGREEMENT_WARNING:
-        say(
-            "warning",
-            f"int8 agrees with fp32 on only {a.top1:.1%} of held-out examples (below {AGREEMENT_WARNING:.0%}); "
-            "check accuracy before deploying it, or calibrate on more representative data",
-        )
+    problem = agreement_problem(a)
+    if problem:
+        say("warning", problem)
 
 
 def cmd_export(args) -> int:

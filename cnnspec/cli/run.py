@@ -21,6 +21,7 @@ from .common import (
     model_source,
     output_target,
     print_error,
+    random_weights_warning,
     rate_text,
     readable_file,
     safe_text,
@@ -102,6 +103,7 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
         if loaded is None:
             return None
         network, weights, spec_text, read = loaded
+        random_weights_warning(args, weights)
         check_run_memory(network, args.batch if not args.input else len(args.input))
         source = model_source(network, weights, args, spec_text, scratch)
         described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"

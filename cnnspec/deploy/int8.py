@@ -82,6 +82,17 @@ def _folder_examples(path: Path, shape: tuple[int, ...], mean, std, limit: int) 
     return np.stack([load_image(p, shape, mean, std) for p in images])
 
 
+def agreement_problem(agreement) -> str | None:
+    """The one rule `export --int8` and `bench` apply: below AGREEMENT_WARNING top-1
+    agreement with fp32 on held-out examples, int8 is not recommended, whatever its speed."""
+    if agreement is None or agreement.top1 >= AGREEMENT_WARNING:
+        return None
+    return (
+        f"int8 agrees with fp32 on only {agreement.top1:.1%} of held-out examples (below "
+        f"{AGREEMENT_WARNING:.0%}); check accuracy before deploying it, or calibrate on more representative data"
+    )
+
+
 def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, held out): every fifth example is held out, at least one each."""
     if len(x) < MIN_EXAMPLES:
