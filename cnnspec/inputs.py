@@ -39,6 +39,7 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 array = _image_array(image, mode, width, height)
+                changed = _changes(image, channels, width, height)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise fail(
             "bad-input",
@@ -53,8 +54,21 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged: say what Pillow said
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
         raise fail("bad-input", f"{path}: not a readable image ({reason[:200]})") from None
+    if changed:  # said once per kind of change, not once per image (warnings' default)
+        warnings.warn(f"{changed}, as the network takes {format_shape(shape)}", stacklevel=2)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return normalise(array, mean, std)
+
+
+def _changes(image, channels: int, width: int, height: int) -> str:
+    """What loading does to an image to fit the input: '' when nothing."""
+    bands = len(image.getbands())
+    done = []
+    if image.size != (width, height):
+        done.append(f"resized from {image.size[0]}x{image.size[1]} to {width}x{height}")
+    if bands != channels:
+        done.append(f"converted from {bands} channel{'s' * (bands != 1)} ({image.mode}) to {channels}")
+    return f"images are {' and '.join(done)}" if done else ""
 
 
 # Pillow modes with more than 8 bits per sample -> the value of full intensity.

@@ -314,3 +314,13 @@ def test_run_says_when_the_weights_are_random(capsys):
     assert code == 0 and "10 of the 10 tensors of specs/lenet5.cnn are fresh random weights" in err
     code, _, err = cli(capsys, "run", "docs/specs/edge.cnn", "--input", "docs/specs/image6x6.npy")
     assert code == 0 and "random" not in err
+
+
+def test_run_says_when_it_resizes_or_converts_an_image(tmp_path, capsys):
+    Image.new("RGB", (48, 40), (200, 10, 10)).save(tmp_path / "rgb.png")
+    Image.new("L", (32, 32), 100).save(tmp_path / "grey.png")
+    code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--input", str(tmp_path / "rgb.png"))
+    assert code == 0
+    assert "images are resized from 48x40 to 32x32 and converted from 3 channels (RGB) to 1" in err
+    code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--input", str(tmp_path / "grey.png"))
+    assert code == 0 and "resized" not in err and "converted" not in err

@@ -638,7 +638,8 @@ def test_a_16_bit_png_is_scaled_not_saturated(tmp_path):
     array = load_image(path, (1, 64, 64), None, None)
     assert array.max() == pytest.approx(1.0, abs=1e-3) and array.mean() == pytest.approx(0.5, abs=0.01)
     assert (array >= 0.999).mean() < 0.05
-    rgb = load_image(path, (3, 32, 32), None, None)
+    with pytest.warns(UserWarning, match="resized from 64x64 to 32x32 and converted from 1 channel"):
+        rgb = load_image(path, (3, 32, 32), None, None)
     assert rgb.shape == (3, 32, 32) and rgb.mean() == pytest.approx(0.5, abs=0.01)
 
 
