@@ -322,3 +322,18 @@ def test_a_block_without_parameters_needs_no_parentheses():
     network = result.network()
     assert [layer.name for layer in network.layers] == ["conv1", "relu1", "flatten1"]
     assert network.layer("flatten1").output_shape == (8 * 6 * 6,)
+
+
+@pytest.mark.parametrize(
+    "line, help_",
+    [
+        ("concat a, b", "separate arguments and names with spaces, not commas: `concat a b`"),
+        ("conv 8, 3x3", "separate arguments and names with spaces, not commas: `conv 8 3x3`"),
+        ("conv 8 3x3 pad=(1,1), relu", "separate arguments and names with spaces, not commas"),
+    ],
+)
+def test_a_comma_between_arguments_says_to_use_spaces(line, help_):
+    text = net(f"conv 4 3x3 pad=1 as a\nconv 4 3x3 pad=1 as b\n{line}", "1x8x8")
+    result = check_text(text)
+    assert [d.code for d in result.diagnostics] == ["syntax-error"]
+    assert result.diagnostics[0].help == help_

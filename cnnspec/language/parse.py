@@ -499,6 +499,10 @@ def _unexpected_token(token, text: str, path: str, expected: set[str], lark: Lar
         help_ = f"write `{called[0]}` without parentheses" if called else "remove the empty parentheses"
     elif token.type == "EQUAL":
         help_ = "options are written KEY=VALUE after the positional arguments, e.g. stride=2"
+    elif token.type == "COMMA":  # outside brackets: a Python or Keras habit
+        help_ = "separate arguments and names with spaces, not commas"
+        if not any(bracket in line for bracket in "([{"):
+            help_ += f": `{re.sub(r' *, *', ' ', line.strip())}`"
     elif token.type == "LBRACE":
         return _misplaced_brace(line, before, expected, span, message)
     return error("syntax-error", message, span, help_)
