@@ -673,3 +673,31 @@ def test_an_external_data_offset_that_is_not_a_size_is_refused(offset, tmp_path,
     assert _import(tmp_path, model) == 2
     err = capsys.readouterr().err
     assert "is not a size" in err and "internal error" not in err
+
+
+def test_a_per_channel_constant_product_imports_as_scale(tmp_path):
+    """ConvNeXt's layer scale: x times a Cx1x1 constant is `scale` with those factors, and
+    the imported spec computes what the model does; a (C,) constant on a map scales the
+    last axis (ONNX broadcasting), which no cnnspec layer does: refused, not misread."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    factors = np.array([0.5, 2.0, -1.0], np.float32)
+    for shape, ok in (((3, 1, 1), True), ((1, 3, 1, 1), True), ((3,), False)):
+        init = numpy_helper.from_array(factors.reshape(shape), "gamma")
+        graph = helper.make_graph([helper.make_node("Mul", ["x", "gamma"], ["y"])], "g", [x], [y], [init])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+        if not ok:
+            with pytest.raises(cnnspec.CnnspecError, match="Mul x1"):
+                import_model(tmp_path / "m.onnx", "m")
+            continue
+        imported = import_model(tmp_path / "m.onnx", "m")
+        network = check_text(imported.spec).network()
+        assert [layer.kind for layer in network.layers] == ["scale"]
+        (name,) = imported.weights
+        assert np.array_equal(imported.weights[name], factors)
+        inputs = np.random.default_rng(0).random((1, 3, 4, 4), dtype=np.float32)
+        expected = inputs * factors.reshape(3, 1, 1)
+        np.savez(tmp_path / "w.npz", **imported.weights)
+        ours, _ = build_model(network, weights_file=tmp_path / "w.npz")
+        session = ort.InferenceSession(ours.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert np.allclose(session.run(None, {"input": inputs})[0], expected)

@@ -248,6 +248,17 @@ def lower_batchnorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     )
 
 
+def lower_scale(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """x times one factor per channel: the C factors unsqueezed to Cx1x1 for a map."""
+    factor = g.tensor(f"{entry.name}.weight")
+    if len(entry.input_shape) == 3:
+        axes = f"{entry.name}.axes"
+        g.initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), axes))
+        g.node("Unsqueeze", [factor, axes], f"{entry.name}.factor", f"{entry.name}.unsqueeze", _doc(entry))
+        factor = f"{entry.name}.factor"
+    g.node("Mul", [x, factor], out, entry.name, _doc(entry))
+
+
 def lower_dense(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     inputs = [x, g.tensor(f"{entry.name}.weight")]
     if "bias" in entry.tensors or f"{entry.name}.bias" in g.folded:
@@ -346,6 +357,7 @@ LOWERINGS = {
     "pool": lower_pool,
     "globalpool": lower_globalpool,
     "batchnorm": lower_batchnorm,
+    "scale": lower_scale,
     "dropout": lower_dropout,
     "flatten": lower_flatten,
     "dense": lower_dense,

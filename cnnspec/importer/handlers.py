@@ -22,6 +22,7 @@ from ..kinds import (
     GlobalPool,
     Multiply,
     Pool,
+    Scale,
     Upsample,
 )
 from .state import (
@@ -233,6 +234,28 @@ def _sum(state: State, node) -> Act:
     return inputs[0] if len(inputs) == 1 else add_layer(state, node, Add(), inputs, {})
 
 
+def _per_channel(state: State, node) -> Act | None:
+    """A layer's output times a constant with one factor per channel: Cx1x1 or 1xCx1x1 on a
+    map (a (C,) constant would scale the last axis, by ONNX's broadcasting), C or 1xC on a
+    vector. That is a `scale` (layer scale); None for any other product."""
+    values = [state.values.get(n) for n in node.input[:2]]
+    for (x, factors), name in ((values, node.input[1]), (values[::-1], node.input[0])):
+        if (
+            isinstance(x, Act)
+            and isinstance(factors, np.ndarray)
+            and _one_per_channel(factors.shape, x.shape)
+        ):
+            return add_layer(state, node, Scale(), [x], {"weight": factors.reshape(-1)}, name)
+    return None
+
+
+def _one_per_channel(factors: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    channels = shape[0]
+    if len(shape) == 3:
+        return factors in ((channels, 1, 1), (1, channels, 1, 1))
+    return factors in ((channels,), (1, channels))
+
+
 def _mul(state: State, node) -> Act | Partial:
     if (partial := _partial_pair(state, node, "half", 0.5)) is not None:
         return add_layer(state, node, ActivationLayer(fn="gelu"), [partial.x], {})
@@ -240,6 +263,9 @@ def _mul(state: State, node) -> Act | Partial:
     for x, plus in (values, values[::-1]):
         if isinstance(plus, Partial) and plus.stage == "plus" and x == plus.x:
             return Partial("half", plus.x)
+    scaled = _per_channel(state, node)
+    if scaled is not None:
+        return scaled
     a, b = (activation_of(state, n) for n in node.input[:2])
     for x, gate in ((a, b), (b, a)):  # x * sigmoid(x) is silu, x * hardsigmoid(x) hardswish
         layer = state.layers.get(gate.layer)
@@ -527,13 +553,7 @@ HANDLERS = {
     "Div": Handler(_div, ()),
     "Erf": Handler(_erf, ()),
     "Sum": Handler(_sum, ("add",)),
-    "Mul": Handler(
-        _mul,
-        (
-            "multiply",
-            "activation",
-        ),
-    ),
+    "Mul": Handler(_mul, ("multiply", "activation", "scale")),
     "Concat": Handler(_concat, ("concat",)),
     "Relu": Handler(_activation("relu"), ("activation",)),
     "Sigmoid": Handler(_activation("sigmoid"), ("activation",)),

@@ -40,7 +40,7 @@ from .conv import Conv, Deconv
 from .dense import Dense
 from .functions import ACTIVATION, ACTIVATION_FLAGS, ACTIVATIONS, DEFAULT_ALPHA, RELU_FAMILY, Activation
 from .joins import Add, Concat, Multiply
-from .norm import BatchNorm
+from .norm import BatchNorm, Scale
 from .pool import GlobalPool, Pool
 from .reshape import Dropout, Flatten
 from .upsample import Upsample
@@ -55,6 +55,7 @@ KINDS: dict[str, type[LayerConfig]] = {
         Pool,
         GlobalPool,
         BatchNorm,
+        Scale,
         Dropout,
         Flatten,
         Dense,

@@ -1,4 +1,4 @@
-"""`batchnorm`."""
+"""`batchnorm` and `scale`: per-channel affine layers."""
 
 from __future__ import annotations
 
@@ -49,3 +49,19 @@ class BatchNorm(LayerConfig):
             "running_var": (c, False),
         }
         return Inferred(x, tensors)
+
+
+@record
+class Scale(LayerConfig):
+    """`scale`: each channel times a learned factor (ConvNeXt's layer scale; starts at 1)."""
+
+    example: ClassVar[str] = "scale"
+    foreign_names: ClassVar[dict[str, str]] = {"layerscale": "scale"}
+
+    kind: ClassVar[str] = "scale"
+    prefix: ClassVar[str] = "scale"
+
+    def infer(self, x: Shape) -> Inferred:
+        # One factor per channel (per feature of a vector); an element-wise product, which
+        # counts no MACs, as batch norm does not.
+        return Inferred(x, {"weight": ((x[0],), True)})

@@ -76,6 +76,18 @@ class _Upsample(nn.Module):
         return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
 
+class _Scale(nn.Module):
+    """One learned factor per channel (`scale.weight`), starting at 1."""
+
+    def __init__(self, channels: int, spatial: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.spatial = spatial
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (self.weight.view(-1, 1, 1) if self.spatial else self.weight)
+
+
 class _Deconv(nn.ConvTranspose2d):
     """ConvTranspose2d with (top, bottom, left, right) pads: symmetric ones are PyTorch's
     `padding`; uneven ones crop the full output (what ONNX's pads mean)."""
@@ -175,6 +187,7 @@ FACTORIES = {
     "pool": _pool,
     "globalpool": _globalpool,
     "batchnorm": _batchnorm,
+    "scale": lambda entry: _Scale(entry.input_shape[0], len(entry.input_shape) == 3),
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
     "flatten": lambda entry: nn.Flatten(),
     "dense": _dense,
