@@ -249,3 +249,15 @@ def test_throughput_keeps_three_figures_for_slow_models(rate, shown):
     from cnnspec.cli.common import rate_text as _rate
 
     assert _rate(rate) == shown
+
+
+def test_the_table_never_cuts_a_name_a_shape_or_a_number(capsys):
+    """Columns widen to their longest cell; only spec text is cut (with …)."""
+    text = "network n {\n  input 3x1000x1000\n  conv 128 3x3 pad=1 as a_very_long_layer_name\n  flatten\n  dense 10\n}\n"
+    from cnnspec import check_source
+    from cnnspec.views.report import render_table
+
+    table = render_table(check_source(text))
+    for whole in ("a_very_long_layer_name", "128x1000x1000", "128000000", "1,280,000,010"):
+        assert whole in table
+    assert "…" not in table

@@ -51,7 +51,16 @@ COLUMNS = [
 
 def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False) -> str:
     style = _Style(color)
-    columns = COLUMNS + ([("as dense", 12, ">")] if dense_equivalent else [])
+    rows: list[tuple[str | None, list[str] | None, bool]] = []  # (block, cells or None for its title, frozen)
+    previous, group = "input", None
+    for entry in net.layers:
+        if entry.layer.block != group:  # a block instance's layers under its name
+            group = entry.layer.block
+            if group is not None:
+                rows.append((group, None, False))
+        rows.append((group, _cells(entry, previous, group is not None, dense_equivalent), entry.layer.frozen))
+        previous = entry.name
+    columns = _fitted(COLUMNS + ([("as dense", 12, ">")] if dense_equivalent else []), rows)
     width = sum(w for _, w, _ in columns) + len(columns) - 1
 
     def row(cells) -> str:
@@ -65,15 +74,12 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
         style(row([c for c, _, _ in columns]), "1"),
         "─" * width,
     ]
-    previous, group = "input", None
-    for entry in net.layers:
-        if entry.layer.block != group:  # a block instance's layers under its name
-            group = entry.layer.block
-            if group is not None:
-                lines.append(style(f"{group}:", "36"))
-        text = row(_cells(entry, previous, group is not None, dense_equivalent))
-        lines.append(style(text, "2") if entry.layer.frozen else text)
-        previous = entry.name
+    for group_name, cells, frozen in rows:
+        if cells is None:
+            lines.append(style(f"{group_name}:", "36"))
+            continue
+        text = row(cells)
+        lines.append(style(text, "2") if frozen else text)
     lines.append("─" * width)
     if not net.complete:
         lines.append(style("(stopped at a shape error: the totals cover the layers above)", "33"))
@@ -82,6 +88,17 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     if dense_equivalent:
         lines += _dense_equivalent(net)
     return "\n".join(lines)
+
+
+def _fitted(columns: list[tuple[str, int, str]], rows: list) -> list[tuple[str, int, str]]:
+    """Columns as wide as their longest cell: a name, a shape or a number is never cut
+    (only the spec text is, at its width, with …)."""
+    fitted = []
+    for index, (title, width, align) in enumerate(columns):
+        if title != "spec":
+            width = max([width, *(len(cells[index]) for _, cells, _ in rows if cells is not None)])
+        fitted.append((title, width, align))
+    return fitted
 
 
 def _cells(entry, previous: str, in_block: bool, dense_equivalent: bool) -> list[str]:
