@@ -1153,7 +1153,7 @@ def test_cr_lf_and_crlf_each_end_a_line_everywhere(ending, tmp_path, capsys):
     assert [(d.code, d.span.line) for d in result.diagnostics] == [("shape-mismatch", 4)]
     assert "   4 |   pool max 3 -> 2x9x9" in render(result.diagnostics[0], result.sources)
     assert [layer.name for layer in result.network().layers] == ["conv1", "pool1"]
-    assert cli(capsys, "fmt", str(spec))[0] in (0,)  # formats (CR-only files become LF)
+    assert cli(capsys, "fmt", str(spec))[0] == 0  # formats (CR-only files become LF)
     tokens = list(lex(text, CnnspecLexer()))
     assert not [v for t, v in tokens if t is Error]
     assert [v for t, v in tokens if t in Comment] == ["# a note"]
@@ -1203,3 +1203,31 @@ def test_evaluate_labels_folders_by_the_model_s_class_names(tmp_path, capsys):
     Image.new("L", (4, 4)).save(tmp_path / "data" / "d" / "x.png")
     code, _, err = cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "data"))
     assert code == 1 and "class folder 'd' is not a class of the model" in err
+
+
+def test_import_interrupted_between_its_renames_keeps_the_old_pair(tmp_path, capsys, monkeypatch):
+    model = _exported_lenet(tmp_path)
+    (tmp_path / "net.cnn").write_text("old spec")
+    (tmp_path / "net.npz").write_bytes(b"old weights")
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        if str(dst).endswith("net.cnn"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    code, _, err = cli(
+        capsys,
+        "import",
+        str(model),
+        "-o",
+        str(tmp_path / "net.cnn"),
+        "--weights-out",
+        str(tmp_path / "net.npz"),
+    )
+    assert code == 130 and "interrupted" in err
+    assert (tmp_path / "net.npz").read_bytes() == b"old weights" and (
+        tmp_path / "net.cnn"
+    ).read_text() == "old spec"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.cnn", "net.npz"]

@@ -115,7 +115,7 @@ def _write_both(args, imported, spec_path: Path, weights_path: Path) -> None:
         os.replace(temp_weights, weights_path)
         try:
             os.replace(temp_spec, spec_path)
-        except OSError:
+        except BaseException:  # a failed rename, Ctrl-C or SIGTERM between the two: the old pair
             _put_back(weights_path, old_weights)
             raise
     except OSError as exc:

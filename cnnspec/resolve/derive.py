@@ -366,6 +366,7 @@ class Resolver:
 
     def _freeze(self, body, layers: list[Layer], base_layers: list[Layer], dropped: list[str]) -> list[Layer]:
         frozen: set[str] = set()
+        names = [layer.name for layer in layers]
         for stmt in body:
             if not isinstance(stmt, ast.FreezeStmt):
                 continue
@@ -373,16 +374,16 @@ class Resolver:
                 frozen |= {layer.name for layer in base_layers}
                 continue
             for target in stmt.names:
-                frozen |= self._frozen_by(stmt, target, layers, dropped)
+                frozen |= self._frozen_by(stmt, target, layers, names, dropped)
         if not frozen:
             return layers
         return [replace(layer, frozen=layer.name in frozen) for layer in layers]
 
     def _frozen_by(
-        self, stmt: ast.FreezeStmt, target: str, layers: list[Layer], dropped: list[str]
+        self, stmt: ast.FreezeStmt, target: str, layers: list[Layer], names: list[str], dropped: list[str]
     ) -> set[str]:
-        """The layers `freeze [through] target` freezes (none after an error)."""
-        names = [layer.name for layer in layers]
+        """The layers `freeze [through] target` freezes (none after an error); `names`: the
+        layers' names, in order, computed once by `_freeze`."""
         instances = {layer.block for layer in layers if layer.block}
         if target in dropped and target not in names:
             self.diagnostics.append(
