@@ -293,6 +293,41 @@ def test_every_unsupported_op_is_listed_with_its_nodes_and_count(tmp_path, capsy
     )
 
 
+class _ThreeUnsupportedOps(torch.nn.Module):
+    """Three ops cnnspec lacks, three of each, behind a translatable prefix and behind each
+    other: Sin (no handler), Transpose of H and W (a handler that refuses the perm), Gather of
+    channels (an op cnnspec folds on constants only); and a flatten whose Shape/Gather
+    arithmetic reads a tensor computed after them."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(4 if i else 3, 4, 3, padding=1) for i in range(4))
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.convs[0](x))
+        for conv in self.convs[1:]:
+            x = torch.sin(x).transpose(2, 3)[:, [3, 2, 1, 0]]
+            x = conv(x) + x
+        return self.fc(torch.sin(x).view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_import_lists_every_op_it_lacks_not_only_the_first(opset, tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    tm.export(_ThreeUnsupportedOps(), (3, 8, 8), path, opset=opset)
+    assert main(["import", str(path), "-o", str(tmp_path / "net.cnn")]) == 1
+    err = capsys.readouterr().err
+    counts = dict(re.findall(r"(\w+) x(\d+) \(", err))
+    assert counts == {"Sin": "4", "Transpose": "3", "Gather": "3"}, err
+    assert (
+        "perm=[0, 1, 3, 2]" in err
+        and "/Sin_1" in err
+        and "Traceback" not in err
+        and not (tmp_path / "net.cnn").exists()
+    )
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

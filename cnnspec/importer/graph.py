@@ -48,9 +48,9 @@ def import_graph(
     if opset == 0:
         raise NotAModel("the model imports no standard ONNX opset")
     state, shape, nhwc = _start(graph, path, input_shape, opset)
-    broken: set[str] = set()  # tensors computed from what cannot be imported
+    walk = _Walk(model)
     for node in graph.node:
-        _read_node(state, node, broken)
+        _read_node(state, node, walk)
     for flat in state.hwc_flatten:
         state.unsupported["Transpose"].append(
             (flat, "it flattens in HxWxC order, and no dense layer follows to take that order over")
@@ -102,10 +102,40 @@ def _start(graph, path: Path, input_shape: Shape | None, opset: int) -> tuple[St
     return state, shape, nhwc
 
 
-def _downstream_of_broken(state: State, node, label: str, broken: set[str]) -> None:
-    """A node reading what could not be imported is not read either; an op cnnspec would
-    not know anyway is still listed, so that the report names every op to fix."""
-    broken.update(node.output)
+STAND_IN = "\x00stand-in"  # the layer of a tensor that an op cnnspec cannot translate wrote
+
+
+class _Walk:
+    """How the import goes on past an op it cannot translate, so that one report names
+    every op to fix: the op's outputs stand in as activations of the shape ONNX shape
+    inference gives them (worked out on the first such op only), and the nodes after it
+    are read as usual. `broken`: tensors with no shape to stand in; `derived`: tensors
+    computed from a stand-in, whose nodes may fail for the stand-in's sake alone."""
+
+    def __init__(self, model):
+        self.model = model
+        self.shapes: dict[str, Shape] | None = None
+        self.broken: set[str] = set()
+        self.derived: set[str] = set()
+
+    def stand_in(self, state: State, node) -> None:
+        if self.shapes is None:
+            from .shapes import inferred_shapes
+
+            self.shapes = inferred_shapes(self.model)
+        for name in node.output:
+            shape = self.shapes.get(name)
+            if shape is None:
+                self.broken.add(name)
+            else:
+                state.values[name] = Act(STAND_IN, shape)
+                self.derived.add(name)
+
+
+def _downstream_of_broken(state: State, node, label: str, walk: _Walk) -> None:
+    """A node reading what has no shape to stand in is not read either; an op cnnspec
+    would not know anyway is still listed."""
+    walk.broken.update(node.output)
     if (
         node.op_type not in HANDLERS
         and node.op_type not in FOLDABLE
@@ -114,42 +144,52 @@ def _downstream_of_broken(state: State, node, label: str, broken: set[str]) -> N
         state.unsupported[node.op_type].append((label, ""))
 
 
-def _read_node(state: State, node, broken: set[str]) -> None:
+def _read_node(state: State, node, walk: _Walk) -> None:
     """One node through constant folding or its op's handler; what cannot be expressed is
-    collected in `state.unsupported`, and what it computes joins `broken`."""
+    collected in `state.unsupported`, and its outputs stand in for what it computes."""
     label = node_label(node)
     if node.domain not in ("", "ai.onnx"):
         state.unsupported[f"{node.domain}.{node.op_type}"].append(
             (label, "an op outside the standard ONNX domain")
         )
-        broken.update(node.output)
+        walk.stand_in(state, node)
         return
-    missing = [n for n in node.input if n and n not in state.values and n not in broken]
+    missing = [n for n in node.input if n and n not in state.values and n not in walk.broken]
     if missing:
         raise NotAModel(
             f"node '{label}' reads '{missing[0]}', which no earlier node writes (not a valid graph)"
         )
-    if any(n in broken for n in node.input if n):
-        _downstream_of_broken(state, node, label, broken)
+    if any(n in walk.broken for n in node.input if n):
+        _downstream_of_broken(state, node, label, walk)
         return
+    derived = any(n in walk.derived for n in node.input if n)
     try:
-        folded = fold(state, node)
-        if folded is not None:
-            state.values[node.output[0]] = np.asarray(folded)
-            return
-        handler = HANDLERS.get(node.op_type)
-        if handler is None:
-            raise Unsupported("")
-        result = handler.handle(state, node)
-        state.values[node.output[0]] = result
-        if isinstance(result, Act) and result.layer != INPUT:
-            state.layer_tensor.setdefault(result.layer, node.output[0])
+        _translate(state, node)
+        walk.derived.update(node.output if derived else ())
     except Unsupported as exc:
         state.unsupported[node.op_type].append((label, str(exc)))
-        broken.update(node.output)
+        walk.stand_in(state, node)
     except (IndexError, KeyError, TypeError, ValueError, OverflowError, ArithmeticError) as exc:
+        if derived:  # it may fail only for the stand-in's sake: go on past it, unlisted
+            walk.stand_in(state, node)
+            return
         # a node missing inputs or outputs, an attribute of the wrong type or size
         raise NotAModel(f"node '{label}' ({node.op_type}) is malformed ({type(exc).__name__})") from None
+
+
+def _translate(state: State, node) -> None:
+    """The node's value: folded from constants, or what its op's handler makes of it."""
+    folded = fold(state, node)
+    if folded is not None:
+        state.values[node.output[0]] = np.asarray(folded)
+        return
+    handler = HANDLERS.get(node.op_type)
+    if handler is None:
+        raise Unsupported("")
+    result = handler.handle(state, node)
+    state.values[node.output[0]] = result
+    if isinstance(result, Act) and result.layer != INPUT:
+        state.layer_tensor.setdefault(result.layer, node.output[0])
 
 
 def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) -> Shape:
