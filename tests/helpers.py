@@ -103,6 +103,8 @@ def pool_line(draw):
         options.append(draw(st.sampled_from(["pad=same", "pad=1" if kernel > 1 else "pad=0"])))
     if draw(st.booleans()):
         options.append("ceil")
+    elif mode == "avg" and draw(st.booleans()):
+        options.append("count_pad")
     return " ".join(["pool", mode, str(kernel), *options])
 
 

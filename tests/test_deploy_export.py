@@ -74,6 +74,13 @@ def test_hand_worked_max_and_average_pooling():
     # Padding is left out of the average (count_include_pad=0): a corner window of 1x1 real pixel.
     network = checked(net("pool avg 2 stride=2 pad=1 as p", "1x4x4"))
     assert run_all_layers(network, x)[2]["p"][0, 0, 0, 0] == 1.0
+    # count_pad counts the padding's zeros (PyTorch's default): the same corner is 1/4.
+    network = checked(net("pool avg 2 stride=2 pad=1 count_pad as p", "1x4x4"))
+    assert run_all_layers(network, x)[2]["p"][0, 0].tolist() == [
+        [0.25, 1.25, 0.25],
+        [0.75, 3.75, 1.0],
+        [1.25, 1.75, 0.5],
+    ]
 
 
 def test_dense_with_known_weights(tmp_path: Path):

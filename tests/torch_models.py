@@ -302,7 +302,8 @@ class SqueezeExcite(nn.Module):
 class OpMix(nn.Module):
     """Every op the importer claims, in one small network: SiLU, hardswish, hardsigmoid,
     leaky ReLU, GELU, a squeeze-and-excitation gate, nearest and bilinear upsampling, a
-    ceil-mode pool, a padded average pool, a mean over H and W, and a softmax."""
+    ceil-mode pool, padded average pools that leave the padding out of the count and that
+    count it (PyTorch's default), a mean over H and W, and a softmax."""
 
     def __init__(self, classes: int = 7):
         super().__init__()
@@ -317,6 +318,7 @@ class OpMix(nn.Module):
         self.up_bilinear = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.avg = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.avg_counted = nn.AvgPool2d(3, 1, 1)
         self.reduce = nn.Conv2d(16, 12, 3, padding=1)
         self.leaky = nn.LeakyReLU(0.2)
         self.fc = nn.Linear(12, 16)
@@ -328,6 +330,6 @@ class OpMix(nn.Module):
         x = self.hs(self.expand(x))
         x = x * self.hsig(self.gate(x))
         x = self.pool(self.up_bilinear(self.up_nearest(x)))
-        x = self.leaky(self.reduce(self.avg(x)))
+        x = self.leaky(self.reduce(self.avg_counted(self.avg(x))))
         x = x.mean((2, 3))
         return torch.softmax(self.head(self.gelu(self.fc(x))), dim=1)

@@ -222,8 +222,9 @@ def lower_pool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     )
     if config.mode == "max":
         g.node("MaxPool", [x], out, entry.name, _doc(entry), **attrs)
-    else:  # padding is not counted in the average, as Keras and TensorFlow do
-        g.node("AveragePool", [x], out, entry.name, _doc(entry), count_include_pad=0, **attrs)
+    else:  # padding is counted in the average only where the spec says count_pad
+        count = int(config.count_pad)
+        g.node("AveragePool", [x], out, entry.name, _doc(entry), count_include_pad=count, **attrs)
 
 
 def lower_globalpool(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:

@@ -350,18 +350,17 @@ def _pool(mode: str):
         if pair(attrs, "dilations", (1, 1)) != (1, 1):
             raise Unsupported("dilated pooling")
         pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, (1, 1))
-        if mode == "avg" and attrs.get("count_include_pad", 0) and pads != (0, 0, 0, 0):
-            raise Unsupported("count_include_pad=1 with padding: cnnspec's average leaves padding out")
-        config = validated(
-            Pool,
-            {
-                "mode": mode,
-                "kernel": kernel,
-                "stride": stride,
-                "pad": pads,
-                "ceil": bool(attrs.get("ceil_mode", 0)),
-            },
-        )
+        count_pad = mode == "avg" and bool(attrs.get("count_include_pad", 0)) and pads != (0, 0, 0, 0)
+        values = {"mode": mode, "kernel": kernel, "stride": stride, "pad": pads, "count_pad": count_pad}
+        config = validated(Pool, {**values, "ceil": bool(attrs.get("ceil_mode", 0))})
+        if count_pad and config.ceil:
+            floor = validated(Pool, values)
+            if config.infer(x.shape).output != floor.infer(x.shape).output:
+                raise Unsupported(
+                    "count_include_pad=1 with a ceil-mode window past the padding "
+                    "(PyTorch and ONNX Runtime count that window differently)"
+                )
+            config = floor  # ceil mode that changes nothing
         return add_layer(state, node, config, [x], {})
 
     return handle

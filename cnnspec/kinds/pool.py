@@ -28,23 +28,28 @@ class Pool(Windowed):
     kind: ClassVar[str] = "pool"
     prefix: ClassVar[str] = "pool"
     positional: ClassVar[tuple[str, ...]] = ("mode", "kernel")
-    flags: ClassVar[dict] = {"ceil": ("ceil", True)}
+    flags: ClassVar[dict] = {"ceil": ("ceil", True), "count_pad": ("count_pad", True)}
     arguments: ClassVar[dict[str, Argument]] = {
         "mode": Argument("word", cs.literal_schema(["max", "avg"])),
         "kernel": Argument("pair", PAIR),
         "stride": Argument("pair", cs.nullable_schema(PAIR)),
         "pad": Argument("padding", PADDING),
         "ceil": Argument("bool", cs.bool_schema()),
+        "count_pad": Argument("bool", cs.bool_schema()),
     }
-
-    # Padding never enters a max, nor an average that leaves padding out of the count.
-    uneven_same_matters: ClassVar[bool] = False
 
     mode: str  # max | avg
     kernel: Pair
     stride: Optional[Pair] = None  # default: the kernel
     pad: Padding = (0, 0, 0, 0)
     ceil: bool = False
+    # Whether an average counts the padding's zeros (ONNX count_include_pad=1, PyTorch's
+    # default) or only the real pixels of each window (Keras, and cnnspec's default).
+    count_pad: bool = False
+
+    def uneven_same_matters(self) -> bool:
+        # Padding never enters a max, nor an average that leaves padding out of the count.
+        return self.mode == "avg" and self.count_pad
 
     @property
     def window_stride(self) -> tuple[int, int]:
@@ -64,6 +69,8 @@ class Pool(Windowed):
         parts.append(padding_text(self.pad))
         if self.ceil:
             parts.append("ceil")
+        if self.count_pad:
+            parts.append("count_pad")
         return " ".join(p for p in parts if p)
 
     def infer(self, x: Shape) -> Inferred:
@@ -85,7 +92,20 @@ class Pool(Windowed):
                 )
             )
             hw = None
+        problems.extend(self._count_pad_problems())
         return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
+
+    def _count_pad_problems(self) -> list[Problem]:
+        if not self.count_pad:
+            return []
+        if self.mode == "max":
+            message = "count_pad is for average pooling; padding never enters a max"
+            return [Problem("error", "invalid-argument", message, "remove count_pad", "count_pad")]
+        if self.ceil:
+            # Runtimes count the windows' overhang past the padding differently.
+            message = "count_pad with ceil: PyTorch and ONNX Runtime disagree on what a window past the padding counts"
+            return [Problem("error", "invalid-argument", message, "pad explicitly instead of ceil", "ceil")]
+        return []
 
 
 @record

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 from ..base.records import record
 from .base import LayerConfig, Padding, Problem, Shape, Window, format_shape
@@ -87,8 +87,9 @@ def kernel_text(p: tuple[int, int]) -> str:
 class Windowed(LayerConfig):
     """Shared by conv and pool: kernel, stride, padding, dilation over H and W."""
 
-    # Whether uneven `same` padding changes the values (worth the asymmetric-same warning).
-    uneven_same_matters: ClassVar[bool] = True
+    def uneven_same_matters(self) -> bool:
+        """Whether uneven `same` padding changes the values (worth the asymmetric-same warning)."""
+        return True
 
     def _stride(self) -> tuple[int, int]:
         return self.stride  # type: ignore[attr-defined]
@@ -118,7 +119,7 @@ class Windowed(LayerConfig):
         if pad == "same":
             top, bottom = resolve_same(h, extent[0], stride[0])
             left, right = resolve_same(w, extent[1], stride[1])
-            if (top != bottom or left != right) and self.uneven_same_matters:
+            if (top != bottom or left != right) and self.uneven_same_matters():
                 problems.append(
                     Problem(
                         "warning",

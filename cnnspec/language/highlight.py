@@ -13,7 +13,7 @@ STRUCTURE = ("network", "block", "use", "repeat", "drop", "freeze", "output", "i
 PREPOSITIONS = ("from", "as", "through", "last", "all", "shortcut", "in")
 COMBINATORS = ("residual",)
 LAYERS = tuple(sorted(set(KINDS) - set(ACTIVATIONS)))
-WORDS = ("max", "avg", "same", "valid", "nearest", "bilinear", "ceil", "true", "false")
+WORDS = ("max", "avg", "same", "valid", "nearest", "bilinear", "ceil", "count_pad", "true", "false")
 
 
 class CnnspecLexer(RegexLexer):

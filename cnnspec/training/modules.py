@@ -130,18 +130,21 @@ class _Padded(nn.Module):
 
 
 class _AveragePool(nn.Module):
-    """Average over the real pixels of each window only (ONNX count_include_pad=0)."""
+    """Average over the real pixels of each window only (ONNX count_include_pad=0), or
+    over the whole window, padding's zeros included (count_include_pad=1)."""
 
-    def __init__(self, kernel, stride, pads: tuple[int, int, int, int]):
+    def __init__(self, kernel, stride, pads: tuple[int, int, int, int], count_pad: bool = False):
         super().__init__()
         top, bottom, left, right = pads
         self.pads = (left, right, top, bottom)
-        self.kernel, self.stride = kernel, stride
+        self.kernel, self.stride, self.count_pad = kernel, stride, count_pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not any(self.pads):
             return F.avg_pool2d(x, self.kernel, self.stride)
         total = F.avg_pool2d(F.pad(x, self.pads), self.kernel, self.stride)
+        if self.count_pad:
+            return total
         ones = F.pad(torch.ones_like(x[:1, :1]), self.pads)
         return total / F.avg_pool2d(ones, self.kernel, self.stride)
 
@@ -153,7 +156,7 @@ def _pool(entry: CheckedLayer) -> nn.Module:
     stride = config.window_stride
     if config.mode == "max":
         return _Padded(nn.MaxPool2d(config.kernel, stride), pads, float("-inf"))
-    return _AveragePool(config.kernel, stride, pads)
+    return _AveragePool(config.kernel, stride, pads, config.count_pad)
 
 
 def _globalpool(entry: CheckedLayer) -> nn.Module:
