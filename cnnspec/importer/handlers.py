@@ -352,8 +352,9 @@ def _pool(mode: str):
         pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, (1, 1))
         count_pad = mode == "avg" and bool(attrs.get("count_include_pad", 0)) and pads != (0, 0, 0, 0)
         values = {"mode": mode, "kernel": kernel, "stride": stride, "pad": pads, "count_pad": count_pad}
-        config = validated(Pool, {**values, "ceil": bool(attrs.get("ceil_mode", 0))})
-        if count_pad and config.ceil:
+        ceil = bool(attrs.get("ceil_mode", 0))
+        config = validated(Pool, {**values, "ceil": ceil})
+        if count_pad and ceil:
             floor = validated(Pool, values)
             if config.infer(x.shape).output != floor.infer(x.shape).output:
                 raise Unsupported(
