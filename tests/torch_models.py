@@ -301,7 +301,7 @@ class SqueezeExcite(nn.Module):
 
 class OpMix(nn.Module):
     """Every op the importer claims, in one small network: SiLU, hardswish, hardsigmoid,
-    leaky ReLU, GELU, a squeeze-and-excitation gate, nearest and bilinear upsampling, a
+    leaky ReLU, GELU, mish (Mish, or Softplus-Tanh-Mul below opset 18), softplus, a squeeze-and-excitation gate, nearest and bilinear upsampling, a
     ceil-mode pool, padded average pools that leave the padding out of the count and that
     count it (PyTorch's default), a mean over H and W, and a softmax."""
 
@@ -321,6 +321,7 @@ class OpMix(nn.Module):
         self.avg_counted = nn.AvgPool2d(3, 1, 1)
         self.reduce = nn.Conv2d(16, 12, 3, padding=1)
         self.leaky = nn.LeakyReLU(0.2)
+        self.mish = nn.Mish()
         self.fc = nn.Linear(12, 16)
         self.gelu = nn.GELU()
         self.head = nn.Linear(16, classes)
@@ -330,6 +331,6 @@ class OpMix(nn.Module):
         x = self.hs(self.expand(x))
         x = x * self.hsig(self.gate(x))
         x = self.pool(self.up_bilinear(self.up_nearest(x)))
-        x = self.leaky(self.reduce(self.avg_counted(self.avg(x))))
-        x = x.mean((2, 3))
+        x = self.mish(self.leaky(self.reduce(self.avg_counted(self.avg(x)))))
+        x = nn.functional.softplus(x.mean((2, 3)))
         return torch.softmax(self.head(self.gelu(self.fc(x))), dim=1)

@@ -126,6 +126,16 @@ def _relu6(g: _Graph, alpha, x: str, out: str, name: str, doc: str) -> None:
     g.nodes.append(helper.make_node("Clip", [x, *limits], [out], name=name, doc_string=doc))
 
 
+def _mish(g: _Graph, alpha, x: str, out: str, name: str, doc: str) -> None:
+    if g.opset >= 18:
+        g.node("Mish", [x], out, name, doc)
+        return
+    # x * tanh(softplus(x)), as PyTorch exports it below opset 18
+    g.node("Softplus", [x], f"{name}.softplus", f"{name}.softplus", doc)
+    g.node("Tanh", [f"{name}.softplus"], f"{name}.gate", f"{name}.tanh", doc)
+    g.node("Mul", [x, f"{name}.gate"], out, name, doc)
+
+
 def _gelu(g: _Graph, alpha, x: str, out: str, name: str, doc: str) -> None:
     if g.opset >= 20:
         g.node("Gelu", [x], out, name, doc)
@@ -154,6 +164,8 @@ ACTIVATION_LOWERINGS = {
     "hardsigmoid": _op("HardSigmoid", **HARD_SIGMOID),
     "hardswish": _gated("HardSigmoid", **HARD_SIGMOID),
     "gelu": _gelu,
+    "mish": _mish,
+    "softplus": _op("Softplus"),
 }
 
 

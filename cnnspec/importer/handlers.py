@@ -267,19 +267,39 @@ def _mul(state: State, node) -> Act | Partial:
     if scaled is not None:
         return scaled
     a, b = (activation_of(state, n) for n in node.input[:2])
-    for x, gate in ((a, b), (b, a)):  # x * sigmoid(x) is silu, x * hardsigmoid(x) hardswish
-        layer = state.layers.get(gate.layer)
-        if (
-            layer is not None
-            and isinstance(layer.config, ActivationLayer)
-            and layer.config.fn in ("sigmoid", "hardsigmoid")
-            and layer.inputs == (x.layer,)
-            and state.readers[_tensor_of(state, gate.layer)] == 1
-        ):
-            del state.layers[gate.layer]
-            fn = "silu" if layer.config.fn == "sigmoid" else "hardswish"
+    for x, gate in ((a, b), (b, a)):
+        fn = _gated_activation(state, x, gate)
+        if fn is not None:
             return add_layer(state, node, ActivationLayer(fn=fn), [x], {})
     return add_layer(state, node, Multiply(), [a, b], {})
+
+
+# x · f(x) that is one activation: the chain of functions from x to the gate
+GATES = {("sigmoid",): "silu", ("hardsigmoid",): "hardswish", ("softplus", "tanh"): "mish"}
+
+
+def _gated_activation(state: State, x: Act, gate: Act) -> str | None:
+    """The activation x · gate is, when the gate is a chain of GATES from x that nothing
+    else reads (the chain's layers are removed then); None otherwise."""
+    chain: list[str] = []
+    name = gate.layer
+    while len(chain) < 2:
+        layer = state.layers.get(name)
+        if (
+            layer is None
+            or not isinstance(layer.config, ActivationLayer)
+            or state.readers[_tensor_of(state, name)] != 1
+            or len(layer.inputs) != 1
+        ):
+            return None
+        chain.insert(0, name)
+        fns = tuple(state.layers[n].config.fn for n in chain)  # type: ignore[attr-defined]
+        if layer.inputs == (x.layer,) and fns in GATES:
+            for done in chain:
+                del state.layers[done]
+            return GATES[fns]
+        name = layer.inputs[0]
+    return None
 
 
 def _concat(state: State, node) -> Act:
@@ -562,6 +582,8 @@ HANDLERS = {
     "Elu": Handler(_activation("elu"), ("activation",)),
     "HardSigmoid": Handler(_activation("hardsigmoid"), ("activation",)),
     "HardSwish": Handler(_activation("hardswish"), ("activation",)),
+    "Mish": Handler(_activation("mish"), ("activation",)),
+    "Softplus": Handler(_activation("softplus"), ("activation",)),
     "Gelu": Handler(_activation("gelu"), ("activation",)),
     "Softmax": Handler(_activation("softmax"), ("activation",)),
     "Clip": Handler(_clip, ("activation",)),

@@ -22,6 +22,8 @@ ACTIVATIONS = (
     "swish",  # = silu
     "hardswish",
     "hardsigmoid",
+    "mish",  # x·tanh(softplus(x)) (YOLOv4, CSPDarknet)
+    "softplus",  # ln(1 + e^x)
 )
 
 
@@ -29,7 +31,7 @@ DEFAULT_ALPHA = {"leakyrelu": 0.01, "elu": 1.0}
 # He initialisation suits these; Glorot the others (see deploy/weights.py).
 
 
-RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu", "relu6", "silu", "swish", "hardswish")
+RELU_FAMILY = ("relu", "leakyrelu", "elu", "gelu", "relu6", "silu", "swish", "hardswish", "mish")
 
 
 @record

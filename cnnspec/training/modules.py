@@ -46,6 +46,8 @@ ACTIVATION_MODULES: dict = {
     "swish": lambda alpha: nn.SiLU(),
     "hardswish": lambda alpha: nn.Hardswish(),
     "hardsigmoid": lambda alpha: nn.Hardsigmoid(),
+    "mish": lambda alpha: nn.Mish(),
+    "softplus": lambda alpha: nn.Softplus(),
 }
 
 
