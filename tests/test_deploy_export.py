@@ -83,6 +83,20 @@ def test_hand_worked_max_and_average_pooling():
     ]
 
 
+def test_fresh_weights_start_where_the_kind_says():
+    import torch
+
+    network = checked(net("conv 4 3x3\nscale init=1e-6\nprelu\nprelu shared", "1x6x6"))
+    arrays = build_weights(network, seed=0).arrays
+    assert (arrays["scale1.weight"] == np.float32(1e-6)).all() and arrays["scale1.weight"].shape == (4,)
+    assert np.array_equal(arrays["prelu1.weight"], torch.nn.PReLU(4).weight.detach().numpy())
+    assert np.array_equal(arrays["prelu2.weight"], torch.nn.PReLU().weight.detach().numpy())
+    _, _, outputs = run_all_layers(network, -np.ones((1, 1, 6, 6), np.float32))
+    np.testing.assert_allclose(
+        outputs["prelu1"], 0.25 * np.minimum(outputs["scale1"], 0) + np.maximum(outputs["scale1"], 0)
+    )
+
+
 def test_dense_with_known_weights(tmp_path: Path):
     network = checked(net("dense 2 as d", "3"))
     weights = {

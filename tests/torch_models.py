@@ -301,7 +301,7 @@ class SqueezeExcite(nn.Module):
 
 class OpMix(nn.Module):
     """Every op the importer claims, in one small network: SiLU, hardswish, hardsigmoid,
-    leaky ReLU, GELU, mish (Mish, or Softplus-Tanh-Mul below opset 18), softplus, a squeeze-and-excitation gate, nearest and bilinear upsampling, a
+    leaky ReLU, PReLU (per channel and shared), GELU, mish (Mish, or Softplus-Tanh-Mul below opset 18), softplus, a squeeze-and-excitation gate, nearest and bilinear upsampling, a
     ceil-mode pool, padded average pools that leave the padding out of the count and that
     count it (PyTorch's default), a mean over H and W, and a softmax."""
 
@@ -312,6 +312,8 @@ class OpMix(nn.Module):
         self.se = SqueezeExcite(8, 4)
         self.expand = nn.Conv2d(8, 16, 1)
         self.hs = nn.Hardswish()
+        self.prelu = nn.PReLU(16)
+        self.prelu_shared = nn.PReLU()
         self.gate = nn.Conv2d(16, 16, 1)
         self.hsig = nn.Hardsigmoid()
         self.up_nearest = nn.Upsample(scale_factor=2, mode="nearest")
@@ -328,9 +330,9 @@ class OpMix(nn.Module):
 
     def forward(self, x):
         x = self.se(self.act(self.stem(x)))
-        x = self.hs(self.expand(x))
+        x = self.prelu(self.hs(self.expand(x)))
         x = x * self.hsig(self.gate(x))
         x = self.pool(self.up_bilinear(self.up_nearest(x)))
         x = self.mish(self.leaky(self.reduce(self.avg_counted(self.avg(x)))))
         x = nn.functional.softplus(x.mean((2, 3)))
-        return torch.softmax(self.head(self.gelu(self.fc(x))), dim=1)
+        return torch.softmax(self.head(self.prelu_shared(self.gelu(self.fc(x)))), dim=1)

@@ -261,15 +261,25 @@ def lower_batchnorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     )
 
 
-def lower_scale(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    """x times one factor per channel: the C factors unsqueezed to Cx1x1 for a map."""
+def _per_channel(g: _Graph, entry: CheckedLayer) -> str:
+    """The layer's (C,) weight as ONNX broadcasts it over a map: unsqueezed to Cx1x1."""
     factor = g.tensor(f"{entry.name}.weight")
-    if len(entry.input_shape) == 3:
-        axes = f"{entry.name}.axes"
-        g.initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), axes))
-        g.node("Unsqueeze", [factor, axes], f"{entry.name}.factor", f"{entry.name}.unsqueeze", _doc(entry))
-        factor = f"{entry.name}.factor"
-    g.node("Mul", [x, factor], out, entry.name, _doc(entry))
+    if len(entry.input_shape) != 3:
+        return factor
+    axes = f"{entry.name}.axes"
+    g.initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), axes))
+    g.node("Unsqueeze", [factor, axes], f"{entry.name}.factor", f"{entry.name}.unsqueeze", _doc(entry))
+    return f"{entry.name}.factor"
+
+
+def lower_scale(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """x times one factor per channel."""
+    g.node("Mul", [x, _per_channel(g, entry)], out, entry.name, _doc(entry))
+
+
+def lower_prelu(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """PRelu with a slope per channel (Cx1x1 on a map) or one slope, (1,), for all."""
+    g.node("PRelu", [x, _per_channel(g, entry)], out, entry.name, _doc(entry))
 
 
 def lower_dense(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
@@ -371,6 +381,7 @@ LOWERINGS = {
     "globalpool": lower_globalpool,
     "batchnorm": lower_batchnorm,
     "scale": lower_scale,
+    "prelu": lower_prelu,
     "dropout": lower_dropout,
     "flatten": lower_flatten,
     "dense": lower_dense,

@@ -44,7 +44,7 @@ class TensorStore(MutableMapping[str, np.ndarray]):
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
-        self._fresh: dict[str, tuple[tuple[int, ...], bool, int]] = {}
+        self._fresh: dict[str, tuple[tuple[int, ...], bool, int, float | None]] = {}
 
     def put(self, name: str, array: np.ndarray) -> None:
         self._fresh.pop(name, None)
@@ -56,14 +56,16 @@ class TensorStore(MutableMapping[str, np.ndarray]):
         if self._arrays.pop(name, None) is None:
             del self._fresh[name]
 
-    def fresh(self, name: str, shape: tuple[int, ...], he: bool, seed: int) -> None:
-        self._fresh[name] = (shape, he, seed)
+    def fresh(
+        self, name: str, shape: tuple[int, ...], he: bool, seed: int, constant: float | None = None
+    ) -> None:
+        self._fresh[name] = (shape, he, seed, constant)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self._arrays:
             return self._arrays[name]
-        shape, he, seed = self._fresh[name]
-        return fresh_tensor(name, shape, he, seed)
+        shape, he, seed, constant = self._fresh[name]
+        return fresh_tensor(name, shape, he, seed, constant)
 
     def __iter__(self) -> Iterator[str]:
         return iter([*self._arrays, *self._fresh])
@@ -133,9 +135,14 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def fresh_tensor(name: str, shape: tuple[int, ...], he: bool, seed: int) -> np.ndarray:
+def fresh_tensor(
+    name: str, shape: tuple[int, ...], he: bool, seed: int, constant: float | None = None
+) -> np.ndarray:
     """Deterministic per tensor: the seed and the tensor's name pick the random stream, so
-    adding a layer elsewhere never changes this one's values."""
+    adding a layer elsewhere never changes this one's values. `constant`: the value the
+    layer's kind starts every element at (LayerConfig.initial)."""
+    if constant is not None:
+        return np.full(shape, constant, np.float32)
     suffix = name.rsplit(".", 1)[-1]
     if suffix in ("bias", "running_mean"):
         return np.zeros(shape, np.float32)
@@ -292,7 +299,7 @@ def build_weights(
                 arrays.put(name, written)
                 source = "spec"
             else:
-                arrays.fresh(name, tuple(shape), he, seed)
+                arrays.fresh(name, tuple(shape), he, seed, layer.config.initial(suffix))
                 source = "new"
             plan.append(TensorPlan(name, tuple(shape), source, layer.frozen, trainable))
     unused: list[str] = []

@@ -22,6 +22,7 @@ from ..kinds import (
     GlobalPool,
     Multiply,
     Pool,
+    PReLU,
     Scale,
     Upsample,
 )
@@ -300,6 +301,18 @@ def _gated_activation(state: State, x: Act, gate: Act) -> str | None:
             return GATES[fns]
         name = layer.inputs[0]
     return None
+
+
+def _prelu(state: State, node) -> Act:
+    """PRelu with a constant slope per channel (as `_per_channel` reads it) or one slope."""
+    x = activation_of(state, node.input[0])
+    slope = constant_of(state, node.input[1])
+    if slope.size == 1:
+        return add_layer(state, node, PReLU(shared=True), [x], {"weight": slope.reshape(1)}, node.input[1])
+    if not _one_per_channel(slope.shape, x.shape):
+        shown = "x".join(map(str, slope.shape))
+        raise Unsupported(f"a {shown} slope; cnnspec's prelu has one slope per channel, or one for all")
+    return add_layer(state, node, PReLU(), [x], {"weight": slope.reshape(-1)}, node.input[1])
 
 
 def _concat(state: State, node) -> Act:
@@ -584,6 +597,7 @@ HANDLERS = {
     "HardSwish": Handler(_activation("hardswish"), ("activation",)),
     "Mish": Handler(_activation("mish"), ("activation",)),
     "Softplus": Handler(_activation("softplus"), ("activation",)),
+    "PRelu": Handler(_prelu, ("prelu",)),
     "Gelu": Handler(_activation("gelu"), ("activation",)),
     "Softmax": Handler(_activation("softmax"), ("activation",)),
     "Clip": Handler(_clip, ("activation",)),

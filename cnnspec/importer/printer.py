@@ -54,6 +54,7 @@ FOLLOWS_ON_LINE = {
     "multiply": False,
     "batchnorm": True,
     "scale": True,
+    "prelu": True,
     "activation": True,
     "dropout": True,
 }

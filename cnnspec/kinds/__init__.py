@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from .activations import ActivationLayer
+from .activations import ActivationLayer, PReLU
 from .base import (
     PADDING,
     PAIR,
@@ -56,6 +56,7 @@ KINDS: dict[str, type[LayerConfig]] = {
         GlobalPool,
         BatchNorm,
         Scale,
+        PReLU,
         Dropout,
         Flatten,
         Dense,
@@ -87,6 +88,7 @@ __all__ = [
     "ACTIVATION_FLAGS",
     "Activation",
     "ActivationLayer",
+    "PReLU",
     "Add",
     "Argument",
     "AxisResult",

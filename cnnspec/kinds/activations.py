@@ -7,7 +7,7 @@ from typing import ClassVar, Optional
 from pydantic_core import core_schema as cs
 
 from ..base.records import record
-from .base import Argument, LayerConfig
+from .base import Argument, Inferred, LayerConfig, Shape
 from .functions import ACTIVATIONS, DEFAULT_ALPHA, Activation
 
 
@@ -44,3 +44,29 @@ class ActivationLayer(LayerConfig):
 
     def short(self) -> str:
         return Activation(name=self.fn, alpha=self.alpha).short()
+
+
+@record
+class PReLU(LayerConfig):
+    """`prelu [shared]`: max(0, x) + a·min(0, x) with a learned slope a per channel, or one
+    slope for all (`shared`, PyTorch's nn.PReLU() default); slopes start at 0.25."""
+
+    example: ClassVar[str] = "prelu"
+    foreign_names: ClassVar[dict[str, str]] = {}
+
+    kind: ClassVar[str] = "prelu"
+    prefix: ClassVar[str] = "prelu"
+    flags: ClassVar[dict] = {"shared": ("shared", True)}
+    arguments: ClassVar[dict[str, Argument]] = {"shared": Argument("bool", cs.bool_schema())}
+
+    shared: bool = False
+
+    def short(self) -> str:
+        return "prelu shared" if self.shared else "prelu"
+
+    def initial(self, suffix: str) -> float | None:
+        return 0.25  # He et al. 2015, and PyTorch's default
+
+    def infer(self, x: Shape) -> Inferred:
+        # Like batch norm's scale, an element-wise product: no MACs.
+        return Inferred(x, {"weight": ((1 if self.shared else x[0],), True)})

@@ -156,6 +156,11 @@ class LayerConfig:
     def activation_name(self) -> str | None:
         return None
 
+    def initial(self, suffix: str) -> float | None:
+        """The value every element of a fresh tensor `suffix` starts at (a layer scale's
+        1e-6, a PReLU's 0.25); None: drawn at random, or by the usual rule for its role."""
+        return None
+
     # Joins read every tensor named on their line; all other kinds read exactly one.
     joins: ClassVar[bool] = False
 

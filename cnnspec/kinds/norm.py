@@ -53,13 +53,25 @@ class BatchNorm(LayerConfig):
 
 @record
 class Scale(LayerConfig):
-    """`scale`: each channel times a learned factor (ConvNeXt's layer scale; starts at 1)."""
+    """`scale [init=V]`: each channel times a learned factor (ConvNeXt's layer scale, which
+    starts at 1e-6; cnnspec's default start is 1, the identity)."""
 
     example: ClassVar[str] = "scale"
     foreign_names: ClassVar[dict[str, str]] = {"layerscale": "scale"}
 
     kind: ClassVar[str] = "scale"
     prefix: ClassVar[str] = "scale"
+    arguments: ClassVar[dict[str, Argument]] = {
+        "init": Argument("float", cs.float_schema(allow_inf_nan=False)),
+    }
+
+    init: float = 1.0
+
+    def short(self) -> str:
+        return "scale" if self.init == 1.0 else f"scale init={self.init!r}"
+
+    def initial(self, suffix: str) -> float | None:
+        return self.init
 
     def infer(self, x: Shape) -> Inferred:
         # One factor per channel (per feature of a vector); an element-wise product, which

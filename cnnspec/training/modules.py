@@ -193,6 +193,7 @@ FACTORIES = {
     "globalpool": _globalpool,
     "batchnorm": _batchnorm,
     "scale": lambda entry: _Scale(entry.input_shape[0], len(entry.input_shape) == 3),
+    "prelu": lambda entry: nn.PReLU(entry.tensors["weight"][0]),
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
     "flatten": lambda entry: nn.Flatten(),
     "dense": _dense,

@@ -33,6 +33,7 @@ COLOURS = {  # border colour by kind
     "multiply": "#7b3fa0",
     "batchnorm": "#777777",
     "scale": "#777777",
+    "prelu": "#777777",
     "activation": "#777777",
     "dropout": "#777777",
     "flatten": "#777777",
