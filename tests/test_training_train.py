@@ -96,6 +96,24 @@ def test_frozen_batchnorm_stays_in_inference_mode():
     assert not any(p.requires_grad for p in module.conv1.parameters())
 
 
+def test_droppath_drops_whole_samples_while_training_only():
+    text = "network n {\n  input 4x3x3\n  add {} { conv 4 1x1 bias=false; droppath 0.5 as drop }\n}\n"
+    net = cnnspec.check_source(text).network()
+    module = build_module(net, build_weights(net).arrays)
+    x = torch.ones(400, 4, 3, 3)
+    torch.manual_seed(0)
+    module.train()
+    body = module.drop(module.conv1(x))
+    kept = body.flatten(1).abs().sum(1) > 0  # per sample: all of it kept, or none
+    plain = module.conv1(x).flatten(1)
+    torch.testing.assert_close(body.flatten(1)[kept], 2 * plain[kept])  # kept ones scaled by 1/(1-0.5)
+    assert (body.flatten(1)[~kept] == 0).all() and 150 < int(kept.sum()) < 250
+    module.eval()
+    torch.testing.assert_close(module.drop(module.conv1(x)), module.conv1(x))
+    model, _ = build_model(net)
+    assert [n.op_type for n in model.graph.node if n.name == "drop"] == ["Identity"]
+
+
 def test_trained_onnx_equals_pytorch():
     net = network("base")
     result = train(

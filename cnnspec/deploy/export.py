@@ -25,11 +25,13 @@ from ..base.files import target, temporary
 from ..infer import CheckedLayer, CheckedNetwork
 from ..kinds import (
     DEFAULT_ALPHA,
+    DROPPATH_NOTE,
     ActivationLayer,
     BatchNorm,
     Conv,
     Deconv,
     Dropout,
+    DropPath,
     GlobalPool,
     Pool,
     Upsample,
@@ -366,6 +368,13 @@ def lower_dropout(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Dropout", [x, ratio], out, entry.name, _doc(entry) + " (inference: passes values through)")
 
 
+def lower_droppath(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """Identity: stochastic depth drops nothing at inference. The doc string carries the
+    rate, so that an import of the model writes the layer back."""
+    note = DROPPATH_NOTE.format(rate=entry.config_as(DropPath).rate)
+    g.node("Identity", [x], out, entry.name, f"{_doc(entry)} ({note})")
+
+
 def lower_flatten(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Flatten", [x], out, entry.name, _doc(entry), axis=1)
 
@@ -383,6 +392,7 @@ LOWERINGS = {
     "scale": lower_scale,
     "prelu": lower_prelu,
     "dropout": lower_dropout,
+    "droppath": lower_droppath,
     "flatten": lower_flatten,
     "dense": lower_dense,
     "deconv": lower_deconv,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from ..kinds import (
+    DROPPATH_NOTE,
     ActivationLayer,
     Add,
     BatchNorm,
@@ -18,6 +20,7 @@ from ..kinds import (
     Deconv,
     Dense,
     Dropout,
+    DropPath,
     Flatten,
     GlobalPool,
     Multiply,
@@ -565,7 +568,15 @@ def _dropout(state: State, node) -> Act:
 
 
 def _identity(state: State, node) -> Act:
-    return activation_of(state, node.input[0])
+    """A no-op; cnnspec's own export writes a droppath so, with its rate in the doc string."""
+    x = activation_of(state, node.input[0])
+    found = _DROPPATH.search(node.doc_string)
+    if found is None:
+        return x
+    return add_layer(state, node, validated(DropPath, {"rate": float(found.group(1))}), [x], {})
+
+
+_DROPPATH = re.compile(re.escape(DROPPATH_NOTE).replace(re.escape("{rate!r}"), r"([0-9.e-]+)") + r"\)$")
 
 
 class Handler(NamedTuple):
@@ -625,6 +636,6 @@ HANDLERS = {
     "Resize": Handler(_resize, ("upsample",)),
     "Upsample": Handler(_resize, ("upsample",)),
     "Dropout": Handler(_dropout, ("dropout",)),
-    "Identity": Handler(_identity, ()),
+    "Identity": Handler(_identity, ("droppath",)),
     "Transpose": Handler(_transpose, ()),
 }

@@ -57,6 +57,7 @@ FOLLOWS_ON_LINE = {
     "prelu": True,
     "activation": True,
     "dropout": True,
+    "droppath": True,
 }
 # Integer fields a block may turn into parameters (pairs and pads when equal on every side).
 SLOT_FIELDS = ("filters", "units", "kernel", "stride", "pad", "dilation", "groups", "output_pad", "scale")

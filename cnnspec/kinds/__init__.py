@@ -42,7 +42,7 @@ from .functions import ACTIVATION, ACTIVATION_FLAGS, ACTIVATIONS, DEFAULT_ALPHA,
 from .joins import Add, Concat, Multiply
 from .norm import BatchNorm, Scale
 from .pool import GlobalPool, Pool
-from .reshape import Dropout, Flatten
+from .reshape import DROPPATH_NOTE, Dropout, DropPath, Flatten
 from .upsample import Upsample
 from .window import AxisResult, Windowed, kernel_text, padding_text, pair_text, resolve_same, window_axis
 
@@ -58,6 +58,7 @@ KINDS: dict[str, type[LayerConfig]] = {
         Scale,
         PReLU,
         Dropout,
+        DropPath,
         Flatten,
         Dense,
         Deconv,
@@ -98,6 +99,8 @@ __all__ = [
     "DEFAULT_ALPHA",
     "Deconv",
     "Dense",
+    "DROPPATH_NOTE",
+    "DropPath",
     "Dropout",
     "Flatten",
     "GlobalPool",

@@ -27,6 +27,7 @@ from ..kinds import (
     Deconv,
     Dense,
     Dropout,
+    DropPath,
     GlobalPool,
     Pool,
     Upsample,
@@ -76,6 +77,22 @@ class _Upsample(nn.Module):
         if self.mode == "nearest":
             return F.interpolate(x, scale_factor=self.scale, mode="nearest")
         return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+
+class _DropPath(nn.Module):
+    """Stochastic depth: while training, each sample's tensor is zeroed with probability
+    `rate` and the rest scaled by 1/(1-rate) (timm's DropPath); the identity otherwise."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
 
 
 class _Scale(nn.Module):
@@ -195,6 +212,7 @@ FACTORIES = {
     "scale": lambda entry: _Scale(entry.input_shape[0], len(entry.input_shape) == 3),
     "prelu": lambda entry: nn.PReLU(entry.tensors["weight"][0]),
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
+    "droppath": lambda entry: _DropPath(entry.config_as(DropPath).rate),
     "flatten": lambda entry: nn.Flatten(),
     "dense": _dense,
     "deconv": lambda entry: _Deconv(entry, entry.config_as(Deconv)),

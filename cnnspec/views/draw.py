@@ -34,6 +34,7 @@ COLOURS = {  # border colour by kind
     "batchnorm": "#777777",
     "scale": "#777777",
     "prelu": "#777777",
+    "droppath": "#777777",
     "activation": "#777777",
     "dropout": "#777777",
     "flatten": "#777777",
