@@ -97,6 +97,25 @@ def test_fresh_weights_start_where_the_kind_says():
     )
 
 
+def test_hand_worked_channel_shuffle_slice_and_split():
+    """Channel c holds the value c, so each output lists which channels it took, in order."""
+    x = np.broadcast_to(np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1), (1, 6, 2, 2)).copy()
+    network = checked(
+        net("shuffle 2 as two\nshuffle 3 from input as three\nslice 1:-1 from input as mid\n"
+            "split (2, 4) from input as low high\noutput two three mid low high", "6x2x2")
+    )  # fmt: skip
+    _, _, outputs = run_all_layers(network, x)
+    taken = {name: outputs[name][0, :, 0, 0].tolist() for name in ("two", "three", "mid", "low", "high")}
+    # groups of 3 (0 1 2 | 3 4 5) interleaved: 0 3 1 4 2 5; groups of 2 (0 1 | 2 3 | 4 5): 0 2 4 1 3 5
+    assert taken == {
+        "two": [0, 3, 1, 4, 2, 5],
+        "three": [0, 2, 4, 1, 3, 5],
+        "mid": [1, 2, 3, 4],
+        "low": [0, 1],
+        "high": [2, 3, 4, 5],
+    }
+
+
 def test_dense_with_known_weights(tmp_path: Path):
     network = checked(net("dense 2 as d", "3"))
     weights = {

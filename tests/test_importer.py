@@ -146,6 +146,12 @@ TORCH_MODELS = [
     ("opmix_13", tm.OpMix, (3, 32, 32), True, 13),
     ("opmix_18", tm.OpMix, (3, 32, 32), False, 18),
     ("opmix_21", tm.OpMix, (3, 32, 32), True, 21),
+    ("shufflenet_13", tm.ShuffleNetV2, (3, 64, 64), False, 13),
+    ("shufflenet_17", tm.ShuffleNetV2, (3, 64, 64), True, 17),
+    ("shufflenet_21", tm.ShuffleNetV2, (3, 64, 64), False, 21),
+    ("channel_ops_13", tm.ChannelOps, (3, 32, 32), True, 13),
+    ("channel_ops_17", tm.ChannelOps, (3, 32, 32), False, 17),
+    ("channel_ops_21", tm.ChannelOps, (3, 32, 32), True, 21),
 ]
 
 

@@ -31,7 +31,9 @@ CASES = [
     ("network {\n  input 1x8x8\n}\n", "syntax-error", 1, 9, "'network' needs a name before its '{'"),
     ("block {\n  relu\n}\n", "syntax-error", 1, 7, "for example: `block cbapd(filters) {`"),
     ("network n:\n  input 1x8x8\n", "syntax-error", 1, 10, "a body goes in braces, not after a colon"),
-    ("network n {\n  input 1x8x8\n  conv 2 3x3 stride: 2\n}\n", "syntax-error", 3, 20, "KEY=VALUE"),
+    ("network n {\n  input 1x8x8\n  conv 2 3x3 stride: 2\n}\n", "too-many-arguments", 3, 14, "stride=2"),
+    (net("slice 0:12", "8x4x4"), "slice-outside", 3, 9, "ranges run from 0 (or -8) to 8"),
+    (net("split (2, 2) as a b", "8x4x4"), "split-mismatch", 3, 9, "e.g. split (2, 6)"),
     ("network n {\n  input 1x8x8\n  relu()\n}\n", "syntax-error", 3, 8, "write `relu` without parentheses"),
     (net("conv(2, 3x3)", "1x8x8"), "invalid-argument", 3, 7, "write `conv 2 3x3`"),
     (net("flatten\ndense(10, relu)", "1x8x8"), "invalid-argument", 4, 8, "write `dense 10 relu`"),
@@ -337,3 +339,51 @@ def test_a_comma_between_arguments_says_to_use_spaces(line, help_):
     result = check_text(text)
     assert [d.code for d in result.diagnostics] == ["syntax-error"]
     assert result.diagnostics[0].help == help_
+
+
+@pytest.mark.parametrize(
+    "body, code, words, column",
+    [
+        ("slice 0:32", "slice-outside", "slice 0:32 reaches outside the 24 channels (0:24)", 9),
+        ("slice -30:end", "slice-outside", "reaches outside the 24 channels", 9),
+        ("slice 8:8", "slice-outside", "slice 8:8 is empty", 9),
+        ("slice 3", "invalid-argument", "expected a channel range such as 0:64", 9),
+        ("split 5 as a b c d e\nconcat a b c d e", "split-mismatch", "5 equal parts, but there are 24", 9),
+        (
+            "split (8, 8, 4) as a b c\nconcat a b c",
+            "split-mismatch",
+            "8 + 8 + 4 = 20 do not add up to the 24",
+            9,
+        ),
+        ("shuffle 5", "groups-mismatch", "the 24 channels do not divide into 5 groups", 11),
+        ("split 2 as a", "missing-argument", "split makes 2 parts but has 1 name", 3),
+        ("split 3", "missing-argument", "split makes 3 parts but has no names", 3),
+        ("split 2 as a b c", "too-many-arguments", "split makes 2 parts but has 3 names", 3),
+        ("split 1 as a", "invalid-argument", "split takes 2 to 4,096 equal parts", 9),
+        ("split as a b", "missing-argument", "split takes one argument", 3),
+        ("split 2 stride=2 as a b", "unknown-option", "split takes no options", 11),
+        ("conv 8 1x1 as a b", "invalid-argument", "conv makes one layer: one name after `as`", 19),
+    ],
+)
+def test_channel_ranges_splits_and_shuffles_say_what_does_not_fit(body, code, words, column):
+    result = check_text(net(body, "24x8x8"))
+    found = [d for d in result.errors if d.code == code]
+    assert found and words in found[0].message, [d.message for d in result.diagnostics]
+    assert found[0].span.line == 3 and found[0].span.column == column
+    assert found[0].help  # each says how to fix it
+
+
+def test_split_parts_are_named_layers_and_the_chain_reads_the_last():
+    text = (
+        "block unit(c) {\n  split 2 as left right\n  conv c 1x1 as mixed\n  concat left mixed\n}\n"
+        "network n {\n  input 16x4x4\n  unit 8 as u\n  split (4, 12) from u as thin thick\n"
+        "  concat thick thin\n}\n"
+    )
+    result = check_text(text)
+    assert result.diagnostics == []
+    network = result.network()
+    rows = {layer.name: (layer.output_shape, layer.inputs) for layer in network.layers}
+    assert rows["u_left"] == ((8, 4, 4), ("input",)) and rows["u_right"] == ((8, 4, 4), ("input",))
+    assert rows["u_mixed"][1] == ("u_right",)  # the next line reads the last part
+    assert rows["thin"] == ((4, 4, 4), ("concat1",)) and rows["thick"] == ((12, 4, 4), ("concat1",))
+    assert network.output_shape == (16, 4, 4)

@@ -68,7 +68,12 @@ def _scopes(line: str, patterns: list[dict]) -> dict[str, str]:
 def test_the_textmate_grammar_knows_every_kind_and_activation():
     patterns = {p.get("name"): p["match"] for p in _grammar()["patterns"]}
     words = lambda scope: set(re.search(r"\((.*)\)", patterns[scope]).group(1).split("|"))  # noqa: E731
-    assert words("support.type.layer.cnn") == (set(KINDS) - set(ACTIVATIONS)) | {"residual"}
+    from cnnspec.language.highlight import COMBINATORS
+    from cnnspec.resolve.expand import COMBINATORS as EXPANDED
+    from cnnspec.resolve.expand import SPLIT
+
+    assert set(COMBINATORS) == {*EXPANDED, SPLIT}  # the words expansion turns into several layers
+    assert words("support.type.layer.cnn") == (set(KINDS) - set(ACTIVATIONS)) | set(COMBINATORS)
     assert words("support.function.activation.cnn") == set(ACTIVATIONS)
 
 

@@ -271,6 +271,7 @@ def test_completion_and_hover_outside_anything():
         ("stride=", "option"),
         ("pad=", "option"),
         ("ceil", "option"),
+        ("count_pad", "option"),
         ("as", "keyword"),
     ]
 

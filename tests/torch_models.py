@@ -336,3 +336,120 @@ class OpMix(nn.Module):
         x = self.mish(self.leaky(self.reduce(self.avg_counted(self.avg(x)))))
         x = nn.functional.softplus(x.mean((2, 3)))
         return torch.softmax(self.head(self.prelu_shared(self.gelu(self.fc(x)))), dim=1)
+
+
+# ------------------------------------------------ channel split, slice and shuffle (issue 20)
+
+
+def channel_shuffle(x, groups: int):
+    """torchvision's ShuffleNetV2 channel_shuffle, as written there."""
+    batchsize, num_channels, height, width = x.size()
+    x = x.view(batchsize, groups, num_channels // groups, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batchsize, -1, height, width)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's InvertedResidual of ShuffleNetV2: chunk, branch, concat, shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                conv_bn(cin, cin, 3, stride, groups=cin, act=None), conv_bn(cin, half, 1)
+            )
+        self.branch2 = nn.Sequential(
+            conv_bn(cin if stride > 1 else half, half, 1),
+            conv_bn(half, half, 3, stride, groups=half, act=None),
+            conv_bn(half, half, 1),
+        )
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2(nn.Module):
+    def __init__(self, widths=(24, 48, 96), classes: int = 10):
+        super().__init__()
+        self.conv1 = conv_bn(3, widths[0], 3, 2)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, cin = [], widths[0]
+        for cout in widths[1:]:
+            stages += [ShuffleUnit(cin, cout, 2), ShuffleUnit(cout, cout, 1), ShuffleUnit(cout, cout, 1)]
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.stages(self.maxpool(self.conv1(x)))
+        return self.fc(x.mean([2, 3]))
+
+
+class GhostModule(nn.Module):
+    """GhostNet's module: a primary conv, cheap depthwise features of it, the concatenation
+    cut to the output width (`[:, :oup]`)."""
+
+    def __init__(self, cin: int, oup: int):
+        super().__init__()
+        self.oup = oup
+        init = -(-oup // 2)
+        self.primary = conv_bn(cin, init, 1)
+        self.cheap = conv_bn(init, init, 3, groups=init)
+
+    def forward(self, x):
+        x1 = self.primary(x)
+        return torch.cat([x1, self.cheap(x1)], dim=1)[:, : self.oup, :, :]
+
+
+class Res2Block(nn.Module):
+    """Res2Net's bottleneck (stride 2, 'stage' type): split the width into scales, a conv on
+    each, the last part average-pooled with PyTorch's count_include_pad=True."""
+
+    def __init__(self, cin: int, width: int = 8, scale: int = 4):
+        super().__init__()
+        self.width, self.scale = width, scale
+        self.conv1 = conv_bn(cin, width * scale, 1)
+        self.convs = nn.ModuleList(conv_bn(width, width, 3, 2) for _ in range(scale - 1))
+        self.pool = nn.AvgPool2d(3, 2, 1)
+        self.conv3 = conv_bn(width * scale, cin, 1, act=None)
+        self.down = nn.Sequential(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
+                                  conv_bn(cin, cin, 1, act=None))  # fmt: skip
+
+    def forward(self, x):
+        spx = torch.split(self.conv1(x), self.width, 1)
+        out = [conv(sp) for conv, sp in zip(self.convs, spx)] + [self.pool(spx[-1])]
+        return torch.relu(self.conv3(torch.cat(out, 1)) + self.down(x))
+
+
+class ChannelOps(nn.Module):
+    """Ghost modules, a Res2Net block, a CSP split with sizes, ReXNet's residual added to the
+    first C channels only, DPN's slices of one tensor and a GELU: the channel ops of issue 20."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2)
+        self.ghost = GhostModule(16, 23)
+        self.expand = conv_bn(23, 32, 1)
+        self.res2 = Res2Block(32)
+        self.csp_a = conv_bn(12, 12, 3)
+        self.rex = conv_bn(32, 40, 1, act=lambda inplace: nn.GELU())
+        self.dpn = conv_bn(40, 48, 1)
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x):
+        x = self.expand(self.ghost(self.stem(x)))
+        x = self.res2(x)
+        a, b = torch.split(x, [12, 20], dim=1)  # CSP: one part through a conv, the other kept
+        x = torch.cat([self.csp_a(a), b], dim=1)
+        out = self.rex(x)
+        x = torch.cat([out[:, :32] + x, out[:, 32:]], dim=1)  # ReXNet
+        y = self.dpn(x)
+        x = torch.cat([y[:, :16] + y[:, 16:32], y[:, 32:]], dim=1)  # DPN: residual and dense paths
+        return self.fc(x.mean([2, 3]))

@@ -35,6 +35,8 @@ CODES: dict[str, str] = {
     "needs-flatten": "a dense layer gets a CxHxW tensor; `flatten` is missing",
     "needs-spatial-input": "a conv or pooling layer gets a flat vector",
     "groups-mismatch": "channels or filters are not divisible by `groups`",
+    "slice-outside": "a `slice` range lies outside the channels, or is empty",
+    "split-mismatch": "`split` sizes do not add up to the channels, or they do not divide into equal parts",
     "shape-mismatch": "a `-> SHAPE` assertion does not hold",
     "weights-shape": "fixed weights written in the spec have the wrong shape",
     "weights-file": "a --weights file is unreadable, or lacks, adds or misshapes a tensor",

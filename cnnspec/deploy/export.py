@@ -34,6 +34,8 @@ from ..kinds import (
     DropPath,
     GlobalPool,
     Pool,
+    Shuffle,
+    Slice,
     Upsample,
     rule_for,
 )
@@ -375,6 +377,43 @@ def lower_droppath(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Identity", [x], out, entry.name, f"{_doc(entry)} ({note})")
 
 
+def _int64s(g: _Graph, name: str, values: list[int]) -> str:
+    g.initializers.append(numpy_helper.from_array(np.array(values, np.int64), name))
+    return name
+
+
+def lower_slice(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """Channels [start, end) along axis 1 (a split's part is one such slice)."""
+    bounds = entry.config_as(Slice).bounds(entry.input_shape[0])
+    assert bounds is not None  # checked by infer
+    start, end = bounds
+    inputs = [
+        x,
+        _int64s(g, f"{entry.name}.starts", [start]),
+        _int64s(g, f"{entry.name}.ends", [end]),
+        _int64s(g, f"{entry.name}.axes", [1]),
+    ]
+    g.node("Slice", inputs, out, entry.name, _doc(entry))
+
+
+def lower_shuffle(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """Channel shuffle as ShuffleNet exports it: N x G x C/G x rest, swap the two channel
+    axes, back to the input's shape (0 copies the batch size)."""
+    groups, shape = entry.config_as(Shuffle).groups, list(entry.input_shape)
+    grouped = _int64s(g, f"{entry.name}.grouped", [0, groups, shape[0] // groups, -1])
+    back = _int64s(g, f"{entry.name}.shape", [0, *shape])
+    g.node("Reshape", [x, grouped], f"{entry.name}.grouped_x", f"{entry.name}.group", _doc(entry))
+    g.node(
+        "Transpose",
+        [f"{entry.name}.grouped_x"],
+        f"{entry.name}.swapped",
+        f"{entry.name}.swap",
+        _doc(entry),
+        perm=[0, 2, 1, 3],
+    )
+    g.node("Reshape", [f"{entry.name}.swapped", back], out, entry.name, _doc(entry))
+
+
 def lower_flatten(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Flatten", [x], out, entry.name, _doc(entry), axis=1)
 
@@ -393,6 +432,8 @@ LOWERINGS = {
     "prelu": lower_prelu,
     "dropout": lower_dropout,
     "droppath": lower_droppath,
+    "slice": lower_slice,
+    "shuffle": lower_shuffle,
     "flatten": lower_flatten,
     "dense": lower_dense,
     "deconv": lower_deconv,

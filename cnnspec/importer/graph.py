@@ -187,9 +187,11 @@ def _translate(state: State, node) -> None:
     if handler is None:
         raise Unsupported("")
     result = handler.handle(state, node)
-    state.values[node.output[0]] = result
-    if isinstance(result, Act) and result.layer != INPUT:
-        state.layer_tensor.setdefault(result.layer, node.output[0])
+    results = result if isinstance(result, list) else [result]  # Split: one value per output
+    for tensor, value in zip(node.output, results):
+        state.values[tensor] = value
+        if isinstance(value, Act) and value.layer != INPUT:
+            state.layer_tensor.setdefault(value.layer, tensor)
 
 
 def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) -> Shape:

@@ -27,6 +27,9 @@ from ..kinds import (
     Pool,
     PReLU,
     Scale,
+    Shape,
+    Shuffle,
+    Slice,
     Upsample,
 )
 from .state import (
@@ -455,6 +458,8 @@ def _flatten(state: State, node) -> Act:
 def _transpose(state: State, node):
     value = state.values.get(node.input[0])
     perm = [int(p) for p in attributes_of(node).get("perm", [])]
+    if isinstance(value, Partial) and value.stage == "grouped" and perm in ([0, 2, 1, 3, 4], [0, 2, 1, 3]):
+        return Partial("swapped", value.x, value.groups)  # the groups' channels interleaved
     if isinstance(value, Partial) and value.stage == "nhwc_input" and perm == [0, 3, 1, 2]:
         return value.x  # NHWC input to NCHW: the spec takes CxHxW
     if isinstance(value, Act) and len(value.shape) == 3 and perm == [0, 2, 3, 1]:
@@ -462,10 +467,48 @@ def _transpose(state: State, node):
     raise Unsupported(f"perm={perm}; cnnspec keeps maps as CxHxW")
 
 
-def _reshape(state: State, node) -> Act:
+def _target_dims(state: State, target: list[int], x: Shape) -> list[int] | None:
+    """The sizes after the batch that Reshape gives `x` (0 copies, -1 fills in); None when
+    the first entry is not the batch or the target does not fit."""
+    batch_like = {BATCH, -1, 0} | ({state.declared_batch} if state.declared_batch else set())
+    if not target or target[0] not in batch_like:
+        return None
+    full = [BATCH, *x]
+    dims = [full[i] if t == 0 and i < len(full) else t for i, t in enumerate(target)][1:]
+    if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
+        return None
+    known = math.prod(d for d in dims if d != -1)
+    if -1 in dims:
+        if known == 0 or math.prod(x) % known:
+            return None
+        dims[dims.index(-1)] = math.prod(x) // known
+    return dims if math.prod(dims) == math.prod(x) else None
+
+
+def _shuffle_step(state: State, node, value, dims: list[int] | None):
+    """Reshape's part in a channel shuffle: CxHxW to G x C/G x H x W (or x HW), or back
+    after the Transpose; None when this Reshape is not one."""
+    if dims is None:
+        return None
+    if isinstance(value, Partial) and value.stage == "swapped" and tuple(dims) == value.x.shape:
+        return add_layer(state, node, Shuffle(groups=value.groups), [value.x], {})
+    if isinstance(value, Act) and len(value.shape) == 3 and len(dims) in (3, 4) and dims[0] > 1:
+        c, h, w = value.shape
+        if dims[0] * dims[1] == c and dims[2:] in ([h, w], [h * w]):
+            return Partial("grouped", value, dims[0])
+    return None
+
+
+def _reshape(state: State, node) -> Act | Partial:
+    target = [int(v) for v in constant_of(state, node.input[1]).reshape(-1)]
+    value = state.values.get(node.input[0])
+    if isinstance(value, Act) or (isinstance(value, Partial) and value.stage == "swapped"):
+        shape = value.shape if isinstance(value, Act) else value.x.shape
+        shuffled = _shuffle_step(state, node, value, _target_dims(state, target, shape))
+        if shuffled is not None:
+            return shuffled
     hwc = _hwc_source(state, node.input[0])
     x = hwc or activation_of(state, node.input[0])
-    target = [int(v) for v in constant_of(state, node.input[1]).reshape(-1)]
     size = math.prod(x.shape)
     batch_like = {BATCH, -1, 0} | ({state.declared_batch} if state.declared_batch else set())
     if (
@@ -483,6 +526,98 @@ def _reshape(state: State, node) -> Act:
         return x  # a reshape to the same shape
     shown = ["N" if t == BATCH else str(t) for t in target]
     raise Unsupported(f"reshapes to [{', '.join(shown)}]; cnnspec can only flatten")
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _slice_arguments(state: State, node) -> tuple[list[int], list[int], list[int], list[int]]:
+    """starts, ends, axes, steps: attributes below opset 10, constant inputs from it."""
+    attrs = attributes_of(node)
+    if state.opset < 10:
+        starts, ends = list(attrs.get("starts", [])), list(attrs.get("ends", []))
+        axes = list(attrs.get("axes", range(len(starts))))
+        return starts, ends, axes, [1] * len(starts)
+
+    def ints(i: int, default: list[int]) -> list[int]:
+        name = optional(node, i)
+        return default if name is None else [int(v) for v in constant_of(state, name).reshape(-1)]
+
+    starts, ends = ints(1, []), ints(2, [])
+    return starts, ends, ints(3, list(range(len(starts)))), ints(4, [1] * len(starts))
+
+
+def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
+    """ONNX's (and Python's) reading of a slice's bounds on an axis of `size`."""
+    start, end = (start + size if start < 0 else start), (end + size if end < 0 else end)
+    return min(max(start, 0), size), min(max(end, 0), size)
+
+
+def _slice(state: State, node) -> Act:
+    """Channels [start, end) of a map or vector; every other axis kept whole."""
+    x = activation_of(state, node.input[0])
+    starts, ends, axes, steps = _slice_arguments(state, node)
+    if not (len(starts) == len(ends) == len(axes) == len(steps)):
+        raise NotAModel(
+            f"node '{node_label(node)}' (Slice) has starts, ends, axes and steps of different lengths"
+        )
+    rank = len(x.shape) + 1
+    bounds = (0, x.shape[0])
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = axis + rank if axis < 0 else axis
+        if not 0 < axis < rank:
+            raise Unsupported(f"slices axis {axis} (the batch, or beyond the {rank} axes)")
+        size = x.shape[axis - 1]
+        kept = _clamped(start, end, size)
+        if step != 1 and kept != (0, size):
+            raise Unsupported(f"a slice with step {step}; cnnspec's slice keeps a range of channels")
+        if axis == 1:
+            bounds = kept
+        elif kept != (0, size):
+            raise Unsupported("crops height or width; cnnspec's slice keeps a range of channels")
+    if bounds == (0, x.shape[0]):
+        return x  # keeps everything
+    if bounds[0] >= bounds[1]:
+        raise Unsupported(f"an empty slice ({bounds[0]}:{bounds[1]} of {x.shape[0]} channels)")
+    start, end = bounds
+    config = Slice(channels=(start, None if end == x.shape[0] else end))
+    return add_layer(state, node, config, [x], {})
+
+
+def _split_sizes(state: State, node, channels: int) -> list[int]:
+    """The parts' sizes: given (an input from opset 13, an attribute below), or equal parts
+    over the outputs (opset 18's num_outputs: the last part is smaller when they do not divide)."""
+    attrs = attributes_of(node)
+    given = optional(node, 1) if state.opset >= 13 else None
+    if given is not None:
+        return [int(v) for v in constant_of(state, given).reshape(-1)]
+    if "split" in attrs:
+        return [int(v) for v in attrs["split"]]
+    count = len(node.output)
+    size = -(-channels // count)
+    return [size] * (count - 1) + [channels - size * (count - 1)]
+
+
+def _split(state: State, node) -> list[Act]:
+    """One `slice` per output, each reading the input (the printer writes them as slices)."""
+    x = activation_of(state, node.input[0])
+    rank = len(x.shape) + 1
+    axis = int(attributes_of(node).get("axis", 0))
+    if (axis + rank if axis < 0 else axis) != 1:
+        raise Unsupported(f"splits axis {axis}; cnnspec splits channels (axis 1)")
+    sizes = _split_sizes(state, node, x.shape[0])
+    if len(sizes) != len(node.output) or sum(sizes) != x.shape[0] or min(sizes) <= 0:
+        raise NotAModel(
+            f"node '{node_label(node)}' (Split): parts {sizes} do not split {x.shape[0]} channels "
+            f"into {len(node.output)} outputs"
+        )
+    parts, start = [], 0
+    for size in sizes:
+        end = start + size
+        config = Slice(channels=(start, None if end == x.shape[0] else end))
+        parts.append(add_layer(state, node, config, [x], {}))
+        start = end
+    return parts
 
 
 def _squeeze(state: State, node) -> Act:
@@ -631,11 +766,13 @@ HANDLERS = {
         ),
     ),
     "Flatten": Handler(_flatten, ("flatten",)),
-    "Reshape": Handler(_reshape, ("flatten",)),
+    "Reshape": Handler(_reshape, ("flatten", "shuffle")),
     "Squeeze": Handler(_squeeze, ("flatten",)),
     "Resize": Handler(_resize, ("upsample",)),
     "Upsample": Handler(_resize, ("upsample",)),
     "Dropout": Handler(_dropout, ("dropout",)),
     "Identity": Handler(_identity, ("droppath",)),
     "Transpose": Handler(_transpose, ()),
+    "Slice": Handler(_slice, ("slice",)),
+    "Split": Handler(_split, ("slice",)),
 }

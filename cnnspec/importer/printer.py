@@ -58,6 +58,8 @@ FOLLOWS_ON_LINE = {
     "activation": True,
     "dropout": True,
     "droppath": True,
+    "slice": False,
+    "shuffle": True,
 }
 # Integer fields a block may turn into parameters (pairs and pads when equal on every side).
 SLOT_FIELDS = ("filters", "units", "kernel", "stride", "pad", "dilation", "groups", "output_pad", "scale")

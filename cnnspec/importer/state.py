@@ -74,8 +74,10 @@ class Partial:
     0.5·x·(1 + erf(x/√2)), as exporters spell it below opset 20, or a map in Keras'
     HxWxC order. `stage` says which, `x` the layer output it stands for."""
 
-    stage: str  # div | erf | plus | half; nhwc: a CxHxW map transposed to HxWxC; nhwc_input
+    stage: str  # div | erf | plus | half; nhwc: a CxHxW map transposed to HxWxC; nhwc_input;
+    # grouped, swapped: the first two steps of a channel shuffle (Reshape, Transpose, Reshape)
     x: Act
+    groups: int = 0  # a shuffle's groups
 
 
 @dataclass

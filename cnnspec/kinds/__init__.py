@@ -36,6 +36,7 @@ from .base import (
     format_shape,
     needs_spatial,
 )
+from .channels import Shuffle, Slice
 from .conv import Conv, Deconv
 from .dense import Dense
 from .functions import ACTIVATION, ACTIVATION_FLAGS, ACTIVATIONS, DEFAULT_ALPHA, RELU_FAMILY, Activation
@@ -63,6 +64,8 @@ KINDS: dict[str, type[LayerConfig]] = {
         Dense,
         Deconv,
         Upsample,
+        Slice,
+        Shuffle,
         Add,
         Concat,
         Multiply,
@@ -118,6 +121,8 @@ __all__ = [
     "Problem",
     "RELU_FAMILY",
     "Shape",
+    "Shuffle",
+    "Slice",
     "Upsample",
     "Window",
     "Windowed",

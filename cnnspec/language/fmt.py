@@ -3,7 +3,7 @@
 The layout keeps the writer's line breaks and statements and changes only the space
 between them: two spaces of indent per open brace, one space between words, none around
 `=` in options or inside brackets, one after `,` and `;`, `{ a; b }` on one line, binary
-`+`/`-` spaced and `*`/`//` tight, a line continued with `\\` indented two more levels,
+`+`/`-` spaced and `*`/`//`/`:` tight, a line continued with `\\` indented two more levels,
 at most one blank line (none just inside braces), trailing comments two spaces
 after the code and aligned across consecutive commented lines. Formatting twice changes
 nothing. A file is only rewritten when it parses to the same statements afterwards.
@@ -23,7 +23,7 @@ TOKEN = re.compile(
   | (?P<dims>\d+(?:x\d+)+)
   | (?P<number>-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)  # as the grammar: `-1` is one number
   | (?P<word>[A-Za-z_]\w*)
-  | (?P<punct>[{}()\[\],;=+\-*])
+  | (?P<punct>[{}()\[\],;=+\-*:])
   | (?P<space>[ \t]+)
   | (?P<other>.)
     """,
@@ -57,8 +57,8 @@ def _join(tokens: list[tuple[str, str]], block_header: bool) -> str:
             space = False
         elif text == "=" or (previous is not None and previous[1] == "="):
             space = False
-        elif text in {"*", "//"} or (previous is not None and previous[1] in {"*", "//"}):
-            space = False
+        elif text in {"*", "//", ":"} or (previous is not None and previous[1] in {"*", "//", ":"}):
+            space = False  # `4*c`, `0:64`
         elif text == "(" and block_header and i == 2:  # block NAME(params)
             space = False
         elif text == "}" and previous is not None and previous[1] == "{":

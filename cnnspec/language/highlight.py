@@ -11,9 +11,22 @@ from ..kinds import ACTIVATIONS, KINDS
 
 STRUCTURE = ("network", "block", "use", "repeat", "drop", "freeze", "output", "input")
 PREPOSITIONS = ("from", "as", "through", "last", "all", "shortcut", "in")
-COMBINATORS = ("residual",)
+COMBINATORS = ("residual", "split")
 LAYERS = tuple(sorted(set(KINDS) - set(ACTIVATIONS)))
-WORDS = ("max", "avg", "same", "valid", "nearest", "bilinear", "ceil", "count_pad", "true", "false")
+WORDS = (
+    "max",
+    "avg",
+    "same",
+    "valid",
+    "nearest",
+    "bilinear",
+    "ceil",
+    "count_pad",
+    "shared",
+    "end",
+    "true",
+    "false",
+)
 
 
 class CnnspecLexer(RegexLexer):
@@ -37,7 +50,7 @@ class CnnspecLexer(RegexLexer):
             (r"\d+(x\d+)+\b", Number),  # sizes: 3x3, 3x224x224
             (r"\d+\.\d*([eE][-+]?\d+)?|\d+[eE][-+]?\d+|\.\d+", Number.Float),
             (r"\d+", Number.Integer),
-            (r"->|//|[-+*=]", Operator),
+            (r"->|//|[-+*=:]", Operator),
             (r"[{}();,\[\]]", Punctuation),
             (r"[A-Za-z_]\w*", Name),
             (r".", Text),

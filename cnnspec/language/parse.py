@@ -131,6 +131,12 @@ class _ToAst(Transformer):
             return ast.Value("number", 0, left.span, depth=depth)
         return ast.Value("expr", (str(op), left, right), left.span, depth=depth)
 
+    def range(self, start, colon, end):
+        depth = 1 + max(start.depth, end.depth)
+        first, last = start.span, end.span
+        span = dataclasses.replace(first, end_column=last.end_column if last.line == first.line else None)
+        return ast.Value("range", (start, end), span, depth=depth)
+
     def list(self, bracket, *values):
         return ast.Value("list", tuple(v for v in values if v is not None), self._s(bracket))
 
@@ -148,8 +154,8 @@ class _ToAst(Transformer):
     def option(self, name, value):
         return ast.Option(str(name), value, self._s(name))
 
-    def alias(self, name):
-        return ("alias", str(name))
+    def alias(self, *names):
+        return ("alias", tuple(str(n) for n in names), tuple(self._s(n) for n in names))
 
     def expect(self, shape):
         return ("expect", shape)
@@ -170,6 +176,8 @@ class _ToAst(Transformer):
 
     def layer(self, op, *items):
         args, options, alias, expect, expect_span, expect_text = [], [], None, None, None, None
+        more_names: tuple[str, ...] = ()
+        more_spans: tuple[Span, ...] = ()
         branches, shortcut, source, source_span = (), None, None, None
         for item in items:
             if isinstance(item, ast.Value):
@@ -179,7 +187,7 @@ class _ToAst(Transformer):
             elif item is None:
                 continue
             elif item[0] == "alias":
-                alias = item[1]
+                alias, more_names, more_spans = item[1][0], item[1][1:], item[2][1:]
             elif item[0] == "branches":
                 _, branches, shortcut = item
             elif item[0] == "source":
@@ -200,6 +208,8 @@ class _ToAst(Transformer):
             shortcut,
             source,
             source_span,
+            more_names,
+            more_spans,
         )
 
     def output_stmt(self, *names):
@@ -445,14 +455,17 @@ def _unexpected_character(exc: UnexpectedCharacters, text: str, path: str) -> Di
         help_ = 'strings use double quotes and end on the same line: use "file.cnn"'
     elif help_ is None and char.isalpha():
         help_ = "names use the letters a-z and A-Z, digits and _"
-    elif char == ":":  # Python's `network n:` or YAML's `stride: 2`
-        first = (_line(text, exc.line).split() or [""])[0]
-        help_ = (
-            f"a body goes in braces, not after a colon: `{first} ... {{`, the body, then `}}`"
-            if first in ("network", "block", "repeat", "residual")
-            else "options are written KEY=VALUE, e.g. stride=2"
-        )
+    elif char == ":":
+        help_ = _colon_help(_line(text, exc.line))
     return error("syntax-error", f"unexpected character {char!r}", span, help_)
+
+
+def _colon_help(line: str) -> str:
+    """Python's `network n:` or YAML's `stride: 2`, said in cnnspec's words."""
+    first = (line.split() or [""])[0]
+    if first in ("network", "block", "repeat", "residual"):
+        return f"a body goes in braces, not after a colon: `{first} ... {{`, the body, then `}}`"
+    return "options are written KEY=VALUE, e.g. stride=2; a colon only joins a channel range (slice 0:64)"
 
 
 def _early_end(text: str, path: str, expected: set[str], lark: Lark) -> Diagnostic:
@@ -497,6 +510,8 @@ def _unexpected_token(token, text: str, path: str, expected: set[str], lark: Lar
     elif token.type == "RPAR" and before.rstrip().endswith("("):
         called = re.findall(r"([A-Za-z_]\w*)\s*\(\s*$", before)
         help_ = f"write `{called[0]}` without parentheses" if called else "remove the empty parentheses"
+    elif token.type == "COLON":
+        help_ = _colon_help(line)
     elif token.type == "EQUAL":
         help_ = "options are written KEY=VALUE after the positional arguments, e.g. stride=2"
     elif token.type == "COMMA":  # outside brackets: a Python or Keras habit

@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 from ..base.diagnostics import Span
 from ..base.records import record
 
-ValueKind = Literal["number", "dims", "word", "string", "tuple", "list", "expr"]
+ValueKind = Literal["number", "dims", "word", "string", "tuple", "list", "expr", "range"]
 
 
 @record(slots=True)
@@ -39,6 +39,8 @@ class Value:
             return "(" + ",".join(v.text() for v in self.data) + ")"
         if self.kind == "list":
             return "[" + ",".join(v.text() for v in self.data) + "]"
+        if self.kind == "range":  # (start, end)
+            return f"{self.data[0].text()}:{self.data[1].text()}"
         return str(self.data)
 
 
@@ -71,6 +73,8 @@ class LayerStmt:
     shortcut: tuple[Statement, ...] | None = None  # `residual { ... } shortcut { ... }`
     source: str | None = None  # `from NAME`: read NAME instead of the line above
     source_span: Span | None = None
+    more_names: tuple[str, ...] = ()  # `split 2 as left right`: the names after the first
+    more_spans: tuple[Span, ...] = ()
 
 
 @record(slots=True)

@@ -94,6 +94,19 @@ def _bool(v: ast.Value) -> bool:
     raise ArgError(f"expected true or false, got '{v.text()}'")
 
 
+def _range(v: ast.Value) -> tuple[int, int | None]:
+    """`0:64` -> (0, 64); `64:end` -> (64, None). Negative ends count from the end, as in Python."""
+    if v.kind != "range":
+        raise ArgError(
+            f"expected a channel range such as 0:64 or 64:end, got '{v.text()}'",
+            "START:END keeps channels START to END-1; `end` is the last channel",
+        )
+    start, end = v.data
+    if end.kind == "word" and end.data == "end":
+        return (whole_number(start), None)
+    return (whole_number(start), whole_number(end))
+
+
 def _word(v: ast.Value) -> str:
     if v.kind == "word":
         return v.data
@@ -128,6 +141,7 @@ _CONVERTERS = {
     "pair": _pair,
     "padding": _padding,
     "bool": _bool,
+    "range": _range,
     "word": _word,
     "activation": _activation,
     "matrix": _matrix,
@@ -342,6 +356,8 @@ def _too_many(word: str, v: ast.Value, cls: type[LayerConfig], positional) -> Di
     hint = None
     if v.kind == "word" and v.data in cls.arguments:
         hint = f"options take a value: {v.data}=..."
+    elif v.kind == "range" and v.data[0].kind == "word":  # YAML's `stride: 2`
+        hint = f"options are written KEY=VALUE: {v.data[0].text()}={v.data[1].text()}"
     elif v.kind == "word":
         close = did_you_mean(v.data, list(cls.flags) + list(cls.arguments))
         hint = close
@@ -362,7 +378,7 @@ def evaluate(v: ast.Value, env: Mapping[str, ast.Value]) -> ast.Value:
     zero, a decimal in arithmetic, or a result beyond int64."""
     if v.kind == "word" and v.data in env:
         return env[v.data]
-    if v.kind in ("tuple", "list"):
+    if v.kind in ("tuple", "list", "range"):
         return ast.Value(v.kind, tuple(evaluate(x, env) for x in v.data), v.span)
     if v.kind != "expr":
         return v

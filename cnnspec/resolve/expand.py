@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from ..base.diagnostics import Diagnostic, Span, did_you_mean, error, with_call_sites
 from ..base.records import record
-from ..kinds import KINDS, LayerConfig
+from ..kinds import KINDS, LayerConfig, Slice
 from ..language import syntax as ast
 from .bind import ArgError, build_config, evaluate, foreign_name, glued_minus, whole_number
 from .network import BODY, INPUT, MAX_DEPTH, MAX_EXPANSION, NOT_BLOCKS, REPEAT, Budget
@@ -18,6 +18,7 @@ Ref = int | str  # a layer being expanded (its index) or a final name (`input`, 
 
 
 COMBINATORS = ("residual",)  # `residual { B } [shortcut { S }]`; the joins take bodies too
+SPLIT = "split"  # `split 2 as a b`: one `slice` layer per part
 
 
 @record
@@ -258,11 +259,15 @@ class Expander:
             return None
         return (f"{ctx.prefix}_{stmt.alias}" if ctx.prefix else stmt.alias) + ctx.suffix
 
-    def _emit(self, raw: Raw, stmt: ast.LayerStmt, ctx: _Ctx, out: list[Raw]) -> int:
+    def _emit(
+        self, raw: Raw, stmt: ast.LayerStmt, ctx: _Ctx, out: list[Raw], written: str | None = None
+    ) -> int:
+        """Add the layer; `written`: its name as written (default: the statement's `as`)."""
         out.append(raw)
         index = len(out) - 1
-        if stmt.alias is not None:
-            ctx.scope.names[stmt.alias] = index
+        written = written if written is not None else stmt.alias
+        if written is not None:
+            ctx.scope.names[written] = index
         # The final name (`conv3`, `b1_c`) is readable from anywhere after it, as the table
         # shows it; `name_layers` gives the same names (same counts, same order).
         prefix = KINDS[raw.word].name_prefix(raw.config)
@@ -298,6 +303,21 @@ class Expander:
                 return current
             source = found
         cls = KINDS.get(stmt.op)
+        if stmt.more_names and stmt.op != SPLIT:
+            self.diagnostics.append(
+                with_call_sites(
+                    error(
+                        "invalid-argument",
+                        f"{stmt.op} makes one layer: one name after `as` (only `split` names several)",
+                        stmt.more_spans[0],
+                        f"as {stmt.alias}",
+                    ),
+                    ctx.calls,
+                )
+            )
+            return current
+        if stmt.op == SPLIT and not stmt.branches:
+            return self.split(stmt, ctx, source, out, args, options)
         if stmt.op == "shortcut":
             self.diagnostics.append(
                 error(
@@ -320,6 +340,34 @@ class Expander:
             raw = Raw(stmt.op, config, stmt, spans, self._alias(stmt, ctx), ctx.calls, ctx.block, (source,))
             return self._emit(raw, stmt, ctx, out)
         return self.block_call(stmt, ctx, current, source, out, args, options)
+
+    def split(self, stmt: ast.LayerStmt, ctx: _Ctx, source: Ref, out: list[Raw], args, options) -> Ref:
+        """`split N as a b ...` or `split (A, B, ...) as a b ...`: one `slice` per part,
+        each reading `source`, named as written; the next line reads the last part."""
+        parsed = _split_parts(stmt, args, options)
+        if isinstance(parsed, Diagnostic):
+            self.diagnostics.append(with_call_sites(parsed, ctx.calls))
+            return source
+        fields, count, spans = parsed
+        names = (stmt.alias, *stmt.more_names) if stmt.alias is not None else ()
+        if len(names) != count:
+            given = f"{len(names)} name{'s' * (len(names) != 1)}" if names else "no names"
+            example = " ".join(f"part{i + 1}" for i in range(min(count, 8)))
+            problem = error(
+                "missing-argument" if len(names) < count else "too-many-arguments",
+                f"split makes {count} parts but has {given}: each part is read by its name",
+                stmt.span,
+                f"split {args[0].text()} as {example}" + (" ..." if count > 8 else ""),
+            )
+            self.diagnostics.append(with_call_sites(problem, ctx.calls))
+            return source
+        last: Ref = source
+        for part, name in enumerate(names):
+            config = Slice.validate({**fields, "part": part})
+            alias = (f"{ctx.prefix}_{name}" if ctx.prefix else name) + ctx.suffix
+            raw = Raw("slice", config, stmt, spans, alias, ctx.calls, ctx.block, (source,))
+            last = self._emit(raw, stmt, ctx, out, written=name)
+        return last
 
     def _arguments(self, stmt: ast.LayerStmt, ctx: _Ctx) -> tuple[list[ast.Value], list] | None:
         """The statement's arguments and options with block parameters substituted (None
@@ -580,6 +628,40 @@ def _placement_help(stmt) -> str | None:
     return None
 
 
+MAX_SPLIT = 4096  # parts of one split (a channel each at most)
+
+
+def _split_parts(stmt: ast.LayerStmt, args, options) -> tuple[dict, int, dict[str, Span]] | Diagnostic:
+    """A split's Slice fields (parts or sizes), its number of parts and the span of the
+    argument; or the diagnostic for what was written instead."""
+    if options:
+        return error("unknown-option", "split takes no options", options[0][2], "split 2 as left right")
+    if len(args) != 1:
+        span = args[1].span if args else stmt.span
+        code = "too-many-arguments" if args else "missing-argument"
+        return error(
+            code,
+            "split takes one argument: the number of equal parts, or their sizes",
+            span,
+            "split 2 as left right, or split (16, 48) as narrow wide",
+        )
+    value = args[0]
+    if value.kind == "number" and isinstance(value.data, int) and 2 <= value.data <= MAX_SPLIT:
+        return {"parts": value.data}, value.data, {"parts": value.span}
+    if value.kind == "tuple" and all(
+        v.kind == "number" and isinstance(v.data, int) and v.data > 0 for v in value.data
+    ):
+        sizes = tuple(v.data for v in value.data)
+        if len(sizes) <= MAX_SPLIT:
+            return {"sizes": sizes}, len(sizes), {"sizes": value.span}
+    return error(
+        "invalid-argument",
+        f"split takes 2 to {MAX_SPLIT:,} equal parts, or a tuple of positive sizes; got '{value.text()}'",
+        value.span,
+        "split 2 as left right, or split (16, 48) as narrow wide",
+    )
+
+
 def aliases(body: tuple[ast.Statement, ...]) -> dict[str, Span]:
     """Every `as NAME` written in `body` (branches and repeats included), first one wins.
     Iterative: a body may nest deeper than Python's recursion limit (refused later)."""
@@ -588,8 +670,8 @@ def aliases(body: tuple[ast.Statement, ...]) -> dict[str, Span]:
     while todo:
         for stmt in todo.pop():
             if isinstance(stmt, ast.LayerStmt):
-                if stmt.alias is not None:
-                    found.setdefault(stmt.alias, stmt.span)
+                for name in (stmt.alias, *stmt.more_names) if stmt.alias is not None else ():
+                    found.setdefault(name, stmt.span)
                 todo += [*stmt.branches, *((stmt.shortcut,) if stmt.shortcut is not None else ())]
             elif isinstance(stmt, ast.RepeatStmt):
                 todo.append(stmt.body)

@@ -30,6 +30,8 @@ from ..kinds import (
     DropPath,
     GlobalPool,
     Pool,
+    Shuffle,
+    Slice,
     Upsample,
     rule_for,
 )
@@ -93,6 +95,36 @@ class _DropPath(nn.Module):
         keep = 1.0 - self.rate
         mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
         return x * mask / keep
+
+
+class _Slice(nn.Module):
+    """Channels [start, end) (a `slice`, or one part of a `split`)."""
+
+    def __init__(self, start: int, end: int):
+        super().__init__()
+        self.start, self.end = start, end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start : self.end]
+
+
+class _Shuffle(nn.Module):
+    """Channel shuffle, as ShuffleNet V2 writes it."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        grouped = x.reshape(n, self.groups, c // self.groups, -1)
+        return grouped.transpose(1, 2).reshape(x.shape)
+
+
+def _slice(entry: CheckedLayer) -> nn.Module:
+    bounds = entry.config_as(Slice).bounds(entry.input_shape[0])
+    assert bounds is not None  # checked by infer
+    return _Slice(*bounds)
 
 
 class _Scale(nn.Module):
@@ -213,6 +245,8 @@ FACTORIES = {
     "prelu": lambda entry: nn.PReLU(entry.tensors["weight"][0]),
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
     "droppath": lambda entry: _DropPath(entry.config_as(DropPath).rate),
+    "slice": _slice,
+    "shuffle": lambda entry: _Shuffle(entry.config_as(Shuffle).groups),
     "flatten": lambda entry: nn.Flatten(),
     "dense": _dense,
     "deconv": lambda entry: _Deconv(entry, entry.config_as(Deconv)),

@@ -35,6 +35,8 @@ COLOURS = {  # border colour by kind
     "scale": "#777777",
     "prelu": "#777777",
     "droppath": "#777777",
+    "slice": "#8c6d31",
+    "shuffle": "#8c6d31",
     "activation": "#777777",
     "dropout": "#777777",
     "flatten": "#777777",

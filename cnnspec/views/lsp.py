@@ -32,7 +32,7 @@ from ..resolve import resolve_sources
 if TYPE_CHECKING:  # the lsp extra; annotations only
     from pygls.lsp.server import LanguageServer
 
-KEYWORDS = ("network", "block", "use", "input", "output", "repeat", "residual", "drop", "freeze")
+KEYWORDS = ("network", "block", "use", "input", "output", "repeat", "residual", "split", "drop", "freeze")
 WORD = re.compile(r"[A-Za-z_]\w*")
 
 
