@@ -97,6 +97,18 @@ def test_fresh_weights_start_where_the_kind_says():
     )
 
 
+@pytest.mark.parametrize("opset", [13, 17])  # plain ops below 17, LayerNormalization from it
+def test_hand_worked_layernorm_over_the_channels(opset):
+    """Channels (1, 2, 3) at a position: mean 2, variance 2/3, so (x - 2)/sqrt(2/3 + eps)."""
+    x = np.array([1, 2, 3], np.float32).reshape(1, 3, 1, 1) * np.ones((1, 3, 2, 2), np.float32)
+    x[0, :, 1, 1] = [5, 5, 5]  # a position of equal channels normalises to 0
+    network = checked(net("layernorm eps=1e-6 as ln", "3x2x2"))
+    _, _, outputs = run_all_layers(network, x, opset=opset)
+    expected = (np.array([1, 2, 3]) - 2) / np.sqrt(2 / 3 + 1e-6)
+    np.testing.assert_allclose(outputs["ln"][0, :, 0, 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(outputs["ln"][0, :, 1, 1], 0, atol=1e-6)
+
+
 def test_hand_worked_channel_shuffle_slice_and_split():
     """Channel c holds the value c, so each output lists which channels it took, in order."""
     x = np.broadcast_to(np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1), (1, 6, 2, 2)).copy()

@@ -152,6 +152,9 @@ TORCH_MODELS = [
     ("channel_ops_13", tm.ChannelOps, (3, 32, 32), True, 13),
     ("channel_ops_17", tm.ChannelOps, (3, 32, 32), False, 17),
     ("channel_ops_21", tm.ChannelOps, (3, 32, 32), True, 21),
+    ("convnext_13", tm.ConvNeXtAtto, (3, 32, 32), False, 13),
+    ("convnext_17", tm.ConvNeXtAtto, (3, 32, 32), True, 17),
+    ("convnext_21", tm.ConvNeXtAtto, (3, 32, 32), False, 21),
 ]
 
 

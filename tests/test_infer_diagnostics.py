@@ -33,6 +33,7 @@ CASES = [
     ("network n:\n  input 1x8x8\n", "syntax-error", 1, 10, "a body goes in braces, not after a colon"),
     ("network n {\n  input 1x8x8\n  conv 2 3x3 stride: 2\n}\n", "too-many-arguments", 3, 14, "stride=2"),
     (net("slice 0:12", "8x4x4"), "slice-outside", 3, 9, "ranges run from 0 (or -8) to 8"),
+    (net("flatten\nlayernorm", "8x4x4"), "needs-spatial-input", 4, 3, "move it before `flatten`"),
     (net("split (2, 2) as a b", "8x4x4"), "split-mismatch", 3, 9, "e.g. split (2, 6)"),
     ("network n {\n  input 1x8x8\n  relu()\n}\n", "syntax-error", 3, 8, "write `relu` without parentheses"),
     (net("conv(2, 3x3)", "1x8x8"), "invalid-argument", 3, 7, "write `conv 2 3x3`"),

@@ -48,6 +48,7 @@ CASES = [
     ("leakyrelu 0.2", "3x4x4", (3, 4, 4), 0),
     ("softmax", "10", (10,), 0),
     ("scale init=1e-6", "16x8x8", (16, 8, 8), 16),
+    ("layernorm", "16x8x8", (16, 8, 8), 32),  # gamma and beta per channel, as Keras counts
     ("prelu", "16x8x8", (16, 8, 8), 16),  # nn.PReLU(16): a slope per channel
     ("prelu shared", "16x8x8", (16, 8, 8), 1),  # nn.PReLU(): one slope
     ("prelu", "84", (84,), 84),

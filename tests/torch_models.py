@@ -453,3 +453,69 @@ class ChannelOps(nn.Module):
         y = self.dpn(x)
         x = torch.cat([y[:, :16] + y[:, 16:32], y[:, 32:]], dim=1)  # DPN: residual and dense paths
         return self.fc(x.mean([2, 3]))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's LayerNorm2d: LayerNorm over the channels of an NCHW map, through a permute."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """The ConvNeXt paper's own channels-first LayerNorm, written out in plain ops."""
+
+    def __init__(self, c: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight, self.bias, self.eps = (
+            nn.Parameter(torch.rand(c) + 0.5),
+            nn.Parameter(torch.randn(c)),
+            eps,
+        )
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class ConvNeXtBlock(nn.Module):
+    """torchvision's CNBlock: depthwise 7x7, then LayerNorm, Linear, GELU, Linear on the
+    channels-last view, layer scale, and the residual (stochastic depth is identity here)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.pwconv1, self.act, self.pwconv2 = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+        self.layer_scale = nn.Parameter(torch.rand(c, 1, 1) * 0.1 + 1e-6)
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
+        return x + self.layer_scale * y
+
+
+class ConvNeXtAtto(nn.Module):
+    """ConvNeXt's layout, small: a 4x4 patch stem and LayerNorm2d, blocks, channels-first
+    LayerNorm and a 2x2 conv between stages, a head of global pool, LayerNorm2d, linear."""
+
+    def __init__(self, widths=(16, 32), depths=(2, 1), classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 4, 4), LayerNorm2d(widths[0], eps=1e-6))
+        stages = []
+        for i, (c, depth) in enumerate(zip(widths, depths)):
+            if i:
+                stages += [ChannelsFirstLayerNorm(widths[i - 1]), nn.Conv2d(widths[i - 1], c, 2, 2)]
+            stages += [ConvNeXtBlock(c) for _ in range(depth)]
+        self.stages = nn.Sequential(*stages)
+        self.norm = LayerNorm2d(widths[-1], eps=1e-6)
+        self.fc = nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        x = self.stages(self.stem(x))
+        x = self.norm(nn.functional.adaptive_avg_pool2d(x, 1))
+        return self.fc(torch.flatten(x, 1))

@@ -33,6 +33,7 @@ from ..kinds import (
     Dropout,
     DropPath,
     GlobalPool,
+    LayerNorm,
     Pool,
     Shuffle,
     Slice,
@@ -265,15 +266,47 @@ def lower_batchnorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     )
 
 
-def _per_channel(g: _Graph, entry: CheckedLayer) -> str:
-    """The layer's (C,) weight as ONNX broadcasts it over a map: unsqueezed to Cx1x1."""
-    factor = g.tensor(f"{entry.name}.weight")
+def lower_layernorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """From opset 17, LayerNormalization over the last axis of the channels-last map (as
+    PyTorch exports LayerNorm2d); below it, the same computed over axis 1 in plain ops."""
+    name, doc = entry.name, _doc(entry)
+    eps = float(entry.config_as(LayerNorm).eps)
+    if g.opset >= 17:
+        weight, bias = g.tensor(f"{name}.weight"), g.tensor(f"{name}.bias")
+        g.node("Transpose", [x], f"{name}.nhwc", f"{name}.to_nhwc", doc, perm=[0, 2, 3, 1])
+        g.node(
+            "LayerNormalization",
+            [f"{name}.nhwc", weight, bias],
+            f"{name}.normed",
+            name,
+            doc,
+            axis=-1,
+            epsilon=eps,
+        )
+        g.node("Transpose", [f"{name}.normed"], out, f"{name}.to_nchw", doc, perm=[0, 3, 1, 2])
+        return
+    _constants(g, {f"{name}.c_eps": eps, f"{name}.c_two": 2.0})
+    g.node("ReduceMean", [x], f"{name}.mean", f"{name}.mean", doc, axes=[1])
+    g.node("Sub", [x, f"{name}.mean"], f"{name}.centered", f"{name}.sub", doc)
+    g.node("Pow", [f"{name}.centered", f"{name}.c_two"], f"{name}.squared", f"{name}.pow", doc)
+    g.node("ReduceMean", [f"{name}.squared"], f"{name}.var", f"{name}.var", doc, axes=[1])
+    g.node("Add", [f"{name}.var", f"{name}.c_eps"], f"{name}.var_eps", f"{name}.add_eps", doc)
+    g.node("Sqrt", [f"{name}.var_eps"], f"{name}.std", f"{name}.sqrt", doc)
+    g.node("Div", [f"{name}.centered", f"{name}.std"], f"{name}.normed", f"{name}.div", doc)
+    g.node("Mul", [f"{name}.normed", _per_channel(g, entry)], f"{name}.scaled", f"{name}.mul", doc)
+    g.node("Add", [f"{name}.scaled", _per_channel(g, entry, "bias")], out, name, doc)
+
+
+def _per_channel(g: _Graph, entry: CheckedLayer, suffix: str = "weight") -> str:
+    """The layer's (C,) tensor as ONNX broadcasts it over a map: unsqueezed to Cx1x1."""
+    factor = g.tensor(f"{entry.name}.{suffix}")
     if len(entry.input_shape) != 3:
         return factor
-    axes = f"{entry.name}.axes"
+    axes = f"{entry.name}.{suffix}_axes"
     g.initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), axes))
-    g.node("Unsqueeze", [factor, axes], f"{entry.name}.factor", f"{entry.name}.unsqueeze", _doc(entry))
-    return f"{entry.name}.factor"
+    unsqueezed = f"{entry.name}.{suffix}_cx1x1"
+    g.node("Unsqueeze", [factor, axes], unsqueezed, f"{entry.name}.unsqueeze_{suffix}", _doc(entry))
+    return unsqueezed
 
 
 def lower_scale(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
@@ -429,6 +462,7 @@ LOWERINGS = {
     "globalpool": lower_globalpool,
     "batchnorm": lower_batchnorm,
     "scale": lower_scale,
+    "layernorm": lower_layernorm,
     "prelu": lower_prelu,
     "dropout": lower_dropout,
     "droppath": lower_droppath,

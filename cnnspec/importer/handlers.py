@@ -32,6 +32,7 @@ from ..kinds import (
     Slice,
     Upsample,
 )
+from . import layernorm
 from .state import (
     BATCH,
     Act,
@@ -42,9 +43,12 @@ from .state import (
     activation_of,
     add_layer,
     as_float32,
+    as_map,
+    as_viewed,
     attributes_of,
     constant_of,
     extra_outputs_read,
+    map_of,
     node_label,
     optional,
     pads_of,
@@ -155,13 +159,25 @@ def _gemm(state: State, node) -> Act:
     return add_layer(state, node, config, [x], tensors, node.input[1])
 
 
-def _matmul(state: State, node) -> Act:
+def _matmul(state: State, node) -> Act | Partial:
+    found = as_map(state.values.get(node.input[0]))
+    if found is not None and found[1]:  # a Linear on the channels-last view: a 1x1 conv
+        return _channels_last_linear(state, node, found[0])
     x = activation_of(state, node.input[0])
     b = constant_of(state, node.input[1])
     if len(x.shape) != 1 or b.ndim != 2:
         raise Unsupported("only a flat vector times a constant matrix")
     config = validated(Dense, {"units": int(b.shape[1]), "bias": False})
     return add_layer(state, node, config, [x], {"weight": _hwc_columns(state, x, b.T)}, node.input[1])
+
+
+def _channels_last_linear(state: State, node, x: Act) -> Partial:
+    b = constant_of(state, node.input[1])
+    if len(x.shape) != 3 or b.ndim != 2 or b.shape[0] != x.shape[0]:
+        raise Unsupported("a matrix product of a channels-last map other than over its channels")
+    config = validated(Conv, {"filters": int(b.shape[1]), "kernel": (1, 1), "bias": False})
+    weight = np.ascontiguousarray(b.T).reshape(b.shape[1], b.shape[0], 1, 1)
+    return Partial("nhwc", add_layer(state, node, config, [x], {"weight": weight}, node.input[1]))
 
 
 def _hwc_columns(state: State, x: Act, weight: np.ndarray) -> np.ndarray:
@@ -196,22 +212,32 @@ def _partial_pair(state: State, node, stage: str, number: float) -> Partial | No
 
 def _div(state: State, node):
     x, c = (state.values.get(n) for n in node.input[:2])
-    if isinstance(x, Act) and _is(c, math.sqrt(2)):
-        return Partial("div", x)
+    found = as_map(x)
+    if found is not None and _is(c, math.sqrt(2)):
+        return Partial("div", found[0], nhwc=found[1])
+    normalised = layernorm.normalised(state, node)
+    if normalised is not None:
+        return normalised
     raise Unsupported("a division cnnspec has no layer for")
 
 
 def _erf(state: State, node):
     value = state.values.get(node.input[0])
     if isinstance(value, Partial) and value.stage == "div":
-        return Partial("erf", value.x)
+        return Partial("erf", value.x, nhwc=value.nhwc)
     raise Unsupported("erf outside GELU")
 
 
 def _add(state: State, node) -> Act | Partial:
     if (partial := _partial_pair(state, node, "erf", 1.0)) is not None:
-        return Partial("plus", partial.x)
+        return Partial("plus", partial.x, nhwc=partial.nhwc)
+    for found in (layernorm.plus_eps(state, node), layernorm.fold_affine(state, node)):
+        if found is not None:
+            return found
     a, b = (state.values.get(n) for n in node.input[:2])
+    nhwc_bias = _channels_last_bias(state, node)
+    if nhwc_bias is not None:
+        return nhwc_bias
     if isinstance(a, Act) and isinstance(b, Act):
         return add_layer(state, node, Add(), [a, b], {})
     act, const = (a, b) if isinstance(a, Act) else (b, a)
@@ -231,6 +257,26 @@ def _add(state: State, node) -> Act | Partial:
     raise Unsupported("adds a constant tensor (only a bias after MatMul can be written)")
 
 
+def _channels_last_bias(state: State, node) -> Partial | None:
+    """A bias added after a MatMul on the channels-last view (a Linear on NHWC: a 1x1 conv)."""
+    names = list(node.input[:2])
+    for name, other in (names, names[::-1]):
+        value, const = state.values.get(name), state.values.get(other)
+        found = as_map(value)
+        if found is None or not found[1] or not isinstance(const, np.ndarray) or state.readers[name] != 1:
+            continue
+        conv = state.layers.get(found[0].layer)
+        if conv is None or not isinstance(conv.config, Conv) or conv.config.bias:
+            continue
+        if const.size in (1, conv.config.filters) and const.ndim <= 1:
+            conv.tensors["bias"] = np.broadcast_to(const.reshape(-1), (conv.config.filters,)).astype(
+                np.float32
+            )
+            conv.config = dataclasses.replace(conv.config, bias=True)
+            return Partial("nhwc", found[0])
+    return None
+
+
 def _tensor_of(state: State, layer: str) -> str:
     """The ONNX tensor a layer writes (for counting its readers)."""
     return state.layer_tensor.get(layer, "")
@@ -241,18 +287,22 @@ def _sum(state: State, node) -> Act:
     return inputs[0] if len(inputs) == 1 else add_layer(state, node, Add(), inputs, {})
 
 
-def _per_channel(state: State, node) -> Act | None:
+def _per_channel(state: State, node) -> Act | Partial | None:
     """A layer's output times a constant with one factor per channel: Cx1x1 or 1xCx1x1 on a
     map (a (C,) constant would scale the last axis, by ONNX's broadcasting), C or 1xC on a
     vector. That is a `scale` (layer scale); None for any other product."""
     values = [state.values.get(n) for n in node.input[:2]]
-    for (x, factors), name in ((values, node.input[1]), (values[::-1], node.input[0])):
-        if (
-            isinstance(x, Act)
-            and isinstance(factors, np.ndarray)
-            and _one_per_channel(factors.shape, x.shape)
+    for (value, factors), name in ((values, node.input[1]), (values[::-1], node.input[0])):
+        found = as_map(value)
+        if found is None or not isinstance(factors, np.ndarray):
+            continue
+        x, nhwc = found
+        shape = factors.shape
+        if (nhwc and shape in ((x.shape[0],), (1, 1, 1, x.shape[0]))) or (
+            not nhwc and _one_per_channel(shape, x.shape)
         ):
-            return add_layer(state, node, Scale(), [x], {"weight": factors.reshape(-1)}, name)
+            scaled = add_layer(state, node, Scale(), [x], {"weight": factors.reshape(-1)}, name)
+            return as_viewed(scaled, nhwc)
     return None
 
 
@@ -265,20 +315,27 @@ def _one_per_channel(factors: tuple[int, ...], shape: tuple[int, ...]) -> bool:
 
 def _mul(state: State, node) -> Act | Partial:
     if (partial := _partial_pair(state, node, "half", 0.5)) is not None:
-        return add_layer(state, node, ActivationLayer(fn="gelu"), [partial.x], {})
+        gelu = add_layer(state, node, ActivationLayer(fn="gelu"), [partial.x], {})
+        return as_viewed(gelu, partial.nhwc)
     values = [state.values.get(n) for n in node.input[:2]]
     for x, plus in (values, values[::-1]):
-        if isinstance(plus, Partial) and plus.stage == "plus" and x == plus.x:
-            return Partial("half", plus.x)
-    scaled = _per_channel(state, node)
-    if scaled is not None:
-        return scaled
-    a, b = (activation_of(state, n) for n in node.input[:2])
+        if isinstance(plus, Partial) and plus.stage == "plus" and as_map(x) == (plus.x, plus.nhwc):
+            return Partial("half", plus.x, nhwc=plus.nhwc)
+    for found in (
+        layernorm.square(state, node),
+        layernorm.fold_affine(state, node),
+        _per_channel(state, node),
+    ):
+        if found is not None:
+            return found
+    (a, a_nhwc), (b, b_nhwc) = (map_of(state, n) for n in node.input[:2])
+    if a_nhwc != b_nhwc:
+        raise Unsupported("multiplies a channels-last view by a channels-first map")
     for x, gate in ((a, b), (b, a)):
         fn = _gated_activation(state, x, gate)
         if fn is not None:
-            return add_layer(state, node, ActivationLayer(fn=fn), [x], {})
-    return add_layer(state, node, Multiply(), [a, b], {})
+            return as_viewed(add_layer(state, node, ActivationLayer(fn=fn), [x], {}), a_nhwc)
+    return as_viewed(add_layer(state, node, Multiply(), [a, b], {}), a_nhwc)
 
 
 # x · f(x) that is one activation: the chain of functions from x to the gate
@@ -331,8 +388,8 @@ def _concat(state: State, node) -> Act:
 
 
 def _activation(fn: str):
-    def handle(state: State, node) -> Act:
-        x = activation_of(state, node.input[0])
+    def handle(state: State, node) -> Act | Partial:
+        x, nhwc = map_of(state, node.input[0])
         attrs = attributes_of(node)
         alpha = None
         if fn in ("leakyrelu", "elu"):
@@ -349,11 +406,12 @@ def _activation(fn: str):
             axis = int(attrs.get("axis", 1 if state.opset < 13 else -1))
             rank = len(x.shape) + 1
             flat_like = len(x.shape) == 1 or x.shape[1:] == (1, 1)
-            if not (axis in (1, 1 - rank) and (state.opset >= 13 or flat_like)) and not (
-                len(x.shape) == 1 and axis == -1
-            ):
+            over_channels = axis in (1, 1 - rank) and (state.opset >= 13 or flat_like)
+            if nhwc:  # the channels are the last axis of the view
+                over_channels = axis in (-1, rank - 1) and (state.opset >= 13 or flat_like)
+            if not over_channels and not (len(x.shape) == 1 and axis == -1):
                 raise Unsupported(f"softmax over axis {axis}; cnnspec's softmax is over channels or classes")
-        return add_layer(state, node, ActivationLayer(fn=fn, alpha=alpha), [x], {})
+        return as_viewed(add_layer(state, node, ActivationLayer(fn=fn, alpha=alpha), [x], {}), nhwc)
 
     return handle
 
@@ -415,12 +473,15 @@ def _global_pool(mode: str):
 
 
 def _reduce(mode: str):
-    def handle(state: State, node) -> Act:
-        x = activation_of(state, node.input[0])
+    def handle(state: State, node) -> Act | Partial:
         attrs = attributes_of(node)
         axes = attrs.get("axes")
         if axes is None and (n := optional(node, 1)):
             axes = [int(a) for a in constant_of(state, n).reshape(-1)]
+        step = layernorm.channel_mean(state, node, axes, bool(attrs.get("keepdims", 1)))
+        if mode == "avg" and step is not None:
+            return step  # a layer norm's mean or variance
+        x = activation_of(state, node.input[0])
         rank = len(x.shape) + 1
         if rank != 4 or axes is None or sorted(a % rank for a in axes) != [2, 3]:
             raise Unsupported(f"reduces over axes {axes}; cnnspec's global pooling is over H and W")
@@ -463,7 +524,9 @@ def _transpose(state: State, node):
     if isinstance(value, Partial) and value.stage == "nhwc_input" and perm == [0, 3, 1, 2]:
         return value.x  # NHWC input to NCHW: the spec takes CxHxW
     if isinstance(value, Act) and len(value.shape) == 3 and perm == [0, 2, 3, 1]:
-        return Partial("nhwc", value)  # only a flatten may follow (Keras' HxWxC order)
+        return Partial("nhwc", value)  # the channels-last view: per-position ops, or a flatten
+    if isinstance(value, Partial) and value.stage == "nhwc" and perm == [0, 3, 1, 2]:
+        return value.x  # back to CxHxW
     raise Unsupported(f"perm={perm}; cnnspec keeps maps as CxHxW")
 
 
@@ -499,14 +562,19 @@ def _shuffle_step(state: State, node, value, dims: list[int] | None):
     return None
 
 
-def _reshape(state: State, node) -> Act | Partial:
-    target = [int(v) for v in constant_of(state, node.input[1]).reshape(-1)]
+def _shuffle_reshape(state: State, node, target: list[int]) -> Act | Partial | None:
     value = state.values.get(node.input[0])
     if isinstance(value, Act) or (isinstance(value, Partial) and value.stage == "swapped"):
         shape = value.shape if isinstance(value, Act) else value.x.shape
-        shuffled = _shuffle_step(state, node, value, _target_dims(state, target, shape))
-        if shuffled is not None:
-            return shuffled
+        return _shuffle_step(state, node, value, _target_dims(state, target, shape))
+    return None
+
+
+def _reshape(state: State, node) -> Act | Partial:
+    target = [int(v) for v in constant_of(state, node.input[1]).reshape(-1)]
+    shuffled = _shuffle_reshape(state, node, target)
+    if shuffled is not None:
+        return shuffled
     hwc = _hwc_source(state, node.input[0])
     x = hwc or activation_of(state, node.input[0])
     size = math.prod(x.shape)
@@ -686,8 +754,8 @@ def _resize_mode(node, text: dict) -> str:
     return kind
 
 
-def _dropout(state: State, node) -> Act:
-    x = activation_of(state, node.input[0])
+def _dropout(state: State, node) -> Act | Partial:
+    x, nhwc = map_of(state, node.input[0])
     if extra_outputs_read(state, node):
         raise Unsupported("the mask output of Dropout")
     if (n := optional(node, 2)) and bool(constant_of(state, n).reshape(-1)[0]):
@@ -698,12 +766,15 @@ def _dropout(state: State, node) -> Act:
     if not 0 <= ratio < 1:  # NaN fails this too
         raise NotAModel(f"node '{node_label(node)}' (Dropout): ratio {ratio} is outside [0, 1)")
     if ratio == 0:
-        return x
-    return add_layer(state, node, Dropout(rate=as_float32(ratio)), [x], {})
+        return as_viewed(x, nhwc)
+    return as_viewed(add_layer(state, node, Dropout(rate=as_float32(ratio)), [x], {}), nhwc)
 
 
-def _identity(state: State, node) -> Act:
+def _identity(state: State, node) -> Act | Partial:
     """A no-op; cnnspec's own export writes a droppath so, with its rate in the doc string."""
+    value = state.values.get(node.input[0])
+    if isinstance(value, Partial) and value.stage == "nhwc":
+        return value
     x = activation_of(state, node.input[0])
     found = _DROPPATH.search(node.doc_string)
     if found is None:
@@ -729,7 +800,7 @@ HANDLERS = {
     "Gemm": Handler(_gemm, ("dense",)),
     "MatMul": Handler(_matmul, ("dense",)),
     "Add": Handler(_add, ("add",)),
-    "Div": Handler(_div, ()),
+    "Div": Handler(_div, ("layernorm",)),
     "Erf": Handler(_erf, ()),
     "Sum": Handler(_sum, ("add",)),
     "Mul": Handler(_mul, ("multiply", "activation", "scale")),
@@ -774,5 +845,9 @@ HANDLERS = {
     "Identity": Handler(_identity, ("droppath",)),
     "Transpose": Handler(_transpose, ()),
     "Slice": Handler(_slice, ("slice",)),
+    "LayerNormalization": Handler(layernorm.layernormalization, ("layernorm",)),
+    "Sub": Handler(layernorm.sub, ()),
+    "Pow": Handler(layernorm.power, ()),
+    "Sqrt": Handler(layernorm.sqrt, ()),
     "Split": Handler(_split, ("slice",)),
 }

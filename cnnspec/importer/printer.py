@@ -53,6 +53,7 @@ FOLLOWS_ON_LINE = {
     "concat": False,
     "multiply": False,
     "batchnorm": True,
+    "layernorm": True,
     "scale": True,
     "prelu": True,
     "activation": True,

@@ -75,9 +75,12 @@ class Partial:
     HxWxC order. `stage` says which, `x` the layer output it stands for."""
 
     stage: str  # div | erf | plus | half; nhwc: a CxHxW map transposed to HxWxC; nhwc_input;
-    # grouped, swapped: the first two steps of a channel shuffle (Reshape, Transpose, Reshape)
+    # grouped, swapped: the first two steps of a channel shuffle (Reshape, Transpose, Reshape);
+    # ln_mean, ln_centered, ln_square, ln_var, ln_var_eps, ln_std: a layer norm in plain ops
     x: Act
     groups: int = 0  # a shuffle's groups
+    eps: float = 0.0  # a layer norm's epsilon
+    nhwc: bool = False  # a GELU's or layer norm's steps on the channels-last view of x
 
 
 @dataclass
@@ -99,7 +102,15 @@ class State:
 def _module_path(node, weight: str | None) -> tuple[str, ...]:
     """Where a node came from: `layer1.0.conv1` from a PyTorch tensor name, or
     `/layer1/layer1.0/conv1/Conv` from a scoped node name; () when neither says."""
-    if weight and "::" not in weight and not weight.startswith("onnx") and "." in weight:
+    # a parameter's name (`layer1.0.conv1.weight`), not a tensor the exporter computed
+    # (`/stages/stages.0/pwconv1/Transpose_output_0`)
+    if (
+        weight
+        and "::" not in weight
+        and "/" not in weight
+        and not weight.startswith("onnx")
+        and "." in weight
+    ):
         parts = [p for p in re.split(r"[./:]+", weight) if p]
         while parts and parts[-1] in ROLE_WORDS:
             parts.pop()
@@ -153,6 +164,31 @@ def activation_of(state: State, name: str) -> Act:
     if not isinstance(value, Act):
         raise Unsupported(f"'{name}' is a constant where cnnspec expects a layer's output")
     return value
+
+
+def as_map(value) -> tuple[Act, bool] | None:
+    """(the layer output, whether it is seen channels-last) for an activation or its
+    channels-last view (PyTorch's permute(0, 2, 3, 1), ConvNeXt's LayerNorm and Linear
+    work so); None for anything else."""
+    if isinstance(value, Act):
+        return value, False
+    if isinstance(value, Partial) and value.stage == "nhwc":
+        return value.x, True
+    return None
+
+
+def as_viewed(x: Act, nhwc: bool) -> Act | Partial:
+    """The inverse of `as_map`: a layer's output, seen channels-last again when it was."""
+    return Partial("nhwc", x) if nhwc else x
+
+
+def map_of(state: State, name: str) -> tuple[Act, bool]:
+    """`as_map` of a tensor, or Unsupported as `activation_of` says it."""
+    found = as_map(state.values.get(name))
+    if found is None:
+        activation_of(state, name)  # raises, saying what the value is
+        raise Unsupported(f"'{name}' is not a layer's output")
+    return found
 
 
 def attributes_of(node) -> dict:

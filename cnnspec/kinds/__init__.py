@@ -41,7 +41,7 @@ from .conv import Conv, Deconv
 from .dense import Dense
 from .functions import ACTIVATION, ACTIVATION_FLAGS, ACTIVATIONS, DEFAULT_ALPHA, RELU_FAMILY, Activation
 from .joins import Add, Concat, Multiply
-from .norm import BatchNorm, Scale
+from .norm import BatchNorm, LayerNorm, Scale
 from .pool import GlobalPool, Pool
 from .reshape import DROPPATH_NOTE, Dropout, DropPath, Flatten
 from .upsample import Upsample
@@ -56,6 +56,7 @@ KINDS: dict[str, type[LayerConfig]] = {
         Pool,
         GlobalPool,
         BatchNorm,
+        LayerNorm,
         Scale,
         PReLU,
         Dropout,
@@ -109,6 +110,7 @@ __all__ = [
     "GlobalPool",
     "Inferred",
     "LayerConfig",
+    "LayerNorm",
     "Matrix",
     "Multiply",
     "PADDING",

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic_core import core_schema as cs
 
 from ..base.records import record
-from .base import Argument, Inferred, LayerConfig, Shape
+from .base import Argument, Inferred, LayerConfig, Problem, Shape
 
 
 @record
@@ -77,3 +77,41 @@ class Scale(LayerConfig):
         # One factor per channel (per feature of a vector); an element-wise product, which
         # counts no MACs, as batch norm does not.
         return Inferred(x, {"weight": ((x[0],), True)})
+
+
+@record
+class LayerNorm(LayerConfig):
+    """`layernorm [eps=E]`: each position's C channels normalised to mean 0 and variance 1,
+    then scaled and shifted by a learned factor and offset per channel (ConvNeXt's
+    LayerNorm2d; PyTorch's nn.LayerNorm(C) over a channels-last map). Unlike batch norm it
+    keeps no running statistics: it computes the same in training and inference."""
+
+    example: ClassVar[str] = "layernorm"
+    foreign_names: ClassVar[dict[str, str]] = {
+        "layernorm2d": "layernorm",
+        "layernormalization": "layernorm",
+        "ln": "layernorm",
+    }
+
+    kind: ClassVar[str] = "layernorm"
+    prefix: ClassVar[str] = "ln"
+    arguments: ClassVar[dict[str, Argument]] = {"eps": Argument("float", cs.float_schema(gt=0))}
+
+    eps: float = 1e-5  # PyTorch's default; ConvNeXt uses 1e-6
+
+    def short(self) -> str:
+        return "layernorm" if self.eps == 1e-5 else f"layernorm eps={self.eps!r}"
+
+    def infer(self, x: Shape) -> Inferred:
+        if len(x) != 3:
+            problem = Problem(
+                "error",
+                "needs-spatial-input",
+                f"layernorm normalises the channels at each position of a CxHxW map, but gets a flat "
+                f"vector of {x[0]}",
+                "move it before `flatten` (a ConvNeXt head: globalpool avg; layernorm; flatten)",
+            )
+            return Inferred(None, problems=[problem])
+        c: Shape = (x[0],)
+        # As Keras counts: gamma and beta, 2C, both trainable; no statistics are kept.
+        return Inferred(x, {"weight": (c, True), "bias": (c, True)})

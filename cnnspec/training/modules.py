@@ -29,6 +29,7 @@ from ..kinds import (
     Dropout,
     DropPath,
     GlobalPool,
+    LayerNorm,
     Pool,
     Shuffle,
     Slice,
@@ -125,6 +126,13 @@ def _slice(entry: CheckedLayer) -> nn.Module:
     bounds = entry.config_as(Slice).bounds(entry.input_shape[0])
     assert bounds is not None  # checked by infer
     return _Slice(*bounds)
+
+
+class _LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm over the channels at each position (ConvNeXt's LayerNorm2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class _Scale(nn.Module):
@@ -242,6 +250,7 @@ FACTORIES = {
     "globalpool": _globalpool,
     "batchnorm": _batchnorm,
     "scale": lambda entry: _Scale(entry.input_shape[0], len(entry.input_shape) == 3),
+    "layernorm": lambda entry: _LayerNorm(entry.input_shape[0], eps=entry.config_as(LayerNorm).eps),
     "prelu": lambda entry: nn.PReLU(entry.tensors["weight"][0]),
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
     "droppath": lambda entry: _DropPath(entry.config_as(DropPath).rate),

@@ -32,6 +32,7 @@ COLOURS = {  # border colour by kind
     "concat": "#7b3fa0",
     "multiply": "#7b3fa0",
     "batchnorm": "#777777",
+    "layernorm": "#777777",
     "scale": "#777777",
     "prelu": "#777777",
     "droppath": "#777777",
