@@ -109,6 +109,26 @@ def test_hand_worked_layernorm_over_the_channels(opset):
     np.testing.assert_allclose(outputs["ln"][0, :, 1, 1], 0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5])
+def test_deconv_same_is_the_gradient_of_a_same_conv(kernel):
+    """A transposed conv is the gradient of the forward conv with the same weights. With
+    pad=same it must be the gradient of a stride-2 `same` conv (the odd pad at the end, as
+    TensorFlow and Keras pad): the independent check, computed by PyTorch's autograd."""
+    import torch
+
+    network = checked(net(f"deconv 2 {kernel}x{kernel} stride=2 pad=same bias=false as d", "3x4x4"))
+    assert network.output_shape == (2, 8, 8)
+    g = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    _, weights, outputs = run_all_layers(network, g)
+    w = torch.from_numpy(weights.arrays["d.weight"])  # (3, 2, k, k): conv from 2 to 3 channels
+    x = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    total = max(kernel - 2, 0)  # the forward conv's same padding of 8 at stride 2
+    padded = torch.nn.functional.pad(x, (total // 2, total - total // 2) * 2)
+    y = torch.nn.functional.conv2d(padded, w, stride=2)
+    (gradient,) = torch.autograd.grad((y * torch.from_numpy(g)).sum(), x)
+    np.testing.assert_allclose(outputs["d"], gradient.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_hand_worked_channel_shuffle_slice_and_split():
     """Channel c holds the value c, so each output lists which channels it took, in order."""
     x = np.broadcast_to(np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1), (1, 6, 2, 2)).copy()

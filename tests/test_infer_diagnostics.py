@@ -173,7 +173,13 @@ CASES = [
     (net("conv 8 3x3 { relu }", "1x8x8"), "unknown-layer", 3, 3, "takes no { body }"),
     (net("relu\nshortcut {\nrelu\n}", "4"), "misplaced-statement", 4, 3, "closing brace"),
     (net("conv 8//0 3x3", "1x8x8"), "invalid-argument", 3, 8, "division by zero"),
-    (net("deconv 4 2x2 pad=same", "1x8x8"), "invalid-argument", 3, 20, "explicit pads"),
+    (
+        net("deconv 4 2x2 stride=2 pad=same output_pad=1", "1x8x8"),
+        "invalid-argument",
+        3,
+        45,
+        "remove output_pad",
+    ),
     (net("conv 8*x 3x3", "1x8x8"), "invalid-argument", 3, 10, "'x' is an unknown name"),
     # names and limits
     (net("conv 8 3x3 as forward"), "reserved-name", 3, 3, "cnnspec's PyTorch backend uses it"),

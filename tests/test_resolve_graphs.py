@@ -112,7 +112,7 @@ def test_every_kind_has_an_onnx_lowering_and_a_pytorch_factory(opset):
     # one network with every kind, through both back ends
     activations = "\n".join(fn for fn in ACTIVATIONS if fn != "softmax")  # softmax ends the network
     spec = net(
-        "conv 4 3x3 pad=1 as a\ndeconv 4 2x2 stride=2 relu\npool max 2 as p\nadd a p\nconcat a p\n"
+        "conv 4 3x3 pad=1 as a\ndeconv 4 3x3 stride=2 pad=same relu\npool max 2 as p\nadd a p\nconcat a p\n"
         "batchnorm\nlayernorm eps=1e-6\nscale init=0.5\nprelu\ndroppath 0.2\nsplit (3, 5) as s1 s2\nconcat s2 s1\nshuffle 4\nslice 1:-1\nconv 8 1x1\nupsample 2\npool avg 2\nmultiply { globalpool max; conv 8 1x1 hardsigmoid }\n"
         f"{activations}\nleakyrelu 0.2\ndropout 0.1\nflatten\nprelu shared\ndense 3 softmax",
         "2x6x6",
@@ -421,9 +421,11 @@ def test_a_name_taken_twice_in_a_graph_is_reported_not_a_crash():
 @pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2, 3, 4])
 @pytest.mark.parametrize("dilation", [1, 2])
-def test_deconv_pad_same_suggests_pads_that_multiply_the_size(kernel, stride, dilation):
+def test_deconv_pad_same_multiplies_the_size_and_suggests_pads_that_do(kernel, stride, dilation):
     line = f"deconv 4 {kernel}x{kernel} stride={stride} dilation={dilation}"
-    result = check_text(net(f"{line} pad=same", "2x9x9"))
+    same = check_text(net(f"{line} pad=same", "2x9x9"))
+    assert same.ok and same.network().output_shape == (4, 9 * stride, 9 * stride)
+    result = check_text(net(f"{line} pad=same output_pad=1", "2x9x9"))  # same leaves nothing to add
     (problem,) = [d for d in result.errors if d.code == "invalid-argument"]
     suggested = re.search(r"pad=(\d+)(?: output_pad=(\d+))?", problem.help or "")
     if suggested is None:  # a window narrower than the stride cannot fill the gaps

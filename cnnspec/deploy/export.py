@@ -330,7 +330,7 @@ def lower_dense(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 
 def lower_deconv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     config = entry.config_as(Deconv)
-    assert config.pad != "same"  # refused by infer
+    pads, output_pad = config.resolved()
     inputs = [x, g.tensor(f"{entry.name}.weight")]
     if "bias" in entry.tensors:
         inputs.append(g.tensor(f"{entry.name}.bias"))
@@ -342,10 +342,10 @@ def lower_deconv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
         _doc(entry),
         kernel_shape=list(config.kernel),
         strides=list(config.stride),
-        pads=_onnx_pads(config.pad),
+        pads=_onnx_pads(pads),
         dilations=list(config.dilation),
         group=config.groups,
-        output_padding=list(config.output_pad),
+        output_padding=list(output_pad),
     )
     _finish_activation(g, entry, out)
 

@@ -160,7 +160,7 @@ class Deconv(LayerConfig):
     filters: int
     kernel: Pair
     stride: Pair = (1, 1)
-    pad: Padding = (0, 0, 0, 0)  # `same` is refused in infer, with the reason
+    pad: Padding = (0, 0, 0, 0)  # crops of the full output, or `same`: the input times the stride
     output_pad: tuple[int, int] = (0, 0)
     dilation: Pair = (1, 1)
     groups: int = 1
@@ -175,27 +175,44 @@ class Deconv(LayerConfig):
         extra = f"output_pad={pair_text(self.output_pad)}" if self.output_pad != (0, 0) else ""
         return _filter_text(self, extra)
 
+    def resolved(self) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """Explicit (top, bottom, left, right) crops and output_pad. `same` makes the output
+        the input times the stride, as Keras' Conv2DTranspose(padding='same') does: the crop
+        is the forward conv's `same` padding (the odd one at the end); a kernel smaller than
+        the stride adds output_pad instead."""
+        if self.pad != "same":
+            return self.pad, self.output_pad
+        crops: list[int] = []
+        extras: list[int] = []
+        for k, s, d in zip(self.kernel, self.stride, self.dilation):
+            total = d * (k - 1) + 1 - s
+            crops += [total // 2, total - total // 2] if total >= 0 else [0, 0]
+            extras.append(max(-total, 0))
+        return (crops[0], crops[1], crops[2], crops[3]), (extras[0], extras[1])
+
     def infer(self, x: Shape) -> Inferred:
         flat = needs_spatial(x, "deconv")
         if flat:
             return flat
         c, h, w = x
         problems: list[Problem] = []
-        if self.pad == "same":
+        if self.pad == "same" and self.output_pad != (0, 0):
             return Inferred(
                 None,
                 problems=[
                     Problem(
                         "error",
                         "invalid-argument",
-                        "deconv takes explicit pads (P, PHxPW or (top,bottom,left,right)), not same",
-                        _deconv_scale_help(self.kernel, self.stride, self.dilation),
-                        "pad",
+                        "pad=same sets the output to the input times the stride; output_pad has nothing to add",
+                        "remove output_pad, or give the pads: "
+                        + _deconv_scale_help(self.kernel, self.stride, self.dilation),
+                        "output_pad",
                     )
                 ],
             )
         problems += _groups_problems(c, self.filters, self.groups)
-        for axis, (op, s) in enumerate(zip(self.output_pad, self.stride)):
+        pad, output_pad = self.resolved()
+        for axis, (op, s) in enumerate(zip(output_pad, self.stride)):
             if op >= max(s, self.dilation[axis]):
                 problems.append(
                     Problem(
@@ -207,11 +224,11 @@ class Deconv(LayerConfig):
                     )
                 )
                 break
-        t, b, l_, r = self.pad
+        t, b, l_, r = pad
         sizes = []
         for n, k, s, d, p0, p1, op in (
-            (h, self.kernel[0], self.stride[0], self.dilation[0], t, b, self.output_pad[0]),
-            (w, self.kernel[1], self.stride[1], self.dilation[1], l_, r, self.output_pad[1]),
+            (h, self.kernel[0], self.stride[0], self.dilation[0], t, b, output_pad[0]),
+            (w, self.kernel[1], self.stride[1], self.dilation[1], l_, r, output_pad[1]),
         ):
             size = (n - 1) * s - p0 - p1 + d * (k - 1) + op + 1
             if size <= 0 and not problems:

@@ -152,19 +152,19 @@ class _Deconv(nn.ConvTranspose2d):
     `padding`; uneven ones crop the full output (what ONNX's pads mean)."""
 
     def __init__(self, entry: CheckedLayer, config: Deconv):
+        pads, output_pad = config.resolved()
         super().__init__(
             entry.input_shape[0],
             config.filters,
             config.kernel,
             config.stride,
             0,
-            config.output_pad,
+            output_pad,
             config.groups,
             config.bias,
             config.dilation,
         )
-        assert config.pad != "same"  # refused by infer
-        self.crop = config.pad
+        self.crop = pads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         y = super().forward(x)
