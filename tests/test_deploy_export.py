@@ -129,6 +129,16 @@ def test_deconv_same_is_the_gradient_of_a_same_conv(kernel):
     np.testing.assert_allclose(outputs["d"], gradient.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_hand_worked_pads():
+    x = np.array([[1, 2, 3]], np.float32).reshape(1, 1, 1, 3)
+    network = checked(net("pad (0,0,2,1) as z\npad (0,0,2,1) edge from input as e\n"
+                          "pad (0,0,2,1) reflect from input as r\noutput z e r", "1x1x3"))  # fmt: skip
+    _, _, outputs = run_all_layers(network, x)
+    assert outputs["z"][0, 0, 0].tolist() == [0, 0, 1, 2, 3, 0]
+    assert outputs["e"][0, 0, 0].tolist() == [1, 1, 1, 2, 3, 3]  # the border repeated
+    assert outputs["r"][0, 0, 0].tolist() == [3, 2, 1, 2, 3, 2]  # mirrored, the border not repeated
+
+
 def test_hand_worked_channel_shuffle_slice_and_split():
     """Channel c holds the value c, so each output lists which channels it took, in order."""
     x = np.broadcast_to(np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1), (1, 6, 2, 2)).copy()

@@ -155,6 +155,8 @@ TORCH_MODELS = [
     ("convnext_13", tm.ConvNeXtAtto, (3, 32, 32), False, 13),
     ("convnext_17", tm.ConvNeXtAtto, (3, 32, 32), True, 17),
     ("convnext_21", tm.ConvNeXtAtto, (3, 32, 32), False, 21),
+    ("pads_13", tm.Pads, (3, 16, 16), True, 13),
+    ("pads_21", tm.Pads, (3, 16, 16), False, 21),
 ]
 
 

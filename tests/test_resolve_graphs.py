@@ -113,7 +113,7 @@ def test_every_kind_has_an_onnx_lowering_and_a_pytorch_factory(opset):
     activations = "\n".join(fn for fn in ACTIVATIONS if fn != "softmax")  # softmax ends the network
     spec = net(
         "conv 4 3x3 pad=1 as a\ndeconv 4 3x3 stride=2 pad=same relu\npool max 2 as p\nadd a p\nconcat a p\n"
-        "batchnorm\nlayernorm eps=1e-6\nscale init=0.5\nprelu\ndroppath 0.2\nsplit (3, 5) as s1 s2\nconcat s2 s1\nshuffle 4\nslice 1:-1\nconv 8 1x1\nupsample 2\npool avg 2\nmultiply { globalpool max; conv 8 1x1 hardsigmoid }\n"
+        "pad (1,0,0,1) reflect\npad 1 edge\npad 1\nconv 8 3x3 stride=2\nbatchnorm\nlayernorm eps=1e-6\nscale init=0.5\nprelu\ndroppath 0.2\nsplit (3, 5) as s1 s2\nconcat s2 s1\nshuffle 4\nslice 1:-1\nconv 8 1x1\nupsample 2\npool avg 2\nmultiply { globalpool max; conv 8 1x1 hardsigmoid }\n"
         f"{activations}\nleakyrelu 0.2\ndropout 0.1\nflatten\nprelu shared\ndense 3 softmax",
         "2x6x6",
     )

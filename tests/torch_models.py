@@ -519,3 +519,25 @@ class ConvNeXtAtto(nn.Module):
         x = self.stages(self.stem(x))
         x = self.norm(nn.functional.adaptive_avg_pool2d(x, 1))
         return self.fc(torch.flatten(x, 1))
+
+
+class Pads(nn.Module):
+    """Explicit padding as PyTorch writes it: ZeroPad2d before a conv (which the import
+    makes the conv's own padding), a conv with padding_mode='reflect', ReplicationPad2d,
+    uneven ZeroPad2d before a max pool."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.zero = nn.ZeroPad2d((1, 2, 0, 1))
+        self.conv1 = nn.Conv2d(3, 8, 3)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
+        self.edge = nn.ReplicationPad2d(2)
+        self.conv3 = nn.Conv2d(8, 4, 5)
+        self.before_pool = nn.ZeroPad2d((0, 1, 0, 1))
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 8 * 9, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(self.zero(x)))
+        x = self.conv3(self.edge(self.conv2(x)))
+        return self.fc(torch.flatten(self.pool(self.before_pool(x)), 1))

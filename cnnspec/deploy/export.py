@@ -34,6 +34,7 @@ from ..kinds import (
     DropPath,
     GlobalPool,
     LayerNorm,
+    Pad,
     Pool,
     Shuffle,
     Slice,
@@ -447,6 +448,17 @@ def lower_shuffle(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Reshape", [f"{entry.name}.swapped", back], out, entry.name, _doc(entry))
 
 
+PAD_MODES = {"zero": "constant", "reflect": "reflect", "edge": "edge"}  # cnnspec's word -> ONNX's
+
+
+def lower_pad(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
+    """ONNX Pad: all begins (N, C, H, W), then all ends; zeros, a mirror, or the border."""
+    config = entry.config_as(Pad)
+    top, bottom, left, right = config.sizes
+    pads = _int64s(g, f"{entry.name}.pads", [0, 0, top, left, 0, 0, bottom, right])
+    g.node("Pad", [x, pads], out, entry.name, _doc(entry), mode=PAD_MODES[config.mode])
+
+
 def lower_flatten(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     g.node("Flatten", [x], out, entry.name, _doc(entry), axis=1)
 
@@ -467,6 +479,7 @@ LOWERINGS = {
     "dropout": lower_dropout,
     "droppath": lower_droppath,
     "slice": lower_slice,
+    "pad": lower_pad,
     "shuffle": lower_shuffle,
     "flatten": lower_flatten,
     "dense": lower_dense,

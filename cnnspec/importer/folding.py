@@ -26,10 +26,10 @@ def fold(state: State, node) -> np.ndarray | None:
         raise Unsupported("a Constant of a kind cnnspec does not read")
     if op == "Shape":
         value = state.values.get(node.input[0])
-        if isinstance(value, Act):
-            shape = np.array([BATCH, *value.shape], dtype=np.int64)
+        if isinstance(value, (Act, np.ndarray)):  # an activation's, or a constant's (pads arithmetic)
+            dims = [BATCH, *value.shape] if isinstance(value, Act) else list(value.shape)
             start, end = attrs.get("start", 0), attrs.get("end", None)
-            return shape[start:end]
+            return np.array(dims, dtype=np.int64)[start:end]
     inputs = [state.values.get(n) if n else None for n in node.input]
     if (
         not inputs
@@ -70,7 +70,21 @@ def _slice(inputs, attrs):
     return x[tuple(index)]
 
 
+MAX_FOLDED = 1 << 20  # values a folded ConstantOfShape may hold: shape arithmetic is small
+
+
+def _constant_of_shape(inputs, attrs):
+    from onnx import numpy_helper
+
+    shape = tuple(int(v) for v in inputs[0].reshape(-1))
+    if any(d < 0 for d in shape) or np.prod(shape, dtype=np.float64) > MAX_FOLDED:
+        raise ValueError(f"a constant of shape {shape}")
+    value = numpy_helper.to_array(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
+    return np.full(shape, value[0], dtype=value.dtype)
+
+
 FOLDABLE = {
+    "ConstantOfShape": _constant_of_shape,
     "Identity": lambda i, a: i[0],
     "Gather": lambda i, a: np.take(i[0], i[1], axis=int(a.get("axis", 0))),
     "Unsqueeze": _unsqueeze,

@@ -24,6 +24,7 @@ from ..kinds import (
     Flatten,
     GlobalPool,
     Multiply,
+    Pad,
     Pool,
     PReLU,
     Scale,
@@ -76,6 +77,7 @@ def _conv(state: State, node) -> Act:
     stride = pair(attrs, "strides", (1, 1))
     dilation = pair(attrs, "dilations", (1, 1))
     pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, dilation)
+    x, pads = _absorbed_zero_pad(state, x, pads)
     config = validated(
         Conv,
         {
@@ -89,6 +91,26 @@ def _conv(state: State, node) -> Act:
         },
     )
     return add_layer(state, node, config, [x], tensors, node.input[1])
+
+
+def _absorbed_zero_pad(
+    state: State, x: Act, pads: tuple[int, int, int, int] | str
+) -> tuple[Act, tuple[int, int, int, int] | str]:
+    """A zero `pad` read only by this conv becomes the conv's own padding (Keras' and
+    TensorFlow's ZeroPadding2D before a conv, as converters write it)."""
+    layer = state.layers.get(x.layer)
+    if (
+        layer is None
+        or not isinstance(layer.config, Pad)
+        or layer.config.mode != "zero"
+        or not isinstance(pads, tuple)
+        or state.readers[_tensor_of(state, x.layer)] != 1
+    ):
+        return x, pads
+    t, b, l_, r = layer.config.sizes
+    del state.layers[x.layer]
+    source = Act(layer.inputs[0], (x.shape[0], x.shape[1] - t - b, x.shape[2] - l_ - r))
+    return source, (pads[0] + t, pads[1] + b, pads[2] + l_, pads[3] + r)
 
 
 def _deconv(state: State, node) -> Act:
@@ -688,6 +710,50 @@ def _split(state: State, node) -> list[Act]:
     return parts
 
 
+PAD_MODES = {"constant": "zero", "reflect": "reflect", "edge": "edge"}  # ONNX's word -> cnnspec's
+
+
+def _pad_arguments(state: State, node, rank: int) -> tuple[list[int], str, float]:
+    """pads (all begins, then all ends, over every axis), mode, constant value."""
+    attrs = attributes_of(node)
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if state.opset < 11:
+        return [int(p) for p in attrs.get("pads", [])], mode, float(attrs.get("value", 0.0))
+    pads = [int(p) for p in constant_of(state, node.input[1]).reshape(-1)]
+    value_name = optional(node, 2)
+    value = float(constant_of(state, value_name).reshape(-1)[0]) if value_name else 0.0
+    if (axes_name := optional(node, 3)) is not None:  # opset 18: pads for the listed axes only
+        axes = [int(a) % rank for a in constant_of(state, axes_name).reshape(-1)]
+        full = [0] * (2 * rank)
+        for i, axis in enumerate(axes):
+            full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+        pads = full
+    return pads, mode, value
+
+
+def _pad(state: State, node) -> Act:
+    """Rows and columns around a map: zeros, a mirror or the border (never the batch or the channels)."""
+    x = activation_of(state, node.input[0])
+    if len(x.shape) != 3:
+        raise Unsupported("pads a flat vector; cnnspec's pad works on CxHxW maps")
+    pads, mode, value = _pad_arguments(state, node, 4)
+    if len(pads) != 8:
+        raise NotAModel(f"node '{node_label(node)}' (Pad) has {len(pads)} pads for a 4-D tensor")
+    if mode not in PAD_MODES:
+        raise Unsupported(f"mode={mode}; cnnspec pads with zeros, a mirror (reflect) or the border (edge)")
+    if mode == "constant" and value != 0:
+        raise Unsupported(f"pads with the value {value:g}; cnnspec's pad adds zeros")
+    if pads[0] or pads[1] or pads[4] or pads[5]:
+        raise Unsupported("pads the batch or the channels; cnnspec's pad adds rows and columns")
+    if min(pads) < 0:
+        raise Unsupported("negative pads (a crop); cnnspec's pad only adds")
+    sizes = (pads[2], pads[6], pads[3], pads[7])
+    if sizes == (0, 0, 0, 0):
+        return x
+    return add_layer(state, node, validated(Pad, {"sizes": sizes, "mode": PAD_MODES[mode]}), [x], {})
+
+
 def _squeeze(state: State, node) -> Act:
     x = activation_of(state, node.input[0])
     axes = attributes_of(node).get("axes")
@@ -845,6 +911,7 @@ HANDLERS = {
     "Identity": Handler(_identity, ("droppath",)),
     "Transpose": Handler(_transpose, ()),
     "Slice": Handler(_slice, ("slice",)),
+    "Pad": Handler(_pad, ("pad",)),
     "LayerNormalization": Handler(layernorm.layernormalization, ("layernorm",)),
     "Sub": Handler(layernorm.sub, ()),
     "Pow": Handler(layernorm.power, ()),

@@ -60,6 +60,7 @@ FOLLOWS_ON_LINE = {
     "dropout": True,
     "droppath": True,
     "slice": False,
+    "pad": False,
     "shuffle": True,
 }
 # Integer fields a block may turn into parameters (pairs and pads when equal on every side).

@@ -139,6 +139,8 @@ def _scoped_path(name: str) -> tuple[str, ...]:
 def _unique_name(state: State, module: tuple[str, ...], config: LayerConfig) -> str:
     prefix = type(config).name_prefix(config)
     name = spec_name(module)
+    if name and config.kind == "pad":  # a conv's padding_mode: the conv keeps the module's name
+        name = f"{name}_pad"
     if not name or name in RESERVED:
         state.counts[prefix] += 1
         name = f"{prefix}_{state.counts[prefix]}" if not name else f"{name}_{prefix}"

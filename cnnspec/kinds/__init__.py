@@ -43,7 +43,7 @@ from .functions import ACTIVATION, ACTIVATION_FLAGS, ACTIVATIONS, DEFAULT_ALPHA,
 from .joins import Add, Concat, Multiply
 from .norm import BatchNorm, LayerNorm, Scale
 from .pool import GlobalPool, Pool
-from .reshape import DROPPATH_NOTE, Dropout, DropPath, Flatten
+from .reshape import DROPPATH_NOTE, Dropout, DropPath, Flatten, Pad
 from .upsample import Upsample
 from .window import AxisResult, Windowed, kernel_text, padding_text, pair_text, resolve_same, window_axis
 
@@ -62,6 +62,7 @@ KINDS: dict[str, type[LayerConfig]] = {
         Dropout,
         DropPath,
         Flatten,
+        Pad,
         Dense,
         Deconv,
         Upsample,
@@ -114,6 +115,7 @@ __all__ = [
     "Matrix",
     "Multiply",
     "PADDING",
+    "Pad",
     "PAIR",
     "POSITIVE",
     "Padding",

@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic_core import core_schema as cs
 
 from ..base.records import record
-from .base import Argument, Inferred, LayerConfig, Shape
+from .base import Argument, Inferred, LayerConfig, Problem, Shape, needs_spatial
 
 
 @record
@@ -63,3 +63,58 @@ class Flatten(LayerConfig):
 
     def infer(self, x: Shape) -> Inferred:
         return Inferred((math.prod(x),), covers_input=True)
+
+
+PAD_SIZES = cs.tuple_schema([cs.int_schema(ge=0)] * 4)
+PAD_MODES = ("zero", "reflect", "edge")
+
+
+@record
+class Pad(LayerConfig):
+    """`pad P [zero|reflect|edge]`: rows and columns added around a map: zeros, the map
+    mirrored at its border (reflect), or the border repeated (edge). P is one size, PHxPW,
+    or (top, bottom, left, right)."""
+
+    example: ClassVar[str] = "pad 1"
+    foreign_names: ClassVar[dict[str, str]] = {
+        "zeropad2d": "pad",
+        "zeropadding2d": "pad",
+        "constantpad2d": "pad",
+        "reflectionpad2d": "pad reflect",
+        "replicationpad2d": "pad edge",
+    }
+
+    kind: ClassVar[str] = "pad"
+    prefix: ClassVar[str] = "pad"
+    positional: ClassVar[tuple[str, ...]] = ("sizes",)
+    flags: ClassVar[dict] = {mode: ("mode", mode) for mode in PAD_MODES}
+    arguments: ClassVar[dict[str, Argument]] = {
+        "sizes": Argument("pad_sizes", PAD_SIZES),
+        "mode": Argument("word", cs.literal_schema(list(PAD_MODES))),
+    }
+
+    sizes: tuple[int, int, int, int]
+    mode: str = "zero"
+
+    def short(self) -> str:
+        t, b, l_, r = self.sizes
+        sizes = str(t) if t == b == l_ == r else f"{t}x{l_}" if (t, l_) == (b, r) else f"({t},{b},{l_},{r})"
+        return f"pad {sizes}" + ("" if self.mode == "zero" else f" {self.mode}")
+
+    def infer(self, x: Shape) -> Inferred:
+        flat = needs_spatial(x, "pad")
+        if flat:
+            return flat
+        c, h, w = x
+        t, b, l_, r = self.sizes
+        if self.mode == "reflect" and (max(t, b) >= h or max(l_, r) >= w):
+            problem = Problem(
+                "error",
+                "invalid-argument",
+                f"reflect padding of ({t},{b},{l_},{r}) mirrors at most {h - 1} rows and {w - 1} columns "
+                f"of a {h}x{w} map",
+                "pad less, or `pad ... edge`, which repeats the border as often as needed",
+                "sizes",
+            )
+            return Inferred(None, problems=[problem])
+        return Inferred((c, h + t + b, w + l_ + r))

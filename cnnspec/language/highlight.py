@@ -24,6 +24,9 @@ WORDS = (
     "count_pad",
     "shared",
     "end",
+    "zero",
+    "reflect",
+    "edge",
     "true",
     "false",
 )

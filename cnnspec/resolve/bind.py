@@ -86,6 +86,21 @@ def _padding(v: ast.Value) -> object:
     )
 
 
+def _pad_sizes(v: ast.Value) -> object:
+    """A `pad` layer's sizes: as a conv's pads, but given, never `same`, and 0 or more."""
+    sizes = _padding(v) if not (v.kind == "word" and v.data in ("same", "valid")) else None
+    if not isinstance(sizes, tuple):
+        raise ArgError(
+            f"expected P, PHxPW or (top,bottom,left,right), got '{v.text()}'",
+            "`same` is a conv's or pool's padding; a pad layer says how much, e.g. pad 1",
+        )
+    if min(sizes) < 0:
+        raise ArgError(
+            f"expected sizes of 0 or more, got '{v.text()}'", "a pad layer only adds rows and columns"
+        )
+    return sizes
+
+
 def _bool(v: ast.Value) -> bool:
     if v.kind == "word" and v.data in ("true", "false"):
         return v.data == "true"
@@ -140,6 +155,7 @@ _CONVERTERS = {
     "float": _float,
     "pair": _pair,
     "padding": _padding,
+    "pad_sizes": _pad_sizes,
     "bool": _bool,
     "range": _range,
     "word": _word,
@@ -340,7 +356,7 @@ def _called_like_a_function(word: str, cls, positional, args: list[ast.Value]) -
     tuple is a size only where the first argument is one: `pool (2, 1)` stays valid)."""
     if len(args) != 1 or args[0].kind != "tuple" or len(args[0].data) < 2 or not positional:
         return None
-    if cls.arguments[positional[0]].converter == "pair":
+    if cls.arguments[positional[0]].converter in ("pair", "pad_sizes"):  # a size written as a tuple
         return None
     spaced = " ".join(item.text() for item in args[0].data)
     return error(

@@ -30,6 +30,7 @@ from ..kinds import (
     DropPath,
     GlobalPool,
     LayerNorm,
+    Pad,
     Pool,
     Shuffle,
     Slice,
@@ -120,6 +121,20 @@ class _Shuffle(nn.Module):
         n, c = x.shape[:2]
         grouped = x.reshape(n, self.groups, c // self.groups, -1)
         return grouped.transpose(1, 2).reshape(x.shape)
+
+
+class _Pad(nn.Module):
+    """Rows and columns around the map: zeros, the mirror (reflect), or the border (edge)."""
+
+    MODES = {"zero": "constant", "reflect": "reflect", "edge": "replicate"}
+
+    def __init__(self, sizes: tuple[int, int, int, int], mode: str):
+        super().__init__()
+        top, bottom, left, right = sizes
+        self.sizes, self.mode = (left, right, top, bottom), self.MODES[mode]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.sizes, mode=self.mode)
 
 
 def _slice(entry: CheckedLayer) -> nn.Module:
@@ -255,6 +270,7 @@ FACTORIES = {
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
     "droppath": lambda entry: _DropPath(entry.config_as(DropPath).rate),
     "slice": _slice,
+    "pad": lambda entry: _Pad(entry.config_as(Pad).sizes, entry.config_as(Pad).mode),
     "shuffle": lambda entry: _Shuffle(entry.config_as(Shuffle).groups),
     "flatten": lambda entry: nn.Flatten(),
     "dense": _dense,

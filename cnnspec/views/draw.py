@@ -37,6 +37,7 @@ COLOURS = {  # border colour by kind
     "prelu": "#777777",
     "droppath": "#777777",
     "slice": "#8c6d31",
+    "pad": "#2e8b57",
     "shuffle": "#8c6d31",
     "activation": "#777777",
     "dropout": "#777777",
