@@ -157,6 +157,7 @@ TORCH_MODELS = [
     ("convnext_21", tm.ConvNeXtAtto, (3, 32, 32), False, 21),
     ("pads_13", tm.Pads, (3, 16, 16), True, 13),
     ("pads_21", tm.Pads, (3, 16, 16), False, 21),
+    ("densenet121_lists", lambda: tm.DenseNet(feature_lists=True), (3, 64, 64), False, 13),
 ]
 
 
@@ -218,6 +219,24 @@ def test_imported_resnets_read_like_the_hand_written_specs(resnet_imports):
     assert re.search(r"^  layer_block\d? 256 2 as layer3_0$", resnet50, re.M)
     names = {layer.name for layer in check_text(resnet50).network().layers}
     assert {"conv1", "bn1", "layer3_1_conv2", "layer4_0_downsample_0", "fc"} <= names
+
+
+def _statements(text: str) -> int:
+    """Statements of a spec: each `;`-separated part of a code line counts."""
+    code = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return sum(len([part for part in line.split(";") if part.strip() not in ("", "}")]) for line in code)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_an_imported_densenet_reads_like_the_hand_written_one(fold, tmp_path):
+    """torchvision's DenseNet concatenates every feature so far in each layer: the export's
+    concats grow to 24 inputs. Chained, they read as the zoo's `concat {} { ... }`."""
+    path = tmp_path / "densenet.onnx"
+    tm.export(tm.DenseNet(feature_lists=True), (3, 64, 64), path, fold=fold)
+    text = import_model(path, "densenet").spec
+    hand_written = (SPECS / "zoo" / "densenet121.cnn").read_text()
+    assert _statements(text) <= 2 * _statements(hand_written), text
+    assert max(len(line) for line in text.splitlines()) <= 100, text
 
 
 def test_flat_writes_one_line_per_layer(resnet_imports, tmp_path):

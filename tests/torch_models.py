@@ -190,8 +190,29 @@ class DenseLayer(nn.Module):
         return torch.cat([x, out], 1)
 
 
+class FeatureListLayer(DenseLayer):
+    """torchvision's _DenseLayer: it takes the list of every feature map so far."""
+
+    def forward(self, features):
+        x = torch.cat(features, 1)
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class FeatureListBlock(nn.Sequential):
+    """torchvision's _DenseBlock: each layer reads the concatenation of all before it, and
+    the block gives the concatenation of all (the export's concats grow to 24 inputs)."""
+
+    def forward(self, x):
+        features = [x]
+        for layer in self:
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
 class DenseNet(nn.Module):
-    def __init__(self, counts=(6, 12, 24, 16), growth: int = 32, classes: int = 1000):
+    def __init__(
+        self, counts=(6, 12, 24, 16), growth: int = 32, classes: int = 1000, feature_lists: bool = False
+    ):
         super().__init__()
         layers: list[tuple[str, nn.Module]] = [
             ("conv0", nn.Conv2d(3, 64, 7, 2, 3, bias=False)),
@@ -201,9 +222,10 @@ class DenseNet(nn.Module):
         ]
         c = 64
         for i, count in enumerate(counts, 1):
-            block = nn.Sequential()
+            block = FeatureListBlock() if feature_lists else nn.Sequential()
             for j in range(count):
-                block.add_module(f"denselayer{j + 1}", DenseLayer(c + j * growth, growth))
+                layer = (FeatureListLayer if feature_lists else DenseLayer)(c + j * growth, growth)
+                block.add_module(f"denselayer{j + 1}", layer)
             layers.append((f"denseblock{i}", block))
             c += count * growth
             if i != len(counts):

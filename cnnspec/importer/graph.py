@@ -15,6 +15,7 @@ from ..kinds import (
     DEFAULT_ALPHA,
     Activation,
     ActivationLayer,
+    Concat,
     Conv,
     Deconv,
     Dense,
@@ -67,6 +68,7 @@ def import_graph(
         outputs.append(value.layer)
     outputs = list(dict.fromkeys(outputs))  # a tensor listed as an output twice is one output
     layers, kept_outputs = _fuse_activations(list(state.layers.values()), tuple(outputs))
+    _chain_concats(layers)
     needed = ancestors(layers, kept_outputs)  # what the outputs read; the rest is dead code
     return ImportedGraph(
         name,
@@ -263,6 +265,26 @@ def _fuse_activations(
                 continue
         kept.append(layer)
     return kept, tuple(replaced.get(name, name) for name in outputs)
+
+
+def _chain_concats(layers: list[GraphLayer]) -> None:
+    """concat(a, b, c, d) where an earlier layer is concat(a, b, c): concat(that, d), the
+    same channels in the same order. torchvision's DenseNet concatenates every feature so
+    far in each layer; chained, the import reads as the hand-written `concat {} { ... }`."""
+    by_first: dict[str, list[GraphLayer]] = {}  # earlier concats by their first input
+    for layer in layers:
+        if not isinstance(layer.config, Concat) or len(layer.inputs) < 2:
+            continue
+        inputs = layer.inputs
+        prefixes = [
+            earlier
+            for earlier in by_first.get(inputs[0], [])
+            if 2 <= len(earlier.inputs) < len(inputs) and inputs[: len(earlier.inputs)] == earlier.inputs
+        ]
+        by_first.setdefault(inputs[0], []).append(dataclasses.replace(layer))  # as written, before chaining
+        if prefixes:
+            longest = max(prefixes, key=lambda earlier: len(earlier.inputs))
+            layer.inputs = (longest.name, *inputs[len(longest.inputs) :])
 
 
 def _error(path: Path, code: str, message: str, help: str | None = None) -> Diagnostic:
