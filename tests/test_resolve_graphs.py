@@ -29,6 +29,9 @@ PUBLISHED = [
     ("squeezenet.cnn", "squeezenet1_1", 1_235_496),
     ("efficientnet_b0.cnn", "efficientnet_b0", 5_288_548),
     ("googlenet.cnn", "googlenet", 6_624_904),
+    ("mobilenetv3.cnn", "mobilenetv3_large", 5_483_032),
+    ("shufflenetv2.cnn", "shufflenetv2", 2_278_604),
+    ("convnext.cnn", "convnext_tiny", 28_589_128),
 ]
 
 
@@ -51,6 +54,9 @@ def test_zoo_matches_published_parameter_totals(spec, name, total):
         ("squeezenet.cnn", "squeezenet1_1", 0.35),
         ("efficientnet_b0.cnn", "efficientnet_b0", 0.39),
         ("googlenet.cnn", "googlenet", 1.50),
+        ("mobilenetv3.cnn", "mobilenetv3_large", 0.22),
+        ("shufflenetv2.cnn", "shufflenetv2", 0.14),
+        ("convnext.cnn", "convnext_tiny", 4.46),
     ],
 )
 def test_zoo_macs_match_published_figures(spec, name, gmacs):
@@ -89,6 +95,9 @@ def _layer_graph_shapes(network, batch=1):
         ("unet.cnn", "unet"),
         ("efficientnet_b0.cnn", "efficientnet_b0"),
         ("googlenet.cnn", "googlenet"),
+        ("mobilenetv3.cnn", "mobilenetv3_large"),
+        ("shufflenetv2.cnn", "shufflenetv2"),
+        ("convnext.cnn", "convnext_tiny"),
     ],
 )
 def test_zoo_shapes_equal_onnxruntime_on_every_layer(spec, name):

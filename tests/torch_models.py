@@ -398,19 +398,23 @@ class ShuffleUnit(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    def __init__(self, widths=(24, 48, 96), classes: int = 10):
+    """torchvision's layout; shufflenet_v2_x1_0 is widths (24, 116, 232, 464), repeats
+    (4, 8, 4), last 1024, 1000 classes."""
+
+    def __init__(self, widths=(24, 48, 96), repeats=(3, 3), last: int = 0, classes: int = 10):
         super().__init__()
         self.conv1 = conv_bn(3, widths[0], 3, 2)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         stages, cin = [], widths[0]
-        for cout in widths[1:]:
-            stages += [ShuffleUnit(cin, cout, 2), ShuffleUnit(cout, cout, 1), ShuffleUnit(cout, cout, 1)]
+        for cout, count in zip(widths[1:], repeats):
+            stages += [ShuffleUnit(cin, cout, 2)] + [ShuffleUnit(cout, cout, 1) for _ in range(count - 1)]
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.fc = nn.Linear(cin, classes)
+        self.conv5 = conv_bn(cin, last, 1) if last else nn.Identity()
+        self.fc = nn.Linear(last or cin, classes)
 
     def forward(self, x):
-        x = self.stages(self.maxpool(self.conv1(x)))
+        x = self.conv5(self.stages(self.maxpool(self.conv1(x))))
         return self.fc(x.mean([2, 3]))
 
 
@@ -563,3 +567,67 @@ class Pads(nn.Module):
         x = torch.relu(self.conv1(self.zero(x)))
         x = self.conv3(self.edge(self.conv2(x)))
         return self.fc(torch.flatten(self.pool(self.before_pool(x)), 1))
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """torchvision's _make_divisible."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SqueezeExcitation with MobileNetV3's hard sigmoid gate."""
+
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x):
+        scale = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(scale))))
+
+
+class MobileNetV3Block(nn.Module):
+    def __init__(self, cin: int, k: int, expanded: int, cout: int, se: bool, act: type, stride: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if expanded != cin:
+            layers.append(conv_bn(cin, expanded, 1, act=act))
+        layers.append(conv_bn(expanded, expanded, k, stride, groups=expanded, act=act))
+        if se:
+            layers.append(SqueezeExcitation(expanded, make_divisible(expanded // 4)))
+        layers.append(conv_bn(expanded, cout, 1, act=None))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.block(x) if self.use_res_connect else self.block(x)
+
+
+MOBILENET_V3_LARGE = [  # torchvision's: in, kernel, expanded, out, SE, activation, stride
+    (16, 3, 16, 16, False, "RE", 1), (16, 3, 64, 24, False, "RE", 2), (24, 3, 72, 24, False, "RE", 1),
+    (24, 5, 72, 40, True, "RE", 2), (40, 5, 120, 40, True, "RE", 1), (40, 5, 120, 40, True, "RE", 1),
+    (40, 3, 240, 80, False, "HS", 2), (80, 3, 200, 80, False, "HS", 1), (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1), (80, 3, 480, 112, True, "HS", 1), (112, 3, 672, 112, True, "HS", 1),
+    (112, 5, 672, 160, True, "HS", 2), (160, 5, 960, 160, True, "HS", 1), (160, 5, 960, 160, True, "HS", 1),
+]  # fmt: skip
+
+
+class MobileNetV3Large(nn.Module):
+    """torchvision's mobilenet_v3_large: 5,483,032 parameters for 1000 classes."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        features: list[nn.Module] = [conv_bn(3, 16, 3, 2, act=nn.Hardswish)]
+        for cin, k, expanded, cout, se, act, stride in MOBILENET_V3_LARGE:
+            activation = nn.ReLU if act == "RE" else nn.Hardswish
+            features.append(MobileNetV3Block(cin, k, expanded, cout, se, activation, stride))
+        features.append(conv_bn(160, 960, 1, act=nn.Hardswish))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(
+            nn.Linear(960, 1280), nn.Hardswish(inplace=True), nn.Dropout(0.2), nn.Linear(1280, classes)
+        )
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))

@@ -214,6 +214,12 @@ def _long_skip(join: Item, chains: list[list[Item]]) -> bool:
 class _Param:
     name: str
     values: tuple[int, ...]  # one per instance
+    measure: str = ""  # what it counts (SLOT_MEASURES): only a slot of the same reuses it
+
+
+# A parameter stands for one measure: `groups=filters` reads well; `pad=stride`, the same
+# numbers by coincidence, does not.
+SLOT_MEASURES = {"filters": "channels", "units": "channels", "groups": "channels"}
 
 
 @dataclass
@@ -300,7 +306,8 @@ def _make_family(name: str, runs: list[list[Item]], prefixes: list[tuple[str, ..
             values = tuple(_slot_value(instance[index].config, f) or 0 for instance in per_instance)
             if len(set(values)) == 1:
                 continue  # the same everywhere: written as a number
-            same = next((p for p in family.params if p.values == values), None)
+            measure = SLOT_MEASURES.get(f, f)
+            same = next((p for p in family.params if p.values == values and p.measure == measure), None)
             if same:
                 family.slots[(index, f)] = same.name
                 continue
@@ -308,7 +315,8 @@ def _make_family(name: str, runs: list[list[Item]], prefixes: list[tuple[str, ..
                 (
                     (p, values[0] // p.values[0])
                     for p in family.params
-                    if p.values[0] > 0
+                    if p.measure == measure == "channels"
+                    and p.values[0] > 0
                     and values[0] % p.values[0] == 0
                     and all(v == w * (values[0] // p.values[0]) for v, w in zip(values, p.values))
                 ),
@@ -319,7 +327,7 @@ def _make_family(name: str, runs: list[list[Item]], prefixes: list[tuple[str, ..
                 continue
             base = PARAM_NAMES.get(f, f)
             counts[base] += 1
-            param = _Param(base if counts[base] == 1 else f"{base}{counts[base]}", values)
+            param = _Param(base if counts[base] == 1 else f"{base}{counts[base]}", values, measure)
             family.params.append(param)
             family.slots[(index, f)] = param.name
     return family
@@ -612,8 +620,9 @@ def print_network(
     printed = [_print(name, input_shape, entries, outputs, by_name, flat, header) for entries in variants]
     fewest = min(p.lines for p in printed)
     # Deeper modules give the names a person knows (`layer3_1_conv2`): take the deepest
-    # folding that is nearly as short as the shortest.
-    return [p for p in printed if p.lines <= fewest * 1.25][-1]
+    # folding that is nearly as short as the shortest (a few lines more; a quarter more
+    # made MobileNetV3 fold its squeeze-excite gates and leave its repeated blocks unfolded).
+    return [p for p in printed if p.lines <= fewest + max(4, fewest // 10)][-1]
 
 
 def _read_by_name(items: list[Item], outputs: tuple[str, ...]) -> set[str]:
