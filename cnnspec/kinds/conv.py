@@ -212,18 +212,7 @@ class Deconv(LayerConfig):
             )
         problems += _groups_problems(c, self.filters, self.groups)
         pad, output_pad = self.resolved()
-        for axis, (op, s) in enumerate(zip(output_pad, self.stride)):
-            if op >= max(s, self.dilation[axis]):
-                problems.append(
-                    Problem(
-                        "error",
-                        "invalid-argument",
-                        f"output_pad {op} must be smaller than the stride or the dilation",
-                        "output_pad only picks among the sizes a stride allows",
-                        "output_pad",
-                    )
-                )
-                break
+        problems += _output_pad_problems(output_pad, self.stride, self.dilation)
         t, b, l_, r = pad
         sizes = []
         for n, k, s, d, p0, p1, op in (
@@ -251,6 +240,21 @@ class Deconv(LayerConfig):
             return Inferred(None, tensors, problems=problems)
         macs = c * h * w * self.filters * self.kernel[0] * self.kernel[1] // self.groups
         return Inferred((self.filters, sizes[0], sizes[1]), tensors, macs, problems=problems)
+
+
+def _output_pad_problems(output_pad: Pair, stride: Pair, dilation: Pair) -> list[Problem]:
+    for op, s, d in zip(output_pad, stride, dilation):
+        if op >= max(s, d):
+            return [
+                Problem(
+                    "error",
+                    "invalid-argument",
+                    f"output_pad {op} must be smaller than the stride or the dilation",
+                    "output_pad only picks among the sizes a stride allows",
+                    "output_pad",
+                )
+            ]
+    return []
 
 
 def _deconv_scale_help(kernel: Pair, stride: Pair, dilation: Pair) -> str:
