@@ -307,23 +307,9 @@ def _make_family(name: str, runs: list[list[Item]], prefixes: list[tuple[str, ..
             if len(set(values)) == 1:
                 continue  # the same everywhere: written as a number
             measure = SLOT_MEASURES.get(f, f)
-            same = next((p for p in family.params if p.values == values and p.measure == measure), None)
-            if same:
-                family.slots[(index, f)] = same.name
-                continue
-            multiple = next(
-                (
-                    (p, values[0] // p.values[0])
-                    for p in family.params
-                    if p.measure == measure == "channels"
-                    and p.values[0] > 0
-                    and values[0] % p.values[0] == 0
-                    and all(v == w * (values[0] // p.values[0]) for v, w in zip(values, p.values))
-                ),
-                None,
-            )
-            if multiple:
-                family.slots[(index, f)] = f"{multiple[1]}*{multiple[0].name}"
+            known = _known_param(family.params, values, measure)
+            if known:
+                family.slots[(index, f)] = known
                 continue
             base = PARAM_NAMES.get(f, f)
             counts[base] += 1
@@ -331,6 +317,20 @@ def _make_family(name: str, runs: list[list[Item]], prefixes: list[tuple[str, ..
             family.params.append(param)
             family.slots[(index, f)] = param.name
     return family
+
+
+def _known_param(params: list[_Param], values: tuple[int, ...], measure: str) -> str | None:
+    """An existing parameter of the same measure that gives `values`: itself, or a whole
+    multiple of a channel count (`4*filters`); None when there is none."""
+    same = next((p for p in params if p.values == values and p.measure == measure), None)
+    if same:
+        return same.name
+    for p in params:
+        if p.measure == measure == "channels" and p.values[0] > 0 and values[0] % p.values[0] == 0:
+            times = values[0] // p.values[0]
+            if all(v == w * times for v, w in zip(values, p.values)):
+                return f"{times}*{p.name}"
+    return None
 
 
 def _item_prefix(item: Item) -> tuple[str, ...]:
