@@ -158,6 +158,8 @@ TORCH_MODELS = [
     ("pads_13", tm.Pads, (3, 16, 16), True, 13),
     ("pads_21", tm.Pads, (3, 16, 16), False, 21),
     ("densenet121_lists", lambda: tm.DenseNet(feature_lists=True), (3, 64, 64), False, 13),
+    ("hard_gates_13", tm.HandWrittenHardGates, (3, 16, 16), True, 13),
+    ("hard_gates_21", tm.HandWrittenHardGates, (3, 16, 16), False, 21),
 ]
 
 

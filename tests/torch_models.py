@@ -631,3 +631,25 @@ class MobileNetV3Large(nn.Module):
     def forward(self, x):
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(torch.flatten(x, 1))
+
+
+class HandWrittenHardGates(nn.Module):
+    """Hard sigmoid and hard swish written as arithmetic, as MobileNetV3 code did before
+    PyTorch had them: relu6(x + 3) / 6, x · relu6(x + 3) / 6, and · (1/6) for / 6; on a
+    map, in a squeeze-excite gate, and on the channels-last view."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.linear, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = x * nn.functional.relu6(x + 3) / 6  # hard swish
+        x = self.conv2(x)
+        gate = self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True))))
+        x = x * (nn.functional.relu6(gate + 3) * (1 / 6))  # hard sigmoid gate
+        y = self.linear(x.permute(0, 2, 3, 1))
+        x = (y * nn.functional.relu6(y + 3) / 6).permute(0, 3, 1, 2)  # on the channels-last view
+        return self.head(x.mean((2, 3)))

@@ -33,7 +33,7 @@ from ..kinds import (
     Slice,
     Upsample,
 )
-from . import layernorm
+from . import hard_gates, layernorm
 from .state import (
     BATCH,
     Act,
@@ -232,14 +232,24 @@ def _partial_pair(state: State, node, stage: str, number: float) -> Partial | No
     return None
 
 
+def _first_match(state: State, node, *patterns: Callable) -> Act | Partial | None:
+    """What the first pattern that recognises the node makes of it. Tried in turn, never
+    all at once: a pattern that matches changes the state (folds a factor, adds a layer)."""
+    for pattern in patterns:
+        found = pattern(state, node)
+        if found is not None:
+            return found
+    return None
+
+
 def _div(state: State, node):
     x, c = (state.values.get(n) for n in node.input[:2])
-    found = as_map(x)
-    if found is not None and _is(c, math.sqrt(2)):
-        return Partial("div", found[0], nhwc=found[1])
-    normalised = layernorm.normalised(state, node)
-    if normalised is not None:
-        return normalised
+    seen = as_map(x)
+    if seen is not None and _is(c, math.sqrt(2)):
+        return Partial("div", seen[0], nhwc=seen[1])
+    found = _first_match(state, node, layernorm.normalised, lambda s, n: hard_gates.sixth(s, n, divides=True))
+    if found is not None:
+        return found
     raise Unsupported("a division cnnspec has no layer for")
 
 
@@ -253,9 +263,9 @@ def _erf(state: State, node):
 def _add(state: State, node) -> Act | Partial:
     if (partial := _partial_pair(state, node, "erf", 1.0)) is not None:
         return Partial("plus", partial.x, nhwc=partial.nhwc)
-    for found in (layernorm.plus_eps(state, node), layernorm.fold_affine(state, node)):
-        if found is not None:
-            return found
+    found = _first_match(state, node, layernorm.plus_eps, layernorm.fold_affine, hard_gates.plus_three)
+    if found is not None:
+        return found
     a, b = (state.values.get(n) for n in node.input[:2])
     nhwc_bias = _channels_last_bias(state, node)
     if nhwc_bias is not None:
@@ -343,13 +353,17 @@ def _mul(state: State, node) -> Act | Partial:
     for x, plus in (values, values[::-1]):
         if isinstance(plus, Partial) and plus.stage == "plus" and as_map(x) == (plus.x, plus.nhwc):
             return Partial("half", plus.x, nhwc=plus.nhwc)
-    for found in (
-        layernorm.square(state, node),
-        layernorm.fold_affine(state, node),
-        _per_channel(state, node),
-    ):
-        if found is not None:
-            return found
+    found = _first_match(
+        state,
+        node,
+        layernorm.square,
+        layernorm.fold_affine,
+        lambda s, n: hard_gates.sixth(s, n, divides=False),
+        hard_gates.times_gate,
+        _per_channel,
+    )
+    if found is not None:
+        return found
     (a, a_nhwc), (b, b_nhwc) = (map_of(state, n) for n in node.input[:2])
     if a_nhwc != b_nhwc:
         raise Unsupported("multiplies a channels-last view by a channels-first map")
@@ -438,17 +452,20 @@ def _activation(fn: str):
     return handle
 
 
-def _clip(state: State, node) -> Act:
+def _clip(state: State, node) -> Act | Partial:
     attrs = attributes_of(node)
     low, high = attrs.get("min"), attrs.get("max")
     if state.opset >= 11:
         low = float(constant_of(state, n)) if (n := optional(node, 1)) else None
         high = float(constant_of(state, n)) if (n := optional(node, 2)) else None
-    x = activation_of(state, node.input[0])
+    step = hard_gates.clipped(state, node, low, high)
+    if step is not None:
+        return step
+    x, nhwc = map_of(state, node.input[0])
     if low == 0 and high == 6:
-        return add_layer(state, node, ActivationLayer(fn="relu6"), [x], {})
+        return as_viewed(add_layer(state, node, ActivationLayer(fn="relu6"), [x], {}), nhwc)
     if low == 0 and high is None:
-        return add_layer(state, node, ActivationLayer(fn="relu"), [x], {})
+        return as_viewed(add_layer(state, node, ActivationLayer(fn="relu"), [x], {}), nhwc)
     raise Unsupported(f"Clip({low}, {high}); cnnspec has relu (0, inf) and relu6 (0, 6)")
 
 
