@@ -237,13 +237,40 @@ ZOO_TWINS = [  # the plain-PyTorch model of a zoo spec's architecture (widths do
 ]
 
 
-@pytest.mark.parametrize("fold", [True, False])
-@pytest.mark.parametrize("zoo, factory", ZOO_TWINS, ids=[z for z, _ in ZOO_TWINS])
-def test_an_import_reads_like_the_hand_written_spec(zoo, factory, fold, tmp_path):
+def _without_names(path: Path) -> None:
+    """The model as an exporter that keeps no module names writes it: nodes unnamed,
+    weights numbered."""
+    model = onnx.load(str(path))
+    renamed = {tensor.name: f"w{i}" for i, tensor in enumerate(model.graph.initializer)}
+    for tensor in model.graph.initializer:
+        tensor.name = renamed[tensor.name]
+    for node in model.graph.node:
+        node.name = ""
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    onnx.save(model, str(path))
+
+
+# Every twin with batch norm folded and kept, module names kept and not; but for one not
+# reached yet: MobileNetV3 with batch norm kept and no names prints 163 statements for the
+# zoo's 72 (its blocks vary, and without names only combinators bound a block).
+READABLE = [
+    pytest.param(zoo, factory, fold, names, id=f"{zoo[:-4]}-{'folded' if fold else 'kept'}-{names}")
+    for zoo, factory in ZOO_TWINS
+    for fold in (True, False)
+    for names in ("names", "no_names")
+    if (zoo, fold, names) != ("mobilenetv3.cnn", False, "no_names")
+]
+
+
+@pytest.mark.parametrize("zoo, factory, fold, names", READABLE)
+def test_an_import_reads_like_the_hand_written_spec(zoo, factory, fold, names, tmp_path):
     """At most twice the statements of the zoo's spec of the same architecture, whether or
-    not batch norm was folded, and no line over 100 characters."""
+    not batch norm was folded and the exporter kept module names, and no line over 100
+    characters."""
     path = tmp_path / "model.onnx"
     tm.export(factory(), (3, 64, 64), path, fold=fold)
+    if names == "no_names":
+        _without_names(path)
     text = import_model(path, "imported").spec
     hand_written = (SPECS / "zoo" / zoo).read_text()
     assert _statements(text) <= 2 * _statements(hand_written), text

@@ -477,7 +477,8 @@ class ChannelOps(nn.Module):
         out = self.rex(x)
         x = torch.cat([out[:, :32] + x, out[:, 32:]], dim=1)  # ReXNet
         y = self.dpn(x)
-        x = torch.cat([y[:, :16] + y[:, 16:32], y[:, 32:]], dim=1)  # DPN: residual and dense paths
+        third = y.size(1) // 3  # Shape, Gather and Div in the export: folded on the static shape
+        x = torch.cat([y[:, :third] + y[:, third : 2 * third], y[:, 2 * third :]], dim=1)  # DPN
         return self.fc(x.mean([2, 3]))
 
 
