@@ -367,13 +367,21 @@ def fold_blocks(items: list[Item], by_name: set[str], depth: int | None) -> list
     return out
 
 
+SPLIT_CHAINS = -1  # a `depth` for graphs without module names: see _runs
+
+
 def _runs(items: list[Item], depth: int | None) -> list[Run]:
-    """Consecutive items of one module (at `depth`), or from one combinator to the next."""
+    """Consecutive items of one module (at `depth`), or from one combinator to the next;
+    with SPLIT_CHAINS, the chain after a combinator is a run of its own (MobileNetV3's
+    blocks without a residual, between those with one)."""
     runs: list[Run] = []
     for item in items:
-        if depth is None:
-            if item.kind or not runs or not runs[-1][0]:
-                runs.append((("#",) if item.kind else (), [item]))
+        if depth is None or depth == SPLIT_CHAINS:
+            after_combinator = bool(runs) and bool(runs[-1][1][-1].kind)
+            if item.kind or (depth == SPLIT_CHAINS and (not runs or after_combinator)):
+                runs.append((("#",), [item]))
+            elif not runs or not runs[-1][0]:
+                runs.append(((), [item]))
             else:
                 runs[-1][1].append(item)
             continue
@@ -615,7 +623,7 @@ def print_network(
         variants: list[list[Entry]] = [list(items)]
     else:
         depths = min(max((len(layer.module) for layer in layers), default=0), MAX_MODULE_DEPTH)
-        variants = [list(items), fold_blocks(items, by_name, None)]
+        variants = [list(items), fold_blocks(items, by_name, None), fold_blocks(items, by_name, SPLIT_CHAINS)]
         variants += [fold_blocks(items, by_name, d) for d in range(1, depths)]
     printed = [_print(name, input_shape, entries, outputs, by_name, flat, header) for entries in variants]
     fewest = min(p.lines for p in printed)
