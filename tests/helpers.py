@@ -113,6 +113,8 @@ spatial_line = st.one_of(
     pool_line(),
     st.sampled_from(
         ["batchnorm", "relu", "leakyrelu 0.2", "sigmoid", "tanh", "elu", "gelu", "dropout 0.3", "softmax"]
+        + ["layernorm", "scale init=0.5", "prelu", "prelu shared", "droppath 0.2", "mish", "softplus"]
+        + ["pad 1 edge", "pad (0,1,1,0) reflect"]
     ),
 )
 flat_line = st.sampled_from(

@@ -303,7 +303,7 @@ def _per_channel(g: _Graph, entry: CheckedLayer, suffix: str = "weight") -> str:
     factor = g.tensor(f"{entry.name}.{suffix}")
     if len(entry.input_shape) != 3:
         return factor
-    axes = f"{entry.name}.{suffix}_axes"
+    axes = f"{entry.name}.c_{suffix}_axes"  # c_: a constant, not a tensor of the layer
     g.initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), axes))
     unsqueezed = f"{entry.name}.{suffix}_cx1x1"
     g.node("Unsqueeze", [factor, axes], unsqueezed, f"{entry.name}.unsqueeze_{suffix}", _doc(entry))
@@ -423,9 +423,9 @@ def lower_slice(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     start, end = bounds
     inputs = [
         x,
-        _int64s(g, f"{entry.name}.starts", [start]),
-        _int64s(g, f"{entry.name}.ends", [end]),
-        _int64s(g, f"{entry.name}.axes", [1]),
+        _int64s(g, f"{entry.name}.c_starts", [start]),
+        _int64s(g, f"{entry.name}.c_ends", [end]),
+        _int64s(g, f"{entry.name}.c_axes", [1]),
     ]
     g.node("Slice", inputs, out, entry.name, _doc(entry))
 
@@ -434,8 +434,8 @@ def lower_shuffle(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     """Channel shuffle as ShuffleNet exports it: N x G x C/G x rest, swap the two channel
     axes, back to the input's shape (0 copies the batch size)."""
     groups, shape = entry.config_as(Shuffle).groups, list(entry.input_shape)
-    grouped = _int64s(g, f"{entry.name}.grouped", [0, groups, shape[0] // groups, -1])
-    back = _int64s(g, f"{entry.name}.shape", [0, *shape])
+    grouped = _int64s(g, f"{entry.name}.c_grouped", [0, groups, shape[0] // groups, -1])
+    back = _int64s(g, f"{entry.name}.c_shape", [0, *shape])
     g.node("Reshape", [x, grouped], f"{entry.name}.grouped_x", f"{entry.name}.group", _doc(entry))
     g.node(
         "Transpose",
@@ -455,7 +455,7 @@ def lower_pad(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     """ONNX Pad: all begins (N, C, H, W), then all ends; zeros, a mirror, or the border."""
     config = entry.config_as(Pad)
     top, bottom, left, right = config.sizes
-    pads = _int64s(g, f"{entry.name}.pads", [0, 0, top, left, 0, 0, bottom, right])
+    pads = _int64s(g, f"{entry.name}.c_pads", [0, 0, top, left, 0, 0, bottom, right])
     g.node("Pad", [x, pads], out, entry.name, _doc(entry), mode=PAD_MODES[config.mode])
 
 
