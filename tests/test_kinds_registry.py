@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from cnnspec.cost import SAVED
 from cnnspec.deploy import export
 from cnnspec.importer import HANDLERS
 from cnnspec.importer.printer import FOLLOWS_ON_LINE
@@ -54,6 +55,7 @@ def stage_tables() -> dict[str, set[str]]:
             k for h in HANDLERS.values() for k in h.produces
         },
         "printer rule (importer/printer.py FOLLOWS_ON_LINE)": set(FOLLOWS_ON_LINE),
+        "memory rule (cost/memory.py SAVED)": set(SAVED),
         "draw colour (views/draw.py COLOURS)": set(COLOURS),
     }
 

@@ -23,6 +23,7 @@ STAGES = (
     "language",  # text -> AST, fmt, highlighting
     "resolve",  # AST -> layer graph
     "infer",  # layer graph -> checked network
+    "cost",  # memory to train and to run, from the checked network
     "inputs",  # images and arrays a network reads
     "deploy",  # ONNX export, int8, weights, onnxruntime sessions
     "training",  # PyTorch modules, training, evaluation

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import sys
 
+from ..cost import OPTIMIZERS
 from .common import EXIT_ERRORS, EXIT_OK, check_files, reject_unknown_network, safe_text, use_color
+from .options import batch_size, memory_size
 
 
 def cmd_check(args) -> int:
-    from ..views.report import render_diagnostics, render_table, to_json
+    from ..views.report import Costing, render_diagnostics, render_table, to_json
 
     result = check_files(args.files, args.network)
     reject_unknown_network(result)
+    optimizer = args.train or ("adam" if args.fit is not None else None)
+    costing = Costing(args.batch, optimizer, args.amp, args.fit)
     if args.format == "json":
-        print(to_json(result))
+        print(to_json(result, costing))
     else:
-        table = render_table(result, use_color(sys.stdout, args.color), args.dense_equivalent)
+        table = render_table(result, use_color(sys.stdout, args.color), args.dense_equivalent, costing)
         if table:
             print(table)
         notes = render_diagnostics(result, use_color(sys.stderr, args.color))
@@ -42,6 +46,29 @@ def add_parser(sub) -> None:
         "--dense-equivalent",
         action="store_true",
         help="add what a dense layer with the same input and output sizes would cost",
+    )
+    memory = check.add_argument_group("training memory (checked against what PyTorch keeps for backward)")
+    memory.add_argument(
+        "--train",
+        nargs="?",
+        const="adam",
+        choices=tuple(OPTIMIZERS),
+        metavar="OPTIMIZER",
+        help="add the memory to train: weights, gradients, optimizer state (sgd: none, momentum: 1, "
+        "adam and adamw: 2 per weight) and the activations kept for backward, per layer and in "
+        "total (default optimizer: adam)",
+    )
+    memory.add_argument(
+        "--batch", type=batch_size, default=1, help="images per batch for --train (default 1)"
+    )
+    memory.add_argument(
+        "--amp", action="store_true", help="mixed precision: activations kept in half precision"
+    )
+    memory.add_argument(
+        "--fit",
+        type=memory_size,
+        metavar="SIZE",
+        help="the largest batch whose training memory fits SIZE (8GiB, 16GB, ...), 10%% kept for the framework",
     )
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check, modules=("cnnspec.views.report",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 MAX_SEED = 2**63 - 1  # numpy takes any size, PyTorch 64 bits
 
@@ -33,6 +34,42 @@ def seed_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"seeds go from 0 to {MAX_SEED} (2^63 - 1), got {text}")
+    return value
+
+
+UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+MAX_BUDGET = 2**60  # bytes: an exabyte; beyond any device
+
+
+def memory_size(text: str) -> int:
+    """`8GiB`, `16GB`, `512MiB`, `1.5GiB`: bytes."""
+    found = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", text)
+    number, unit = (found.group(1), found.group(2).lower() or "b") if found else (text, "?")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a memory size such as 8GiB or 512MiB") from None
+    if unit not in UNITS or not math.isfinite(value) or not 0 < value * UNITS[unit] <= MAX_BUDGET:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a memory size such as 8GiB, 16GB or 512MiB (units: B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+        )
+    return int(value * UNITS[unit])
+
+
+def batch_size(text: str) -> int:
+    value = positive_count(text)
+    if not 1 <= value <= 2**31:
+        raise argparse.ArgumentTypeError(f"'{text}': a batch holds 1 to 2,147,483,648 images")
     return value
 
 

@@ -7,8 +7,26 @@ fixed-width table is twenty lines of code.
 from __future__ import annotations
 
 from ..base.diagnostics import printable, render
+from ..base.records import record
+from ..cost import FRAMEWORK_SHARE, TrainingMemory, inference_peak, largest_batch, training_memory
 from ..infer import CheckedNetwork, CheckResult
 from ..kinds import format_shape
+
+
+@record
+class Costing:
+    """What `check` adds on request: memory to train at `batch` with `optimizer` (None:
+    not asked), under autocast (`amp`), and the largest batch that fits `fit` bytes."""
+
+    batch: int = 1
+    optimizer: str | None = None
+    amp: bool = False
+    fit: int | None = None
+
+    def memory(self, net: CheckedNetwork) -> TrainingMemory | None:
+        if self.optimizer is None or not net.complete:
+            return None
+        return training_memory(net, self.batch, self.optimizer, self.amp)
 
 
 def si(n: float) -> str:
@@ -49,18 +67,15 @@ COLUMNS = [
 ]
 
 
-def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False) -> str:
+def render_network(
+    net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False, costing: Costing | None = None
+) -> str:
     style = _Style(color)
-    rows: list[tuple[str | None, list[str] | None, bool]] = []  # (block, cells or None for its title, frozen)
-    previous, group = "input", None
-    for entry in net.layers:
-        if entry.layer.block != group:  # a block instance's layers under its name
-            group = entry.layer.block
-            if group is not None:
-                rows.append((group, None, False))
-        rows.append((group, _cells(entry, previous, group is not None, dense_equivalent), entry.layer.frozen))
-        previous = entry.name
-    columns = _fitted(COLUMNS + ([("as dense", 12, ">")] if dense_equivalent else []), rows)
+    memory = (costing or Costing()).memory(net)
+    rows = _rows(net, dense_equivalent, memory)
+    extra = [("as dense", 12, ">")] if dense_equivalent else []
+    extra += [("kept/img", 9, ">")] if memory else []
+    columns = _fitted(COLUMNS + extra, rows)
     width = sum(w for _, w, _ in columns) + len(columns) - 1
 
     def row(cells) -> str:
@@ -84,10 +99,67 @@ def render_network(net: CheckedNetwork, color: bool = False, dense_equivalent: b
     if not net.complete:
         lines.append(style("(stopped at a shape error: the totals cover the layers above)", "33"))
     lines += _totals(net)
+    if memory is not None and costing is not None:
+        lines += _training(memory, costing)
     lines += _notes(net)
     if dense_equivalent:
         lines += _dense_equivalent(net)
     return "\n".join(lines)
+
+
+def _training(memory: TrainingMemory, costing: Costing) -> list[str]:
+    precision = "autocast: activations in half precision" if memory.amp else "fp32"
+    copies = {0: "none", 1: "1 per weight", 2: "2 per weight"}[
+        memory.optimizer_state // max(memory.gradients, 1)
+    ]
+    lines = [
+        f"training ({memory.optimizer}, {precision}, batch {memory.batch}): "
+        f"weights {nbytes(memory.weights)} · gradients {nbytes(memory.gradients)} · "
+        f"optimizer state {nbytes(memory.optimizer_state)} ({copies})"
+        + (f" · half-precision weight copies {nbytes(memory.cast_weights)}" if memory.cast_weights else ""),
+        f"  activations kept for backward {nbytes(memory.saved)} ({nbytes(memory.saved_per_image)} per image)"
+        f" · total {nbytes(memory.total)}; not counted: workspace, the allocator's slack, the CUDA context",
+    ]
+    if costing.fit is not None:
+        lines.append(_fit_line(memory, costing.fit))
+    return lines
+
+
+def _fit_line(memory: TrainingMemory, budget: int) -> str:
+    usable = int(budget * (1 - FRAMEWORK_SHARE))
+    batch = largest_batch(memory, usable)
+    kept = f"keeping {nbytes(budget - usable)} ({FRAMEWORK_SHARE:.0%}) for the framework's context, workspace and fragmentation"
+    if batch:
+        return f"  fits {nbytes(budget)}: batch {batch:,} at most, {kept}"
+    if memory.static >= usable:
+        return (
+            f"  does not fit {nbytes(budget)} even at batch 1: the weights, gradients and optimizer state "
+            f"alone take {nbytes(memory.static)}, {kept}"
+        )
+    return (
+        f"  does not fit {nbytes(budget)} even at batch 1: one image's activations need "
+        f"{nbytes(memory.saved_per_image)} beside {nbytes(memory.static)} of weights and state, {kept}"
+    )
+
+
+def _rows(
+    net: CheckedNetwork, dense_equivalent: bool, memory: TrainingMemory | None
+) -> list[tuple[str | None, list[str] | None, bool]]:
+    """(block, cells or None for the block's title, frozen) per row."""
+    kept = {row.name: row.saved_per_image for row in memory.layers} if memory else {}
+    rows: list[tuple[str | None, list[str] | None, bool]] = []
+    previous, group = "input", None
+    for entry in net.layers:
+        if entry.layer.block != group:  # a block instance's layers under its name
+            group = entry.layer.block
+            if group is not None:
+                rows.append((group, None, False))
+        cells = _cells(entry, previous, group is not None, dense_equivalent)
+        if memory:
+            cells.append(nbytes(kept[entry.name]) if kept[entry.name] else "0")
+        rows.append((group, cells, entry.layer.frozen))
+        previous = entry.name
+    return rows
 
 
 def _fitted(columns: list[tuple[str, int, str]], rows: list) -> list[tuple[str, int, str]]:
@@ -134,9 +206,11 @@ def _totals(net: CheckedNetwork) -> list[str]:
             f"frozen: {net.frozen_params:,} params in {sum(1 for c in net.layers if c.layer.frozen and c.params)} layers"
         )
     lines.append(f"MACs: {net.macs:,} ({si(net.macs)}) · FLOPs = 2 x MACs = {2 * net.macs:,}  per image")
-    lines.append(
-        f"activations: {nbytes(net.activation_bytes)} per image (fp32, input and every layer output)"
-    )
+    line = f"activations: {nbytes(net.activation_bytes)} per image (fp32, input and every layer output)"
+    if net.complete and net.layers:
+        peak = inference_peak(net)
+        line += f"; at most {nbytes(peak.peak)} alive at once (at {peak.at})"
+    lines.append(line)
     return lines
 
 
@@ -170,8 +244,10 @@ def _dense_equivalent(net: CheckedNetwork) -> list[str]:
     ]
 
 
-def render_table(result: CheckResult, color: bool = False, dense_equivalent: bool = False) -> str:
-    return "\n\n".join(render_network(net, color, dense_equivalent) for net in result.networks)
+def render_table(
+    result: CheckResult, color: bool = False, dense_equivalent: bool = False, costing: Costing | None = None
+) -> str:
+    return "\n\n".join(render_network(net, color, dense_equivalent, costing) for net in result.networks)
 
 
 def render_diagnostics(result: CheckResult, color: bool = False) -> str:
@@ -185,7 +261,31 @@ def render_diagnostics(result: CheckResult, color: bool = False) -> str:
     return "\n".join(parts)
 
 
-def to_json(result: CheckResult) -> str:
+def to_json(result: CheckResult, costing: Costing | None = None) -> str:
     import json  # only for --format json: the table is the common case
 
-    return json.dumps(result.to_json(), indent=2)
+    data = result.to_json()
+    for net, out in zip(result.networks, data.get("networks", [])):
+        if net.complete and net.layers:
+            peak = inference_peak(net)
+            out["inference_peak_bytes"] = peak.peak
+            out["inference_peak_at"] = peak.at
+        memory = (costing or Costing()).memory(net)
+        if memory is None:
+            continue
+        out["training_memory"] = memory.to_json()
+        if costing is not None and costing.fit is not None:
+            usable = int(costing.fit * (1 - FRAMEWORK_SHARE))
+            out["training_memory"]["fit"] = {
+                "budget_bytes": costing.fit,
+                "framework_share": FRAMEWORK_SHARE,
+                "largest_batch": largest_batch(memory, usable),
+            }
+        for row, layer in zip(memory.layers, out["layers"]):
+            layer["training"] = {
+                "weight_bytes": row.weights,
+                "gradient_bytes": row.gradients,
+                "optimizer_state_bytes": row.optimizer,
+                "saved_activation_bytes_per_image": row.saved_per_image,
+            }
+    return json.dumps(data, indent=2)
