@@ -33,6 +33,7 @@ _LAZY = {
     "CheckResult": "infer",
     "CheckedLayer": "infer",
     "CheckedNetwork": "infer",
+    "from_torch": "importer.from_torch",
 }
 
 
@@ -51,6 +52,7 @@ __all__ = [
     "Span",
     "check",
     "check_source",
+    "from_torch",
     "__version__",
 ]
 

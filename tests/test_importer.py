@@ -834,3 +834,67 @@ def test_a_per_channel_constant_product_imports_as_scale(tmp_path):
         ours, _ = build_model(network, weights_file=tmp_path / "w.npz")
         session = ort.InferenceSession(ours.SerializeToString(), providers=["CPUExecutionProvider"])
         assert np.allclose(session.run(None, {"input": inputs})[0], expected)
+
+
+# ------------------------------------------------------------------ from PyTorch directly
+
+
+def test_from_torch_gives_the_spec_weights_and_equal_outputs(tmp_path):
+    model = tm.randomize_batchnorm(tm.resnet18())
+    model.train()
+    imported = cnnspec.from_torch(model, (3, 64, 64), "r18")
+    assert model.training  # left in the mode it was in
+    network = check_text(imported.spec).network()
+    assert network.trainable_params == sum(p.numel() for p in model.parameters())
+    assert "batchnorm" in imported.spec  # kept, with its statistics, to fine-tune
+    np.savez(tmp_path / "r18.npz", **imported.weights)
+    again, _ = build_model(network, weights_file=tmp_path / "r18.npz")
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_outputs(again, x)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_import_torch_factory_from_the_command_line(tmp_path, capsys, monkeypatch):
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)  # PACKAGE.MODULE is found from the current folder, as python -m finds it
+    out = tmp_path / "shuffle.cnn"
+    args = ["import", "torch:tests.torch_models:ShuffleNetV2", "--input-shape", "3x64x64", "-o", str(out)]
+    assert main([*args, "--args", '{"classes": 3}']) == 0
+    text = out.read_text()
+    assert text.startswith("# Imported by cnnspec from torch:tests.torch_models:ShuffleNetV2")
+    assert "shuffle 2" in text and cnnspec.check(out).network().output_shape == (3,)
+    assert (tmp_path / "shuffle.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "reference, extra, code, message",
+    [
+        ("torch:tests.torch_models:ShuffleNetV2", ["--args", '{"bogus": 1}'], 1, "raised TypeError"),
+        ("torch:tests.torch_models:ShuffleNetV2", ["--args", "{classes: 3"], 1, "--args is not JSON"),
+        ("torch:tests.no_such_module:Net", [], 1, "cannot import tests.no_such_module"),
+        ("torch:tests.torch_models:NoSuchNet", [], 1, "has no 'NoSuchNet'"),
+        (
+            "torch:tests.torch_models:make_divisible",
+            ["--args", "[3]"],
+            1,
+            "expected a torch.nn.Module, got int",
+        ),
+        ("torch:tests.torch_models", [], 1, "is not PACKAGE.MODULE:FACTORY"),
+    ],
+)
+def test_import_torch_mistakes_are_one_line(reference, extra, code, message, tmp_path, capsys, monkeypatch):
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "net.cnn"
+    assert main(["import", reference, "--input-shape", "3x32x32", "-o", str(out), *extra]) == code
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and not out.with_suffix(".npz").exists()
+
+
+def test_import_torch_needs_the_input_size(tmp_path, capsys):
+    assert main(["import", "torch:tests.torch_models:resnet18", "-o", str(tmp_path / "n.cnn")]) == 2
+    assert "--input-shape CxHxW" in capsys.readouterr().err

@@ -33,16 +33,28 @@ def cmd_import(args) -> int:
     from ..base.diagnostics import CnnspecError
     from ..importer import NotAModel, import_model
 
+    from_torch = args.model.startswith(TORCH_PREFIX)
     model = Path(args.model)
-    readable_file(args.model, "model")
+    if not from_torch:
+        readable_file(args.model, "model")
+    elif args.input_shape is None:
+        raise UsageError(f"{args.model}: give the input size with --input-shape CxHxW (e.g. 3x224x224)")
+    elif args.flat:
+        raise UsageError("--flat reads an ONNX file; import the PyTorch model, then `cnnspec fmt` it")
     spec_path, weights_path, weights_out = _output_paths(args, model)
     name = _network_name(args)
     try:
-        imported = import_model(model, name, args.input_shape, args.flat, weights_out.name)
+        if from_torch:
+            imported = _import_torch(args, name, weights_out.name)
+        else:
+            imported = import_model(model, name, args.input_shape, args.flat, weights_out.name)
     except NotAModel as exc:
         raise UsageError(f"{args.model}: {exc}") from None
     except CnnspecError as exc:
         print_error(exc)
+        return EXIT_ERRORS
+    except _ModelError as exc:
+        say("error", str(exc))
         return EXIT_ERRORS
     _write_both(args, imported, spec_path, weights_path)
     graph = imported.graph
@@ -58,6 +70,32 @@ def cmd_import(args) -> int:
             "the model took NxHxWxC input; the spec takes NxCxHxW: transpose images to channels first",
         )
     return EXIT_OK
+
+
+TORCH_PREFIX = "torch:"
+
+
+def _import_torch(args, name: str, weights_file: str):
+    """`torch:PACKAGE.MODULE:FACTORY`: the factory's module, exported and imported here."""
+    try:
+        import torch  # noqa: F401  (the train extra)
+    except ImportError:
+        raise UsageError(
+            f"{args.model}: importing a PyTorch model needs PyTorch: pip install 'cnnspec[train]'"
+        ) from None
+    from ..importer.from_torch import TorchBridgeError, from_torch, module_from_factory
+
+    try:
+        module = module_from_factory(args.model[len(TORCH_PREFIX) :], args.args)
+        return from_torch(
+            module, args.input_shape, name, fold_bn=args.fold_bn, source=args.model, weights_file=weights_file
+        )
+    except TorchBridgeError as exc:
+        raise _ModelError(f"{args.model}: {exc}") from None
+
+
+class _ModelError(Exception):
+    """The user's PyTorch model could not be built or exported: exit 1, one line."""
 
 
 def _output_paths(args, model: Path) -> tuple[Path, Path, Path]:
@@ -160,7 +198,20 @@ def add_parser(sub) -> None:
         "the spec's tensor names, so `cnnspec export NET.cnn --weights NET.npz` rebuilds the model. "
         "Exit 1 lists every op cnnspec cannot express; exit 2 for a file that is not a model.",
     )
-    imp.add_argument("model", metavar="MODEL.onnx")
+    imp.add_argument(
+        "model",
+        metavar="MODEL.onnx",
+        help="an ONNX file, or torch:PACKAGE.MODULE:FACTORY: a PyTorch model built by calling FACTORY "
+        "(imported from the current folder as `python -m` would; its code runs), exported here",
+    )
+    imp.add_argument(
+        "--args", metavar="JSON", help="for torch:...: the factory's arguments, a JSON list or object"
+    )
+    imp.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="for torch:...: fold batch norm into the conv before it (default: keep it, to fine-tune)",
+    )
     imp.add_argument("-o", "--output", required=True, metavar="NET.cnn")
     imp.add_argument(
         "--weights-out", metavar="NET.npz", help="where the weights go (default: beside NET.cnn)"

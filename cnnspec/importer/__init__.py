@@ -50,6 +50,7 @@ def import_model(
     input_shape: Shape | None = None,
     flat: bool = False,
     weights_file: str = "",
+    source: str | None = None,
 ) -> Imported:
     """Read an ONNX model and write it as a spec and its weights. The spec is checked
     with cnnspec's own checker, and each weight tensor is keyed by the name that check
@@ -66,7 +67,8 @@ def import_model(
         else ""
     )
     # The model's strings and the file names are data: comment_text keeps each on its line.
-    source, producer = comment_text(path.name), comment_text(graph.producer or "unknown producer")
+    # (`source`: what the model came from, where it is not the file: `torch:models:resnet18`)
+    source, producer = comment_text(source or path.name), comment_text(graph.producer or "unknown producer")
     named = comment_text(weights_file)
     header = (
         f"# Imported by cnnspec from {source} ({producer}, opset {graph.opset})."
