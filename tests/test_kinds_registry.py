@@ -13,6 +13,7 @@ import re
 import pytest
 
 from cnnspec.cost import SAVED
+from cnnspec.cost.latency import KERNEL_OF
 from cnnspec.deploy import export
 from cnnspec.importer import HANDLERS
 from cnnspec.importer.printer import FOLLOWS_ON_LINE
@@ -56,6 +57,7 @@ def stage_tables() -> dict[str, set[str]]:
         },
         "printer rule (importer/printer.py FOLLOWS_ON_LINE)": set(FOLLOWS_ON_LINE),
         "memory rule (cost/memory.py SAVED)": set(SAVED),
+        "latency kernel (cost/latency.py KERNEL_OF)": set(KERNEL_OF),
         "draw colour (views/draw.py COLOURS)": set(COLOURS),
     }
 

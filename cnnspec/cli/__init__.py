@@ -73,6 +73,7 @@ COMMANDS = {
     "export": "export",
     "run": "run",
     "bench": "bench",
+    "calibrate": "calibrate",
     "import": "import_",
     "train": "train",
     "evaluate": "evaluate",

@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 
 from ..cost import OPTIMIZERS
-from .common import EXIT_ERRORS, EXIT_OK, check_files, reject_unknown_network, safe_text, use_color
+from .common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    UsageError,
+    check_files,
+    reject_unknown_network,
+    safe_text,
+    use_color,
+)
 from .options import batch_size, memory_size
 
 
@@ -15,7 +23,7 @@ def cmd_check(args) -> int:
     result = check_files(args.files, args.network)
     reject_unknown_network(result)
     optimizer = args.train or ("adam" if args.fit is not None else None)
-    costing = Costing(args.batch, optimizer, args.amp, args.fit)
+    costing = Costing(args.batch, optimizer, args.amp, args.fit, _device(args.latency))
     if args.format == "json":
         print(to_json(result, costing))
     else:
@@ -29,6 +37,17 @@ def cmd_check(args) -> int:
         if not table and not notes:  # a file of blocks only: say what was checked
             print(f"{safe_text(', '.join(args.files))}: no network to check (blocks only); no errors")
     return EXIT_OK if result.ok else EXIT_ERRORS
+
+
+def _device(name: str | None):
+    if name is None:
+        return None
+    from ..cost.latency import UnknownDevice, load_profile
+
+    try:
+        return load_profile(name)
+    except UnknownDevice as exc:
+        raise UsageError(f"--latency {safe_text(name)}: {exc}") from None
 
 
 def add_parser(sub) -> None:
@@ -69,6 +88,13 @@ def add_parser(sub) -> None:
         type=memory_size,
         metavar="SIZE",
         help="the largest batch whose training memory fits SIZE (8GiB, 16GB, ...), 10%% kept for the framework",
+    )
+    check.add_argument(
+        "--latency",
+        metavar="DEVICE",
+        help="add the predicted time per layer and whether it is bound by compute or memory: a "
+        "profile `cnnspec calibrate` measured here (its name, or a .json), or a named roofline "
+        "(h100, a100, l4, t4, rtx4090, jetson-orin, rpi5); --batch sets the batch",
     )
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check, modules=("cnnspec.views.report",))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..base.diagnostics import printable, render
 from ..base.records import record
 from ..cost import FRAMEWORK_SHARE, TrainingMemory, inference_peak, largest_batch, training_memory
+from ..cost.latency import Latency, Profile, predict
 from ..infer import CheckedNetwork, CheckResult
 from ..kinds import format_shape
 
@@ -22,11 +23,17 @@ class Costing:
     optimizer: str | None = None
     amp: bool = False
     fit: int | None = None
+    device: Profile | None = None  # --latency: the device profile
 
     def memory(self, net: CheckedNetwork) -> TrainingMemory | None:
         if self.optimizer is None or not net.complete:
             return None
         return training_memory(net, self.batch, self.optimizer, self.amp)
+
+    def latency(self, net: CheckedNetwork) -> Latency | None:
+        if self.device is None or not net.complete:
+            return None
+        return predict(net, self.device, self.batch)
 
 
 def si(n: float) -> str:
@@ -72,9 +79,11 @@ def render_network(
 ) -> str:
     style = _Style(color)
     memory = (costing or Costing()).memory(net)
-    rows = _rows(net, dense_equivalent, memory)
+    latency = (costing or Costing()).latency(net)
+    rows = _rows(net, dense_equivalent, memory, latency)
     extra = [("as dense", 12, ">")] if dense_equivalent else []
     extra += [("kept/img", 9, ">")] if memory else []
+    extra += [("time", 9, ">"), ("bound", 7, "<")] if latency else []
     columns = _fitted(COLUMNS + extra, rows)
     width = sum(w for _, w, _ in columns) + len(columns) - 1
 
@@ -101,6 +110,8 @@ def render_network(
     lines += _totals(net)
     if memory is not None and costing is not None:
         lines += _training(memory, costing)
+    if latency is not None:
+        lines += _latency(latency)
     lines += _notes(net)
     if dense_equivalent:
         lines += _dense_equivalent(net)
@@ -143,10 +154,11 @@ def _fit_line(memory: TrainingMemory, budget: int) -> str:
 
 
 def _rows(
-    net: CheckedNetwork, dense_equivalent: bool, memory: TrainingMemory | None
+    net: CheckedNetwork, dense_equivalent: bool, memory: TrainingMemory | None, latency: Latency | None
 ) -> list[tuple[str | None, list[str] | None, bool]]:
     """(block, cells or None for the block's title, frozen) per row."""
     kept = {row.name: row.saved_per_image for row in memory.layers} if memory else {}
+    times = {row.name: row for row in latency.layers} if latency else {}
     rows: list[tuple[str | None, list[str] | None, bool]] = []
     previous, group = "input", None
     for entry in net.layers:
@@ -157,9 +169,32 @@ def _rows(
         cells = _cells(entry, previous, group is not None, dense_equivalent)
         if memory:
             cells.append(nbytes(kept[entry.name]) if kept[entry.name] else "0")
+        if latency:
+            cells += _time_cells(times[entry.name], latency)
         rows.append((group, cells, entry.layer.frozen))
         previous = entry.name
     return rows
+
+
+def _time_cells(row, latency: Latency) -> list[str]:
+    if row.seconds:
+        return [_seconds(row.seconds), row.bound(latency.profile)]
+    return ["fused" if row.group != row.name else "", ""]
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1e3:.2f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} µs"
+
+
+def _latency(latency: Latency) -> list[str]:
+    profile = latency.profile
+    kind = "calibrated on this machine" if profile.calibrated else "roofline estimate, not calibrated"
+    memory_bound = sum(row.seconds for row in latency.layers if row.bound(profile) == "memory")
+    return [
+        f"latency on {profile.name} ({profile.description}; {kind}), batch {latency.batch}: "
+        f"{_seconds(latency.total)} predicted, {memory_bound / max(latency.total, 1e-12):.0%} of it in "
+        f"memory-bound kernels (ridge point {profile.ridge:.1f} FLOPs per byte)"
+    ]
 
 
 def _fitted(columns: list[tuple[str, int, str]], rows: list) -> list[tuple[str, int, str]]:
@@ -270,6 +305,18 @@ def to_json(result: CheckResult, costing: Costing | None = None) -> str:
             peak = inference_peak(net)
             out["inference_peak_bytes"] = peak.peak
             out["inference_peak_at"] = peak.at
+        latency = (costing or Costing()).latency(net)
+        if latency is not None:
+            out["latency"] = {
+                "device": latency.profile.name,
+                "calibrated": latency.profile.calibrated,
+                "batch": latency.batch,
+                "total_seconds": latency.total,
+            }
+            for timed, layer in zip(latency.layers, out["layers"]):
+                layer["latency_seconds"] = timed.seconds
+                layer["bound"] = timed.bound(latency.profile) or None
+                layer["fused_into"] = timed.group if timed.group != timed.name else None
         memory = (costing or Costing()).memory(net)
         if memory is None:
             continue

@@ -1,0 +1,96 @@
+"""Latency per layer: the roofline arithmetic by hand, the kernels onnxruntime fuses
+(checked against its own profiler's kernel names), and a calibration's profile."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.cost.latency import LAUNCH, ROOFLINES, load_profile, predict
+from cnnspec.deploy.export import build_model
+from tests.conftest import SPECS, check_text, net
+from tests.helpers import cli
+
+
+def test_roofline_time_and_bound_by_hand():
+    """A 3x3 conv of 64 to 64 channels on 56x56 and a depthwise 3x3 on the same map, on a
+    T4 (8.1 TFLOP/s, 320 GB/s: ridge 25.3 FLOPs per byte)."""
+    network = check_text(
+        net("conv 64 3x3 pad=1 bias=false as full\nconv 64 3x3 pad=1 groups=64 bias=false as dw", "64x56x56")
+    ).network()
+    t4 = load_profile("t4")
+    timed = {row.name: row for row in predict(network, t4).layers}
+    values = 64 * 56 * 56
+    full_flops, full_bytes = 2 * 64 * 64 * 9 * 56 * 56, 4 * (2 * values + 64 * 64 * 9)
+    assert (timed["full"].flops, timed["full"].nbytes) == (full_flops, full_bytes)
+    assert math.isclose(timed["full"].seconds, LAUNCH + full_flops / 8.1e12)
+    dw_flops, dw_bytes = 2 * 64 * 9 * 56 * 56, 4 * (2 * values + 64 * 9)
+    assert math.isclose(timed["dw"].seconds, LAUNCH + dw_bytes / 320e9)
+    # 9 MACs per output for the depthwise conv against 576: it waits on memory
+    assert timed["full"].bound(t4) == "compute" and timed["dw"].bound(t4) == "memory"
+    assert full_flops / full_bytes > t4.ridge > dw_flops / dw_bytes
+
+
+def _profiled_kernels(network) -> set[str]:
+    """The kernels onnxruntime runs, by its own profiler: each named after a layer."""
+    import onnxruntime as ort
+
+    model, _ = build_model(network)
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"input": np.zeros((1, *network.input_shape), np.float32)})
+    profile = Path(session.end_profiling())
+    events = json.loads(profile.read_text())
+    profile.unlink()
+    return {
+        event["name"][: -len("_kernel_time")].removesuffix("_nchwc")
+        for event in events
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+    }
+
+
+def test_fused_kernels_are_the_ones_onnxruntime_runs():
+    network = check_text(
+        net(
+            "conv 16 3x3 pad=1 bias=false; batchnorm; relu\nresidual {\n  conv 16 3x3 pad=1 bias=false; batchnorm; relu\n"
+            "  conv 16 3x3 pad=1 bias=false; batchnorm\n}\nrelu\npool max 2\nsigmoid\nglobalpool avg\nflatten\ndropout 0.5\ndense 10",
+            "3x32x32",
+        )
+    ).network()
+    latency = predict(network, load_profile("t4"))
+    group_of = {row.name: row.group for row in latency.layers}
+    kernels = {row.name for row in latency.layers if row.seconds}  # one per predicted kernel
+    profiled = _profiled_kernels(network)
+    layout = {name for name in profiled if name.startswith("Reorder")}  # NCHWc layout changes
+    # every kernel onnxruntime ran is named after a layer of one predicted kernel, and each
+    # predicted kernel ran once: batch norm, relu, the residual add and dropout fused or gone
+    assert {group_of[name] for name in profiled - layout} == kernels
+    assert len(profiled - layout) == len(kernels)
+    fused = {row.name: row.group for row in latency.layers if row.group != row.name}
+    assert fused["bn1"] == fused["relu1"] == "conv1" and fused["add1"] == fused["relu3"] == "conv3"
+
+
+def test_a_calibrated_profile_is_written_loaded_and_used(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code, out, _ = cli(capsys, "calibrate", "here", "--quick")
+    assert code == 0 and "wrote" in out
+    profile = load_profile("here")
+    assert profile.calibrated and set(profile.fits) == {"1", "8"}
+    network = check_text(net("conv 16 3x3 pad=1 relu\npool max 2\nflatten\ndense 10", "3x32x32")).network()
+    one, eight = predict(network, profile, 1).total, predict(network, profile, 8).total
+    assert 0 < one < eight
+    code, out, _ = cli(capsys, "check", str(SPECS / "lenet5.cnn"), "--latency", "here", "--format", "json")
+    data = json.loads(out)["networks"][0]
+    assert data["latency"]["calibrated"] and data["latency"]["total_seconds"] > 0
+    assert data["layers"][0]["latency_seconds"] > 0 and data["layers"][0]["bound"] in ("compute", "memory")
+
+
+def test_check_latency_names_the_devices_it_knows(capsys):
+    code, out, _ = cli(capsys, "check", str(SPECS / "lenet5.cnn"), "--latency", "rpi5", "--batch", "4")
+    assert code == 0 and "roofline estimate, not calibrated" in out and "batch 4" in out and "bound" in out
+    code, _, err = cli(capsys, "check", str(SPECS / "lenet5.cnn"), "--latency", "abacus")
+    assert code == 2 and "no device 'abacus'" in err and all(name in err for name in ROOFLINES)
