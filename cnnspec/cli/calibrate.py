@@ -43,7 +43,7 @@ def cmd_calibrate(args) -> int:
 def add_parser(sub) -> None:
     command = sub.add_parser(
         "calibrate",
-        help="measure this machine for `check --latency` (about half a minute)",
+        help="time this machine for check --latency",
         description="Time kernels of each kind (convs of many shapes, depthwise convs, dense "
         "layers, pools, elementwise functions, data movement) with onnxruntime on this machine at "
         "batch 1 and 8, fit t = c + a·FLOPs + b·bytes per kind, and save the device profile in the "
