@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,8 @@ def test_version_and_help():
     out = run_cli("check", "--help")
     assert out.returncode == 0 and "--dense-equivalent" in out.stdout and "--format" in out.stdout
     listing = run_cli("--help").stdout
-    assert all(f"    {command} " in listing for command in COMMANDS), listing
+    # each command listed with its help (on the next line when the name is long)
+    assert all(re.search(rf"^    {command}\s+\S", listing, re.M) for command in COMMANDS), listing
 
 
 @pytest.mark.parametrize("columns", [None, "50", "132", "0", "wide"])
