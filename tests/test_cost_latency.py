@@ -94,3 +94,21 @@ def test_check_latency_names_the_devices_it_knows(capsys):
     assert code == 0 and "roofline estimate, not calibrated" in out and "batch 4" in out and "bound" in out
     code, _, err = cli(capsys, "check", str(SPECS / "lenet5.cnn"), "--latency", "abacus")
     assert code == 2 and "no device 'abacus'" in err and all(name in err for name in ROOFLINES)
+
+
+def test_bench_per_layer_puts_each_kernel_beside_its_prediction(capsys, tmp_path):
+    spec = str(SPECS / "lenet5.cnn")
+    code, out, _ = cli(
+        capsys, "bench", spec, "--batch", "1", "--seconds", "0.05", "--per-layer", "--latency", "t4"
+    )
+    assert code == 0 and "per kernel at batch 1" in out and "predicted on t4" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[out.splitlines().index(next(
+        line for line in out.splitlines() if line.startswith("kernel"))) + 1 :]}  # fmt: skip
+    assert "total" in rows and any(name.startswith("conv1") or name.startswith("relu1") for name in rows)
+    assert all("ms" in line for line in rows.values())
+    code, _, err = cli(capsys, "bench", spec, "--per-layer", "--format", "json")
+    assert code == 2 and "--per-layer prints a table" in err
+    model = tmp_path / "m.onnx"
+    assert cli(capsys, "export", spec, "-o", str(model))[0] == 0
+    code, _, err = cli(capsys, "bench", str(model), "--per-layer", "--latency", "t4")
+    assert code == 2 and "predicts from a .cnn spec" in err

@@ -59,6 +59,15 @@ def cmd_bench(args) -> int:
     scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-bench-")
     try:
         measured = _measure(args, Path(scratch_dir.name))
+        if measured is None:
+            return EXIT_ERRORS
+        threads = args.threads or os.cpu_count()
+        if args.format == "json":
+            _print_json(measured, threads)
+        else:
+            _print_table(measured, threads)
+        if args.per_layer:
+            _per_layer(args, Path(scratch_dir.name))
     except ProviderUnavailable as exc:
         raise UsageError(str(exc)) from None
     except CnnspecError as exc:
@@ -66,20 +75,56 @@ def cmd_bench(args) -> int:
         return EXIT_ERRORS
     finally:
         scratch_dir.cleanup()
-    if measured is None:
-        return EXIT_ERRORS
-    threads = args.threads or os.cpu_count()
-    if args.format == "json":
-        _print_json(measured, threads)
-    else:
-        _print_table(measured, threads)
     return EXIT_OK
+
+
+def _per_layer(args, scratch: Path) -> None:
+    """Each kernel's measured time beside the prediction for the layers it runs."""
+    import numpy as np
+
+    from ..cost.latency import UnknownDevice, load_profile, predict
+    from ..deploy.runtime import input_shape, kernel_times, make_session
+
+    batch = args.batch[0]
+    network, model = None, args.model
+    if Path(args.model).suffix == ".cnn":
+        loaded = load_weights(args, args.model)
+        assert loaded is not None  # the timing above loaded them already
+        network, weights, spec_text, _ = loaded
+        model = model_source(network, weights, args, spec_text, scratch)
+    shape = input_shape(make_session(model, args.provider, args.threads))
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    measured = kernel_times(model, x, args.provider, args.threads)
+    predicted: dict[str, float] = {}
+    device = args.latency or "this-cpu"
+    if network is not None:
+        try:
+            predicted = predict(network, load_profile(device), batch).groups()
+        except UnknownDevice:
+            if args.latency:
+                raise UsageError(f"--latency {safe_text(args.latency)}: no such device profile") from None
+    print(
+        f"\nper kernel at batch {batch} (onnxruntime's profiler, mean of 11 runs)"
+        + (f"; predicted on {device}" if predicted else "; `cnnspec calibrate` adds predictions")
+    )
+    print(f"{'kernel':<24} {'op':<20} {'measured':>10} {'predicted':>10} {'error':>7}")
+    for node, op, seconds in measured:
+        layer = node.removesuffix("_nchwc").split(".")[0]
+        guess = predicted.get(layer)
+        cells = f"{guess * 1e3:>7.3f} ms {guess / seconds - 1:>+6.0%}" if guess else ""
+        print(f"{safe_text(node)[:24]:<24} {op[:20]:<20} {seconds * 1e3:>7.3f} ms {cells}")
+    total = sum(seconds for _, _, seconds in measured)
+    print(f"{'total':<24} {'':<20} {total * 1e3:>7.3f} ms")
 
 
 def _check_options(args) -> None:
     readable_file(args.model, "file")
     if args.int8_calibrate:
         readable_path(args.int8_calibrate, "calibration data")
+    if args.per_layer and args.format == "json":
+        raise UsageError("--per-layer prints a table; leave out --format json")
+    if args.latency and Path(args.model).suffix != ".cnn":
+        raise UsageError("--latency predicts from a .cnn spec; an ONNX model is only measured")
     if (args.mean or args.std) and not args.int8_calibrate:
         raise UsageError("--mean and --std apply to the --int8-calibrate examples")
     if Path(args.model).suffix != ".cnn":
@@ -233,5 +278,12 @@ def add_parser(sub) -> None:
     )
     bench.add_argument("--seconds", type=finite_number, default=1.0, help="timing per batch size (default 1)")
     bench.add_argument("--format", choices=("table", "json"), default="table")
+    bench.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="also time each kernel with onnxruntime's profiler at the first batch size, beside "
+        "what `check --latency` predicts (a .cnn: with --latency DEVICE, default this-cpu when calibrated)",
+    )
+    bench.add_argument("--latency", metavar="DEVICE", help="the device profile for --per-layer's prediction")
     export_options(bench, for_run=True)
     bench.set_defaults(func=cmd_bench)

@@ -174,3 +174,41 @@ def read_labels(path: str, classes: int) -> list[str]:
     if len(labels) != classes:
         raise fail("bad-input", f"{path}: {len(labels)} labels for {classes} classes", "one label a line")
     return labels
+
+
+def kernel_times(
+    model: bytes | str | Path,
+    batch: np.ndarray,
+    provider: Provider = "cpu",
+    threads: int | None = None,
+    runs: int = 10,
+) -> list[tuple[str, str, float]]:
+    """(node, op, mean seconds) of every kernel onnxruntime runs, by its own profiler, in
+    the order it ran them. Nodes it fused carry the name of one of the nodes fused (cnnspec
+    names nodes after layers); layout changes it adds are `Reorder...`."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.enable_profiling = True
+    if threads:
+        options.intra_op_num_threads = threads
+    with tempfile.TemporaryDirectory(prefix="cnnspec-profile-") as folder:
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        source = model if isinstance(model, bytes) else str(model)
+        session = ort.InferenceSession(source, options, providers=choose_providers(provider))
+        feeds = {session.get_inputs()[0].name: batch}
+        session.run(None, feeds)  # the first run allocates: not timed
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, list] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            node = event["name"][: -len("_kernel_time")]
+            entry = totals.setdefault(node, [event.get("args", {}).get("op_name", "?"), 0.0])
+            entry[1] += event.get("dur", 0) * 1e-6
+    return [(node, op, seconds / (runs + 1)) for node, (op, seconds) in totals.items()]
