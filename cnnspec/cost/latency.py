@@ -153,7 +153,7 @@ KERNEL_OF = {
 FUSED_ACTIVATIONS = ("relu", "leakyrelu", "sigmoid", "tanh", "relu6", "hardsigmoid")
 
 
-def _fuses_into(entry: CheckedLayer, group_kind: str, readers: dict[str, int]) -> bool:
+def _fuses_into(entry: CheckedLayer, group_kind: str) -> bool:
     """Whether onnxruntime runs this layer inside the conv/dense group it follows."""
     fn = getattr(entry.layer.config, "fn", None)
     if entry.kind == "batchnorm":
@@ -234,7 +234,7 @@ def predict(network: CheckedNetwork, profile: Profile, batch: int = 1) -> Latenc
                 for name in entry.inputs
                 if name in open_groups
                 and readers.get(name) == 1
-                and _fuses_into(entry, kernel_of[open_groups[name]] or "", readers)
+                and _fuses_into(entry, kernel_of[open_groups[name]] or "")
             ),
             None,
         )
