@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -183,3 +184,22 @@ def test_the_diagrams_the_readme_shows_are_current():
         assert to_svg(layout(checked)) == (SPECS.parent / "docs/images" / picture).read_text(), (
             f"regenerate with: cnnspec draw specs/{spec} {'--network ' + network if network else ''} -o docs/images/{picture}"
         )
+
+
+@pytest.mark.parametrize("heat", ["time", "memory"])
+def test_heat_fills_the_costliest_box_darkest(heat, tmp_path, capsys):
+    from cnnspec.cost import training_memory
+    from cnnspec.cost.latency import load_profile, predict
+
+    out = tmp_path / "net.svg"
+    spec = SPECS / "lenet5.cnn"
+    assert main(["draw", str(spec), "-o", str(out), "--heat", heat, "--latency", "t4"]) == 0
+    svg = out.read_text()
+    heats = dict(re.findall(r'data-name="([^"]+)" data-kind="[^"]+" data-heat="([0-9.]+)"', svg))
+    network = cnnspec.check(spec).network()
+    if heat == "time":
+        costs = {row.name: row.seconds for row in predict(network, load_profile("t4")).layers}
+    else:
+        costs = {row.name: row.saved_per_image for row in training_memory(network, 1).layers}
+    assert max(heats, key=lambda name: float(heats[name])) == max(costs, key=costs.get)
+    assert float(heats[max(costs, key=costs.get)]) == 1.0 and 'fill="#d7301f"' in svg

@@ -62,6 +62,8 @@ class Box:
     rank: int = 0
     lane: int = 0
     inputs: list[str] = field(default_factory=list)
+    heat: float | None = None  # --heat: its share of the hottest box's time or memory, 0 to 1
+    heat_text: str = ""
 
     @property
     def x(self) -> int:
@@ -84,6 +86,7 @@ class Diagram:
     boxes: dict[str, Box]
     groups: list[Group]
     summary: str
+    owner: dict[str, str] = field(default_factory=dict)  # layer -> the box that shows it
 
     @property
     def width(self) -> int:
@@ -97,6 +100,30 @@ class Diagram:
 
 
 # ------------------------------------------------------------------ layout
+
+
+HOT = (215, 48, 31)  # the fill of the box that costs most; white costs nothing
+
+
+def heat_fill(heat: float | None, frozen: bool) -> str:
+    if heat is None:
+        return "#e6e6e6" if frozen else "white"
+    r, g, b = (round(255 + (c - 255) * heat) for c in HOT)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def add_heat(diagram: Diagram, owner: dict[str, str], values: dict[str, float], text) -> None:
+    """Each box filled by its share of the largest value (a collapsed instance: the sum
+    of its layers'), and the value written on it."""
+    per_box: dict[str, float] = {}
+    for layer, value in values.items():
+        key = owner.get(layer, layer)
+        per_box[key] = per_box.get(key, 0.0) + value
+    hottest = max(per_box.values(), default=0.0) or 1.0
+    for key, box in diagram.boxes.items():
+        if key in per_box:
+            box.heat = per_box[key] / hottest
+            box.heat_text = text(per_box[key])
 
 
 def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
@@ -124,7 +151,7 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
     )
     outputs = ", ".join(network.outputs)
     return Diagram(
-        f"{network.name} (outputs: {outputs})" if outputs else network.name, boxes, groups, summary
+        f"{network.name} (outputs: {outputs})" if outputs else network.name, boxes, groups, summary, owner
     )
 
 
@@ -202,6 +229,11 @@ def _group_rect(diagram: Diagram, group: Group) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
+def _tag(box: Box) -> str:
+    """The box's top-right note: its cost under --heat, else its parameters; frozen or not."""
+    return (box.heat_text or (box.lines[1] if box.lines else "")) + (" · frozen" if box.frozen else "")
+
+
 def _clip(text: str, limit: int = 34) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -245,15 +277,16 @@ def to_svg(diagram: Diagram) -> str:
             )
     for box in diagram.boxes.values():
         colour = colour_of(box.kind)
-        fill = "#e6e6e6" if box.frozen else "white"
+        fill = heat_fill(box.heat, box.frozen)
         frozen = ' data-frozen="true"' if box.frozen else ""
+        heat = f' data-heat="{box.heat:.3f}"' if box.heat is not None else ""
         parts.append(
-            f'<g class="layer" data-name="{e(box.key)}" data-kind="{e(box.kind)}"{frozen}>'
+            f'<g class="layer" data-name="{e(box.key)}" data-kind="{e(box.kind)}"{frozen}{heat}>'
             f'<rect x="{box.x}" y="{box.y}" width="{BOX_W}" height="{BOX_H}" rx="6" fill="{fill}" '
             f'stroke="{colour}" stroke-width="2"/>'
             f'<text x="{box.x + 8}" y="{box.y + 17}" font-size="13" font-weight="bold">{e(_clip(box.title, 22))}</text>'
             f'<text x="{box.x + BOX_W - 8}" y="{box.y + 17}" font-size="10" text-anchor="end" fill="#555">'
-            f"{e(box.lines[1] if box.lines else '')}{' · frozen' if box.frozen else ''}</text>"
+            f"{e(_tag(box))}</text>"
             f'<text x="{box.x + 8}" y="{box.y + 35}" font-size="11">{e(_clip(box.lines[0] if box.lines else ""))}</text>'
             f'<text x="{box.x + 8}" y="{box.y + 53}" font-size="11" fill="{colour}">→ {e(box.shape)}</text></g>'
         )
@@ -313,11 +346,11 @@ def to_png(diagram: Diagram, path: Path) -> None:
     for box in diagram.boxes.values():
         colour = colour_of(box.kind)
         draw.rounded_rectangle(
-            (box.x, box.y, box.x + BOX_W, box.y + BOX_H), 6, fill="#e6e6e6" if box.frozen else "white",
+            (box.x, box.y, box.x + BOX_W, box.y + BOX_H), 6, fill=heat_fill(box.heat, box.frozen),
             outline=colour, width=2,
         )  # fmt: skip
         draw.text((box.x + 8, box.y + 5), _clip(box.title, 22), fill="black", font=fonts[13])
-        tag = (box.lines[1] if box.lines else "") + (" · frozen" if box.frozen else "")
+        tag = _tag(box)
         draw.text((box.x + BOX_W - 8, box.y + 7), tag, fill="#555555", font=fonts[10], anchor="ra")
         draw.text(
             (box.x + 8, box.y + 25), _clip(box.lines[0] if box.lines else ""), fill="black", font=fonts[11]
