@@ -3,7 +3,7 @@
 Training: weights, their gradients, the optimizer's state, and the activations autograd
 keeps for backward, as PyTorch keeps them when it runs cnnspec's torch backend
 (training/modules.py): a conv keeps its input, batch norm its input, ReLU its output,
-max pooling its input and the indices (int64), dropout its mask (bool); a view (flatten,
+max pooling its input and the indices (int64), dropout its scaled mask; a view (flatten,
 a slice) makes no tensor of its own. A tensor kept by several ops is counted once, as
 memory holds it once. A layer keeps nothing when neither its weights train nor anything
 before it does (a frozen prefix). Workspace, the allocator's slack and the framework's
