@@ -36,7 +36,7 @@ def cmd_calibrate(args) -> int:
             rate = f"{1e-9 / a:.1f}" if a else "-"
             bandwidth = f"{1e-9 / b:.1f}" if b else "-"
             print(f"{kind:<12} {batch:>5} {c * 1e6:>6.1f} µs {rate:>9} {bandwidth:>8}")
-    print(f"wrote {path}; use it with: cnnspec check SPEC --latency {args.name}")
+    print(f"wrote {safe_text(str(path))}; use it with: cnnspec check SPEC --latency {args.name}")
     return EXIT_OK
 
 
