@@ -1231,3 +1231,16 @@ def test_import_interrupted_between_its_renames_keeps_the_old_pair(tmp_path, cap
         tmp_path / "net.cnn"
     ).read_text() == "old spec"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.cnn", "net.npz"]
+
+
+def test_a_split_counts_a_layer_per_part_in_the_expansion_budget():
+    """`repeat 1000 { split 4000 as ... }` is a 40 KB file of 4,000,000 layers: refused
+    before expanding (it took 38 s when a split counted as one layer), with a split's
+    names written across continued lines."""
+    names = " \\\n    ".join(" ".join(f"p{i}" for i in range(j, j + 500)) for j in range(0, 4000, 500))
+    text = "network n {\n  input 4000x2x2\n  repeat 1000 { split 4000 as " + names + "\n  concat p0 p1 }\n}\n"
+    result = cnnspec.check_source(text)
+    assert [d.code for d in result.errors] == ["too-large"]
+    assert "repeat 1,000 is too large" in result.errors[0].message
+    one = cnnspec.check_source(text.replace("repeat 1000", "repeat 1"))  # the same split, once: fine
+    assert one.ok and len(one.network().layers) == 4001

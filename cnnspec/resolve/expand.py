@@ -114,7 +114,8 @@ class Expander:
                 total += 1 + max(times, 0) * (1 + self.size(stmt.body, env, depth + 1))
             elif isinstance(stmt, ast.LayerStmt):
                 bodies = (*stmt.branches, *((stmt.shortcut,) if stmt.shortcut is not None else ()))
-                total += 1 + sum(self.size(b, env, depth + 1) for b in bodies)
+                # (a split makes a layer per name after `as`)
+                total += 1 + len(stmt.more_names) + sum(self.size(b, env, depth + 1) for b in bodies)
                 if stmt.op in self.blocks:
                     if stmt.op not in self.block_sizes:  # memoised: blocks calling blocks twice
                         self.block_sizes[stmt.op] = 1  # (and a recursive block) stay linear
@@ -360,6 +361,9 @@ class Expander:
                 f"split {args[0].text()} as {example}" + (" ..." if count > 8 else ""),
             )
             self.diagnostics.append(with_call_sites(problem, ctx.calls))
+            return source
+        if not self.budget.spend(count - 1):  # the statement paid for one layer; a part each
+            self._over_budget(stmt.span, ctx.calls, "this file is too large")
             return source
         last: Ref = source
         for part, name in enumerate(names):
