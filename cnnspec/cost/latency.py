@@ -37,6 +37,7 @@ ROOFLINES = {
     "jetson-orin": ("NVIDIA Jetson AGX Orin 64GB (GPU)", 5.3e12, 204.8e9),
     "rpi5": ("Raspberry Pi 5 (4x Cortex-A76, NEON)", 153.6e9, 17e9),
 }
+MAX_PROFILE_BYTES = 1 << 20
 LAUNCH = 5e-6  # seconds a roofline device spends starting one kernel
 
 
@@ -100,6 +101,8 @@ def load_profile(device: str) -> Profile:
     path = Path(device) if device.endswith(".json") else profile_folder() / f"{device}.json"
     if path.is_file():
         try:
+            if path.stat().st_size > MAX_PROFILE_BYTES:  # a profile is a few kilobytes
+                raise ValueError("too large")
             data = json.loads(path.read_text(encoding="utf-8"))
             profile = Profile(**{key: data[key] for key in Profile.__dataclass_fields__})
         except (OSError, ValueError, KeyError, TypeError) as exc:

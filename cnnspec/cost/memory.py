@@ -274,6 +274,12 @@ def largest_batch(memory: TrainingMemory, budget: int) -> int:
     return room // memory.saved_per_image
 
 
+def fitting(memory: TrainingMemory, budget: int) -> tuple[int, int]:
+    """(the largest batch that fits `budget` bytes, the bytes kept for the framework)."""
+    usable = int(budget * (1 - FRAMEWORK_SHARE))
+    return largest_batch(memory, usable), budget - usable
+
+
 @record
 class Liveness:
     peak: int  # bytes per image

@@ -49,6 +49,7 @@ from .state import (
     attributes_of,
     constant_of,
     extra_outputs_read,
+    is_number,
     map_of,
     node_label,
     optional,
@@ -215,19 +216,11 @@ def _hwc_columns(state: State, x: Act, weight: np.ndarray) -> np.ndarray:
     return weight[:, order]
 
 
-def _is(value, number: float) -> bool:
-    return (
-        isinstance(value, np.ndarray)
-        and value.size == 1
-        and math.isclose(float(value.reshape(-1)[0]), number, rel_tol=1e-5)
-    )
-
-
 def _partial_pair(state: State, node, stage: str, number: float) -> Partial | None:
     """(the Partial at `stage`, the constant `number`) among the node's two inputs."""
     a, b = (state.values.get(n) for n in node.input[:2])
     for partial, const in ((a, b), (b, a)):
-        if isinstance(partial, Partial) and partial.stage == stage and _is(const, number):
+        if isinstance(partial, Partial) and partial.stage == stage and is_number(const, number):
             return partial
     return None
 
@@ -245,7 +238,7 @@ def _first_match(state: State, node, *patterns: Callable) -> Act | Partial | Non
 def _div(state: State, node):
     x, c = (state.values.get(n) for n in node.input[:2])
     seen = as_map(x)
-    if seen is not None and _is(c, math.sqrt(2)):
+    if seen is not None and is_number(c, math.sqrt(2)):
         return Partial("div", seen[0], nhwc=seen[1])
     found = _first_match(state, node, layernorm.normalised, lambda s, n: hard_gates.sixth(s, n, divides=True))
     if found is not None:

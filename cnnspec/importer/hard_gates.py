@@ -3,20 +3,8 @@ them (and some converters) spells them: relu6(x + 3) / 6 and x · relu6(x + 3) /
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from ..kinds import ActivationLayer
-from .state import Act, Partial, State, add_layer, as_map, as_viewed
-
-
-def _number(value, wanted: float) -> bool:
-    return (
-        isinstance(value, np.ndarray)
-        and value.size == 1
-        and math.isclose(float(value.reshape(-1)[0]), wanted, rel_tol=1e-5)
-    )
+from .state import Act, Partial, State, add_layer, as_map, as_viewed, is_number
 
 
 def _pair(state: State, node):
@@ -29,7 +17,7 @@ def plus_three(state: State, node) -> Partial | None:
     """x + 3: the first step."""
     for value, const in _pair(state, node):
         found = as_map(value)
-        if found is not None and _number(const, 3.0):
+        if found is not None and is_number(const, 3.0):
             return Partial("plus3", found[0], nhwc=found[1])
     return None
 
@@ -58,7 +46,7 @@ def sixth(state: State, node, divides: bool) -> Act | Partial | None:
         if (
             isinstance(value, Partial)
             and value.stage in ("relu6_plus3", "x_relu6_plus3")
-            and _number(const, wanted)
+            and is_number(const, wanted)
         ):
             fn = "hardsigmoid" if value.stage == "relu6_plus3" else "hardswish"
             return as_viewed(add_layer(state, node, ActivationLayer(fn=fn), [value.x], {}), value.nhwc)

@@ -21,6 +21,7 @@ from .state import (
     as_viewed,
     attributes_of,
     constant_of,
+    is_number,
     map_of,
     optional,
     validated,
@@ -83,7 +84,7 @@ def square(state: State, node) -> Partial | None:
     a, b = (state.values.get(n) for n in node.input[:2])
     if not (isinstance(a, Partial) and a.stage == "ln_centered"):
         return None
-    if node.op_type == "Pow" and isinstance(b, np.ndarray) and b.size == 1 and float(b.reshape(-1)[0]) == 2.0:
+    if node.op_type == "Pow" and is_number(b, 2.0):
         return Partial("ln_square", a.x, nhwc=a.nhwc)
     if node.op_type == "Mul" and node.input[0] == node.input[1]:
         return Partial("ln_square", a.x, nhwc=a.nhwc)

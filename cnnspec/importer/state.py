@@ -3,6 +3,7 @@ or layer, and the helpers every op handler uses (constants, attributes, names, p
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -166,6 +167,15 @@ def activation_of(state: State, name: str) -> Act:
     if not isinstance(value, Act):
         raise Unsupported(f"'{name}' is a constant where cnnspec expects a layer's output")
     return value
+
+
+def is_number(value, number: float) -> bool:
+    """Whether `value` is a constant holding one number, `number` (to float32 precision)."""
+    return (
+        isinstance(value, np.ndarray)
+        and value.size == 1
+        and math.isclose(float(value.reshape(-1)[0]), number, rel_tol=1e-5)
+    )
 
 
 def as_map(value) -> tuple[Act, bool] | None:

@@ -83,14 +83,12 @@ class Slice(LayerConfig):
                 help = "START:END keeps START to END-1: END must be after START"
             return Problem("error", "slice-outside", message, help, "channels")
         if self.parts:
-            divisors = [d for d in range(2, min(channels, 64) + 1) if channels % d == 0]
             return Problem(
                 "error",
                 "split-mismatch",
                 f"split {self.parts} needs the channels to divide into {self.parts} equal parts, "
                 f"but there are {channels}",
-                "parts that divide them: "
-                + (", ".join(map(str, divisors[:8])) or "none but 1")
+                f"parts that divide them: {_divisors(channels)}"
                 + f"; or give the sizes, e.g. split ({channels // 2}, {channels - channels // 2})",
                 "parts",
             )
@@ -127,13 +125,18 @@ class Shuffle(LayerConfig):
 
     def infer(self, x: Shape) -> Inferred:
         if x[0] % self.groups:
-            divisors = [d for d in range(2, min(x[0], 64) + 1) if x[0] % d == 0]
             problem = Problem(
                 "error",
                 "groups-mismatch",
                 f"shuffle {self.groups}: the {x[0]} channels do not divide into {self.groups} groups",
-                "groups that divide them: " + (", ".join(map(str, divisors[:8])) or "none but 1"),
+                f"groups that divide them: {_divisors(x[0])}",
                 "groups",
             )
             return Inferred(None, problems=[problem])
         return Inferred(x)
+
+
+def _divisors(channels: int) -> str:
+    """The first few whole numbers above 1 that divide `channels`, for a help line."""
+    found = [d for d in range(2, min(channels, 64) + 1) if channels % d == 0]
+    return ", ".join(map(str, found[:8])) or "none but 1"

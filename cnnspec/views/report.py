@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..base.diagnostics import printable, render
 from ..base.records import record
-from ..cost import FRAMEWORK_SHARE, TrainingMemory, inference_peak, largest_batch, training_memory
+from ..cost import FRAMEWORK_SHARE, TrainingMemory, fitting, inference_peak, training_memory
 from ..cost.latency import Latency, Profile, predict
 from ..infer import CheckedNetwork, CheckResult
 from ..kinds import format_shape
@@ -137,9 +137,9 @@ def _training(memory: TrainingMemory, costing: Costing) -> list[str]:
 
 
 def _fit_line(memory: TrainingMemory, budget: int) -> str:
-    usable = int(budget * (1 - FRAMEWORK_SHARE))
-    batch = largest_batch(memory, usable)
-    kept = f"keeping {nbytes(budget - usable)} ({FRAMEWORK_SHARE:.0%}) for the framework's context, workspace and fragmentation"
+    batch, reserved = fitting(memory, budget)
+    usable = budget - reserved
+    kept = f"keeping {nbytes(reserved)} ({FRAMEWORK_SHARE:.0%}) for the framework's context, workspace and fragmentation"
     if batch:
         return f"  fits {nbytes(budget)}: batch {batch:,} at most, {kept}"
     if memory.static >= usable:
@@ -322,11 +322,10 @@ def to_json(result: CheckResult, costing: Costing | None = None) -> str:
             continue
         out["training_memory"] = memory.to_json()
         if costing is not None and costing.fit is not None:
-            usable = int(costing.fit * (1 - FRAMEWORK_SHARE))
             out["training_memory"]["fit"] = {
                 "budget_bytes": costing.fit,
                 "framework_share": FRAMEWORK_SHARE,
-                "largest_batch": largest_batch(memory, usable),
+                "largest_batch": fitting(memory, costing.fit)[0],
             }
         for row, layer in zip(memory.layers, out["layers"]):
             layer["training"] = {
