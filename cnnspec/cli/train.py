@@ -59,6 +59,10 @@ def cmd_train(args) -> int:
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             return _train(args, processes=world)
     finally:
+        # All processes reach the end before any tears the group down: one that left while
+        # another's gloo threads still talked to it aborted now and then ("terminate called").
+        with contextlib.suppress(RuntimeError):
+            dist.barrier()
         dist.destroy_process_group()
 
 
