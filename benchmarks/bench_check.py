@@ -13,6 +13,8 @@
    line (6,000 lines), beside REV's with `--against`, and the targets (15 and 40).
 5. In-process time to check generated specs of 100, 1,000 and 10,000 layers, chains and
    residual graphs (it should grow linearly).
+6. The same 1,000-layer chain and residual graph as 1-D, 2-D and 3-D networks: us per
+   layer per rank, next to 2-D's (a 3-D check should cost what a 2-D one does).
 
     python benchmarks/bench_check.py [--repeat 7] [--instructions] [--against dbeadf0]
 
@@ -146,6 +148,14 @@ def generated_spec(layers: int) -> str:
     return f"network generated {{\n  input 16x64x64\n{body}\n}}\n"
 
 
+RANK_INPUTS = {1: "16x4096", 2: "16x64x64", 3: "16x16x64x64"}
+
+
+def ranked(text: str, rank: int) -> str:
+    """A generated 2-D spec as a `rank`-D one: its input, and kernels of one number."""
+    return text.replace("input 16x64x64", f"input {RANK_INPUTS[rank]}").replace("3x3", "3")
+
+
 def generated_graph(layers: int) -> str:
     """Residual blocks of 5 nodes (conv, batchnorm, relu, conv, add): `layers` nodes."""
     block = "residual { conv 16 3x3 pad=1 bias=false; batchnorm; relu; conv 16 3x3 pad=1 }"
@@ -258,6 +268,22 @@ def main() -> None:
                 previous_count = count
             print(line)
         print("  (x: growth for 10x the layers)")
+    per_rank()
+
+
+def per_rank(layers: int = 1_000) -> None:
+    """Section 6: us per layer of the same network in each rank, best of 5."""
+    import cnnspec
+
+    print(f"\nThe same {layers:,} layers in each rank, in process, best of 5 (us per layer)")
+    print(f"  {'':<18} {'1-D':>8} {'2-D':>8} {'3-D':>8}   3-D / 2-D")
+    for title, make in (("chain", generated_spec), ("residual graph", generated_graph)):
+        cost = {}
+        for rank in (1, 2, 3):
+            text = ranked(make(layers), rank)
+            assert cnnspec.check_source(text).ok
+            cost[rank] = min(_timed(cnnspec.check_source, text) for _ in range(5)) / layers * 1e6
+        print(f"  {title:<18} {cost[1]:8.1f} {cost[2]:8.1f} {cost[3]:8.1f}   {cost[3] / cost[2]:.2f}x")
 
 
 # One process per size for the instruction counts; the same process without the check

@@ -33,7 +33,8 @@ CONVENTIONS = {
     "flops": "2 x MACs",
     "params": "every weight and bias; batch norm has 4 per channel, of which gamma and beta "
     "train and the running mean and variance do not (as Keras counts them)",
-    "receptive_field": "input pixels (height, width) that one output position sees",
+    "receptive_field": "input pixels that one output position sees, per spatial axis (height, width "
+    "for images; length; depth, height, width)",
     "activation_bytes": "fp32 bytes of the input and every layer output, one image",
     "receptive_field_paths": "where paths join, the largest receptive field and jump over the inputs; "
     "upsample and deconv leave them unchanged",
@@ -51,9 +52,9 @@ class CheckedLayer:
     trainable_params: int
     non_trainable_params: int
     macs: int
-    receptive_field: tuple[int, int] | None  # None on flat inputs
-    jump: tuple[int, int] | None  # cumulative stride: input pixels between output positions
-    pads: tuple[int, int, int, int] | None  # windowed layers, `same` resolved
+    receptive_field: tuple[int, ...] | None  # one size per spatial axis; None on flat inputs
+    jump: tuple[int, ...] | None  # cumulative stride: input pixels between output positions
+    pads: tuple[int, ...] | None  # windowed layers, begin and end per axis, `same` resolved
     in_features: int | None
 
     @property
@@ -80,8 +81,8 @@ class CheckedLayer:
         return self.trainable_params + self.non_trainable_params
 
     @property
-    def floor_mode_pads(self) -> tuple[int, int, int, int] | None:
-        """Pads (top, bottom, left, right) that give this layer's output size in floor mode.
+    def floor_mode_pads(self) -> tuple[int, ...] | None:
+        """Pads (begin, end per axis) that give this layer's output size in floor mode.
 
         Backends lower pooling's ceil mode to extra end padding: runtimes disagree on
         ceil-mode windows that start in the right padding (PyTorch drops them,
@@ -91,12 +92,12 @@ class CheckedLayer:
         config = self.layer.config
         if self.pads is None or not isinstance(config, Pool) or not config.ceil:
             return self.pads
-        top, _, left, _ = self.pads
-        stride = config.window_stride
-        (_, out_h, out_w), (_, n_h, n_w) = self.output_shape, self.input_shape
-        bottom = (out_h - 1) * stride[0] + config.kernel[0] - n_h - top
-        right = (out_w - 1) * stride[1] + config.kernel[1] - n_w - left
-        return top, max(bottom, 0), left, max(right, 0)
+        pads: list[int] = []
+        for axis, (stride, kernel) in enumerate(zip(config.window_stride, config.kernel)):
+            begin = self.pads[2 * axis]
+            out, n = self.output_shape[axis + 1], self.input_shape[axis + 1]
+            pads += [begin, max((out - 1) * stride + kernel - n - begin, 0)]
+        return tuple(pads)
 
     @property
     def dense_equivalent_params(self) -> int | None:
@@ -311,7 +312,7 @@ def _origin(name: str, layers: dict[str, Layer]) -> str:
     return "the input" if layer is None else f"{name} (line {layer.span.line})"
 
 
-Fields = dict[str, tuple[tuple[int, int], tuple[int, int]]]  # name -> (receptive field, jump)
+Fields = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # name -> (receptive field, jump), per axis
 
 
 def check_network(
@@ -321,7 +322,8 @@ def check_network(
     stops only the layers that depend on it; the other branches are still checked."""
     diagnostics: list[Diagnostic] = []
     shapes: dict[str, Shape] = {INPUT: network.input_shape}
-    fields: Fields = {INPUT: ((1, 1), (1, 1))}
+    ones = (1,) * max(len(network.input_shape) - 1, 1)
+    fields: Fields = {INPUT: (ones, ones)}
     by_name = {layer.name: layer for layer in network.layers}
     checked: list[CheckedLayer] = []
     inferred: dict[tuple[int, Shape], Inferred] = {}  # read only: shared by equal layers
@@ -416,18 +418,18 @@ def _receptive_field(layer: Layer, shape: Shape, result: Inferred, fields: Field
     if len(layer.inputs) == 1:  # a chain: the one path in
         rf, jump = fields[layer.inputs[0]]
     else:
-        rf = (max(fields[n][0][0] for n in layer.inputs), max(fields[n][0][1] for n in layer.inputs))
-        jump = (max(fields[n][1][0] for n in layer.inputs), max(fields[n][1][1] for n in layer.inputs))
-    spatial = len(shape) == 3
+        rf = tuple(map(max, *(fields[n][0] for n in layer.inputs)))
+        jump = tuple(map(max, *(fields[n][1] for n in layer.inputs)))
+    spatial = len(shape) >= 2 and len(shape) - 1 == len(rf)
     if result.window and spatial:
         extent, stride = result.window.extent, result.window.stride
-        rf = (rf[0] + (extent[0] - 1) * jump[0], rf[1] + (extent[1] - 1) * jump[1])
-        jump = (jump[0] * stride[0], jump[1] * stride[1])
+        rf = tuple(r + (e - 1) * j for r, e, j in zip(rf, extent, jump))
+        jump = tuple(j * s for j, s in zip(jump, stride))
     elif result.covers_input and spatial:
         # Every output sees every position of the map (global pool, flatten).
-        rf = (rf[0] + (shape[1] - 1) * jump[0], rf[1] + (shape[2] - 1) * jump[1])
-        jump = (jump[0] * shape[1], jump[1] * shape[2])
-    return (rf[0], rf[1]), (jump[0], jump[1])
+        rf = tuple(r + (n - 1) * j for r, n, j in zip(rf, shape[1:], jump))
+        jump = tuple(j * n for j, n in zip(jump, shape[1:]))
+    return rf, jump
 
 
 def _checked_layer(layer: Layer, shape: Shape, result: Inferred, fields: Fields) -> CheckedLayer:

@@ -1,4 +1,5 @@
-"""Inputs a network reads: images (Pillow), `.npy` arrays or random data, normalised by a
+"""Inputs a network reads: images (Pillow), WAV audio (the standard library's `wave`) for
+1-D networks, folders of frames for 3-D ones, `.npy` arrays or random data, normalised by a
 mean and std per channel. Used by `run`, `train`, `evaluate` and int8 calibration."""
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from .kinds import format_shape
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+AUDIO_SUFFIXES = {".wav"}
+
+
 def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
     """An image as C x H x W float32 in [0, 1], resized and converted to the channel count.
     16-bit images are scaled by 65535 and float images kept as they are (never clipped to
@@ -21,10 +25,14 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if len(shape) != 3:
+        what = {1: f"a flat vector of {shape[0]}", 2: f"a sequence of {format_shape(shape)} (CxL)"}
         raise fail(
             "bad-input",
-            f"{path}: the network takes a flat vector of {shape[0]}, not an image",
-            "give a .npy array instead",
+            f"{path}: the network takes {what.get(len(shape), f'a volume of {format_shape(shape)} (CxDxHxW)')}, "
+            "not an image",
+            {2: "give a .wav or a .npy array", 4: "give a folder of its frames, or a .npy array"}.get(
+                len(shape), "give a .npy array instead"
+            ),
         )
     channels, height, width = shape
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
@@ -57,7 +65,7 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
     if changed:  # said once per kind of change, not once per image (warnings' default)
         warnings.warn(f"{changed}, as the network takes {format_shape(shape)}", stacklevel=2)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return normalise(array, mean, std)
+    return normalise(array, mean, std, shape)
 
 
 def _changes(image, channels: int, width: int, height: int) -> str:
@@ -91,10 +99,11 @@ def _image_array(image, mode: str, width: int, height: int) -> np.ndarray:
     return np.stack(planes, axis=-1)
 
 
-def normalise(array: np.ndarray, mean, std) -> np.ndarray:
-    """(x - mean) / std per channel, for one example or a batch of them: the channel axis
-    is the third from the end for images (C x H x W), the last for flat vectors."""
-    after = 2 if array.ndim >= 3 else 0  # axes after the channel axis
+def normalise(array: np.ndarray, mean, std, shape: tuple[int, ...]) -> np.ndarray:
+    """(x - mean) / std per channel, for one example or a batch of them, of the network's
+    input `shape`: the channel axis is the first of the shape (C x L, C x H x W, C x D x H x
+    W), the only one of a flat vector."""
+    after = len(shape) - 1  # axes after the channel axis
     channels = array.shape[-1 - after]
     for name, values in (("--mean", mean), ("--std", std)):
         if values is not None and len(values) not in (1, channels):
@@ -141,32 +150,137 @@ def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     )
 
 
+def load_wav(path: Path, shape: tuple[int, ...], mean, std, resample: bool = False) -> np.ndarray:
+    """A PCM WAV file as C x L float32 in [-1, 1): one input channel per WAV channel. A clip
+    of another length is refused, or with `resample` stretched to L by linear interpolation."""
+    import wave
+
+    if len(shape) != 2:
+        raise fail(
+            "bad-input",
+            f"{path}: a WAV file is channels x samples, the input of a 1-D network (CxL); this "
+            f"network takes {format_shape(shape)}",
+            "give a .npy array instead",
+        )
+    channels, length = shape
+    try:
+        with wave.open(str(path), "rb") as clip:
+            count, width, rate, frames = (
+                clip.getnchannels(),
+                clip.getsampwidth(),
+                clip.getframerate(),
+                clip.getnframes(),
+            )
+            _bounded(path, frames * count * 8)
+            raw = clip.readframes(frames)
+    except (wave.Error, EOFError, OSError) as exc:
+        raise fail("bad-input", f"{path}: not a readable PCM WAV file ({str(exc)[:200]})") from None
+    if count != channels:
+        raise fail(
+            "bad-input",
+            f"{path}: the clip has {count} channel{'s' * (count != 1)}, the network takes {channels}",
+            "each WAV channel is one input channel: convert the clip (e.g. to mono) first",
+        )
+    samples = _pcm(raw, width).reshape(-1, count).T
+    have = samples.shape[1]
+    if have != length:
+        if not resample:
+            raise fail(
+                "bad-input",
+                f"{path}: {have:,} samples ({have / max(rate, 1):.3g} s at {rate:,} Hz), the network takes {length:,}",
+                f"cut or pad the clip to {length:,} samples, or pass --resample to stretch it to them",
+            )
+        positions = np.arange(length) * (have / length)
+        samples = np.stack([np.interp(positions, np.arange(have), channel) for channel in samples])
+        warnings.warn(
+            f"{path.name}: resampled from {have:,} to {length:,} samples ({rate:,} Hz to "
+            f"{round(rate * length / max(have, 1)):,} Hz, linear interpolation)",
+            stacklevel=2,
+        )
+    return normalise(samples.astype(np.float32), mean, std, shape)
+
+
+def _pcm(raw: bytes, width: int) -> np.ndarray:
+    """PCM samples as float32 in [-1, 1): 8-bit WAV is unsigned, wider samples signed."""
+    if width == 1:
+        return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    if width == 3:  # 24-bit: widen each little-endian triple to int32
+        triples = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        value = triples[:, 0] | (triples[:, 1] << 8) | (triples[:, 2] << 16)
+        return (np.where(value >= 1 << 23, value - (1 << 24), value) / float(1 << 23)).astype(np.float32)
+    kind = {2: np.int16, 4: np.int32}.get(width)
+    if kind is None:
+        raise fail("bad-input", f"{width * 8}-bit samples; WAV files of 8, 16, 24 or 32 bits are read")
+    return (np.frombuffer(raw, kind).astype(np.float32) / float(np.iinfo(kind).max + 1)).astype(np.float32)
+
+
+def _bounded(path: Path, size: int) -> None:
+    from .base.resources import shortfall
+
+    problem = shortfall(size)
+    if problem:
+        raise fail("bad-input", f"{path}: {size:,} bytes {problem}")
+
+
+def load_frames(folder: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
+    """A folder of images, in name order, as the C x D x H x W volume of a 3-D network (video
+    frames, or the slices of a scan): D images, each resized as `run` resizes images."""
+    if len(shape) != 4:
+        raise fail(
+            "bad-input",
+            f"{folder}: is a folder; a folder of frames is the input of a 3-D network (CxDxHxW), "
+            f"and this network takes {format_shape(shape)}",
+            "give a file: an image, a .npy array" + (" or a .wav" if len(shape) == 2 else ""),
+        )
+    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(frames) != shape[1]:
+        raise fail(
+            "bad-input",
+            f"{folder}: {len(frames)} frames ({', '.join(sorted(IMAGE_SUFFIXES))}), the network takes {shape[1]}",
+            f"give a folder of exactly {shape[1]} images; they are read in name order",
+        )
+    plane = (shape[0], *shape[2:])
+    return np.stack([load_image(frame, plane, mean, std) for frame in frames], axis=1)
+
+
 def load_inputs(
-    paths: list[str], shape: tuple[int, ...], batch: int, seed: int = 0, mean=None, std=None
+    paths: list[str],
+    shape: tuple[int, ...],
+    batch: int,
+    seed: int = 0,
+    mean=None,
+    std=None,
+    resample: bool = False,
 ) -> np.ndarray:
     """Stack every input into one batch; random data in [0, 1) when there are none."""
     if not paths:
         return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
-    stacked = _stack(paths, shape, mean, std)
+    stacked = _stack(paths, shape, mean, std, resample)
     bad = int(np.count_nonzero(~np.isfinite(stacked)))
     if bad:
         warnings.warn(f"the input holds {bad:,} NaN or infinite values; the outputs will too", stacklevel=2)
     return stacked
 
 
-def _stack(paths: list[str], shape: tuple[int, ...], mean, std) -> np.ndarray:
+def _stack(paths: list[str], shape: tuple[int, ...], mean, std, resample: bool = False) -> np.ndarray:
     arrays = []
     for name in paths:
         path = Path(name)
+        if path.is_dir():  # the frames of a 3-D network's input (an error for the others)
+            arrays.append(load_frames(path, shape, mean, std)[None])
+            continue
         if not path.is_file():
             raise fail("bad-input", f"{path}: no such file")
-        if path.suffix.lower() == ".npy":
-            arrays.append(normalise(load_array(path, shape), mean, std))
+        if path.suffix.lower() in AUDIO_SUFFIXES:
+            arrays.append(load_wav(path, shape, mean, std, resample)[None])
+        elif path.suffix.lower() == ".npy":
+            arrays.append(normalise(load_array(path, shape), mean, std, shape))
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             arrays.append(load_image(path, shape, mean, std)[None])
         else:
             raise fail(
                 "bad-input",
-                f"{path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a .npy array",
+                f"{path}: expected an image ({', '.join(sorted(IMAGE_SUFFIXES))}), a .wav, a folder of "
+                "frames (3-D networks) or a .npy array",
             )
     return np.concatenate(arrays)

@@ -698,13 +698,17 @@ def test_asymmetric_same_names_stride_and_input_and_the_fix():
     "args, words",
     [
         (["--input", "missing.png"], "missing.png: no such file"),
-        (["--input", "/tmp"], "/tmp: is a directory"),
         (["--labels", "missing.txt"], "no such labels file"),
     ],
 )
 def test_missing_inputs_and_labels_exit_2(capsys, args, words):
     code, _, err = cli(capsys, "run", "specs/edge.cnn", *args)
     assert code == 2 and words in err
+
+
+def test_a_folder_is_frames_for_a_3d_network_and_refused_for_others(capsys, tmp_path):
+    code, _, err = cli(capsys, "run", "specs/edge.cnn", "--input", str(tmp_path))
+    assert code == 1 and f"{tmp_path}: is a folder; a folder of frames is the input of a 3-D network" in err
 
 
 def test_weights_with_an_onnx_model_are_refused(capsys, tmp_path):

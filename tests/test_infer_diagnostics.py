@@ -73,7 +73,14 @@ CASES = [
     (net("pool max 2 pad=2"), "invalid-argument", 3, 18, "smaller than the"),
     (net("conv 8 3x3 stride=2 stride=1"), "invalid-argument", 3, 23, "given twice"),
     ("network a {\n  input 3x\n}\n", "syntax-error", 2, 10, "expected"),
-    ("network a {\n  input 3x32\n}\n", "invalid-argument", 2, 9, "CxHxW or N"),
+    ("network a {\n  input 3x2x32x32x2\n}\n", "invalid-argument", 2, 9, "CxHxW (an image), CxL (a sequence)"),
+    (
+        "network a {\n  input 1x8x8\n  conv 4 3x3\n}\nnetwork b from a {\n  input 1x64\n}\n",
+        "rank-mismatch",
+        3,
+        10,
+        "sizes 3x3 have 2 axes, but the input 1x64 has 1",
+    ),
     # blocks
     ("block b(f) {\n  conv f 3x3\n}\n" + net("b 8 g=2"), "block-arguments", 6, 7, "no parameter 'g'"),
     ("block b(f) {\n  conv f 3x3\n}\n" + net("b"), "block-arguments", 6, 3, "usage: b F"),
@@ -161,7 +168,7 @@ CASES = [
         "invalid-argument",
         2,
         10,
-        "write `k`: one number is a square size",
+        "write `k`: one number is the same size along every axis",
     ),
     (
         "block b(k, j) {\n  pool max kxj\n}\n" + net("b 3 1", "1x8x8"),
@@ -202,8 +209,20 @@ CASES = [
     (net("flatten\nLinear 10"), "unknown-layer", 4, 3, "cnnspec writes Linear as `dense`"),
     (net("MaxPooling2D 2"), "unknown-layer", 3, 3, "`pool max`"),
     (net("adaptive_avg_pool2d"), "unknown-layer", 3, 3, "`globalpool avg`"),
-    (net("relu", "28x28"), "invalid-argument", 2, 9, "input 1x28x28 for one channel"),
-    (net("relu", "1x3x32x32"), "invalid-argument", 2, 9, "leave the batch out: input 3x32x32"),
+    (net("relu", "28x28"), "input-rank", 2, 9, "image with one channel: input 1x28x28"),
+    (net("relu", "1x3x32x32"), "input-rank", 2, 9, "leave the batch out: input 3x32x32"),
+    (net("relu", "2x1x3x32x32"), "invalid-argument", 2, 9, "leave the batch out: input 1x3x32x32"),
+    # sizes per axis: one number for all, or one per axis of the input
+    (net("conv 8 3x3", "1x100"), "invalid-argument", 3, 10, "gives 2 axes, but this network has 1 (length)"),
+    (
+        net("conv 8 3x3", "28x28"),
+        "invalid-argument",
+        3,
+        10,
+        "for a 28x28 image with one channel: input 1x28x28",
+    ),
+    (net("pool max 2x2", "3x8x32x32"), "invalid-argument", 3, 12, "the input 3x8x32x32 is CxDxHxW"),
+    (net("conv 8 3 pad=1x1", "3x8x32x32"), "invalid-argument", 3, 16, "e.g. 1x1x1"),
     # `c-8` is `c` and `-8`: said as such, not as a puzzling extra argument
     ("block b(c) {\n  conv c-8 3x3\n}\n" + net("b 16"), "invalid-argument", 2, 8, "`c - 8`"),
     (net("conv 8 3x3 pad=k-1"), "invalid-argument", 3, 18, "'k' and '-1'"),

@@ -301,7 +301,7 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial running statistics, so a wrongly imported batch norm shows."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
             with torch.no_grad():
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
@@ -654,3 +654,145 @@ class HandWrittenHardGates(nn.Module):
         y = self.linear(x.permute(0, 2, 3, 1))
         x = (y * nn.functional.relu6(y + 3) / 6).permute(0, 3, 1, 2)  # on the channels-last view
         return self.head(x.mean((2, 3)))
+
+
+# ------------------------------------------------------------------ 1-D and 3-D networks
+
+
+class M5(nn.Module):
+    """Dai et al. 2017: raw audio, 80-sample kernel with stride 4, then 3-sample kernels."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout, k, stride, pad in (
+            (1, 128, 80, 4, 38),
+            (128, 128, 3, 1, 1),
+            (128, 256, 3, 1, 1),
+            (256, 512, 3, 1, 1),
+        ):
+            layers += [nn.Conv1d(cin, cout, k, stride, pad), nn.BatchNorm1d(cout), nn.ReLU(), nn.MaxPool1d(4)]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        x = self.features(x).mean(dim=2)
+        return torch.softmax(self.fc(x), dim=1)
+
+
+class CausalBlock(nn.Module):
+    """A TCN level (Bai et al. 2018): two causal dilated convs, the input added back."""
+
+    def __init__(self, cin: int, cout: int, dilation: int):
+        super().__init__()
+        self.pad = 2 * dilation  # (kernel - 1) * dilation, all before the sequence
+        self.conv1 = nn.Conv1d(cin, cout, 3, dilation=dilation)
+        self.conv2 = nn.Conv1d(cout, cout, 3, dilation=dilation)
+        self.down = nn.Conv1d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(nn.functional.pad(x, (self.pad, 0))))
+        y = torch.relu(self.conv2(nn.functional.pad(y, (self.pad, 0))))
+        return torch.relu(y + (self.down(x) if self.down is not None else x))
+
+
+class TCN(nn.Module):
+    def __init__(self, channels: int = 32, levels: int = 8, classes: int = 10):
+        super().__init__()
+        self.levels = nn.Sequential(
+            *(CausalBlock(1 if i == 0 else channels, channels, 2**i) for i in range(levels))
+        )
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        return self.fc(self.levels(x).mean(dim=2))
+
+
+class Conv2Plus1D(nn.Sequential):
+    """torchvision's (2+1)-D convolution: 1x3x3 over space, then 3x1x1 over time."""
+
+    def __init__(self, cin: int, cout: int, mid: int, stride: int = 1):
+        super().__init__(
+            nn.Conv3d(cin, mid, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
+            nn.BatchNorm3d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid, cout, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False),
+        )
+
+
+def conv3x3x3(cin: int, cout: int, mid: int, stride: int = 1) -> nn.Module:
+    return nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
+
+
+class VideoBlock(nn.Module):
+    """torchvision.models.video.resnet.BasicBlock."""
+
+    def __init__(self, cin: int, planes: int, builder, stride: int = 1):
+        super().__init__()
+        mid = (cin * planes * 27) // (cin * 9 + 3 * planes)
+        self.conv1 = nn.Sequential(
+            builder(cin, planes, mid, stride), nn.BatchNorm3d(planes), nn.ReLU(inplace=True)
+        )
+        self.conv2 = nn.Sequential(builder(planes, planes, mid), nn.BatchNorm3d(planes))
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv3d(cin, planes, 1, stride, bias=False), nn.BatchNorm3d(planes)
+            )
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.relu(self.conv2(self.conv1(x)) + shortcut)
+
+
+class VideoResNet(nn.Module):
+    """torchvision's r3d_18 (3x3x3 convs) and r2plus1d_18 ((2+1)-D convs), 400 classes."""
+
+    def __init__(self, two_plus_one: bool):
+        super().__init__()
+        if two_plus_one:
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, 45, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False), nn.BatchNorm3d(45), nn.ReLU(inplace=True),
+                nn.Conv3d(45, 64, (3, 1, 1), 1, (1, 0, 0), bias=False), nn.BatchNorm3d(64), nn.ReLU(inplace=True),
+            )  # fmt: skip
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, 64, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+                nn.BatchNorm3d(64),
+                nn.ReLU(inplace=True),
+            )
+        builder = Conv2Plus1D if two_plus_one else conv3x3x3
+        blocks, cin = [], 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [VideoBlock(cin, planes, builder, stride), VideoBlock(planes, planes, builder)]
+            cin = planes
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, 400)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool3d(self.layers(self.stem(x)), 1), 1))
+
+
+class UNet3D(nn.Module):
+    """specs/zoo/unet3d.cnn: two levels down, two up, 3x3x3 convs."""
+
+    def __init__(self):
+        super().__init__()
+
+        def double(a: int, b: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv3d(a, b, 3, padding=1, bias=False), nn.BatchNorm3d(b), nn.ReLU(inplace=True),
+                nn.Conv3d(b, b, 3, padding=1, bias=False), nn.BatchNorm3d(b), nn.ReLU(inplace=True),
+            )  # fmt: skip
+
+        self.enc1, self.enc2, self.bottom = double(1, 16), double(16, 32), double(32, 64)
+        self.up2, self.dec2 = nn.ConvTranspose3d(64, 32, 2, 2), double(64, 32)
+        self.up1, self.dec1 = nn.ConvTranspose3d(32, 16, 2, 2), double(32, 16)
+        self.mask = nn.Conv3d(16, 3, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(nn.functional.max_pool3d(e1, 2))
+        bottom = self.bottom(nn.functional.max_pool3d(e2, 2))
+        d2 = self.dec2(torch.cat([e2, self.up2(bottom)], 1))
+        return self.mask(self.dec1(torch.cat([e1, self.up1(d2)], 1)))

@@ -55,6 +55,8 @@ CODES: dict[str, str] = {
     "transfer-shape-changed": "a layer kept from the base gets a different input size",
     "dropped-pixels": "(warning) a window leaves rows or columns of the input unused",
     "channels-last": "(warning) `input` reads like height x width x channels (224x224x3)",
+    "rank-mismatch": "a size gives another number of axes than the network's input has (3x3 in a 1-D network)",
+    "input-rank": "(warning) `input` reads as another kind of network than it likely means (28x28: a 1-D one)",
     "asymmetric-same": "(warning) `pad=same` with an even kernel pads one side more",
     "softmax-not-last": "(warning) softmax is followed by more layers",
     "dropout-after-output": "(warning) dropout comes after the output layer",

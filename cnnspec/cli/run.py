@@ -77,7 +77,8 @@ def _check_options(args, path: Path, is_spec: bool) -> None:
     if (args.mean or args.std) and not args.input:
         raise UsageError("--mean and --std apply to --input files (random input is used as it is)")
     for name in args.input:
-        readable_file(name, "file")
+        if not Path(name).is_dir():  # a folder is a 3-D network's frames, checked when read
+            readable_file(name, "file")
     if args.labels:
         readable_file(args.labels, "labels file")
     if args.activations:
@@ -121,7 +122,7 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     mean, std = args.mean, args.std
     if not is_spec and args.input and mean is None and std is None:
         mean, std = model_preprocessing(session)
-    batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std)
+    batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std, args.resample)
     result = run(session, batch, repeat=args.repeat)
     output = result.output
     labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
@@ -251,10 +252,23 @@ def add_parser(sub) -> None:
         "run",
         help="run a .cnn or .onnx with onnxruntime",
         description="Run a network with onnxruntime on images (PNG/JPEG, resized and scaled to [0, 1]), "
-        ".npy arrays (CxHxW or NxCxHxW) or random data; print the output, top-K classes and timing.",
+        "WAV clips (one channel per input channel, samples in [-1, 1)), folders of frames (a 3-D "
+        "network's CxDxHxW), .npy arrays (the input shape, or N of them) or random data; print the "
+        "output, top-K classes and timing.",
     )
     run.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
-    run.add_argument("--input", nargs="+", default=[], metavar="PATH", help="images or .npy arrays")
+    run.add_argument(
+        "--input",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="images, .wav clips (1-D networks), folders of frames (3-D networks) or .npy arrays",
+    )
+    run.add_argument(
+        "--resample",
+        action="store_true",
+        help="stretch a .wav of another length to the network's input length (linear interpolation)",
+    )
     run.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
     run.add_argument("--batch", type=positive_count, default=1, help="batch size of random input (default 1)")
     run.add_argument("--top", type=positive_count, default=5, help="classes to show per example (default 5)")

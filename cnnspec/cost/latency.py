@@ -209,7 +209,7 @@ def _work(entry: CheckedLayer, network_inputs: dict[str, tuple], batch: int) -> 
         flops = 2.0 * entry.macs * batch
     elif entry.kind == "pool":
         kernel = entry.layer.config.kernel  # type: ignore[attr-defined]
-        flops = float(out * kernel[0] * kernel[1] * batch)
+        flops = float(out * math.prod(kernel) * batch)
     elif entry.kind in ("globalpool", "concat", "slice", "shuffle", "pad", "upsample"):
         flops = float(ins * batch) if entry.kind == "globalpool" else 0.0
     else:

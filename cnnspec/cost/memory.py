@@ -60,9 +60,10 @@ def _fused(entry: CheckedLayer) -> str | None:
     return activation.name if activation is not None else None
 
 
-def _padded(entry: CheckedLayer, pads: tuple[int, int, int, int]) -> int:
-    c, h, w = entry.input_shape
-    return c * (h + pads[0] + pads[1]) * (w + pads[2] + pads[3])
+def _padded(entry: CheckedLayer, pads: tuple[int, ...]) -> int:
+    """Values of the input with (begin, end) padding added to each spatial axis."""
+    sizes = (n + b + e for n, b, e in zip(entry.input_shape[1:], pads[::2], pads[1::2]))
+    return entry.input_shape[0] * math.prod(sizes)
 
 
 # What each kind's torch module keeps for backward: (storages, entry) -> keys.
@@ -71,15 +72,15 @@ def _input(s: _Storages, entry: CheckedLayer) -> list[Key]:
 
 
 def _conv(s: _Storages, entry: CheckedLayer) -> list[Key]:
-    top, bottom, left, right = entry.pads or (0, 0, 0, 0)
-    if top == bottom and left == right:  # the convolution pads itself
+    pads = entry.pads or (0, 0)
+    if pads[::2] == pads[1::2]:  # the convolution pads itself
         return [s.input(entry)]
-    return [s.new(("padded", entry.name), _padded(entry, (top, bottom, left, right)))]
+    return [s.new(("padded", entry.name), _padded(entry, pads))]
 
 
 def _pool(s: _Storages, entry: CheckedLayer) -> list[Key]:
     config = entry.config_as(Pool)
-    pads = entry.floor_mode_pads or (0, 0, 0, 0)
+    pads = entry.floor_mode_pads or (0, 0)
     kept = [s.new(("padded", entry.name), _padded(entry, pads)) if any(pads) else s.input(entry)]
     if config.mode == "max":
         kept.append(s.new(("indices", entry.name), math.prod(entry.output_shape), 8))  # int64

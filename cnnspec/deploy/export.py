@@ -199,9 +199,9 @@ def _finish_activation(g: _Graph, entry: CheckedLayer, out: str) -> None:
         )
 
 
-def _onnx_pads(pads: tuple[int, int, int, int]) -> list[int]:
-    top, bottom, left, right = pads
-    return [top, left, bottom, right]  # ONNX: all begins, then all ends
+def _onnx_pads(pads: tuple[int, ...]) -> list[int]:
+    """(begin, end) per axis -> ONNX's order: all begins, then all ends."""
+    return [*pads[::2], *pads[1::2]]
 
 
 def _pads(entry: CheckedLayer, floor_mode: bool = False) -> list[int]:
@@ -274,7 +274,9 @@ def lower_layernorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     eps = float(entry.config_as(LayerNorm).eps)
     if g.opset >= 17:
         weight, bias = g.tensor(f"{name}.weight"), g.tensor(f"{name}.bias")
-        g.node("Transpose", [x], f"{name}.nhwc", f"{name}.to_nhwc", doc, perm=[0, 2, 3, 1])
+        axes = len(entry.input_shape) - 1  # spatial axes: channels go last, then back
+        last, first = [0, *range(2, axes + 2), 1], [0, axes + 1, *range(1, axes + 1)]
+        g.node("Transpose", [x], f"{name}.nhwc", f"{name}.to_nhwc", doc, perm=last)
         g.node(
             "LayerNormalization",
             [f"{name}.nhwc", weight, bias],
@@ -284,7 +286,7 @@ def lower_layernorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
             axis=-1,
             epsilon=eps,
         )
-        g.node("Transpose", [f"{name}.normed"], out, f"{name}.to_nchw", doc, perm=[0, 3, 1, 2])
+        g.node("Transpose", [f"{name}.normed"], out, f"{name}.to_nchw", doc, perm=first)
         return
     _constants(g, {f"{name}.c_eps": eps, f"{name}.c_two": 2.0})
     g.node("ReduceMean", [x], f"{name}.mean", f"{name}.mean", doc, axes=[1])
@@ -299,13 +301,16 @@ def lower_layernorm(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 
 
 def _per_channel(g: _Graph, entry: CheckedLayer, suffix: str = "weight") -> str:
-    """The layer's (C,) tensor as ONNX broadcasts it over a map: unsqueezed to Cx1x1."""
+    """The layer's (C,) tensor as ONNX broadcasts it over a map: unsqueezed to Cx1x1 (one 1
+    per spatial axis)."""
     factor = g.tensor(f"{entry.name}.{suffix}")
-    if len(entry.input_shape) != 3:
+    spatial = len(entry.input_shape) - 1
+    if spatial == 0:
         return factor
     axes = f"{entry.name}.c_{suffix}_axes"  # c_: a constant, not a tensor of the layer
-    g.initializers.append(numpy_helper.from_array(np.array([1, 2], np.int64), axes))
-    unsqueezed = f"{entry.name}.{suffix}_cx1x1"
+    g.initializers.append(numpy_helper.from_array(np.arange(1, spatial + 1, dtype=np.int64), axes))
+    # No `.` in the name: an import names the layer after its node, not this computed tensor.
+    unsqueezed = f"{entry.name}_{suffix}_per_channel"
     g.node("Unsqueeze", [factor, axes], unsqueezed, f"{entry.name}.unsqueeze_{suffix}", _doc(entry))
     return unsqueezed
 
@@ -354,9 +359,7 @@ def lower_deconv(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
 def lower_upsample(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
     config = entry.config_as(Upsample)
     scales = f"{entry.name}.scales"
-    g.initializers.append(
-        numpy_helper.from_array(np.array([1, 1, config.scale, config.scale], np.float32), scales)
-    )
+    g.initializers.append(numpy_helper.from_array(np.array([1, 1, *config.scale], np.float32), scales))
     if config.mode == "nearest":  # PyTorch's nearest: floor of the asymmetric source index
         attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     else:  # PyTorch's bilinear with align_corners=False
@@ -452,10 +455,10 @@ PAD_MODES = {"zero": "constant", "reflect": "reflect", "edge": "edge"}  # cnnspe
 
 
 def lower_pad(g: _Graph, entry: CheckedLayer, x: str, out: str) -> None:
-    """ONNX Pad: all begins (N, C, H, W), then all ends; zeros, a mirror, or the border."""
+    """ONNX Pad: all begins (N, C, spatial axes), then all ends; zeros, a mirror, or the border."""
     config = entry.config_as(Pad)
-    top, bottom, left, right = config.sizes
-    pads = _int64s(g, f"{entry.name}.c_pads", [0, 0, top, left, 0, 0, bottom, right])
+    sizes = config.sizes
+    pads = _int64s(g, f"{entry.name}.c_pads", [0, 0, *sizes[::2], 0, 0, *sizes[1::2]])
     g.node("Pad", [x, pads], out, entry.name, _doc(entry), mode=PAD_MODES[config.mode])
 
 

@@ -43,7 +43,7 @@ def load_examples(
     if not path.is_file():
         raise fail("bad-input", f"{path}: no such file or folder")
     if path.suffix.lower() == ".npy":
-        return normalise(load_array(path, shape)[:limit], mean, std)
+        return normalise(load_array(path, shape)[:limit], mean, std, shape)
     try:
         problem = npz_fits(path, copies=2)  # as read, and as float32: before inflating
         if problem:
@@ -66,7 +66,7 @@ def load_examples(
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise fail("bad-input", f"{path}: x holds NaN or infinite values")
-    return normalise(x, mean, std)
+    return normalise(x, mean, std, shape)
 
 
 def _folder_examples(path: Path, shape: tuple[int, ...], mean, std, limit: int) -> np.ndarray:

@@ -207,8 +207,8 @@ def _input_shape(inputs, path: Path, given: Shape | None, nhwc: bool = False) ->
     if tensor_type.elem_type != 1:
         raise refuse("the model's input is not float32")
     dims = tensor_type.shape.dim
-    if len(dims) not in (2, 4):
-        raise refuse(f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW or NxF")
+    if not 2 <= len(dims) <= 5:
+        raise refuse(f"the input has {len(dims)} dimensions; cnnspec takes NxCxHxW, NxCxL, NxCxDxHxW or NxF")
     fixed, open_names = _declared_dims(dims, nhwc)
     if given is not None:
         if not _fits(given, fixed):

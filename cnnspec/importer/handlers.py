@@ -12,6 +12,7 @@ import numpy as np
 
 from ..kinds import (
     DROPPATH_NOTE,
+    MAX_RANK,
     ActivationLayer,
     Add,
     BatchNorm,
@@ -52,9 +53,10 @@ from .state import (
     is_number,
     map_of,
     node_label,
+    onnx_pads,
     optional,
     pads_of,
-    pair,
+    sizes,
     validated,
 )
 
@@ -63,8 +65,8 @@ def _filter_inputs(state: State, node, what: str) -> tuple[Act, np.ndarray, dict
     """A conv's or deconv's input, 4-D weight, and its tensors (weight, and bias if given)."""
     x = activation_of(state, node.input[0])
     w = constant_of(state, node.input[1])
-    if w.ndim != 4 or len(x.shape) != 3:
-        raise Unsupported(f"only 2-D {what} of CxHxW maps")
+    if not 3 <= w.ndim <= MAX_RANK + 2 or len(x.shape) != w.ndim - 1:
+        raise Unsupported(f"only 1-D, 2-D and 3-D {what} of maps (CxL, CxHxW, CxDxHxW)")
     tensors = {"weight": w}
     if bias_name := optional(node, 2):
         tensors["bias"] = constant_of(state, bias_name)
@@ -74,9 +76,10 @@ def _filter_inputs(state: State, node, what: str) -> tuple[Act, np.ndarray, dict
 def _conv(state: State, node) -> Act:
     x, w, tensors = _filter_inputs(state, node, "convolutions")
     attrs = attributes_of(node)
-    kernel = pair(attrs, "kernel_shape", (w.shape[2], w.shape[3]))
-    stride = pair(attrs, "strides", (1, 1))
-    dilation = pair(attrs, "dilations", (1, 1))
+    ones = (1,) * (w.ndim - 2)
+    kernel = sizes(attrs, "kernel_shape", tuple(int(k) for k in w.shape[2:]))
+    stride = sizes(attrs, "strides", ones)
+    dilation = sizes(attrs, "dilations", ones)
     pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, dilation)
     x, pads = _absorbed_zero_pad(state, x, pads)
     config = validated(
@@ -95,8 +98,8 @@ def _conv(state: State, node) -> Act:
 
 
 def _absorbed_zero_pad(
-    state: State, x: Act, pads: tuple[int, int, int, int] | str
-) -> tuple[Act, tuple[int, int, int, int] | str]:
+    state: State, x: Act, pads: tuple[int, ...] | str
+) -> tuple[Act, tuple[int, ...] | str]:
     """A zero `pad` read only by this conv becomes the conv's own padding (Keras' and
     TensorFlow's ZeroPadding2D before a conv, as converters write it)."""
     layer = state.layers.get(x.layer)
@@ -108,10 +111,11 @@ def _absorbed_zero_pad(
         or state.readers[_tensor_of(state, x.layer)] != 1
     ):
         return x, pads
-    t, b, l_, r = layer.config.sizes
+    added = layer.config.sizes
     del state.layers[x.layer]
-    source = Act(layer.inputs[0], (x.shape[0], x.shape[1] - t - b, x.shape[2] - l_ - r))
-    return source, (pads[0] + t, pads[1] + b, pads[2] + l_, pads[3] + r)
+    unpadded = tuple(n - b - e for n, b, e in zip(x.shape[1:], added[::2], added[1::2]))
+    source = Act(layer.inputs[0], (x.shape[0], *unpadded))
+    return source, tuple(p + a for p, a in zip(pads, added))
 
 
 def _deconv(state: State, node) -> Act:
@@ -123,16 +127,16 @@ def _deconv(state: State, node) -> Act:
     if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", "VALID"):
         raise Unsupported("auto_pad SAME on a transposed convolution")
     groups = int(attrs.get("group", 1))
-    p = list(attrs.get("pads", [0, 0, 0, 0]))
+    ones = (1,) * (w.ndim - 2)
     config = validated(
         Deconv,
         {
             "filters": int(w.shape[1]) * groups,
-            "kernel": pair(attrs, "kernel_shape", (w.shape[2], w.shape[3])),
-            "stride": pair(attrs, "strides", (1, 1)),
-            "pad": (p[0], p[2], p[1], p[3]) if len(p) == 4 else None,
-            "output_pad": pair(attrs, "output_padding", (0, 0)),
-            "dilation": pair(attrs, "dilations", (1, 1)),
+            "kernel": sizes(attrs, "kernel_shape", tuple(int(k) for k in w.shape[2:])),
+            "stride": sizes(attrs, "strides", ones),
+            "pad": onnx_pads(attrs, len(ones)),
+            "output_pad": sizes(attrs, "output_padding", (0,) * len(ones)),
+            "dilation": sizes(attrs, "dilations", ones),
             "groups": groups,
             "bias": "bias" in tensors,
         },
@@ -333,8 +337,9 @@ def _per_channel(state: State, node) -> Act | Partial | None:
 
 def _one_per_channel(factors: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     channels = shape[0]
-    if len(shape) == 3:
-        return factors in ((channels, 1, 1), (1, channels, 1, 1))
+    if len(shape) >= 2:
+        ones = (1,) * (len(shape) - 1)
+        return factors in ((channels, *ones), (1, channels, *ones))
     return factors in ((channels,), (1, channels))
 
 
@@ -465,8 +470,8 @@ def _clip(state: State, node) -> Act | Partial:
 def _pool(mode: str):
     def handle(state: State, node) -> Act:
         x = activation_of(state, node.input[0])
-        if len(x.shape) != 3:
-            raise Unsupported("pooling needs a CxHxW map")
+        if not 2 <= len(x.shape) <= MAX_RANK + 1:
+            raise Unsupported("pooling needs a map (CxL, CxHxW or CxDxHxW)")
         attrs = attributes_of(node)
         if extra_outputs_read(state, node):
             raise Unsupported("the indices output of MaxPool")
@@ -474,12 +479,13 @@ def _pool(mode: str):
             raise NotAModel(
                 f"node '{node_label(node)}' ({node.op_type}) has no kernel_shape, which ONNX requires"
             )
-        kernel = pair(attrs, "kernel_shape", (1, 1))
-        stride = pair(attrs, "strides", (1, 1))
-        if pair(attrs, "dilations", (1, 1)) != (1, 1):
+        ones = (1,) * (len(x.shape) - 1)
+        kernel = sizes(attrs, "kernel_shape", ones)
+        stride = sizes(attrs, "strides", ones)
+        if sizes(attrs, "dilations", ones) != ones:
             raise Unsupported("dilated pooling")
-        pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, (1, 1))
-        count_pad = mode == "avg" and bool(attrs.get("count_include_pad", 0)) and pads != (0, 0, 0, 0)
+        pads = pads_of(attrs, (0, *x.shape[1:]), kernel, stride, ones)
+        count_pad = mode == "avg" and bool(attrs.get("count_include_pad", 0)) and pads != (0,) * 2 * len(ones)
         values = {"mode": mode, "kernel": kernel, "stride": stride, "pad": pads, "count_pad": count_pad}
         ceil = bool(attrs.get("ceil_mode", 0))
         config = validated(Pool, {**values, "ceil": ceil})
@@ -515,8 +521,10 @@ def _reduce(mode: str):
             return step  # a layer norm's mean or variance
         x = activation_of(state, node.input[0])
         rank = len(x.shape) + 1
-        if rank != 4 or axes is None or sorted(a % rank for a in axes) != [2, 3]:
-            raise Unsupported(f"reduces over axes {axes}; cnnspec's global pooling is over H and W")
+        if rank < 3 or axes is None or sorted(a % rank for a in axes) != list(range(2, rank)):
+            raise Unsupported(
+                f"reduces over axes {axes}; cnnspec's global pooling is over every spatial axis"
+            )
         pooled = add_layer(state, node, GlobalPool(mode=mode), [x], {})
         if attrs.get("keepdims", 1):
             return pooled
@@ -534,7 +542,7 @@ def _flatten_layer(state: State, node, x: Act, hwc: bool) -> Act:
     if len(x.shape) == 1:
         return x
     flat = add_layer(state, node, Flatten(), [x], {})
-    if hwc and x.shape[1:] != (1, 1):  # on 1x1 maps both orders are the same
+    if hwc and set(x.shape[1:]) != {1}:  # on 1x1 maps both orders are the same
         state.hwc_flatten[flat.layer] = x.shape
     return flat
 
@@ -551,14 +559,23 @@ def _flatten(state: State, node) -> Act:
 def _transpose(state: State, node):
     value = state.values.get(node.input[0])
     perm = [int(p) for p in attributes_of(node).get("perm", [])]
-    if isinstance(value, Partial) and value.stage == "grouped" and perm in ([0, 2, 1, 3, 4], [0, 2, 1, 3]):
+    if (
+        isinstance(value, Partial)
+        and value.stage == "grouped"
+        and perm[:3] == [0, 2, 1]
+        and perm[3:] == list(range(3, len(perm)))
+    ):
         return Partial("swapped", value.x, value.groups)  # the groups' channels interleaved
     if isinstance(value, Partial) and value.stage == "nhwc_input" and perm == [0, 3, 1, 2]:
         return value.x  # NHWC input to NCHW: the spec takes CxHxW
-    if isinstance(value, Act) and len(value.shape) == 3 and perm == [0, 2, 3, 1]:
+    if isinstance(value, Act) and len(value.shape) >= 2 and perm == [0, *range(2, len(value.shape) + 1), 1]:
         return Partial("nhwc", value)  # the channels-last view: per-position ops, or a flatten
-    if isinstance(value, Partial) and value.stage == "nhwc" and perm == [0, 3, 1, 2]:
-        return value.x  # back to CxHxW
+    if (
+        isinstance(value, Partial)
+        and value.stage == "nhwc"
+        and perm == [0, len(perm) - 1, *range(1, len(perm) - 1)]
+    ):
+        return value.x  # back to channels first
     raise Unsupported(f"perm={perm}; cnnspec keeps maps as CxHxW")
 
 
@@ -587,9 +604,9 @@ def _shuffle_step(state: State, node, value, dims: list[int] | None):
         return None
     if isinstance(value, Partial) and value.stage == "swapped" and tuple(dims) == value.x.shape:
         return add_layer(state, node, Shuffle(groups=value.groups), [value.x], {})
-    if isinstance(value, Act) and len(value.shape) == 3 and len(dims) in (3, 4) and dims[0] > 1:
-        c, h, w = value.shape
-        if dims[0] * dims[1] == c and dims[2:] in ([h, w], [h * w]):
+    if isinstance(value, Act) and len(value.shape) >= 2 and len(dims) >= 3 and dims[0] > 1:
+        c, spatial = value.shape[0], list(value.shape[1:])
+        if dims[0] * dims[1] == c and dims[2:] in (spatial, [math.prod(spatial)]):
             return Partial("grouped", value, dims[0])
     return None
 
@@ -745,21 +762,22 @@ def _pad_arguments(state: State, node, rank: int) -> tuple[list[int], str, float
 def _pad(state: State, node) -> Act:
     """Rows and columns around a map: zeros, a mirror or the border (never the batch or the channels)."""
     x = activation_of(state, node.input[0])
-    if len(x.shape) != 3:
-        raise Unsupported("pads a flat vector; cnnspec's pad works on CxHxW maps")
-    pads, mode, value = _pad_arguments(state, node, 4)
-    if len(pads) != 8:
-        raise NotAModel(f"node '{node_label(node)}' (Pad) has {len(pads)} pads for a 4-D tensor")
+    if not 2 <= len(x.shape) <= MAX_RANK + 1:
+        raise Unsupported("pads a flat vector; cnnspec's pad works on maps (CxL, CxHxW, CxDxHxW)")
+    rank = len(x.shape) + 1  # the tensor's, batch included
+    pads, mode, value = _pad_arguments(state, node, rank)
+    if len(pads) != 2 * rank:
+        raise NotAModel(f"node '{node_label(node)}' (Pad) has {len(pads)} pads for a {rank}-D tensor")
     if mode not in PAD_MODES:
         raise Unsupported(f"mode={mode}; cnnspec pads with zeros, a mirror (reflect) or the border (edge)")
     if mode == "constant" and value != 0:
         raise Unsupported(f"pads with the value {value:g}; cnnspec's pad adds zeros")
-    if pads[0] or pads[1] or pads[4] or pads[5]:
+    if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
         raise Unsupported("pads the batch or the channels; cnnspec's pad adds rows and columns")
     if min(pads) < 0:
         raise Unsupported("negative pads (a crop); cnnspec's pad only adds")
-    sizes = (pads[2], pads[6], pads[3], pads[7])
-    if sizes == (0, 0, 0, 0):
+    sizes = tuple(v for axis in range(2, rank) for v in (pads[axis], pads[rank + axis]))
+    if not any(sizes):
         return x
     return add_layer(state, node, validated(Pad, {"sizes": sizes, "mode": PAD_MODES[mode]}), [x], {})
 
@@ -769,10 +787,11 @@ def _squeeze(state: State, node) -> Act:
     axes = attributes_of(node).get("axes")
     if axes is None and (n := optional(node, 1)):
         axes = [int(a) for a in constant_of(state, n).reshape(-1)]
+    rank = len(x.shape) + 1
     if (
-        len(x.shape) == 3
-        and x.shape[1:] == (1, 1)
-        and (axes is None or sorted(a % 4 for a in axes) == [2, 3])
+        len(x.shape) >= 2
+        and set(x.shape[1:]) == {1}
+        and (axes is None or sorted(a % rank for a in axes) == list(range(2, rank)))
     ):
         return add_layer(state, node, Flatten(), [x], {})
     raise Unsupported(f"squeezes axes {axes} of a {'x'.join(map(str, x.shape))} map")
@@ -780,34 +799,35 @@ def _squeeze(state: State, node) -> Act:
 
 def _resize(state: State, node) -> Act:
     x = activation_of(state, node.input[0])
-    if len(x.shape) != 3:
-        raise Unsupported("resizing needs a CxHxW map")
+    if not 2 <= len(x.shape) <= MAX_RANK + 1:
+        raise Unsupported("resizing needs a map (CxL, CxHxW or CxDxHxW)")
     attrs = attributes_of(node)
     text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
     scale = _resize_scale(state, node, x, attrs)
     kind = _resize_mode(node, text)
-    if scale == 1:
+    if set(scale) == {1}:
         return x
     return add_layer(state, node, Upsample(scale=scale, mode=kind), [x], {})
 
 
-def _resize_scale(state: State, node, x: Act, attrs: dict) -> int:
-    """The one whole factor H and W are scaled by (from scales, sizes or the attribute)."""
+def _resize_scale(state: State, node, x: Act, attrs: dict) -> tuple[int, ...]:
+    """The whole factor of each spatial axis (from scales, sizes or the attribute)."""
     scales_name = node.input[1] if node.op_type == "Upsample" else optional(node, 2)
     sizes_name = optional(node, 3) if node.op_type == "Resize" else None
     if scales_name and constant_of(state, scales_name).size:
         scales = [float(s) for s in constant_of(state, scales_name).reshape(-1)]
     elif sizes_name:
         sizes = [int(s) for s in constant_of(state, sizes_name).reshape(-1)]
-        scales = [1.0, 1.0] + [out / n for out, n in zip(sizes[-2:], x.shape[1:])]
+        spatial = len(x.shape) - 1
+        scales = [1.0, 1.0] + [out / n for out, n in zip(sizes[-spatial:], x.shape[1:])]
     elif "scales" in attrs:
         scales = [float(s) for s in attrs["scales"]]
     else:
         raise Unsupported("neither scales nor sizes are constant")
-    whole = len(scales) == 4 and scales[:2] == [1.0, 1.0] and scales[2] == scales[3]
-    if not whole or not scales[2].is_integer() or scales[2] < 1:
-        raise Unsupported(f"scales {scales}; cnnspec upsamples H and W by one whole factor")
-    return int(scales[2])
+    whole = len(scales) == len(x.shape) + 1 and scales[:2] == [1.0, 1.0]
+    if not whole or not all(s.is_integer() and s >= 1 for s in scales[2:]):
+        raise Unsupported(f"scales {scales}; cnnspec upsamples each spatial axis by a whole factor")
+    return tuple(int(s) for s in scales[2:])
 
 
 def _resize_mode(node, text: dict) -> str:

@@ -40,9 +40,12 @@ def layernormalization(state: State, node) -> Act | Partial:
     x, nhwc = map_of(state, node.input[0])
     attrs = attributes_of(node)
     axis = int(attrs.get("axis", -1))
-    if len(x.shape) != 3:
-        raise Unsupported("a layer norm of a flat vector; cnnspec's layernorm works on CxHxW maps")
-    over_channels = _channel_axis([axis], nhwc) or (not nhwc and axis % 4 == 1 and x.shape[1:] == (1, 1))
+    if len(x.shape) < 2:
+        raise Unsupported("a layer norm of a flat vector; cnnspec's layernorm works on maps")
+    rank = len(x.shape) + 1
+    over_channels = _channel_axis([axis], nhwc, rank) or (
+        not nhwc and axis % rank == 1 and set(x.shape[1:]) == {1}
+    )
     if not over_channels:
         what = "H and W" if nhwc else "C, H and W together"
         raise Unsupported(f"a layer norm over {what} (axis {axis}); cnnspec's layernorm is over the channels")

@@ -13,6 +13,7 @@ import numpy as np
 from ..base.diagnostics import one_line
 from ..base.records import record
 from ..kinds import (
+    MAX_RANK,
     LayerConfig,
     Shape,
 )
@@ -248,37 +249,42 @@ def add_layer(
     return Act(name, inferred.output)
 
 
-def pads_of(
-    attrs: dict, x: Shape, kernel: tuple[int, int], stride, dilation
-) -> tuple[int, int, int, int] | str:
-    """cnnspec's (top, bottom, left, right) or 'same' from ONNX pads / auto_pad."""
+def pads_of(attrs: dict, x: Shape, kernel: tuple[int, ...], stride, dilation) -> tuple[int, ...] | str:
+    """cnnspec's pads (begin, end per spatial axis) or 'same' from ONNX pads / auto_pad."""
+    rank = len(kernel)
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if auto == "VALID":
-        return (0, 0, 0, 0)
+        return (0,) * 2 * rank
     if auto == "SAME_UPPER":
         return "same"  # cnnspec's `same`: the odd pixel at the end, as Keras and TensorFlow pad
     if auto == "SAME_LOWER":
-        pads = []
+        pads: list[int] = []
         for n, k, s, d in zip(x[1:], kernel, stride, dilation):
             out = -(-n // s)
             total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
             small, large = total // 2, total - total // 2
-            pads.append((large, small))
-        return (*pads[0], *pads[1])
+            pads += [large, small]
+        return tuple(pads)
     if auto != "NOTSET":
         raise Unsupported(f"auto_pad={auto}")
-    p = list(attrs.get("pads", [0, 0, 0, 0]))
-    if len(p) != 4:
-        raise Unsupported("only 2-D windows (4 pads)")
-    return (p[0], p[2], p[1], p[3])
+    return onnx_pads(attrs, rank)
 
 
-def pair(attrs: dict, key: str, default: tuple[int, int]) -> tuple[int, int]:
+def onnx_pads(attrs: dict, rank: int) -> tuple[int, ...]:
+    """ONNX's pads (all begins, then all ends) as cnnspec's begin and end per axis."""
+    p = [int(v) for v in attrs.get("pads", [0] * 2 * rank)]
+    if len(p) != 2 * rank:
+        raise Unsupported(f"pads={p}: {2 * rank} values for a {rank}-D window")
+    return tuple(v for axis in range(rank) for v in (p[axis], p[rank + axis]))
+
+
+def sizes(attrs: dict, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """A per-axis attribute (kernel_shape, strides, dilations) with one entry per axis."""
     value = list(attrs.get(key, default))
-    if len(value) != 2:
-        raise Unsupported(f"{key}={value}: only 2-D windows")
-    return (int(value[0]), int(value[1]))
+    if len(value) != len(default) or not 1 <= len(value) <= MAX_RANK:
+        raise Unsupported(f"{key}={value}: {len(default)} spatial axes expected")
+    return tuple(int(v) for v in value)
 
 
 def node_label(node) -> str:

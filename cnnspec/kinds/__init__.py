@@ -9,8 +9,11 @@ Validation runs on pydantic-core, Pydantic's validation engine, with schemas wri
 out below: the same checks and messages as Pydantic models, without the ~70 ms that
 importing pydantic and building model schemas adds to every `cnnspec check`.
 
-Shapes are channels x height x width, `(C, H, W)`, or `(N,)` for a flat vector; the
-batch dimension is never part of a shape here.
+Shapes are channels first, then one size per spatial axis: `(C, L)` for 1-D networks,
+`(C, H, W)` for images, `(C, D, H, W)` for video and volumes, or `(N,)` for a flat vector;
+the batch dimension is never part of a shape here. Kernels, strides and pads hold one
+entry per spatial axis (pads a begin and an end per axis), so every rule is written once
+for every rank.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from typing import TypeVar
 
 from .activations import ActivationLayer, PReLU
 from .base import (
+    MAP_FORMS,
+    MAX_RANK,
     PADDING,
+    PADS,
     PAIR,
     POSITIVE,
+    SIZE,
     Argument,
     Inferred,
     LayerConfig,
@@ -32,9 +39,12 @@ from .base import (
     Pair,
     Problem,
     Shape,
+    Size,
     Window,
+    axis_names,
     format_shape,
     needs_spatial,
+    spatial_rank,
 )
 from .channels import Shuffle, Slice
 from .conv import Conv, Deconv
@@ -45,7 +55,19 @@ from .norm import BatchNorm, LayerNorm, Scale
 from .pool import GlobalPool, Pool
 from .reshape import DROPPATH_NOTE, Dropout, DropPath, Flatten, Pad
 from .upsample import Upsample
-from .window import AxisResult, Windowed, kernel_text, padding_text, pair_text, resolve_same, window_axis
+from .window import (
+    AxisResult,
+    Windowed,
+    kernel_text,
+    pad_pairs,
+    padding_text,
+    pads_text,
+    pair_text,
+    rank_problem,
+    resolve_same,
+    size_text,
+    window_axis,
+)
 
 T = TypeVar("T")
 
@@ -114,7 +136,18 @@ __all__ = [
     "LayerNorm",
     "Matrix",
     "Multiply",
+    "MAP_FORMS",
+    "MAX_RANK",
     "PADDING",
+    "PADS",
+    "SIZE",
+    "Size",
+    "axis_names",
+    "spatial_rank",
+    "pad_pairs",
+    "pads_text",
+    "rank_problem",
+    "size_text",
     "Pad",
     "PAIR",
     "POSITIVE",

@@ -17,10 +17,13 @@ from .functions import Activation
 Shape = tuple[int, ...]
 
 
-Pair = tuple[int, int]
+Size = tuple[int, ...]  # one entry per spatial axis: (length,), (height, width), (depth, height, width)
 
 
-Pads = tuple[int, int, int, int]  # top, bottom, left, right
+Pair = Size  # the 2-D name, kept for readers of 0.x
+
+
+Pads = tuple[int, ...]  # begin and end of each spatial axis in turn: (top, bottom, left, right) in 2-D
 
 
 Padding = Union[Literal["same"], Pads]  # `same` is resolved against the input size in `infer`
@@ -40,11 +43,17 @@ class Argument(NamedTuple):
 POSITIVE = cs.int_schema(gt=0)
 
 
-PAIR = cs.tuple_schema([POSITIVE, POSITIVE])
+SIZE = cs.tuple_schema([POSITIVE], variadic_item_index=0, min_length=1, max_length=3)
+
+
+PAIR = SIZE
+
+
+PADS = cs.tuple_schema([cs.int_schema(ge=0)], variadic_item_index=0, min_length=2, max_length=6)
 
 
 PADDING = cs.union_schema(
-    [cs.literal_schema(["same"]), cs.tuple_schema([cs.int_schema(ge=0)] * 4)],
+    [cs.literal_schema(["same"]), PADS],
     custom_error_type="padding",
     custom_error_message="pads must be 0 or more",
 )
@@ -63,11 +72,11 @@ class Problem:
 
 @record
 class Window:
-    """A sliding window along H and W, as the receptive-field walk needs it."""
+    """A sliding window along each spatial axis, as the receptive-field walk needs it."""
 
-    extent: tuple[int, int]  # dilation * (kernel - 1) + 1
-    stride: tuple[int, int]
-    pads: tuple[int, int, int, int]  # top, bottom, left, right, `same` already resolved
+    extent: Size  # dilation * (kernel - 1) + 1
+    stride: Size
+    pads: Pads  # begin, end per axis, `same` already resolved
 
 
 @dataclass
@@ -165,13 +174,46 @@ class LayerConfig:
     joins: ClassVar[bool] = False
 
 
+def fit_defaults(config: LayerConfig, rank: int) -> None:
+    """Sizes left at their 2-D defaults (stride 1, pad 0) take the rank of the kernel: a
+    `conv 8 3x3x3` has stride (1, 1, 1). Only untouched defaults change, never a given value."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(f.default, tuple) or value is not f.default:
+            continue
+        length = 2 * rank if config.arguments[f.name].converter in PADS_CONVERTERS else rank
+        if len(value) != length:
+            object.__setattr__(config, f.name, (value[0],) * length)
+
+
+PADS_CONVERTERS = ("padding", "pad_sizes")  # arguments written as begin/end per axis
+
+
 def format_shape(shape: Shape) -> str:
     """(16, 5, 5) -> 16x5x5, the way shapes are written in a spec."""
     return "x".join(map(str, shape))
 
 
+MAX_RANK = 3  # spatial axes: 1-D (sequences, audio), 2-D (images), 3-D (video, volumes)
+
+
+AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+MAP_FORMS = {1: "CxL", 2: "CxHxW", 3: "CxDxHxW"}
+
+
+def spatial_rank(x: Shape) -> int:
+    """Spatial axes of a shape: 0 for a flat vector, 1 for CxL, 2 for CxHxW, 3 for CxDxHxW."""
+    return len(x) - 1
+
+
+def axis_names(rank: int) -> tuple[str, ...]:
+    return AXIS_NAMES.get(rank, tuple(f"axis {i + 1}" for i in range(rank)))
+
+
 def needs_spatial(x: Shape, what: str) -> Inferred | None:
-    if len(x) == 3:
+    if len(x) >= 2:
         return None
     return Inferred(
         output=None,
@@ -179,7 +221,7 @@ def needs_spatial(x: Shape, what: str) -> Inferred | None:
             Problem(
                 "error",
                 "needs-spatial-input",
-                f"{what} needs a CxHxW input, but gets a flat vector of {x[0]}",
+                f"{what} needs a map (CxL, CxHxW or CxDxHxW), but gets a flat vector of {x[0]}",
                 "move it before `flatten`, or give `input` as CxHxW",
             )
         ],

@@ -10,20 +10,22 @@ from pydantic_core import core_schema as cs
 from ..base.records import record
 from .base import (
     PADDING,
-    PAIR,
     POSITIVE,
+    SIZE,
     Argument,
     Inferred,
     LayerConfig,
     Matrix,
     Padding,
-    Pair,
+    Pads,
     Problem,
     Shape,
+    Size,
+    fit_defaults,
     needs_spatial,
 )
 from .functions import ACTIVATION, ACTIVATION_FLAGS, Activation
-from .window import Windowed, kernel_text, padding_text, pair_text
+from .window import Windowed, kernel_text, pad_pairs, padding_text, rank_problem, size_text
 
 
 @record
@@ -39,10 +41,10 @@ class Conv(Windowed):
     flags: ClassVar[dict] = ACTIVATION_FLAGS
     arguments: ClassVar[dict[str, Argument]] = {
         "filters": Argument("int", POSITIVE),
-        "kernel": Argument("pair", PAIR),
-        "stride": Argument("pair", PAIR),
+        "kernel": Argument("size", SIZE),
+        "stride": Argument("size", SIZE),
         "pad": Argument("padding", PADDING),
-        "dilation": Argument("pair", PAIR),
+        "dilation": Argument("size", SIZE),
         "groups": Argument("int", POSITIVE),
         "bias": Argument("bool", cs.bool_schema()),
         "activation": Argument("activation", ACTIVATION),
@@ -50,16 +52,16 @@ class Conv(Windowed):
     }
 
     filters: int
-    kernel: Pair
-    stride: Pair = (1, 1)
+    kernel: Size
+    stride: Size = (1, 1)
     pad: Padding = (0, 0, 0, 0)
-    dilation: Pair = (1, 1)
+    dilation: Size = (1, 1)
     groups: int = 1
     bias: bool = True
     activation: Optional[Activation] = None
     weights: Optional[Matrix] = None
 
-    def _dilation(self) -> tuple[int, int]:
+    def _dilation(self) -> Size:
         return self.dilation
 
     @property
@@ -76,7 +78,7 @@ class Conv(Windowed):
         c = x[0]
         problems: list[Problem] = []
         problems += _groups_problems(c, self.filters, self.groups)
-        hw, window, spatial_problems = self.spatial(x, "kernel")
+        sizes, window, spatial_problems = self.spatial(x, "kernel")
         problems += spatial_problems
         # With groups that do not divide (an error above), count one channel per group, in
         # the weight and the MACs alike, so that the row stays consistent.
@@ -86,21 +88,21 @@ class Conv(Windowed):
         }
         if self.bias:
             tensors["bias"] = ((self.filters,), True)
-        if hw is None:
+        if sizes is None:
             return Inferred(None, tensors, window=window, problems=problems)
-        per_output = self.kernel[0] * self.kernel[1] * per_group
-        macs = self.filters * hw[0] * hw[1] * per_output
-        return Inferred((self.filters, *hw), tensors, macs, window, problems=problems)
+        per_output = math.prod(self.kernel) * per_group
+        macs = self.filters * math.prod(sizes) * per_output
+        return Inferred((self.filters, *sizes), tensors, macs, window, problems=problems)
 
 
 def _filter_text(config: Conv | Deconv, extra: str = "") -> str:
     """`conv 16 3x3 stride=2 pad=1 ... relu`: the spec line of a conv or deconv, defaults left out."""
     parts = [f"{config.kind} {config.filters} {kernel_text(config.kernel)}"]
-    if config.stride != (1, 1):
-        parts.append(f"stride={pair_text(config.stride)}")
+    if any(s != 1 for s in config.stride):
+        parts.append(f"stride={size_text(config.stride)}")
     parts += [padding_text(config.pad), extra]
-    if config.dilation != (1, 1):
-        parts.append(f"dilation={pair_text(config.dilation)}")
+    if any(d != 1 for d in config.dilation):
+        parts.append(f"dilation={size_text(config.dilation)}")
     if config.groups != 1:
         parts.append(f"groups={config.groups}")
     if not config.bias:
@@ -147,56 +149,64 @@ class Deconv(LayerConfig):
     flags: ClassVar[dict] = ACTIVATION_FLAGS
     arguments: ClassVar[dict[str, Argument]] = {
         "filters": Argument("int", POSITIVE),
-        "kernel": Argument("pair", PAIR),
-        "stride": Argument("pair", PAIR),
+        "kernel": Argument("size", SIZE),
+        "stride": Argument("size", SIZE),
         "pad": Argument("padding", PADDING),
-        "output_pad": Argument("pair", cs.tuple_schema([cs.int_schema(ge=0)] * 2)),
-        "dilation": Argument("pair", PAIR),
+        "output_pad": Argument(
+            "size", cs.tuple_schema([cs.int_schema(ge=0)], variadic_item_index=0, max_length=3)
+        ),
+        "dilation": Argument("size", SIZE),
         "groups": Argument("int", POSITIVE),
         "bias": Argument("bool", cs.bool_schema()),
         "activation": Argument("activation", ACTIVATION),
     }
 
     filters: int
-    kernel: Pair
-    stride: Pair = (1, 1)
+    kernel: Size
+    stride: Size = (1, 1)
     pad: Padding = (0, 0, 0, 0)  # crops of the full output, or `same`: the input times the stride
-    output_pad: tuple[int, int] = (0, 0)
-    dilation: Pair = (1, 1)
+    output_pad: Size = (0, 0)
+    dilation: Size = (1, 1)
     groups: int = 1
     bias: bool = True
     activation: Optional[Activation] = None
+
+    def __post_init__(self) -> None:
+        fit_defaults(self, len(self.kernel))
 
     @property
     def activation_name(self) -> str | None:
         return self.activation.name if self.activation else None
 
     def short(self) -> str:
-        extra = f"output_pad={pair_text(self.output_pad)}" if self.output_pad != (0, 0) else ""
+        extra = f"output_pad={size_text(self.output_pad)}" if any(self.output_pad) else ""
         return _filter_text(self, extra)
 
-    def resolved(self) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    def resolved(self) -> tuple[Pads, Size]:
         """Explicit (top, bottom, left, right) crops and output_pad. `same` makes the output
         the input times the stride, as Keras' Conv2DTranspose(padding='same') does: the crop
         is the forward conv's `same` padding (the odd one at the end); a kernel smaller than
         the stride adds output_pad instead."""
         if self.pad != "same":
-            return self.pad, self.output_pad
+            return self.pad, self.output_pad if any(self.output_pad) else (0,) * len(self.kernel)
         crops: list[int] = []
         extras: list[int] = []
         for k, s, d in zip(self.kernel, self.stride, self.dilation):
             total = d * (k - 1) + 1 - s
             crops += [total // 2, total - total // 2] if total >= 0 else [0, 0]
             extras.append(max(-total, 0))
-        return (crops[0], crops[1], crops[2], crops[3]), (extras[0], extras[1])
+        return tuple(crops), tuple(extras)
 
     def infer(self, x: Shape) -> Inferred:
         flat = needs_spatial(x, "deconv")
         if flat:
             return flat
-        c, h, w = x
+        c = x[0]
         problems: list[Problem] = []
-        if self.pad == "same" and self.output_pad != (0, 0):
+        mismatch = rank_problem(x, self.kernel, self.stride, self.dilation, self.resolved()[0])
+        if mismatch:
+            return Inferred(None, problems=[mismatch])
+        if self.pad == "same" and any(self.output_pad):
             return Inferred(
                 None,
                 problems=[
@@ -213,11 +223,9 @@ class Deconv(LayerConfig):
         problems += _groups_problems(c, self.filters, self.groups)
         pad, output_pad = self.resolved()
         problems += _output_pad_problems(output_pad, self.stride, self.dilation)
-        t, b, l_, r = pad
         sizes = []
-        for n, k, s, d, p0, p1, op in (
-            (h, self.kernel[0], self.stride[0], self.dilation[0], t, b, output_pad[0]),
-            (w, self.kernel[1], self.stride[1], self.dilation[1], l_, r, output_pad[1]),
+        for n, k, s, d, (p0, p1), op in zip(
+            x[1:], self.kernel, self.stride, self.dilation, pad_pairs(pad), output_pad
         ):
             size = (n - 1) * s - p0 - p1 + d * (k - 1) + op + 1
             if size <= 0 and not problems:
@@ -238,11 +246,11 @@ class Deconv(LayerConfig):
             tensors["bias"] = ((self.filters,), True)
         if any(p.severity == "error" for p in problems):
             return Inferred(None, tensors, problems=problems)
-        macs = c * h * w * self.filters * self.kernel[0] * self.kernel[1] // self.groups
-        return Inferred((self.filters, sizes[0], sizes[1]), tensors, macs, problems=problems)
+        macs = c * math.prod(x[1:]) * self.filters * math.prod(self.kernel) // self.groups
+        return Inferred((self.filters, *sizes), tensors, macs, problems=problems)
 
 
-def _output_pad_problems(output_pad: Pair, stride: Pair, dilation: Pair) -> list[Problem]:
+def _output_pad_problems(output_pad: Size, stride: Size, dilation: Size) -> list[Problem]:
     for op, s, d in zip(output_pad, stride, dilation):
         if op >= max(s, d):
             return [
@@ -257,7 +265,7 @@ def _output_pad_problems(output_pad: Pair, stride: Pair, dilation: Pair) -> list
     return []
 
 
-def _deconv_scale_help(kernel: Pair, stride: Pair, dilation: Pair) -> str:
+def _deconv_scale_help(kernel: Size, stride: Size, dilation: Size) -> str:
     """The pads that make a deconv multiply the size by its stride, as `same` would:
     (n-1)·s - 2p + d·(k-1) + 1 + output_pad = n·s, so 2p = d·(k-1) + 1 - s + output_pad."""
     pads: list[int] = []
@@ -271,7 +279,7 @@ def _deconv_scale_help(kernel: Pair, stride: Pair, dilation: Pair) -> str:
             return "a stride-S deconv with kernel S and no padding multiplies the size by S"
         pads.append((extent - s + extra) // 2)
         extras.append(extra)
-    pad, output_pad = pair_text((pads[0], pads[1])), pair_text((extras[0], extras[1]))
-    return f"to multiply the size by {pair_text(stride)}: pad={pad}" + (
+    pad, output_pad = size_text(tuple(pads)), size_text(tuple(extras))
+    return f"to multiply the size by {size_text(stride)}: pad={pad}" + (
         f" output_pad={output_pad}" if any(extras) else ""
     )

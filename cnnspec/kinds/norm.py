@@ -103,11 +103,11 @@ class LayerNorm(LayerConfig):
         return "layernorm" if self.eps == 1e-5 else f"layernorm eps={self.eps!r}"
 
     def infer(self, x: Shape) -> Inferred:
-        if len(x) != 3:
+        if len(x) < 2:
             problem = Problem(
                 "error",
                 "needs-spatial-input",
-                f"layernorm normalises the channels at each position of a CxHxW map, but gets a flat "
+                f"layernorm normalises the channels at each position of a map, but gets a flat "
                 f"vector of {x[0]}",
                 "move it before `flatten` (a ConvNeXt head: globalpool avg; layernorm; flatten)",
             )

@@ -7,8 +7,8 @@ from typing import ClassVar, Optional
 from pydantic_core import core_schema as cs
 
 from ..base.records import record
-from .base import PADDING, PAIR, Argument, Inferred, LayerConfig, Padding, Pair, Problem, Shape, needs_spatial
-from .window import Windowed, kernel_text, padding_text, pair_text
+from .base import PADDING, SIZE, Argument, Inferred, LayerConfig, Padding, Problem, Shape, Size, needs_spatial
+from .window import Windowed, kernel_text, pad_pairs, padding_text, size_text
 
 
 @record
@@ -31,16 +31,16 @@ class Pool(Windowed):
     flags: ClassVar[dict] = {"ceil": ("ceil", True), "count_pad": ("count_pad", True)}
     arguments: ClassVar[dict[str, Argument]] = {
         "mode": Argument("word", cs.literal_schema(["max", "avg"])),
-        "kernel": Argument("pair", PAIR),
-        "stride": Argument("pair", cs.nullable_schema(PAIR)),
+        "kernel": Argument("size", SIZE),
+        "stride": Argument("size", cs.nullable_schema(SIZE)),
         "pad": Argument("padding", PADDING),
         "ceil": Argument("bool", cs.bool_schema()),
         "count_pad": Argument("bool", cs.bool_schema()),
     }
 
     mode: str  # max | avg
-    kernel: Pair
-    stride: Optional[Pair] = None  # default: the kernel
+    kernel: Size
+    stride: Optional[Size] = None  # default: the kernel
     pad: Padding = (0, 0, 0, 0)
     ceil: bool = False
     # Whether an average counts the padding's zeros (ONNX count_include_pad=1, PyTorch's
@@ -52,20 +52,20 @@ class Pool(Windowed):
         return self.mode == "avg" and self.count_pad
 
     @property
-    def window_stride(self) -> tuple[int, int]:
+    def window_stride(self) -> Size:
         """The stride written, or the window (a pool's default: windows side by side)."""
         return self.stride or self.kernel
 
-    def _stride(self) -> tuple[int, int]:
+    def _stride(self) -> Size:
         return self.window_stride
 
     def _ceil(self) -> bool:
         return self.ceil
 
     def short(self) -> str:
-        parts = [f"pool {self.mode} {pair_text(self.kernel)}"]
+        parts = [f"pool {self.mode} {size_text(self.kernel)}"]
         if self.stride and self.stride != self.kernel:
-            parts.append(f"stride={pair_text(self.stride)}")
+            parts.append(f"stride={size_text(self.stride)}")
         parts.append(padding_text(self.pad))
         if self.ceil:
             parts.append("ceil")
@@ -77,9 +77,8 @@ class Pool(Windowed):
         flat = needs_spatial(x, "pool")
         if flat:
             return flat
-        hw, window, problems = self.spatial(x, "window")
-        t, b, l_, r = window.pads
-        if max(t, b) >= self.kernel[0] or max(l_, r) >= self.kernel[1]:
+        sizes, window, problems = self.spatial(x, "window")
+        if sizes is not None and any(max(p) >= k for p, k in zip(pad_pairs(window.pads), self.kernel)):
             # A window made only of padding pools nothing; ONNX Runtime rejects it too.
             problems.append(
                 Problem(
@@ -91,9 +90,9 @@ class Pool(Windowed):
                     "pad",
                 )
             )
-            hw = None
+            sizes = None
         problems.extend(self._count_pad_problems())
-        return Inferred(None if hw is None else (x[0], *hw), {}, 0, window, problems=problems)
+        return Inferred(None if sizes is None else (x[0], *sizes), {}, 0, window, problems=problems)
 
     def _count_pad_problems(self) -> list[Problem]:
         if not self.count_pad:
@@ -132,4 +131,4 @@ class GlobalPool(LayerConfig):
         return f"globalpool {self.mode}"
 
     def infer(self, x: Shape) -> Inferred:
-        return needs_spatial(x, "globalpool") or Inferred((x[0], 1, 1), covers_input=True)
+        return needs_spatial(x, "globalpool") or Inferred((x[0],) + (1,) * (len(x) - 1), covers_input=True)

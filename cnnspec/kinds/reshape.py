@@ -8,7 +8,19 @@ from typing import ClassVar
 from pydantic_core import core_schema as cs
 
 from ..base.records import record
-from .base import Argument, Inferred, LayerConfig, Problem, Shape, needs_spatial
+from .base import (
+    PADS,
+    Argument,
+    Inferred,
+    LayerConfig,
+    Pads,
+    Problem,
+    Shape,
+    axis_names,
+    format_shape,
+    needs_spatial,
+)
+from .window import UNITS, joined, pad_pairs, pads_text, rank_problem
 
 
 @record
@@ -65,7 +77,7 @@ class Flatten(LayerConfig):
         return Inferred((math.prod(x),), covers_input=True)
 
 
-PAD_SIZES = cs.tuple_schema([cs.int_schema(ge=0)] * 4)
+PAD_SIZES = PADS
 PAD_MODES = ("zero", "reflect", "edge")
 
 
@@ -93,28 +105,29 @@ class Pad(LayerConfig):
         "mode": Argument("word", cs.literal_schema(list(PAD_MODES))),
     }
 
-    sizes: tuple[int, int, int, int]
+    sizes: Pads
     mode: str = "zero"
 
     def short(self) -> str:
-        t, b, l_, r = self.sizes
-        sizes = str(t) if t == b == l_ == r else f"{t}x{l_}" if (t, l_) == (b, r) else f"({t},{b},{l_},{r})"
-        return f"pad {sizes}" + ("" if self.mode == "zero" else f" {self.mode}")
+        return f"pad {pads_text(self.sizes)}" + ("" if self.mode == "zero" else f" {self.mode}")
 
     def infer(self, x: Shape) -> Inferred:
         flat = needs_spatial(x, "pad")
         if flat:
             return flat
-        c, h, w = x
-        t, b, l_, r = self.sizes
-        if self.mode == "reflect" and (max(t, b) >= h or max(l_, r) >= w):
+        mismatch = rank_problem(x, self.sizes[::2], self.sizes)
+        if mismatch:
+            return Inferred(None, problems=[mismatch])
+        pairs = pad_pairs(self.sizes)
+        if self.mode == "reflect" and any(max(p) >= n for p, n in zip(pairs, x[1:])):
+            most = joined([f"{n - 1} {UNITS[a]}s" for n, a in zip(x[1:], axis_names(len(x) - 1))])
             problem = Problem(
                 "error",
                 "invalid-argument",
-                f"reflect padding of ({t},{b},{l_},{r}) mirrors at most {h - 1} rows and {w - 1} columns "
-                f"of a {h}x{w} map",
+                f"reflect padding of ({','.join(map(str, self.sizes))}) mirrors at most {most} "
+                f"of a {format_shape(x[1:])} map",
                 "pad less, or `pad ... edge`, which repeats the border as often as needed",
                 "sizes",
             )
             return Inferred(None, problems=[problem])
-        return Inferred((c, h + t + b, w + l_ + r))
+        return Inferred((x[0], *(n + b + e for n, (b, e) in zip(x[1:], pairs))))

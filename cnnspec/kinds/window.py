@@ -7,7 +7,19 @@ import math
 from typing import Literal
 
 from ..base.records import record
-from .base import LayerConfig, Padding, Problem, Shape, Window, format_shape
+from .base import (
+    MAP_FORMS,
+    LayerConfig,
+    Padding,
+    Pads,
+    Problem,
+    Shape,
+    Size,
+    Window,
+    axis_names,
+    fit_defaults,
+    format_shape,
+)
 
 
 def resolve_same(n: int, extent: int, stride: int) -> tuple[int, int]:
@@ -17,13 +29,13 @@ def resolve_same(n: int, extent: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _same_help(hw: tuple[int, int], extent: tuple[int, int], stride: tuple[int, int], kernel) -> str:
+def _same_help(sizes: Size, extent: Size, stride: Size) -> str:
     """Why `same` pads one side more, and the symmetric pad that keeps the output size.
 
     The total pad is (out - 1)·s + extent - n with out = ceil(n / s): odd at stride 1 only
     for an even kernel; at a larger stride it depends on the input size as well."""
     pads, causes = [], []
-    for n, e, s in zip(hw, extent, stride):
+    for n, e, s in zip(sizes, extent, stride):
         out = -(-n // s)
         total = max((out - 1) * s + e - n, 0)
         symmetric = -(-total // 2)
@@ -32,13 +44,23 @@ def _same_help(hw: tuple[int, int], extent: tuple[int, int], stride: tuple[int, 
             causes.append("the even kernel" if s == 1 else f"stride {s} on a size of {n}")
     cause = " and ".join(dict.fromkeys(causes))
     if None not in pads:
-        text = str(pads[0]) if pads[0] == pads[1] else f"{pads[0]}x{pads[1]}"
+        text = size_text(tuple(p for p in pads if p is not None))
         return (
             f"the odd total pad comes from {cause}; pad={text} pads both sides evenly and gives the same size"
         )
     if all(s == 1 for s in stride):
         return "use an odd kernel for symmetric padding"
     return f"the odd total pad comes from {cause}; an input size divisible by the stride pads evenly"
+
+
+# What each spatial axis calls its two sides and one step along it, for messages.
+SIDES = {"length": "begin/end", "depth": "front/back", "height": "top/bottom", "width": "left/right"}
+UNITS = {"length": "position", "depth": "slice", "height": "row", "width": "column"}
+
+
+def joined(words: list[str]) -> str:
+    """['depth', 'height', 'width'] -> 'depth, height and width'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 @record
@@ -76,86 +98,118 @@ def window_axis(n: int, kernel: int, stride: int, dilation: int, p0: int, p1: in
     return AxisResult(size, arithmetic, unused)
 
 
-def pair_text(p: tuple[int, int]) -> str:
-    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+def size_text(p: Size) -> str:
+    """One number where every axis is the same (`2`), else one per axis (`1x2x2`)."""
+    return str(p[0]) if len(set(p)) == 1 else "x".join(map(str, p))
 
 
-def kernel_text(p: tuple[int, int]) -> str:
-    return f"{p[0]}x{p[1]}"
+pair_text = size_text
+
+
+def kernel_text(p: Size) -> str:
+    """A kernel is written with every axis (`3x3`, `3x3x3`; a 1-D one is one number)."""
+    return "x".join(map(str, p))
+
+
+def pad_pairs(pads: Pads) -> list[tuple[int, int]]:
+    """(top, bottom, left, right) -> [(top, bottom), (left, right)]: begin and end per axis."""
+    return [(pads[i], pads[i + 1]) for i in range(0, len(pads), 2)]
 
 
 class Windowed(LayerConfig):
-    """Shared by conv and pool: kernel, stride, padding, dilation over H and W."""
+    """Shared by conv and pool: kernel, stride, padding, dilation along each spatial axis."""
+
+    def __post_init__(self) -> None:
+        fit_defaults(self, len(self._kernel()))
 
     def uneven_same_matters(self) -> bool:
         """Whether uneven `same` padding changes the values (worth the asymmetric-same warning)."""
         return True
 
-    def _stride(self) -> tuple[int, int]:
+    def _kernel(self) -> Size:
+        return self.kernel  # type: ignore[attr-defined]
+
+    def _stride(self) -> Size:
         return self.stride  # type: ignore[attr-defined]
 
-    def _dilation(self) -> tuple[int, int]:
-        return (1, 1)
+    def _dilation(self) -> Size:
+        return (1,) * len(self._kernel())
 
     def _ceil(self) -> bool:
         return False
 
     def explain(self, x: Shape, y: Shape, pads: tuple[int, ...] | None) -> str:
-        if pads is None or len(x) != 3:
+        if pads is None or len(x) < 2 or len(x) - 1 != len(self._kernel()):
             return super().explain(x, y, pads)
-        kernel: tuple[int, int] = self.kernel  # type: ignore[attr-defined]
-        h = window_axis(
-            x[1], kernel[0], self._stride()[0], self._dilation()[0], pads[0], pads[1], self._ceil()
+        first = window_axis(
+            x[1], self._kernel()[0], self._stride()[0], self._dilation()[0], pads[0], pads[1], self._ceil()
         )
-        return f"height: {h.arithmetic}"
+        return f"{axis_names(len(x) - 1)[0]}: {first.arithmetic}"
 
-    def spatial(self, x: Shape, what: str) -> tuple[tuple[int, int] | None, Window, list[Problem]]:
-        kernel: tuple[int, int] = self.kernel  # type: ignore[attr-defined]
-        stride, dilation = self._stride(), self._dilation()
-        extent = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
-        _, h, w = x
-        problems: list[Problem] = []
+    def resolved_pads(self, sizes: Size) -> Pads:
+        """The pads as written, or `same` resolved against the input sizes."""
         pad = self.pad  # type: ignore[attr-defined]
-        if pad == "same":
-            top, bottom = resolve_same(h, extent[0], stride[0])
-            left, right = resolve_same(w, extent[1], stride[1])
-            if (top != bottom or left != right) and self.uneven_same_matters():
-                problems.append(
-                    Problem(
-                        "warning",
-                        "asymmetric-same",
-                        f"pad=same with a {kernel_text(kernel)} {what} and stride {pair_text(stride)} on a "
-                        f"{h}x{w} input pads unevenly: top/bottom {top}/{bottom}, left/right {left}/{right} "
-                        "(the extra row/column goes at the end, as ONNX SAME_UPPER and "
-                        "TensorFlow do; PyTorch's padding='same' differs)",
-                        _same_help((h, w), extent, stride, kernel),
-                        "pad",
-                    )
-                )
-        else:
-            top, bottom, left, right = pad
-        pads = (top, bottom, left, right)
+        if pad != "same":
+            return pad
+        extent = [d * (k - 1) + 1 for k, d in zip(self._kernel(), self._dilation())]
+        return tuple(p for n, e, s in zip(sizes, extent, self._stride()) for p in resolve_same(n, e, s))
+
+    def spatial(self, x: Shape, what: str) -> tuple[Size | None, Window, list[Problem]]:
+        kernel, stride, dilation = self._kernel(), self._stride(), self._dilation()
+        sizes = x[1:]
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        pads = self.resolved_pads(sizes)
         window = Window(extent, stride, pads)
+        mismatch = rank_problem(x, kernel, stride, dilation, pads)
+        if mismatch:
+            return None, window, [mismatch]
+        names = axis_names(len(sizes))
+        problems: list[Problem] = []
+        pairs = pad_pairs(pads)
+        if self.pad == "same" and any(b != e for b, e in pairs) and self.uneven_same_matters():  # type: ignore[attr-defined]
+            sides = ", ".join(f"{SIDES[n]} {b}/{e}" for n, (b, e) in zip(names, pairs))
+            problems.append(
+                Problem(
+                    "warning",
+                    "asymmetric-same",
+                    f"pad=same with a {kernel_text(kernel)} {what} and stride {size_text(stride)} on a "
+                    f"{format_shape(sizes)} input pads unevenly: {sides} "
+                    "(the extra row/column goes at the end, as ONNX SAME_UPPER and "
+                    "TensorFlow do; PyTorch's padding='same' differs)",
+                    _same_help(sizes, extent, stride),
+                    "pad",
+                )
+            )
         axes, findings = [], []
-        for n, k, s, d, p0, p1 in (
-            (h, kernel[0], stride[0], dilation[0], top, bottom),
-            (w, kernel[1], stride[1], dilation[1], left, right),
-        ):
+        for n, k, s, d, (p0, p1) in zip(sizes, kernel, stride, dilation, pairs):
             result = window_axis(n, k, s, d, p0, p1, self._ceil())
             axes.append(result.size)
             findings.append(_axis_finding(what, kernel, n, k, s, d, p0 + p1, result))
-        # Square maps usually go wrong the same way along both axes: say it once.
-        if findings[0] and findings[0] == findings[1]:
-            problems.append(findings[0].problem(x, "height and width", "row and column"))
+        # Maps of equal sides usually go wrong the same way along every axis: say it once.
+        if len(findings) > 1 and findings[0] and all(f == findings[0] for f in findings):
+            problems.append(findings[0].problem(x, list(names)))
         else:
-            problems += [
-                f.problem(x, axis, unit)
-                for f, axis, unit in zip(findings, ("height", "width"), ("row", "column"))
-                if f
-            ]
+            problems += [f.problem(x, [name]) for f, name in zip(findings, names) if f]
         if any(p.severity == "error" for p in problems):
             return None, window, problems
-        return (axes[0], axes[1]), window, problems
+        return tuple(axes), window, problems
+
+
+def rank_problem(x: Shape, *sizes: tuple[int, ...]) -> Problem | None:
+    """A kernel of another rank than its input (a config built in Python, not from a spec,
+    whose sizes the binder fits to the network's input)."""
+    rank = len(x) - 1
+    if all(len(s) == rank for s in sizes[:-1]) and len(sizes[-1]) == 2 * rank:
+        return None
+    need = MAP_FORMS.get(len(sizes[0]), f"{len(sizes[0])}-D")
+    return Problem(
+        "error",
+        "rank-mismatch",
+        f"sizes {kernel_text(sizes[0])} have {len(sizes[0])} ax{'is' if len(sizes[0]) == 1 else 'es'}, "
+        f"but the input {format_shape(x)} has {rank}",
+        f"these sizes need a {need} input (a network derived from a base keeps the base's axes)",
+        "kernel",
+    )
 
 
 @record
@@ -169,10 +223,13 @@ class _AxisFinding:
     field: str
     count: int = 0
 
-    def problem(self, x: Shape, axis: str, unit: str) -> Problem:
-        units = unit if self.count == 1 else unit.replace("row", "rows").replace("column", "columns")
-        verb = "is" if self.count == 1 and " and " not in unit else "are"
-        text = self.template.format(axis=axis, unit=unit, units=units, verb=verb, shape=format_shape(x))
+    def problem(self, x: Shape, axes: list[str]) -> Problem:
+        unit = [UNITS.get(a, "position") for a in axes]
+        units = joined(unit if self.count == 1 else [u + "s" for u in unit])
+        verb = "is" if self.count == 1 and len(axes) == 1 else "are"
+        text = self.template.format(
+            axis=joined(axes), unit=joined(unit), units=units, verb=verb, shape=format_shape(x)
+        )
         return Problem(self.severity, self.code, text, self.help, self.field)
 
 
@@ -208,12 +265,15 @@ def _axis_finding(what, kernel, n, k, s, d, pad, result: AxisResult) -> _AxisFin
     return None
 
 
+def pads_text(pads: Pads) -> str:
+    """`1`, `1x2` (symmetric per axis) or `(0,1,0,1)` (begin and end of each axis)."""
+    pairs = pad_pairs(pads)
+    if all(b == e for b, e in pairs):
+        return size_text(tuple(b for b, _ in pairs))
+    return "(" + ",".join(map(str, pads)) + ")"
+
+
 def padding_text(pad: Padding) -> str:
     if pad == "same":
         return "pad=same"
-    t, b, l_, r = pad
-    if t == b == l_ == r:
-        return "" if t == 0 else f"pad={t}"
-    if t == b and l_ == r:
-        return f"pad={t}x{l_}"
-    return f"pad=({t},{b},{l_},{r})"
+    return "" if not any(pad) else f"pad={pads_text(pad)}"

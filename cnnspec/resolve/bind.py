@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import NamedTuple
 
 from pydantic_core import ValidationError
 
 from ..base.diagnostics import Diagnostic, Span, did_you_mean, error
-from ..kinds import ACTIVATIONS, DEFAULT_ALPHA, KINDS, LayerConfig
+from ..kinds import ACTIVATIONS, DEFAULT_ALPHA, KINDS, MAP_FORMS, LayerConfig, axis_names
 from ..language import syntax as ast
 from .network import MAX_WEIGHT_DEPTH
 
@@ -50,48 +51,110 @@ def _float(v: ast.Value) -> float:
     raise ArgError(f"expected a number, got '{v.text()}'")
 
 
-def _pair(v: ast.Value) -> tuple[int, int]:
-    if v.kind == "number" and isinstance(v.data, int):
-        return (v.data, v.data)
-    if v.kind == "dims" and len(v.data) == 2:
-        return v.data
-    if v.kind == "tuple" and len(v.data) == 2:
-        return (whole_number(v.data[0]), whole_number(v.data[1]))
-    parts = v.data.split("x") if v.kind == "word" else []
-    if len(parts) == 2 and all(parts):  # `kxk` with a block parameter k: one word to the lexer
-        square = parts[0] == parts[1]
-        raise ArgError(
-            f"expected a size such as 3 or 3x1, got '{v.text()}'",
-            f"write `{parts[0]}`: one number is a square size"
-            if square
-            else f"write `({parts[0]}, {parts[1]})`",
+class Axes(NamedTuple):
+    """The spatial axes of the network a layer is in, as its input gives them: sizes written
+    with one number apply to every axis, sizes written per axis must name each."""
+
+    rank: int  # 1: CxL, 2: CxHxW, 3: CxDxHxW
+    written: str = ""  # the input line's shape as written, for messages
+    looks_2d: bool = False  # a CxL input that reads like an image without its channel (28x28)
+
+    def names(self) -> str:
+        return " x ".join(axis_names(self.rank))
+
+    def mismatch(self, v: ast.Value, count: int, example: str) -> ArgError:
+        where = f"the input {self.written}" if self.written else "its input"
+        hint = (
+            f"one number for every axis, or {self.rank} joined by x, e.g. {example}"
+            if self.rank > 1
+            else f"one number: the window's length, e.g. {example}"
         )
-    raise ArgError(f"expected a size such as 3 or 3x1, got '{v.text()}'")
+        if self.looks_2d and count == 2:  # `input 28x28` meant as an image
+            hint += f"; for a {self.written} image with one channel: input 1x{self.written}"
+        return ArgError(
+            f"'{v.text()}' gives {count} ax{'is' if count == 1 else 'es'}, but this network has {self.rank} "
+            f"({self.names()}): {where} is {MAP_FORMS[self.rank]}",
+            hint,
+            v.span,
+        )
 
 
-def _padding(v: ast.Value) -> object:
-    if v.kind == "word" and v.data in ("same", "valid"):
-        return "same" if v.data == "same" else (0, 0, 0, 0)
+PLANE = Axes(2)  # images, and what a flat input's sizes are read as (its conv is an error later)
+
+
+def _size(v: ast.Value, axes: Axes = PLANE) -> tuple[int, ...]:
+    """`3` -> one 3 per spatial axis; `3x1`, `1x3x3` or `(1, 3, 3)` -> one size per axis."""
+    example = "x".join(["3"] * axes.rank) if axes.rank > 1 else "3"
     if v.kind == "number" and isinstance(v.data, int):
-        return (v.data,) * 4
-    if v.kind == "dims" and len(v.data) == 2:
-        ph, pw = v.data
-        return (ph, ph, pw, pw)
-    if v.kind == "tuple" and len(v.data) in (2, 4):
-        values = tuple(whole_number(x) for x in v.data)
-        return values if len(values) == 4 else (values[0], values[0], values[1], values[1])
+        return (v.data,) * axes.rank
+    if v.kind in ("dims", "tuple"):
+        values = v.data if v.kind == "dims" else tuple(whole_number(x) for x in v.data)
+        if len(values) != axes.rank:
+            raise axes.mismatch(v, len(values), example)
+        return values
+    parts = v.data.split("x") if v.kind == "word" else []
+    if len(parts) >= 2 and all(parts):  # `kxk` with a block parameter k: one word to the lexer
+        square = len(set(parts)) == 1
+        raise ArgError(
+            f"expected a size such as 3 or {example}, got '{v.text()}'",
+            f"write `{parts[0]}`: one number is the same size along every axis"
+            if square
+            else f"write `({', '.join(parts)})`",
+        )
+    raise ArgError(f"expected a size such as 3 or {example}, got '{v.text()}'")
+
+
+# How pads are written, per rank: one number, one per axis, or a begin and end per axis.
+PAD_FORMS = {
+    1: "P or (begin,end)",
+    2: "P, PHxPW or (top,bottom,left,right)",
+    3: "P, PDxPHxPW or (front,back,top,bottom,left,right)",
+}
+
+
+def _pad_values(v: ast.Value, axes: Axes) -> tuple[int, ...] | None:
+    """Begin and end per axis from `1` (everywhere), `1x2` (symmetric per axis) or a tuple of
+    one value per axis or of every side; None when `v` is none of these."""
+    rank = axes.rank
+    if v.kind == "number" and isinstance(v.data, int):
+        return (v.data,) * 2 * rank
+    if v.kind not in ("dims", "tuple"):
+        return None
+    values = v.data if v.kind == "dims" else tuple(whole_number(x) for x in v.data)
+    if v.kind == "tuple" and len(values) == 2 * rank:
+        return values
+    if len(values) == rank:
+        return tuple(p for p in values for _ in (0, 1))
+    if v.kind == "dims":
+        raise axes.mismatch(v, len(values), "x".join(["1"] * rank))
+    sides = f"{rank} (one per axis) or {2 * rank}" if rank > 1 else "2"
     raise ArgError(
-        f"expected valid, same, P, PHxPW or (top,bottom,left,right), got '{v.text()}'",
-        "pad=same keeps the size at stride 1; pad=1 adds one pixel on every side",
+        f"'{v.text()}' gives {len(values)} values; this network's {rank} ax{'is' if rank == 1 else 'es'} "
+        f"({axes.names()}) take {sides} (the begin and end of each)",
+        f"for example: {PAD_FORMS[rank]}",
+        v.span,
     )
 
 
-def _pad_sizes(v: ast.Value) -> object:
-    """A `pad` layer's sizes: as a conv's pads, but given, never `same`, and 0 or more."""
-    sizes = _padding(v) if not (v.kind == "word" and v.data in ("same", "valid")) else None
-    if not isinstance(sizes, tuple):
+def _padding(v: ast.Value, axes: Axes = PLANE) -> object:
+    """A conv's or pool's pads: `same`, `valid`, or begin and end per axis."""
+    if v.kind == "word" and v.data in ("same", "valid"):
+        return "same" if v.data == "same" else (0,) * 2 * axes.rank
+    values = _pad_values(v, axes)
+    if values is None:
         raise ArgError(
-            f"expected P, PHxPW or (top,bottom,left,right), got '{v.text()}'",
+            f"expected valid, same, {PAD_FORMS[axes.rank]}, got '{v.text()}'",
+            "pad=same keeps the size at stride 1; pad=1 adds one pixel on every side",
+        )
+    return values
+
+
+def _pad_sizes(v: ast.Value, axes: Axes = PLANE) -> object:
+    """A `pad` layer's sizes: as a conv's pads, but given, never `same`, and 0 or more."""
+    sizes = _pad_values(v, axes)
+    if sizes is None:
+        raise ArgError(
+            f"expected {PAD_FORMS[axes.rank]}, got '{v.text()}'",
             "`same` is a conv's or pool's padding; a pad layer says how much, e.g. pad 1",
         )
     if min(sizes) < 0:
@@ -153,9 +216,6 @@ def _matrix(v: ast.Value) -> tuple:
 _CONVERTERS = {
     "int": whole_number,
     "float": _float,
-    "pair": _pair,
-    "padding": _padding,
-    "pad_sizes": _pad_sizes,
     "bool": _bool,
     "range": _range,
     "word": _word,
@@ -164,10 +224,18 @@ _CONVERTERS = {
 }
 
 
+_PER_AXIS = {"size": _size, "padding": _padding, "pad_sizes": _pad_sizes}  # read with the network's axes
+
+
 def build_config(
-    word: str, args: list[ast.Value], options: list[tuple[str, ast.Value, Span]], span: Span
+    word: str,
+    args: list[ast.Value],
+    options: list[tuple[str, ast.Value, Span]],
+    span: Span,
+    axes: Axes = PLANE,
 ) -> tuple[LayerConfig | None, dict[str, Span], list[Diagnostic]]:
-    """Bare arguments and KEY=VALUE options -> the kind's validated Pydantic model."""
+    """Bare arguments and KEY=VALUE options -> the kind's validated Pydantic model; sizes are
+    read against `axes`, the spatial axes of the network's input."""
     cls = KINDS[word]
     positional = cls.positional_for(word)
     values: dict[str, object] = dict(cls.preset(word))
@@ -176,8 +244,8 @@ def build_config(
     misread = _swapped_filters(word, positional, args) or _called_like_a_function(word, cls, positional, args)
     if misread is not None:
         return None, spans, [misread]
-    _bind_arguments(word, cls, args, values, spans, problems)
-    _bind_options(word, cls, options, values, spans, problems)
+    _bind_arguments(word, cls, args, values, spans, problems, axes)
+    _bind_options(word, cls, options, values, spans, problems, axes)
     if not any(d.code == "invalid-argument" for d in problems):
         problems += _missing(word, cls, values, span)
     if problems:
@@ -185,7 +253,9 @@ def build_config(
     return _validated(word, cls, values, spans, span)
 
 
-def _bind_arguments(word: str, cls, args: list[ast.Value], values: dict, spans: dict, problems: list) -> None:
+def _bind_arguments(
+    word: str, cls, args: list[ast.Value], values: dict, spans: dict, problems: list, axes: Axes
+) -> None:
     """Bare arguments: flags (`relu`, `ceil`) anywhere, the rest fill the slots in order."""
     slots = list(cls.positional_for(word))
     extra: list[ast.Value] = []  # arguments past the last slot: one diagnostic for them all
@@ -195,7 +265,7 @@ def _bind_arguments(word: str, cls, args: list[ast.Value], values: dict, spans: 
             values[name] = {"name": value} if name == "activation" else value
             spans[name] = v.span
         elif slots:
-            _convert_into(cls, slots.pop(0), v, values, spans, problems)
+            _convert_into(cls, slots.pop(0), v, values, spans, problems, axes)
         else:
             extra.append(v)
     if extra:
@@ -205,7 +275,7 @@ def _bind_arguments(word: str, cls, args: list[ast.Value], values: dict, spans: 
         problems.append(problem)
 
 
-def _bind_options(word: str, cls, options, values: dict, spans: dict, problems: list) -> None:
+def _bind_options(word: str, cls, options, values: dict, spans: dict, problems: list, axes: Axes) -> None:
     for key, v, key_span in options:
         if key not in cls.arguments or key in cls.preset(word):
             choices = [k for k in cls.arguments if k not in cls.preset(word)]
@@ -217,7 +287,7 @@ def _bind_options(word: str, cls, options, values: dict, spans: dict, problems: 
         elif key in spans:
             problems.append(error("invalid-argument", f"'{key}' is given twice", key_span))
         else:
-            _convert_into(cls, key, v, values, spans, problems)
+            _convert_into(cls, key, v, values, spans, problems, axes)
 
 
 def _missing(word: str, cls, values: dict, span: Span) -> list[Diagnostic]:
@@ -264,7 +334,7 @@ def _rate_hint(word: str, name: str, value: object) -> str | None:
     return None
 
 
-def _convert_into(cls, name, v, values, spans, problems) -> None:
+def _convert_into(cls, name, v, values, spans, problems, axes: Axes) -> None:
     spans[name] = v.span
     converter = cls.arguments[name].converter
     try:
@@ -277,7 +347,10 @@ def _convert_into(cls, name, v, values, spans, problems) -> None:
                     if v.kind == "word"
                     else f"for example: {cls.kind} {choices[0]} {v.text()}",
                 )
-        values[name] = _CONVERTERS[converter](v)
+        if converter in _PER_AXIS:
+            values[name] = _PER_AXIS[converter](v, axes)
+        else:
+            values[name] = _CONVERTERS[converter](v)
     except ArgError as exc:
         problems.append(error("invalid-argument", f"{cls.kind} {name}: {exc}", exc.span or v.span, exc.help))
 
@@ -297,11 +370,27 @@ def foreign_name(word: str) -> str | None:
 
 def input_hint(shape: tuple[int, ...]) -> str:
     """What a wrong `input` line probably meant: channels forgotten, or the batch included."""
-    if len(shape) == 2 and all(d > 0 for d in shape):
-        return f"give the channels first: input 1x{shape[0]}x{shape[1]} for one channel (grayscale)"
-    if len(shape) == 4 and all(d > 0 for d in shape):
-        return f"leave the batch out: input {shape[1]}x{shape[2]}x{shape[3]}"
-    return "for example: input 3x224x224 (channels x height x width)"
+    if len(shape) == 5 and all(d > 0 for d in shape):
+        return f"leave the batch out: input {'x'.join(map(str, shape[1:]))}"
+    return "for example: input 3x224x224 (channels x height x width) or 1x16000 (channels x length)"
+
+
+def rank_surprise(shape: tuple[int, ...], written: str) -> tuple[str, str] | None:
+    """An input whose rank is likely not the one meant: `input 28x28` (an image without its
+    channel) makes a 1-D network of 28 channels, `input 1x3x32x32` (the batch written
+    first) a 3-D one of depth 3. The message and the fix, or None."""
+    if len(shape) == 2 and shape[0] == shape[1] >= 8:
+        return (
+            f"input {written} reads as {shape[0]} channels of length {shape[1]} (a 1-D network)",
+            f"for a {written} image with one channel: input 1x{written}",
+        )
+    if len(shape) == 4 and shape[0] == 1 and shape[1] in (1, 3, 4) and min(shape[2:]) >= 16:
+        rest = "x".join(map(str, shape[1:]))
+        return (
+            f"input {written} reads as one channel of a {rest} volume (a 3-D network)",
+            f"leave the batch out: input {rest}",
+        )
+    return None
 
 
 def looks_channels_last(shape: tuple[int, ...]) -> bool:
@@ -356,7 +445,7 @@ def _called_like_a_function(word: str, cls, positional, args: list[ast.Value]) -
     tuple is a size only where the first argument is one: `pool (2, 1)` stays valid)."""
     if len(args) != 1 or args[0].kind != "tuple" or len(args[0].data) < 2 or not positional:
         return None
-    if cls.arguments[positional[0]].converter in ("pair", "pad_sizes"):  # a size written as a tuple
+    if cls.arguments[positional[0]].converter in ("size", "pad_sizes"):  # a size written as a tuple
         return None
     spaced = " ".join(item.text() for item in args[0].data)
     return error(

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 
 from ..base.diagnostics import Diagnostic, Span, did_you_mean, error, warning
 from ..base.graph import ancestors, descendants, unread
-from ..kinds import KINDS
+from ..kinds import KINDS, MAX_RANK
 from ..language import syntax as ast
-from .bind import input_hint, looks_channels_last
+from .bind import PLANE, Axes, input_hint, looks_channels_last, rank_surprise
 from .expand import Expander, Raw, Ref, aliases, top_context
 from .load import Workspace
 from .names import name_layers, ref_name
@@ -133,16 +133,20 @@ class Resolver:
         first = body[0] if body else None
         if isinstance(first, ast.InputStmt):
             shape = first.shape
-            if len(shape) not in (1, 3) or any(d <= 0 for d in shape):
+            if not 1 <= len(shape) <= MAX_RANK + 1 or any(d <= 0 for d in shape):
                 self.diagnostics.append(
                     error(
                         "invalid-argument",
-                        f"input must be CxHxW or N with sizes above 0, got '{first.written}'",
+                        "input must be CxHxW (an image), CxL (a sequence), CxDxHxW (a volume) or N, "
+                        f"with sizes above 0, got '{first.written}'",
                         first.span,
                         input_hint(shape),
                     )
                 )
                 return None
+            surprise = rank_surprise(shape, first.written)
+            if surprise is not None:
+                self.diagnostics.append(warning("input-rank", surprise[0], first.span, surprise[1]))
             if looks_channels_last(shape):
                 height, width, channels = shape
                 self.diagnostics.append(
@@ -172,7 +176,8 @@ class Resolver:
             )
         rest = body[1:] if body and isinstance(body[0], ast.InputStmt) else body
         layers_body = tuple(s for s in rest if not isinstance(s, ast.FreezeStmt))
-        expander = Expander(self.blocks, self.diagnostics, budget=self.budget)
+        axes = _axes(given[0], _written(body)) if given else PLANE
+        expander = Expander(self.blocks, self.diagnostics, budget=self.budget, axes=axes)
         expander.written = aliases(layers_body)
         raws: list[Raw] = []
         last = expander.statements(layers_body, top_context(), INPUT, raws)
@@ -220,7 +225,8 @@ class Resolver:
             s for s in rest if isinstance(s, (ast.LayerStmt, ast.RepeatStmt, ast.InputStmt, ast.OutputStmt))
         )
         attach = self._attach_point(definition, base, kept, new_body)
-        expander, last, raws, new_layers = self._expand_new(definition, kept, new_body, attach)
+        axes = _axes(given[0], _written(body)) if given else _axes(base.input_shape, "")
+        expander, last, raws, new_layers = self._expand_new(definition, kept, new_body, attach, axes)
         layers = self._freeze(rest, kept + new_layers, kept, drops.dropped)
         if drops.failed:
             # The new layers would read what the drop failed to cut off: their shape errors
@@ -325,7 +331,7 @@ class Resolver:
         drops.kept = drops.kept[:cut]
         return None
 
-    def _expand_new(self, definition: ast.NetworkDef, kept: list[Layer], new_body, attach: str):
+    def _expand_new(self, definition: ast.NetworkDef, kept: list[Layer], new_body, attach: str, axes: Axes):
         """The layers a derived network adds, numbered on from its base's names."""
         assert definition.base is not None
         expander = Expander(
@@ -334,6 +340,7 @@ class Resolver:
             {layer.name: layer.name for layer in kept},
             self.counts.get(definition.base, {}),
             self.budget,
+            axes,
         )
         expander.written = aliases(new_body)
         raws: list[Raw] = []
@@ -411,3 +418,17 @@ class Resolver:
             last = max(i for i, layer in enumerate(layers) if target in (layer.name, layer.block))
             return ancestors(layers, [names[last]])
         return {layer.name for layer in layers if target in (layer.name, layer.block)}
+
+
+def _written(body) -> str:
+    """The input line's shape as the user wrote it ('' without one)."""
+    return body[0].written if body and isinstance(body[0], ast.InputStmt) else ""
+
+
+def _axes(shape: tuple[int, ...], written: str) -> Axes:
+    """The spatial axes the input gives its layers' sizes; a flat input's are read as an
+    image's (its conv is then an error about the flat input, not about the sizes)."""
+    if len(shape) < 2:
+        return PLANE
+    looks_2d = rank_surprise(shape, written) is not None and len(shape) == 2
+    return Axes(len(shape) - 1, written or "x".join(map(str, shape)), looks_2d)

@@ -11,7 +11,7 @@ from ..base.diagnostics import Diagnostic, Span, did_you_mean, error, with_call_
 from ..base.records import record
 from ..kinds import KINDS, LayerConfig, Slice
 from ..language import syntax as ast
-from .bind import ArgError, build_config, evaluate, foreign_name, glued_minus, whole_number
+from .bind import PLANE, ArgError, Axes, build_config, evaluate, foreign_name, glued_minus, whole_number
 from .network import BODY, INPUT, MAX_DEPTH, MAX_EXPANSION, NOT_BLOCKS, REPEAT, Budget
 
 Ref = int | str  # a layer being expanded (its index) or a final name (`input`, a base layer)
@@ -86,8 +86,10 @@ class Expander:
         external: Mapping[str, str] | None = None,
         counts: Mapping[str, int] | None = None,
         budget: Budget | None = None,
+        axes: Axes = PLANE,
     ):
         self.blocks = blocks
+        self.axes = axes  # the spatial axes of the network's input: how sizes are read
         self.counts = dict(counts or {})  # automatic names, numbered on as `name_layers` does
         self.final: dict[str, int] = {}  # every final name so far -> its layer
         self.written: dict[str, Span] = {}  # `as NAME` anywhere in the body, for "written later"
@@ -285,7 +287,7 @@ class Expander:
         cached = self.configs.get(key)
         if cached is None:  # the entry holds what the key names, so no id is reused
             cached = self.configs[key] = (
-                build_config(stmt.op, args, options, stmt.span),
+                build_config(stmt.op, args, options, stmt.span, self.axes),
                 stmt,
                 args,
                 options,

@@ -30,7 +30,7 @@ BODY = "(body)"  # a combinator's { body } on the expansion stack (bounded by MA
 NOT_BLOCKS = (REPEAT, BODY)  # stack levels that are not block calls
 
 
-MAX_WEIGHT_DEPTH = 4  # weights are at most filters x channels x height x width
+MAX_WEIGHT_DEPTH = 5  # weights are at most filters x channels x depth x height x width
 
 
 # Layer names that would collide with the exported graph's tensors or with the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,15 +73,25 @@ class _Join(nn.Module):
         return out
 
 
+def torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
+    """(begin, end) per axis, first axis first -> F.pad's order: the last axis first."""
+    pairs = [pads[i : i + 2] for i in range(0, len(pads), 2)]
+    return tuple(p for pair in reversed(pairs) for p in pair)
+
+
+LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}  # `bilinear` along each spatial axis
+
+
 class _Upsample(nn.Module):
-    def __init__(self, scale: int, mode: str):
+    def __init__(self, scale: tuple[int, ...], mode: str):
         super().__init__()
-        self.scale, self.mode = scale, mode
+        self.scale, self.mode = tuple(float(s) for s in scale), mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "nearest":
             return F.interpolate(x, scale_factor=self.scale, mode="nearest")
-        return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        mode = LINEAR_MODES[x.dim() - 2]
+        return F.interpolate(x, scale_factor=self.scale, mode=mode, align_corners=False)
 
 
 class _DropPath(nn.Module):
@@ -128,10 +139,9 @@ class _Pad(nn.Module):
 
     MODES = {"zero": "constant", "reflect": "reflect", "edge": "replicate"}
 
-    def __init__(self, sizes: tuple[int, int, int, int], mode: str):
+    def __init__(self, sizes: tuple[int, ...], mode: str):
         super().__init__()
-        top, bottom, left, right = sizes
-        self.sizes, self.mode = (left, right, top, bottom), self.MODES[mode]
+        self.sizes, self.mode = torch_pads(sizes), self.MODES[mode]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, self.sizes, mode=self.mode)
@@ -144,57 +154,80 @@ def _slice(entry: CheckedLayer) -> nn.Module:
 
 
 class _LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm over the channels at each position (ConvNeXt's LayerNorm2d)."""
+    """nn.LayerNorm over the channels at each position (ConvNeXt's LayerNorm2d), any rank."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 class _Scale(nn.Module):
     """One learned factor per channel (`scale.weight`), starting at 1."""
 
-    def __init__(self, channels: int, spatial: bool):
+    def __init__(self, channels: int, spatial_axes: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
-        self.spatial = spatial
+        self.spatial_axes = spatial_axes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (self.weight.view(-1, 1, 1) if self.spatial else self.weight)
+        return x * self.weight.view(-1, *(1,) * self.spatial_axes)
 
 
-class _Deconv(nn.ConvTranspose2d):
-    """ConvTranspose2d with (top, bottom, left, right) pads: symmetric ones are PyTorch's
-    `padding`; uneven ones crop the full output (what ONNX's pads mean)."""
+class _Cropped:
+    """Mixin for ConvTranspose{1,2,3}d: (begin, end) cropped off every spatial axis of the
+    full output, which is what ONNX's pads mean for a transposed convolution."""
 
-    def __init__(self, entry: CheckedLayer, config: Deconv):
-        pads, output_pad = config.resolved()
-        super().__init__(
-            entry.input_shape[0],
-            config.filters,
-            config.kernel,
-            config.stride,
-            0,
-            output_pad,
-            config.groups,
-            config.bias,
-            config.dilation,
-        )
-        self.crop = pads
+    crops: tuple[int, ...] = ()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        y = super().forward(x)
-        top, bottom, left, right = self.crop
-        return y[:, :, top : y.shape[2] - bottom, left : y.shape[3] - right]
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        y = super().forward(input)  # type: ignore[misc]
+        index = [slice(None), slice(None)]
+        for axis, (begin, end) in enumerate(zip(self.crops[::2], self.crops[1::2])):
+            index.append(slice(begin, y.shape[axis + 2] - end))
+        return y[tuple(index)]
+
+
+class _Deconv1d(_Cropped, nn.ConvTranspose1d):
+    pass
+
+
+class _Deconv2d(_Cropped, nn.ConvTranspose2d):
+    pass
+
+
+class _Deconv3d(_Cropped, nn.ConvTranspose3d):
+    pass
+
+
+# Any: each class takes sizes of its own rank, which a dict keyed by the rank cannot say.
+DECONVS: dict[int, Any] = {1: _Deconv1d, 2: _Deconv2d, 3: _Deconv3d}
+
+
+def _deconv(entry: CheckedLayer) -> nn.Module:
+    """The transposed convolution of the rank of its kernel; `deconv1.weight` as named."""
+    config = entry.config_as(Deconv)
+    pads, output_pad = config.resolved()
+    module = DECONVS[len(config.kernel)](
+        entry.input_shape[0],
+        config.filters,
+        config.kernel,
+        config.stride,
+        0,
+        output_pad,
+        config.groups,
+        config.bias,
+        config.dilation,
+    )
+    module.crops = pads
+    return module
 
 
 class _Padded(nn.Module):
-    """Explicit (top, bottom, left, right) padding, then the wrapped op."""
+    """Explicit (begin, end per axis) padding, then the wrapped op."""
 
-    def __init__(self, op: nn.Module, pads: tuple[int, int, int, int], value: float = 0.0):
+    def __init__(self, op: nn.Module, pads: tuple[int, ...], value: float = 0.0):
         super().__init__()
         self.op = op
-        top, bottom, left, right = pads
-        self.pads = (left, right, top, bottom)  # F.pad order: last dimension first
+        self.pads = torch_pads(pads)  # F.pad order: last dimension first
         self.value = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,24 +236,28 @@ class _Padded(nn.Module):
         return self.op(x)
 
 
+AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+MAX_POOLS = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
 class _AveragePool(nn.Module):
     """Average over the real pixels of each window only (ONNX count_include_pad=0), or
     over the whole window, padding's zeros included (count_include_pad=1)."""
 
-    def __init__(self, kernel, stride, pads: tuple[int, int, int, int], count_pad: bool = False):
+    def __init__(self, kernel, stride, pads: tuple[int, ...], count_pad: bool = False):
         super().__init__()
-        top, bottom, left, right = pads
-        self.pads = (left, right, top, bottom)
+        self.pads = torch_pads(pads)
         self.kernel, self.stride, self.count_pad = kernel, stride, count_pad
+        self.pool = AVG_POOLS[len(kernel)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not any(self.pads):
-            return F.avg_pool2d(x, self.kernel, self.stride)
-        total = F.avg_pool2d(F.pad(x, self.pads), self.kernel, self.stride)
+            return self.pool(x, self.kernel, self.stride)
+        total = self.pool(F.pad(x, self.pads), self.kernel, self.stride)
         if self.count_pad:
             return total
         ones = F.pad(torch.ones_like(x[:1, :1]), self.pads)
-        return total / F.avg_pool2d(ones, self.kernel, self.stride)
+        return total / self.pool(ones, self.kernel, self.stride)
 
 
 def _pool(entry: CheckedLayer) -> nn.Module:
@@ -229,17 +266,27 @@ def _pool(entry: CheckedLayer) -> nn.Module:
     assert pads is not None
     stride = config.window_stride
     if config.mode == "max":
-        return _Padded(nn.MaxPool2d(config.kernel, stride), pads, float("-inf"))
+        return _Padded(MAX_POOLS[len(config.kernel)](config.kernel, stride), pads, float("-inf"))
     return _AveragePool(config.kernel, stride, pads, config.count_pad)
 
 
+GLOBAL_POOLS: dict[str, dict[int, type[nn.Module]]] = {
+    "max": {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d},
+    "avg": {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d},
+}
+
+
 def _globalpool(entry: CheckedLayer) -> nn.Module:
-    return nn.AdaptiveMaxPool2d(1) if entry.config_as(GlobalPool).mode == "max" else nn.AdaptiveAvgPool2d(1)
+    return GLOBAL_POOLS[entry.config_as(GlobalPool).mode][len(entry.input_shape) - 1](1)
+
+
+# BatchNorm1d takes (N, C) and (N, C, L): a flat vector and a 1-D map alike.
+BATCH_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}
 
 
 def _batchnorm(entry: CheckedLayer) -> nn.Module:
     config = entry.config_as(BatchNorm)
-    norm = nn.BatchNorm2d if len(entry.input_shape) == 3 else nn.BatchNorm1d
+    norm = BATCH_NORMS[len(entry.input_shape)]
     return norm(entry.input_shape[0], eps=config.eps, momentum=config.momentum)
 
 
@@ -260,11 +307,11 @@ def _activation(entry: CheckedLayer) -> nn.Module:
 
 # The module of each layer kind (its fused activation, if any, comes after it).
 FACTORIES = {
-    "conv": lambda entry: _Conv(entry, entry.config_as(Conv)),
+    "conv": lambda entry: _conv(entry, entry.config_as(Conv)),
     "pool": _pool,
     "globalpool": _globalpool,
     "batchnorm": _batchnorm,
-    "scale": lambda entry: _Scale(entry.input_shape[0], len(entry.input_shape) == 3),
+    "scale": lambda entry: _Scale(entry.input_shape[0], len(entry.input_shape) - 1),
     "layernorm": lambda entry: _LayerNorm(entry.input_shape[0], eps=entry.config_as(LayerNorm).eps),
     "prelu": lambda entry: nn.PReLU(entry.tensors["weight"][0]),
     "dropout": lambda entry: nn.Dropout(entry.config_as(Dropout).rate),
@@ -274,7 +321,7 @@ FACTORIES = {
     "shuffle": lambda entry: _Shuffle(entry.config_as(Shuffle).groups),
     "flatten": lambda entry: nn.Flatten(),
     "dense": _dense,
-    "deconv": lambda entry: _Deconv(entry, entry.config_as(Deconv)),
+    "deconv": _deconv,
     "upsample": _upsample,
     "add": lambda entry: _Join("add"),
     "concat": lambda entry: _Join("concat"),
@@ -288,30 +335,51 @@ def _core(entry: CheckedLayer) -> nn.Module:
     return rule_for(FACTORIES, entry.kind, "the PyTorch backend")(entry)
 
 
-class _Conv(nn.Conv2d):
-    """Conv2d with explicit (top, bottom, left, right) zero padding; the parameters stay
-    at `conv1.weight` and `conv1.bias`."""
+class _ExplicitPads:
+    """Mixin for Conv{1,2,3}d: uneven zero padding (F.pad's order) before the convolution."""
 
-    def __init__(self, entry: CheckedLayer, config: Conv):
-        assert entry.pads is not None
-        top, bottom, left, right = entry.pads
-        symmetric = top == bottom and left == right  # the convolution pads itself: no extra copy
-        super().__init__(
-            entry.input_shape[0],
-            config.filters,
-            config.kernel,
-            config.stride,
-            (top, left) if symmetric else 0,
-            config.dilation,
-            config.groups,
-            config.bias,
-        )
-        self.explicit_pads = (0, 0, 0, 0) if symmetric else (left, right, top, bottom)
+    explicit_pads: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.explicit_pads):
             x = F.pad(x, self.explicit_pads)
-        return super().forward(x)
+        return super().forward(x)  # type: ignore[misc]
+
+
+class _Conv1d(_ExplicitPads, nn.Conv1d):
+    pass
+
+
+class _Conv2d(_ExplicitPads, nn.Conv2d):
+    pass
+
+
+class _Conv3d(_ExplicitPads, nn.Conv3d):
+    pass
+
+
+CONVS: dict[int, Any] = {1: _Conv1d, 2: _Conv2d, 3: _Conv3d}  # Any: as DECONVS
+
+
+def _conv(entry: CheckedLayer, config: Conv) -> nn.Module:
+    """The convolution of the rank of its kernel; symmetric pads are its own `padding`,
+    uneven ones an explicit zero pad before it. Tensors stay `conv1.weight`, `conv1.bias`."""
+    assert entry.pads is not None
+    begins, ends = entry.pads[::2], entry.pads[1::2]
+    symmetric = begins == ends  # the convolution pads itself: no extra copy
+    module = CONVS[len(config.kernel)](
+        entry.input_shape[0],
+        config.filters,
+        config.kernel,
+        config.stride,
+        begins if symmetric else 0,
+        config.dilation,
+        config.groups,
+        config.bias,
+    )
+    if not symmetric:
+        module.explicit_pads = torch_pads(entry.pads)
+    return module
 
 
 class CnnspecModule(nn.Module):

@@ -44,9 +44,14 @@ def _scaled(channel: np.ndarray) -> np.ndarray:
 
 
 def grid(array: np.ndarray) -> np.ndarray:
-    """A CxHxW (or flat) array as one greyscale image of tiles."""
+    """A CxHxW (or flat) array as one greyscale image of tiles; a CxL sequence as one strip
+    per channel, a CxDxHxW volume by its middle slice."""
     if array.ndim == 1:  # a vector: one row of square cells
         array = array.reshape(1, 1, -1)
+    elif array.ndim == 2:
+        array = array[:, None, :]
+    elif array.ndim == 4:
+        array = array[:, array.shape[1] // 2]
     channels = array.shape[0]
     shown = array[:MAX_TILES]
     h, w = shown.shape[1:]
@@ -81,11 +86,14 @@ def save(folder: Path, network_name: str, layers: list[tuple[str, str, np.ndarra
         for index, (name, spec, array) in enumerate(layers):
             file = _file_name(index, name)
             Image.fromarray(grid(array)).save(scratch / file)
-            note = (
-                f"first {MAX_TILES} of {array.shape[0]} channels"
-                if array.ndim == 3 and array.shape[0] > MAX_TILES
-                else ""
+            notes = (
+                [f"first {MAX_TILES} of {array.shape[0]} channels"]
+                if array.ndim >= 2 and array.shape[0] > MAX_TILES
+                else []
             )
+            if array.ndim == 4:
+                notes.append(f"slice {array.shape[1] // 2 + 1} of {array.shape[1]} along the depth")
+            note = "; ".join(notes)
             pictures.append(Picture(name, spec, tuple(array.shape), file, note))
         (scratch / "index.html").write_text(_index(network_name, pictures), encoding="utf-8")
         os.chmod(scratch, 0o777 & ~_umask())

@@ -134,7 +134,7 @@ def hover(analysis: Analysis, line: int, character: int) -> str | None:
         return None
     parts = []
     for entry in entries[:4]:
-        rf = f"{entry.receptive_field[0]}x{entry.receptive_field[1]}" if entry.receptive_field else "n/a"
+        rf = "x".join(map(str, entry.receptive_field)) if entry.receptive_field else "n/a"
         where = f" (in {entry.layer.block})" if entry.layer.block else ""
         parts.append(
             f"**{entry.name}**{where} `{entry.layer.spec_text()}`  \n"

@@ -11,7 +11,7 @@ from ..base.records import record
 from ..cost import FRAMEWORK_SHARE, TrainingMemory, fitting, inference_peak, training_memory
 from ..cost.latency import Latency, Profile, predict
 from ..infer import CheckedNetwork, CheckResult
-from ..kinds import format_shape
+from ..kinds import format_shape, size_text
 
 
 @record
@@ -214,7 +214,7 @@ def _cells(entry, previous: str, in_block: bool, dense_equivalent: bool) -> list
     if entry.inputs != (previous,):  # reads something other than the row above
         spec = f"{spec} ← {', '.join(entry.inputs)}"
     rf = entry.receptive_field
-    rf_text = "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}")
+    rf_text = "" if rf is None else size_text(rf)
     train = "" if not entry.params else ("no" if entry.layer.frozen else "yes")
     cells = [
         f"  {entry.name}" if in_block else entry.name,  # rows of a block instance
