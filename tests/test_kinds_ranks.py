@@ -87,6 +87,31 @@ def test_a_spatial_error_names_the_axis_and_its_arithmetic():
     assert warning.code == "dropped-pixels" and "last 1 position of the 1x5 input is" in warning.message
 
 
+def test_uneven_same_padding_names_each_axis_and_its_sides():
+    (d,) = check_text(net("conv 4 2x3x4 pad=same", "1x6x6x6")).diagnostics
+    assert d.code == "asymmetric-same"
+    assert "front/back 0/1, top/bottom 1/1, left/right 1/2" in d.message and "the extra one" in d.message
+    (d,) = check_text(net("conv 4 4 pad=same", "1x33")).diagnostics
+    assert "begin/end 1/2" in d.message
+
+
+def test_hover_draw_and_json_speak_every_axis(tmp_path, capsys):
+    from cnnspec.views.lsp import analyse, hover
+
+    text = net("conv 4 3x5x5 pad=1x2x2 as a\npool max 1x2x2", "2x4x8x8")
+    analysis = analyse(text, str(tmp_path / "v.cnn"))
+    shown = hover(analysis, 2, 4)  # (0-based: the conv line)
+    assert "2x4x8x8 → **4x4x8x8**" in shown and "receptive field 3x5x5" in shown
+    spec = tmp_path / "v.cnn"
+    spec.write_text(text)
+    code, out, _ = cli(capsys, "check", str(spec), "--format", "json")
+    layer = __import__("json").loads(out)["networks"][0]["layers"][1]
+    assert layer["output"] == [4, 4, 4, 4] and layer["receptive_field"] == [3, 6, 6]
+    code, _, err = cli(capsys, "draw", str(spec), "-o", str(tmp_path / "v.svg"))
+    assert code == 0, err
+    assert "4x4x4x4" in (tmp_path / "v.svg").read_text()
+
+
 # ------------------------------------------------------------------ ONNX's own node cases
 
 

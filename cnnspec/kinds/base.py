@@ -177,13 +177,27 @@ class LayerConfig:
 def fit_defaults(config: LayerConfig, rank: int) -> None:
     """Sizes left at their 2-D defaults (stride 1, pad 0) take the rank of the kernel: a
     `conv 8 3x3x3` has stride (1, 1, 1). Only untouched defaults change, never a given value."""
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if not isinstance(f.default, tuple) or value is not f.default:
-            continue
-        length = 2 * rank if config.arguments[f.name].converter in PADS_CONVERTERS else rank
-        if len(value) != length:
-            object.__setattr__(config, f.name, (value[0],) * length)
+    for name, default, per_axis in _size_defaults(type(config)):
+        value = getattr(config, name)
+        length = per_axis * rank
+        if value is default and len(value) != length:
+            object.__setattr__(config, name, (value[0],) * length)
+
+
+_SIZE_DEFAULTS: dict[type, tuple[tuple[str, tuple, int], ...]] = {}
+
+
+def _size_defaults(cls: type[LayerConfig]) -> tuple[tuple[str, tuple, int], ...]:
+    """(field, its default, entries per axis: 2 for pads) of each field defaulting to a size;
+    worked out once per kind (a config is made for every layer line)."""
+    found = _SIZE_DEFAULTS.get(cls)
+    if found is None:
+        found = _SIZE_DEFAULTS[cls] = tuple(
+            (f.name, f.default, 2 if cls.arguments[f.name].converter in PADS_CONVERTERS else 1)
+            for f in dataclasses.fields(cls)
+            if isinstance(f.default, tuple) and f.default
+        )
+    return found
 
 
 PADS_CONVERTERS = ("padding", "pad_sizes")  # arguments written as begin/end per axis

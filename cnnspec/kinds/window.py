@@ -160,39 +160,49 @@ class Windowed(LayerConfig):
         extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         pads = self.resolved_pads(sizes)
         window = Window(extent, stride, pads)
-        mismatch = rank_problem(x, kernel, stride, dilation, pads)
-        if mismatch:
+        rank = len(sizes)
+        if not (len(kernel) == len(stride) == len(dilation) == rank and len(pads) == 2 * rank):
+            mismatch = rank_problem(x, kernel, stride, dilation, pads)
+            assert mismatch is not None
             return None, window, [mismatch]
-        names = axis_names(len(sizes))
         problems: list[Problem] = []
-        pairs = pad_pairs(pads)
-        if self.pad == "same" and any(b != e for b, e in pairs) and self.uneven_same_matters():  # type: ignore[attr-defined]
-            sides = ", ".join(f"{SIDES[n]} {b}/{e}" for n, (b, e) in zip(names, pairs))
-            problems.append(
-                Problem(
-                    "warning",
-                    "asymmetric-same",
-                    f"pad=same with a {kernel_text(kernel)} {what} and stride {size_text(stride)} on a "
-                    f"{format_shape(sizes)} input pads unevenly: {sides} "
-                    "(the extra row/column goes at the end, as ONNX SAME_UPPER and "
-                    "TensorFlow do; PyTorch's padding='same' differs)",
-                    _same_help(sizes, extent, stride),
-                    "pad",
-                )
-            )
-        axes, findings = [], []
-        for n, k, s, d, (p0, p1) in zip(sizes, kernel, stride, dilation, pairs):
-            result = window_axis(n, k, s, d, p0, p1, self._ceil())
+        begins, ends = pads[::2], pads[1::2]
+        if self.pad == "same" and begins != ends and self.uneven_same_matters():  # type: ignore[attr-defined]
+            problems.append(_uneven_same(what, kernel, stride, sizes, extent, zip(begins, ends)))
+        axes, findings, ceil = [], [], self._ceil()
+        for n, k, s, d, p0, p1 in zip(sizes, kernel, stride, dilation, begins, ends):
+            result = window_axis(n, k, s, d, p0, p1, ceil)
             axes.append(result.size)
             findings.append(_axis_finding(what, kernel, n, k, s, d, p0 + p1, result))
-        # Maps of equal sides usually go wrong the same way along every axis: say it once.
-        if len(findings) > 1 and findings[0] and all(f == findings[0] for f in findings):
-            problems.append(findings[0].problem(x, list(names)))
-        else:
-            problems += [f.problem(x, [name]) for f, name in zip(findings, names) if f]
-        if any(p.severity == "error" for p in problems):
+        if any(findings):
+            problems += _axis_problems(x, findings)
+        if problems and any(p.severity == "error" for p in problems):
             return None, window, problems
         return tuple(axes), window, problems
+
+
+def _uneven_same(what: str, kernel: Size, stride: Size, sizes: Size, extent: Size, pairs) -> Problem:
+    """`same` padding that puts more at the end than the beginning of some axis."""
+    sides = ", ".join(f"{SIDES[n]} {b}/{e}" for n, (b, e) in zip(axis_names(len(sizes)), pairs))
+    return Problem(
+        "warning",
+        "asymmetric-same",
+        f"pad=same with a {kernel_text(kernel)} {what} and stride {size_text(stride)} on a "
+        f"{format_shape(sizes)} input pads unevenly: {sides} "
+        f"(the extra {'row/column' if len(sizes) == 2 else 'one'} goes at the end, as ONNX "
+        "SAME_UPPER and TensorFlow do; PyTorch's padding='same' differs)",
+        _same_help(sizes, extent, stride),
+        "pad",
+    )
+
+
+def _axis_problems(x: Shape, findings: list[_AxisFinding | None]) -> list[Problem]:
+    """Each axis's finding, said once for all axes when they all went wrong alike (maps of
+    equal sides usually do)."""
+    names = axis_names(len(x) - 1)
+    if len(findings) > 1 and findings[0] and all(f == findings[0] for f in findings):
+        return [findings[0].problem(x, list(names))]
+    return [f.problem(x, [name]) for f, name in zip(findings, names) if f]
 
 
 def rank_problem(x: Shape, *sizes: tuple[int, ...]) -> Problem | None:
