@@ -62,7 +62,7 @@ def test_a_3d_network_by_hand_with_sizes_per_axis():
         ("3x8x32x32", "conv 8 3 stride=1x2", "gives 2 axes, but this network has 3"),
         ("3x8x32x32", "upsample 2x2", "gives 2 axes"),
         ("3x32x32", "pad (1,1,1,1,1,1)", "gives 6 values; this network's 2 axes (height x width) take 2"),
-        ("1x32", "conv 4 3 pad=(1,1,1)", "gives 3 values; this network's 1 axis (length) take 2"),
+        ("1x32", "conv 4 3 pad=(1,1,1)", "gives 3 values; this network's 1 axis (length) takes 2"),
         ("1x100", "deconv 8 2x2", "gives 2 axes"),
     ],
 )
@@ -70,6 +70,23 @@ def test_a_size_with_the_wrong_number_of_axes_says_how_many_and_why(shape, line,
     result = check_text(net(line, shape))
     assert [d.code for d in result.errors] == ["invalid-argument"]
     assert words in result.errors[0].message
+
+
+def test_one_block_serves_networks_of_every_rank():
+    spec = (
+        "block unit(c, k=3) {\n  residual { conv c k pad=same; batchnorm; relu; conv c k pad=same }\n"
+        "  relu\n  pool max 2\n}\n"
+        "network a {\n  input 4x32\n  unit 4\n}\nnetwork b {\n  input 4x32x32\n  unit 4 5\n}\n"
+        "network c {\n  input 4x8x32x32\n  unit 4\n}\n"
+    )
+    result = check_text(spec)
+    assert result.ok, [d.message for d in result.errors]
+    assert [n.output_shape for n in result.networks] == [(4, 16), (4, 16, 16), (4, 4, 16, 16)]
+    assert [n.layers[0].tensors["weight"] for n in result.networks] == [
+        (4, 4, 3),
+        (4, 4, 5, 5),
+        (4, 4, 3, 3, 3),
+    ]
 
 
 def test_a_join_of_a_map_and_a_vector_is_an_error_in_every_rank():

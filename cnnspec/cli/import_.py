@@ -222,6 +222,6 @@ def add_parser(sub) -> None:
         "--input-shape",
         type=_shape_argument,
         metavar="CxHxW",
-        help="the input size, where the model leaves it open",
+        help="the input size (CxHxW, CxL for a 1-D model, CxDxHxW for a 3-D one), where the model leaves it open",
     )
     imp.set_defaults(func=cmd_import)

@@ -32,7 +32,7 @@ def from_torch(
     source: str | None = None,
     weights_file: str = "",
 ):
-    """The spec and weights of a PyTorch `module` that takes NxCxHxW (or NxF) input of
+    """The spec and weights of a PyTorch `module` that takes NxCxHxW (NxCxL, NxCxDxHxW or NxF) input of
     `input_shape` (without the batch). Batch norm stays a layer with its statistics (to
     fine-tune); `fold_bn` folds it into the conv before it, as `torch.onnx.export` does by
     default. The module is exported in eval mode and left in the mode it was in."""

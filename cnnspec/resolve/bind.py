@@ -130,7 +130,7 @@ def _pad_values(v: ast.Value, axes: Axes) -> tuple[int, ...] | None:
     sides = f"{rank} (one per axis) or {2 * rank}" if rank > 1 else "2"
     raise ArgError(
         f"'{v.text()}' gives {len(values)} values; this network's {rank} ax{'is' if rank == 1 else 'es'} "
-        f"({axes.names()}) take {sides} (the begin and end of each)",
+        f"({axes.names()}) take{'s' if rank == 1 else ''} {sides} (the begin and end of each)",
         f"for example: {PAD_FORMS[rank]}",
         v.span,
     )
@@ -313,8 +313,13 @@ def _validated(word: str, cls, values: dict, spans: dict, span: Span):
         return cls.validate(values), spans, []
     except ValidationError as exc:
         problems = []
-        for item in exc.errors():
+        errors = exc.errors()
+        # A size whose entries fail also comes out too short after validation: say the cause.
+        failed = {item["loc"][0] for item in errors if item["loc"] and item["type"] != "too_short"}
+        for item in errors:
             name = str(item["loc"][0]) if item["loc"] else ""
+            if item["type"] == "too_short" and item["loc"] and item["loc"][0] in failed:
+                continue
             message = item["msg"][0].lower() + item["msg"][1:]
             hint = _rate_hint(word, name, item.get("input"))
             problems.append(
