@@ -84,7 +84,8 @@ def test_check_clean_spec_exits_0_with_table(capsys):
     golden("lenet5.txt", capsys.readouterr().out)
 
 
-def test_table_fits_80_columns(capsys):
+def test_table_fits_an_80_column_terminal(capsys, monkeypatch):
+    monkeypatch.setattr("cnnspec.cli.check._terminal_width", lambda: 80)
     for spec in ("lenet5.cnn", "vgg16.cnn", "cifar.cnn"):
         main(["check", str(SPECS / spec), "--color", "never"])
     table_lines = [

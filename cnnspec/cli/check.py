@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 
 from ..cost import OPTIMIZERS
@@ -14,11 +16,19 @@ from .common import (
     safe_text,
     use_color,
 )
-from .options import batch_size, memory_size
+from .options import batch_size, memory_size, positive_count
+
+# Columns `--columns` adds after the output shape (views/report.py fills them): name -> what.
+OPTIONAL_COLUMNS = {
+    "input": "the layer's input shape",
+    "kernel": "its weight tensor's shape",
+    "params%": "its share of the parameters",
+    "jump": "input pixels between neighbouring outputs",
+}
 
 
 def cmd_check(args) -> int:
-    from ..views.report import Costing, render_diagnostics, render_table, to_json
+    from ..views.report import Costing, Layout, render_diagnostics, render_table, to_json
 
     result = check_files(args.files, args.network)
     reject_unknown_network(result)
@@ -27,7 +37,10 @@ def cmd_check(args) -> int:
     if args.format == "json":
         print(to_json(result, costing))
     else:
-        table = render_table(result, use_color(sys.stdout, args.color), args.dense_equivalent, costing)
+        layout = Layout(_terminal_width(), args.depth, args.columns)
+        table = render_table(
+            result, use_color(sys.stdout, args.color), args.dense_equivalent, costing, layout
+        )
         if table:
             print(table)
         notes = render_diagnostics(result, use_color(sys.stderr, args.color))
@@ -37,6 +50,32 @@ def cmd_check(args) -> int:
         if not table and not notes:  # a file of blocks only: say what was checked
             print(f"{safe_text(', '.join(args.files))}: no network to check (blocks only); no errors")
     return EXIT_OK if result.ok else EXIT_ERRORS
+
+
+def _terminal_width() -> int | None:
+    """The terminal's columns (COLUMNS first, as shells set it); None when the table goes to
+    a file or a pipe, where it widens to its longest cell instead of cutting the spec text.
+    (shutil.get_terminal_size would do the same, at an import `check` does not pay for.)"""
+    if not sys.stdout.isatty():
+        return None
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 80
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in OPTIONAL_COLUMNS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown column '{safe_text(unknown[0]) if unknown else text}' (columns: {', '.join(OPTIONAL_COLUMNS)})"
+        )
+    return names
 
 
 def _device(name: str | None):
@@ -96,5 +135,24 @@ def add_parser(sub) -> None:
         "profile `cnnspec calibrate` measured here (its name, or a .json), or a named roofline "
         "(h100, a100, l4, t4, rtx4090, jetson-orin, rpi5); --batch sets the batch",
     )
+    _table_options(check.add_argument_group("the table"))
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     check.set_defaults(func=cmd_check, modules=("cnnspec.views.report",))
+
+
+def _table_options(table) -> None:
+    table.add_argument(
+        "--depth",
+        type=positive_count,
+        metavar="N",
+        help="fold block instances nested N deep or more into one row each (1: one row per block "
+        "instance of the network, as torchinfo's depth=1)",
+    )
+    table.add_argument(
+        "--columns",
+        type=_columns,
+        default=(),
+        metavar="NAMES",
+        help="add columns, comma-separated: "
+        + ", ".join(f"{k} ({v})" for k, v in OPTIONAL_COLUMNS.items()).replace("%", "%%"),
+    )

@@ -1,4 +1,5 @@
-"""Checked networks -> what people read (an 80-column table) and what programs read (JSON).
+"""Checked networks -> what people read (a table that fits the terminal, or widens to its
+longest cell when printed to a file or a pipe) and what programs read (JSON).
 
 Hand-written rather than rich: `cnnspec check` must start in well under 0.2 s, and a
 fixed-width table is twenty lines of code.
@@ -34,6 +35,19 @@ class Costing:
         if self.device is None or not net.complete:
             return None
         return predict(net, self.device, self.batch)
+
+
+@record
+class Layout:
+    """How the table is laid out. `width`: the terminal's columns (None when the output is
+    a file or a pipe: then the spec column is as wide as its longest text); `depth`: block
+    instances nested deeper fold into one row each, as torchinfo's depth (None: every
+    layer); `columns`: optional columns after the output shape (`cli/check.py` lists them:
+    input, kernel, params%, jump)."""
+
+    width: int | None = None
+    depth: int | None = None
+    columns: tuple[str, ...] = ()
 
 
 def si(n: float) -> str:
@@ -75,16 +89,21 @@ COLUMNS = [
 
 
 def render_network(
-    net: CheckedNetwork, color: bool = False, dense_equivalent: bool = False, costing: Costing | None = None
+    net: CheckedNetwork,
+    color: bool = False,
+    dense_equivalent: bool = False,
+    costing: Costing | None = None,
+    layout: Layout | None = None,
+    sources: dict[str, str] | None = None,
 ) -> str:
     style = _Style(color)
+    layout = layout or Layout()
     memory = (costing or Costing()).memory(net)
     latency = (costing or Costing()).latency(net)
-    rows = _rows(net, dense_equivalent, memory, latency)
-    extra = [("as dense", 12, ">")] if dense_equivalent else []
-    extra += [("kept/img", 9, ">")] if memory else []
-    extra += [("time", 9, ">"), ("bound", 7, "<")] if latency else []
-    columns = _fitted(COLUMNS + extra, rows)
+    rows = _rows(net, dense_equivalent, memory, latency, layout)
+    if layout.depth is not None:
+        rows = _folded(net, rows, layout, sources or {})
+    columns = _fitted(_titles(layout, dense_equivalent, memory, latency), rows, layout.width)
     width = sum(w for _, w, _ in columns) + len(columns) - 1
 
     def row(cells) -> str:
@@ -116,6 +135,15 @@ def render_network(
     if dense_equivalent:
         lines += _dense_equivalent(net)
     return "\n".join(lines)
+
+
+def _titles(layout: Layout, dense_equivalent: bool, memory, latency) -> list[tuple[str, int, str]]:
+    """(title, least width, alignment) of every column shown, in order."""
+    chosen = [(title, len(title), ">") for title in layout.columns]
+    extra = [("as dense", 12, ">")] if dense_equivalent else []
+    extra += [("kept/img", 9, ">")] if memory else []
+    extra += [("time", 9, ">"), ("bound", 7, "<")] if latency else []
+    return COLUMNS[:3] + chosen + COLUMNS[3:] + extra
 
 
 def _training(memory: TrainingMemory, costing: Costing) -> list[str]:
@@ -153,13 +181,20 @@ def _fit_line(memory: TrainingMemory, budget: int) -> str:
     )
 
 
+Row = tuple[str | None, list[str] | None, bool]  # (block, cells or None for a title, frozen)
+
+
 def _rows(
-    net: CheckedNetwork, dense_equivalent: bool, memory: TrainingMemory | None, latency: Latency | None
-) -> list[tuple[str | None, list[str] | None, bool]]:
+    net: CheckedNetwork,
+    dense_equivalent: bool,
+    memory: TrainingMemory | None,
+    latency: Latency | None,
+    layout: Layout,
+) -> list[Row]:
     """(block, cells or None for the block's title, frozen) per row."""
     kept = {row.name: row.saved_per_image for row in memory.layers} if memory else {}
     times = {row.name: row for row in latency.layers} if latency else {}
-    rows: list[tuple[str | None, list[str] | None, bool]] = []
+    rows: list[Row] = []
     previous, group = "input", None
     for entry in net.layers:
         if entry.layer.block != group:  # a block instance's layers under its name
@@ -167,6 +202,7 @@ def _rows(
             if group is not None:
                 rows.append((group, None, False))
         cells = _cells(entry, previous, group is not None, dense_equivalent)
+        cells[3:3] = [_optional(entry, title, net.total_params) for title in layout.columns]
         if memory:
             cells.append(nbytes(kept[entry.name]) if kept[entry.name] else "0")
         if latency:
@@ -197,15 +233,103 @@ def _latency(latency: Latency) -> list[str]:
     ]
 
 
-def _fitted(columns: list[tuple[str, int, str]], rows: list) -> list[tuple[str, int, str]]:
-    """Columns as wide as their longest cell: a name, a shape or a number is never cut
-    (only the spec text is, at its width, with …)."""
+def _fitted(
+    columns: list[tuple[str, int, str]], rows: list, terminal: int | None
+) -> list[tuple[str, int, str]]:
+    """Columns as wide as their longest cell: a name, a shape or a number is never cut. The
+    spec text takes what the terminal leaves (at least its usual 22 characters, cut with
+    … beyond), or its longest text when the output is not a terminal."""
     fitted = []
     for index, (title, width, align) in enumerate(columns):
-        if title != "spec":
-            width = max([width, *(len(cells[index]) for _, cells, _ in rows if cells is not None)])
-        fitted.append((title, width, align))
+        longest = max([width, *(len(cells[index]) for _, cells, _ in rows if cells is not None)])
+        fitted.append((title, longest if title != "spec" or terminal is None else width, align))
+    if terminal is not None:
+        spec = next(i for i, (title, _, _) in enumerate(fitted) if title == "spec")
+        others = sum(w for i, (_, w, _) in enumerate(fitted) if i != spec) + len(fitted) - 1
+        longest = max([0, *(len(cells[spec]) for _, cells, _ in rows if cells is not None)])
+        title, width, align = fitted[spec]
+        fitted[spec] = (title, max(width, min(longest, terminal - others)), align)
     return fitted
+
+
+def _optional(entry, title: str, total: int) -> str:
+    """The cell of an optional column (OPTIONAL_COLUMNS)."""
+    if title == "input":
+        return format_shape(entry.input_shape)
+    if title == "kernel":
+        weight = entry.tensors.get("weight")
+        return format_shape(weight) if weight and entry.kind in ("conv", "deconv", "dense") else ""
+    if title == "params%":
+        return _share(entry.params, total)
+    return size_text(entry.jump) if entry.jump else ""
+
+
+def _share(params: int, total: int) -> str:
+    if not params or not total:
+        return ""
+    return "<0.1%" if params / total < 0.001 else f"{params / total:.1%}"
+
+
+def _folded(net: CheckedNetwork, rows: list[Row], layout: Layout, sources: dict[str, str]) -> list[Row]:
+    """Every block instance nested `depth` deep or more as one row: its call, the output of
+    its last layer, the sum of its parameters and MACs, its last receptive field."""
+    out: list[Row] = []
+    cells_of = [cells for _, cells, _ in rows if cells is not None]
+    depth = layout.depth or 1
+    key_of = [entry.layer.calls[:depth] if len(entry.layer.calls) >= depth else None for entry in net.layers]
+    index, group = 0, None
+    while index < len(net.layers):
+        key, end = key_of[index], index + 1
+        block = net.layers[index].layer.block
+        if block != group and depth > 1:  # the title of an instance shown layer by layer
+            group = block
+            if block is not None:
+                out.append((block, None, False))
+        if key is None:
+            out.append((block, cells_of[index], net.layers[index].layer.frozen))
+            index += 1
+            continue
+        while end < len(net.layers) and key_of[end] == key:
+            end += 1
+        instance = net.layers[index:end]
+        out.append(_instance_row(instance, cells_of[index:end], key[-1], layout, sources, net.total_params))
+        index = end
+    return out
+
+
+def _instance_row(
+    entries, cells: list[list[str]], call, layout: Layout, sources: dict[str, str], total: int
+) -> Row:
+    """One row for a block instance (see _folded). The columns after the standard ones (time,
+    memory kept, ...) stay empty rather than show its last layer's."""
+    first, last = entries[0], cells[-1]
+    optional = len(layout.columns)
+    name = first.layer.block if layout.depth == 1 and first.layer.block else f"  {first.name.strip()}…"
+    trains = [e for e in entries if e.params]
+    macs, params = sum(e.macs for e in entries), sum(e.params for e in entries)
+    row = [name, _call_text(call, sources) or last[1], last[2]]
+    for title, cell in zip(layout.columns, last[3 : 3 + optional]):
+        if title == "input":
+            cell = format_shape(first.input_shape)
+        elif title == "kernel":
+            cell = ""
+        elif title == "params%":
+            cell = _share(params, total)
+        row.append(cell)
+    row += [f"{params:,}", si(macs) if macs else "0", last[5 + optional]]
+    row.append("" if not trains else ("no" if all(e.layer.frozen for e in trains) else "yes"))
+    row += [""] * (len(last) - len(row))
+    return (None, row, all(e.layer.frozen for e in entries))
+
+
+def _call_text(call, sources: dict[str, str]) -> str:
+    """`basic_down 128` from the line that called the block (its `as NAME` left out)."""
+    lines = sources.get(call.path, "").splitlines()
+    if not 0 < call.line <= len(lines):
+        return ""
+    text = lines[call.line - 1][call.column - 1 :]
+    text = text.split(";")[0].split("#")[0].strip()
+    return text.split(" as ")[0].strip()
 
 
 def _cells(entry, previous: str, in_block: bool, dense_equivalent: bool) -> list[str]:
@@ -280,9 +404,16 @@ def _dense_equivalent(net: CheckedNetwork) -> list[str]:
 
 
 def render_table(
-    result: CheckResult, color: bool = False, dense_equivalent: bool = False, costing: Costing | None = None
+    result: CheckResult,
+    color: bool = False,
+    dense_equivalent: bool = False,
+    costing: Costing | None = None,
+    layout: Layout | None = None,
 ) -> str:
-    return "\n\n".join(render_network(net, color, dense_equivalent, costing) for net in result.networks)
+    return "\n\n".join(
+        render_network(net, color, dense_equivalent, costing, layout, result.sources)
+        for net in result.networks
+    )
 
 
 def render_diagnostics(result: CheckResult, color: bool = False) -> str:
