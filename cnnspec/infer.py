@@ -56,6 +56,9 @@ class CheckedLayer:
     jump: tuple[int, ...] | None  # cumulative stride: input pixels between output positions
     pads: tuple[int, ...] | None  # windowed layers, begin and end per axis, `same` resolved
     in_features: int | None
+    # A shape error of its own that still left an output (a dense on a map, checked as if
+    # flattened): the layers after it are checked, but their figures are not to be trusted.
+    erroneous: bool = False
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -451,6 +454,7 @@ def _checked_layer(layer: Layer, shape: Shape, result: Inferred, fields: Fields)
         jump=jump,
         pads=result.window.pads if result.window else None,
         in_features=result.in_features,
+        erroneous=any(p.severity == "error" for p in result.problems),
     )
 
 

@@ -18,8 +18,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 AUDIO_SUFFIXES = {".wav"}
 
 
-def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
-    """An image as C x H x W float32 in [0, 1], resized and converted to the channel count.
+def load_image(path: Path, shape: tuple[int, ...], mean, std, resize: bool = True) -> np.ndarray:
+    """An image as C x H x W float32 in [0, 1], resized and converted to the channel count
+    (with `resize` False, an image of another size or channel count is refused instead).
     16-bit images are scaled by 65535 and float images kept as they are (never clipped to
     8 bits first); images above Pillow's decompression-bomb limit are refused."""
     from PIL import Image, UnidentifiedImageError
@@ -46,8 +47,15 @@ def load_image(path: Path, shape: tuple[int, ...], mean, std) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                array = _image_array(image, mode, width, height)
                 changed = _changes(image, channels, width, height)
+                if changed and not resize:
+                    raise fail(
+                        "bad-input",
+                        f"{path}: {changed.replace('images are', 'the image would be', 1)} to fit the "
+                        f"network's {format_shape(shape)} input, and --no-resize refuses that",
+                        "resize or convert it yourself, or leave out --no-resize",
+                    )
+                array = _image_array(image, mode, width, height)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise fail(
             "bad-input",
@@ -251,18 +259,21 @@ def load_inputs(
     mean=None,
     std=None,
     resample: bool = False,
+    resize: bool = True,
 ) -> np.ndarray:
     """Stack every input into one batch; random data in [0, 1) when there are none."""
     if not paths:
         return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
-    stacked = _stack(paths, shape, mean, std, resample)
+    stacked = _stack(paths, shape, mean, std, resample, resize)
     bad = int(np.count_nonzero(~np.isfinite(stacked)))
     if bad:
         warnings.warn(f"the input holds {bad:,} NaN or infinite values; the outputs will too", stacklevel=2)
     return stacked
 
 
-def _stack(paths: list[str], shape: tuple[int, ...], mean, std, resample: bool = False) -> np.ndarray:
+def _stack(
+    paths: list[str], shape: tuple[int, ...], mean, std, resample: bool = False, resize: bool = True
+) -> np.ndarray:
     arrays = []
     for name in paths:
         path = Path(name)
@@ -276,7 +287,7 @@ def _stack(paths: list[str], shape: tuple[int, ...], mean, std, resample: bool =
         elif path.suffix.lower() == ".npy":
             arrays.append(normalise(load_array(path, shape), mean, std, shape))
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            arrays.append(load_image(path, shape, mean, std)[None])
+            arrays.append(load_image(path, shape, mean, std, resize)[None])
         else:
             raise fail(
                 "bad-input",

@@ -23,3 +23,10 @@ def net(body: str, input_shape: str = "1x32x32") -> str:
 @pytest.fixture
 def specs() -> Path:
     return SPECS
+
+
+def slow_if(condition: bool) -> list:
+    """The `slow` marker where `condition` holds: cases that take several seconds each on two
+    cores (full-size VGG-16 round trips, drawing DenseNet-121). `python -m pytest -q` leaves
+    them out (pyproject's addopts); `python -m pytest -q -m slow` runs them, as .ci/run does."""
+    return [pytest.mark.slow] if condition else []

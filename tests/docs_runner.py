@@ -6,7 +6,7 @@ root. Numbers that change from run to run — latencies and throughputs — are 
 `N` on the page and in the comparison.
 
     python tests/docs_runner.py            # check every page (what the test does)
-    python tests/docs_runner.py --update   # rewrite the outputs after a change
+    python tests/docs_runner.py --update   # rewrite the outputs after a change (README's tour too)
 """
 
 from __future__ import annotations
@@ -40,8 +40,13 @@ def normalise(text: str) -> str:
     return "\n".join(lines).strip("\n")
 
 
-def run(command: str) -> str:
+def run(command: str, folder: Path = ROOT) -> str:
     """The output of one `cnnspec ...` command line, run in-process from the repository root."""
+    return run_with_code(command, folder)[1]
+
+
+def run_with_code(command: str, folder: Path = ROOT) -> tuple[int, str]:
+    """(exit code, output) of one `cnnspec ...` command line, run in-process in `folder`."""
     from cnnspec.cli import main
 
     words = shlex.split(command)
@@ -49,16 +54,70 @@ def run(command: str) -> str:
         raise ValueError(f"docs run cnnspec commands only: {command!r}")
     buffer = io.StringIO()
     cwd = os.getcwd()
-    os.chdir(ROOT)
+    os.chdir(folder)
     try:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             try:
-                main(words[1:])
-            except SystemExit:  # argparse's usage errors
-                pass
+                code = main(words[1:])
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
     finally:
         os.chdir(cwd)
-    return normalise(buffer.getvalue())
+    return code, normalise(buffer.getvalue())
+
+
+# The README's tour: `console` blocks (output compared) and `sh` blocks (run, exit 0), in order.
+TOUR_BLOCK = re.compile(r"^```(console|sh)\n(.*?)^```$", re.S | re.M)
+TOUR_FILES = ("specs", "tests/torch_models.py")  # what the tour reads, copied to a scratch folder
+
+
+def tour_steps(text: str) -> list[tuple[str, str, str]]:
+    """(kind, command, shown output) of each cnnspec command of the README's tour, in order;
+    an `sh` block's other commands (the install lines) are not part of it."""
+    start = text.index("## A ten-minute tour")
+    steps = []
+    for kind, block in TOUR_BLOCK.findall(text[start:]):
+        if kind == "console":
+            steps += [("console", command, shown) for command, shown in commands(block)]
+        else:
+            steps += [("sh", line.strip(), "") for line in block.splitlines() if line.startswith("cnnspec ")]
+    return steps
+
+
+def tour_folder(folder: Path) -> Path:
+    """A scratch copy of what the tour reads, as a fresh clone has it."""
+    import shutil
+
+    for name in TOUR_FILES:
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    return folder
+
+
+def update_readme(folder: Path) -> None:
+    """Rewrite the output of the README tour's console blocks, run in `folder`."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start = text.index("## A ten-minute tour")
+
+    def rendered(match: re.Match) -> str:
+        kind, block = match.group(1), match.group(2)
+        if kind == "sh":
+            for line in block.splitlines():
+                if line.startswith("cnnspec "):
+                    run_with_code(line.strip(), folder)
+            return match.group(0)
+        out = []
+        for command, _ in commands(block):
+            output = run(command, folder)
+            out.append(f"$ {command}\n" + (output + "\n" if output else ""))
+        return "```console\n" + "".join(out) + "```"
+
+    readme.write_text(text[:start] + TOUR_BLOCK.sub(rendered, text[start:]))
 
 
 def commands(block: str) -> list[tuple[str, str]]:
@@ -105,6 +164,11 @@ def _rendered(block: str) -> str:
 if __name__ == "__main__":
     if "--update" in sys.argv[1:]:
         print(f"{update()} page(s) rewritten")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            update_readme(tour_folder(Path(scratch)))
+        print("README tour rewritten")
     else:
         problems = check()
         for p in problems:

@@ -20,7 +20,7 @@ from cnnspec.base.diagnostics import CnnspecError
 from cnnspec.base.files import BadOutput
 from cnnspec.deploy.export import build_model, save, write_model
 from cnnspec.deploy.weights import build_weights
-from tests.conftest import SPECS, net
+from tests.conftest import SPECS, net, slow_if
 from tests.helpers import checked, network_text, run_all_layers, session
 
 # ------------------------------------------------------------------ generated networks
@@ -247,7 +247,11 @@ def test_gelu_is_decomposed_below_opset_20_and_native_from_20():
 
 
 @pytest.mark.parametrize(
-    "spec", sorted(p.name for p in SPECS.glob("*.cnn") if not p.stem.startswith("mistakes"))
+    "spec",
+    [
+        pytest.param(name, marks=slow_if(name == "vgg16.cnn"))
+        for name in sorted(p.name for p in SPECS.glob("*.cnn") if not p.stem.startswith("mistakes"))
+    ],
 )
 def test_every_example_exports_and_runs(spec):
     result = cnnspec.check(SPECS / spec)

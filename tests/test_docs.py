@@ -6,7 +6,17 @@ import re
 
 import pytest
 
-from tests.docs_runner import BLOCK, DOCS, ROOT, check, commands, normalise
+from tests.docs_runner import (
+    BLOCK,
+    DOCS,
+    ROOT,
+    check,
+    commands,
+    normalise,
+    run_with_code,
+    tour_folder,
+    tour_steps,
+)
 
 PAGES = sorted(DOCS.glob("*.md"))
 
@@ -26,7 +36,7 @@ def test_every_lesson_runs_commands_and_every_spec_is_used():
     for page in PAGES:
         text = page.read_text()
         used |= set(re.findall(r"docs/specs/[\w.]+", text))
-        if page.name != "index.md":
+        if page.name not in ("index.md", "benchmarks.md", "development.md"):  # not lessons
             assert BLOCK.search(text), f"{page.name} shows no command"
     specs = {f"docs/specs/{p.name}" for p in (DOCS / "specs").iterdir()}
     assert specs <= used, f"specs no page uses: {sorted(specs - used)}"
@@ -45,3 +55,26 @@ def test_the_runner_notices_a_changed_output(tmp_path):
     assert commands("$ cnnspec x\nout\n$ cnnspec y\n") == [("cnnspec x", "out"), ("cnnspec y", "")]
     assert normalise("latency: 0.123 ms per batch · 8,123 images/s") == "latency: N ms per batch · N images/s"
     assert (ROOT / "mkdocs.yml").exists()
+
+
+def test_the_readme_tour_runs_as_pasted_in_order(tmp_path):
+    folder = tour_folder(tmp_path)
+    steps = tour_steps((ROOT / "README.md").read_text())
+    assert len(steps) >= 10 and steps[0][1] == "cnnspec check specs/lenet5.cnn"
+    for kind, command, shown in steps:
+        code, output = run_with_code(command, folder)
+        if kind == "sh":
+            assert code == 0, (command, output)
+        else:
+            assert output == shown, (
+                f"README: `{command}` prints something else now (python tests/docs_runner.py --update)"
+            )
+    assert (folder / "letters.onnx").exists() and (folder / "curve.png").exists()
+    assert (ROOT / "docs" / "reference" / "language.md").exists()
+
+
+def test_the_readme_stays_short_and_links_into_the_docs():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for target in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (ROOT / target).exists(), target

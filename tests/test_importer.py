@@ -21,7 +21,7 @@ from cnnspec.cli import main
 from cnnspec.deploy.export import build_model, save
 from cnnspec.importer import import_model
 from cnnspec.kinds import ACTIVATIONS
-from tests.conftest import SPECS, check_text, net
+from tests.conftest import SPECS, check_text, net, slow_if
 from tests.helpers import graph_text, network_text
 
 EXAMPLES = sorted(p for p in SPECS.rglob("*.cnn") if not p.name.startswith("mistakes"))
@@ -71,7 +71,9 @@ def _assert_same_outputs(a, b, shape, rtol=1e-5, atol=1e-6):
 
 
 @pytest.mark.parametrize(
-    "path, name", [(p, n) for p in EXAMPLES for n in _networks(p)], ids=lambda v: getattr(v, "name", v)
+    "path, name",
+    [pytest.param(p, n, marks=slow_if(n == "vgg16")) for p in EXAMPLES for n in _networks(p)],
+    ids=lambda v: getattr(v, "name", v),
 )
 def test_every_example_survives_export_import_check(path: Path, name: str, tmp_path: Path):
     network = cnnspec.check(path, name).network(name)

@@ -40,9 +40,9 @@ def _textmate_words() -> set[str]:
 
 
 def _readme_layer_words() -> set[str]:
-    """Words shown in backticks in the rows of the README's layer table (the language reference)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = text[text.index("### Layers") : text.index("### Names")]
+    """Words shown in backticks in the rows of the language reference's layer table."""
+    text = (ROOT / "docs" / "reference" / "language.md").read_text(encoding="utf-8")
+    table = text[text.index("## Layers") : text.index("## Names")]
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     return {m.group(1) for row in rows for m in re.finditer(r"`([a-z0-9]+)", row.split(" | ")[0])}
 
@@ -71,7 +71,7 @@ def word_tables() -> dict[str, set[str]]:
         | set(KINDS) - set(ACTIVATIONS),
         "Pygments word (language/highlight.py)": set(highlight.LAYERS) | set(highlight.ACTIVATIONS),
         "TextMate word (editors/vscode)": _textmate_words(),
-        "language reference (README's layer table)": _readme_layer_words(),
+        "language reference (docs/reference/language.md's layer table)": _readme_layer_words(),
     }
 
 

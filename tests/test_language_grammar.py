@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cnnspec
 from cnnspec.language import lalr_parser
 from cnnspec.language.parse import _parser, _ToAst, grammar_path
 from tests.conftest import ROOT, SPECS
@@ -250,3 +251,18 @@ def test_plain_specs_take_the_plain_path(lines):
     text = "network n {\n  input 3x32x32\n" + "".join(f"  {line}\n" for line in lines) + "}\n"
     plain = parse_plain(text, "t.cnn")
     assert plain is not None and plain == _through_lark(text)
+
+
+def test_every_syntax_error_of_a_file_is_reported_in_one_run():
+    text = "network n {\n  input 1x8x8\n  conv 4 3x3,\n  relu()\n  concat a, b\n  pool max 2\n}\n"
+    result = cnnspec.check_source(text, "t.cnn")
+    found = [(d.code, d.span.line, d.span.column) for d in result.diagnostics]
+    assert found == [("syntax-error", 3, 13), ("syntax-error", 4, 8), ("syntax-error", 5, 11)]
+    assert result.diagnostics[2].help.endswith("`concat a b`")
+    assert result.diagnostics[0].help.endswith("`conv 4 3x3`")  # no trailing space
+
+
+def test_a_line_that_opens_a_brace_ends_the_reading_at_its_error():
+    text = "network n {\n  input 1x8x8\n  residual,\n  {\n  }\n  relu,\n}\n"
+    result = cnnspec.check_source(text, "t.cnn")
+    assert [d.span.line for d in result.diagnostics] == [3]

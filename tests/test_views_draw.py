@@ -14,7 +14,7 @@ from PIL import Image
 import cnnspec
 from cnnspec.cli import main
 from cnnspec.views.draw import BOX_H, BOX_W, edge_path, layout, to_svg
-from tests.conftest import SPECS
+from tests.conftest import SPECS, slow_if
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 
@@ -78,7 +78,13 @@ def _along(path, step: float = 2.0):
 
 
 @pytest.mark.parametrize(
-    "spec", sorted(p.relative_to(SPECS) for p in SPECS.rglob("*.cnn") if not p.name.startswith("mistakes"))
+    "spec",
+    [
+        pytest.param(path, marks=slow_if(path.name in ("densenet121.cnn", "inception_v3.cnn")))
+        for path in sorted(
+            p.relative_to(SPECS) for p in SPECS.rglob("*.cnn") if not p.name.startswith("mistakes")
+        )
+    ],
 )
 def test_no_arrow_crosses_a_box(spec):
     """Every arrow runs in the gaps between rows and columns: through no box but its ends

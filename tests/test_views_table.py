@@ -61,3 +61,13 @@ def test_an_unknown_column_is_a_usage_error():
 def test_check_prints_the_whole_spec_text_into_a_pipe(capsys):
     code, out, _ = cli(capsys, "check", "specs/zoo/resnet.cnn", "--network", "resnet50", "--depth", "1")
     assert code == 0 and "bottleneck_down 128" in out and "…" not in out
+
+
+def test_rows_after_a_shape_error_show_a_dash_and_the_totals_leave_them_out():
+    text = net("conv 4 3x3 as a\ndense 10 as b\nrelu as c", "1x8x8")  # dense on a map: an error
+    table = _table(text, Layout())
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[3:6]}
+    assert rows["a"][-4:] == ["40", "1.296K", "3", "yes"]  # 4 x 6 x 6 x 9
+    assert rows["b"][-3:] == ["-", "-", "-"] and rows["c"][-3:] == ["-", "-", "-"]
+    assert "(from b on, 2 layers follow a shape error: shown as -, left out of the totals)" in table
+    assert "params: 40 total" in table

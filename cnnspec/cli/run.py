@@ -122,7 +122,7 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     mean, std = args.mean, args.std
     if not is_spec and args.input and mean is None and std is None:
         mean, std = model_preprocessing(session)
-    batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std, args.resample)
+    batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std, args.resample, not args.no_resize)
     result = run(session, batch, repeat=args.repeat)
     output = result.output
     labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
@@ -263,6 +263,11 @@ def add_parser(sub) -> None:
         default=[],
         metavar="PATH",
         help="images, .wav clips (1-D networks), folders of frames (3-D networks) or .npy arrays",
+    )
+    run.add_argument(
+        "--no-resize",
+        action="store_true",
+        help="refuse an image of another size or channel count instead of resizing or converting it",
     )
     run.add_argument(
         "--resample",

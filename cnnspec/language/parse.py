@@ -341,14 +341,42 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
     source = text if text.endswith("\n") else text + "\n"
     with _lock:
         transformer.path = path
-        transformer.problems = []
-        try:
-            items: tuple = lark.parse(source)  # start() returns a tuple
-        except UnexpectedInput as exc:
-            raise CnnspecError([_syntax_error(exc, text, path, lark)]) from None
-        if transformer.problems:
-            raise CnnspecError(transformer.problems)
+        errors: list[Diagnostic] = []
+        items: tuple | None = None
+        while items is None:
+            transformer.problems = []
+            try:
+                items = lark.parse(source)  # start() returns a tuple
+            except UnexpectedInput as exc:
+                errors.append(_syntax_error(exc, text, path, lark))
+                rest = _without_line(source, exc, errors)
+                if rest is None:
+                    raise CnnspecError(errors) from None
+                source = rest
+        if errors or transformer.problems:
+            raise CnnspecError(errors + transformer.problems)
     return spec_file(path, original, items)
+
+
+MAX_SYNTAX_ERRORS = 20  # then the rest of the file goes unread: the first ones are the ones to fix
+
+
+def _without_line(source: str, exc: UnexpectedInput, errors: list[Diagnostic]) -> str | None:
+    """The source with the line of a syntax error blanked (its columns kept, so positions
+    stay right), to read on and report every syntax error of the file in one run; None
+    where reading on would only repeat it: a line that opens or closes a brace, or whose body
+    starts on the next line (blanking it would unbalance the rest), the end of the file, or
+    after MAX_SYNTAX_ERRORS."""
+    line = getattr(exc, "line", -1)
+    lines = source.split("\n")
+    if len(errors) >= MAX_SYNTAX_ERRORS or not 1 <= line <= len(lines) or isinstance(exc, UnexpectedEOF):
+        return None
+    code = lines[line - 1].split("#", 1)[0]
+    after = next((c for c in (x.split("#", 1)[0].strip() for x in lines[line:]) if c), "")
+    if "{" in code or "}" in code or not code.strip() or after.startswith("{"):  # a body it opens
+        return None
+    lines[line - 1] = " " * len(lines[line - 1])
+    return "\n".join(lines)
 
 
 def spec_file(path: str, source: str, items: tuple) -> ast.SpecFile:
@@ -517,7 +545,7 @@ def _unexpected_token(token, text: str, path: str, expected: set[str], lark: Lar
     elif token.type == "COMMA":  # outside brackets: a Python or Keras habit
         help_ = "separate arguments and names with spaces, not commas"
         if not any(bracket in line for bracket in "([{"):
-            help_ += f": `{re.sub(r' *, *', ' ', line.strip())}`"
+            help_ += f": `{re.sub(r' *, *', ' ', line.strip()).strip()}`"
     elif token.type == "LBRACE":
         return _misplaced_brace(line, before, expected, span, message)
     return error("syntax-error", message, span, help_)

@@ -7,6 +7,8 @@ fixed-width table is twenty lines of code.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..base.diagnostics import printable, render
 from ..base.records import record
 from ..cost import FRAMEWORK_SHARE, TrainingMemory, fitting, inference_peak, training_memory
@@ -196,6 +198,7 @@ def _rows(
     times = {row.name: row for row in latency.layers} if latency else {}
     rows: list[Row] = []
     previous, group = "input", None
+    untrusted = tainted(net)
     for entry in net.layers:
         if entry.layer.block != group:  # a block instance's layers under its name
             group = entry.layer.block
@@ -203,6 +206,9 @@ def _rows(
                 rows.append((group, None, False))
         cells = _cells(entry, previous, group is not None, dense_equivalent)
         cells[3:3] = [_optional(entry, title, net.total_params) for title in layout.columns]
+        if entry.name in untrusted:  # after a shape error: no figure to trust
+            at = 3 + len(layout.columns)
+            cells[at : at + 4] = ["-", "-", "-", ""]
         if memory:
             cells.append(nbytes(kept[entry.name]) if kept[entry.name] else "0")
         if latency:
@@ -355,7 +361,29 @@ def _cells(entry, previous: str, in_block: bool, dense_equivalent: bool) -> list
     return cells
 
 
+def tainted(net: CheckedNetwork) -> set[str]:
+    """Layers with a shape error of their own that still gave an output, and every layer
+    that reads one of them: their rows show `-`, the totals leave them out."""
+    found: set[str] = set()
+    for entry in net.layers:
+        if entry.erroneous or any(name in found for name in entry.inputs):
+            found.add(entry.name)
+    return found
+
+
 def _totals(net: CheckedNetwork) -> list[str]:
+    untrusted = tainted(net)
+    if untrusted:
+        first = next(entry.name for entry in net.layers if entry.name in untrusted)
+        kept = tuple(entry for entry in net.layers if entry.name not in untrusted)
+        count = f"{len(untrusted)} layers follow" if len(untrusted) != 1 else "1 layer follows"
+        note = f"(from {first} on, {count} a shape error: "
+        note += "shown as -, left out of the totals)"
+        return [note, *_sums(dataclasses.replace(net, layers=kept, complete=False))]
+    return _sums(net)
+
+
+def _sums(net: CheckedNetwork) -> list[str]:
     lines = [
         f"params: {net.total_params:,} total · {net.trainable_params:,} trainable · "
         f"{net.non_trainable_params:,} non-trainable  ({nbytes(net.param_bytes)} fp32)"
