@@ -122,7 +122,9 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     mean, std = args.mean, args.std
     if not is_spec and args.input and mean is None and std is None:
         mean, std = model_preprocessing(session)
-    batch = load_inputs(args.input, shape, args.batch, args.seed, mean, std, args.resample, not args.no_resize)
+    batch = load_inputs(
+        args.input, shape, args.batch, args.seed, mean, std, args.resample, not args.no_resize
+    )
     result = run(session, batch, repeat=args.repeat)
     output = result.output
     labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None

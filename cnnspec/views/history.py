@@ -51,15 +51,34 @@ def plot(path: Path, history: list, title: str) -> None:
         box = (left, top, right, bottom, first, last, low, high)
         for series, colour, dashed in ((train, "#1f6fb2", False), (val, "#c05a00", True)):
             points = [_point(box, e, v) for e, v in zip(epochs, series) if v is not None]
-            for i, (a, b) in enumerate(zip(points, points[1:])):
-                if not dashed or i % 2 == 0:
-                    draw.line((a, b), fill=colour, width=2)
+            for a, b in zip(points, points[1:]):
+                for piece in _dashes(a, b) if dashed else [(a, b)]:
+                    draw.line(piece, fill=colour, width=2)
             for x, y in points:
                 draw.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=colour)
-        draw.text((right - 160, top + 6), "training", fill="#1f6fb2", font=font)
+        # Loss falls and accuracy rises: the legend goes where the curves end up not being.
+        legend = top + 6 if name == "loss" else bottom - 40
+        draw.text((right - 160, legend), "training", fill="#1f6fb2", font=font)
         if any(v is not None for v in val):
-            draw.text((right - 160, top + 22), "validation", fill="#c05a00", font=font)
+            draw.text((right - 160, legend + 16), "validation", fill="#c05a00", font=font)
     write_atomically(path, lambda temp: image.save(temp, format="PNG"))
+
+
+def _dashes(a: tuple[float, float], b: tuple[float, float], on: float = 6.0, off: float = 4.0) -> list:
+    """The segment a-b as dashes of `on` pixels with gaps of `off` (validation's line)."""
+    length = ((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2) ** 0.5
+    pieces, start = [], 0.0
+    while start < length:
+        end = min(start + on, length)
+        t0, t1 = start / length, end / length
+        pieces.append(
+            (
+                (a[0] + (b[0] - a[0]) * t0, a[1] + (b[1] - a[1]) * t0),
+                (a[0] + (b[0] - a[0]) * t1, a[1] + (b[1] - a[1]) * t1),
+            )
+        )
+        start = end + off
+    return pieces
 
 
 def _point(box: tuple, epoch: int, value: float) -> tuple[float, float]:
