@@ -334,4 +334,6 @@ def test_run_says_when_it_resizes_and_no_resize_refuses_instead(tmp_path, capsys
     code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--input", str(picture))
     assert code == 0 and "resized from 48x40 to 32x32 and converted from 3 channels (RGB) to 1" in err
     code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--input", str(picture), "--no-resize")
-    assert code == 1 and "the image would be resized from 48x40 to 32x32" in err and "--no-resize refuses" in err
+    assert (
+        code == 1 and "the image would be resized from 48x40 to 32x32" in err and "--no-resize refuses" in err
+    )
