@@ -4,6 +4,7 @@ and every shape diagnostic, positioned at the layer (or the argument) that cause
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -151,6 +152,7 @@ class CheckedNetwork:
     base: str | None = None
     dropped: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()  # layer names; none: the network is its input
+    instances: Mapping[str, str] = field(default_factory=dict, compare=False)  # block instance -> its call
 
     @property
     def output_shapes(self) -> tuple[Shape, ...]:
@@ -309,10 +311,16 @@ def _check_fixed_weights(layer: Layer, result: Inferred) -> Diagnostic | None:
     )
 
 
-def _origin(name: str, layers: dict[str, Layer]) -> str:
-    """`conv3 (line 12)`: an input of a join, with where it came from."""
+def _origin(name: str, layers: dict[str, Layer], reader: Layer) -> str:
+    """`conv3 (line 12)`: an input of a join, with where it came from. Read from outside its
+    block instance, a layer is that instance's output: named as the user named the instance,
+    at the line that called it (`enc2 (line 12)`, not the block's `relu4 (line 3)`)."""
     layer = layers.get(name)
-    return "the input" if layer is None else f"{name} (line {layer.span.line})"
+    if layer is None:
+        return "the input"
+    if layer.block is not None and layer.block != reader.block and layer.calls:
+        return f"{layer.block} (line {layer.calls[0].line})"
+    return f"{name} (line {layer.span.line})"
 
 
 Fields = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # name -> (receptive field, jump), per axis
@@ -363,6 +371,7 @@ def check_network(
         network.base,
         network.dropped,
         network.outputs,
+        network.instances,
     )
     return net, diagnostics
 
@@ -387,7 +396,7 @@ def _beyond_int64(layer: Layer, shape: Shape) -> Diagnostic:
 def _infer_layer(layer: Layer, in_shapes: list[Shape], by_name: dict[str, Layer], inferred: dict) -> Inferred:
     """The kind's shape rule on the layer's inputs."""
     if layer.config.joins and len(in_shapes) > 1:
-        labels = [_origin(n, by_name) for n in layer.inputs]
+        labels = [_origin(n, by_name, layer) for n in layer.inputs]
         return layer.config.infer_many(in_shapes, labels, residual=layer.residual)
     # Repeated layers share one config object: infer each (config, shape) once.
     key = (id(layer.config), in_shapes[0])

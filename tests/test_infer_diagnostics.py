@@ -413,3 +413,13 @@ def test_split_parts_are_named_layers_and_the_chain_reads_the_last():
     assert rows["u_mixed"][1] == ("u_right",)  # the next line reads the last part
     assert rows["thin"] == ((4, 4, 4), ("concat1",)) and rows["thick"] == ((12, 4, 4), ("concat1",))
     assert network.output_shape == (16, 4, 4)
+
+
+def test_a_join_names_a_block_instance_as_the_user_named_it():
+    spec = (
+        "block down(c) {\n  conv c 3x3 pad=1\n  relu\n  pool max 2\n}\n"
+        "network u {\n  input 1x32x32\n  down 8 as enc1\n  down 16 as enc2\n"
+        "  deconv 8 2x2 stride=2 as up\n  concat enc2 up\n}\n"
+    )
+    (d,) = check_text(spec).errors
+    assert "gets enc2 (line 9) 16x8x8, up (line 10) 8x16x16" in d.message  # not `pool2 (line 4)`

@@ -209,3 +209,10 @@ def test_heat_fills_the_costliest_box_darkest(heat, tmp_path, capsys):
         costs = {row.name: row.saved_per_image for row in training_memory(network, 1).layers}
     assert max(heats, key=lambda name: float(heats[name])) == max(costs, key=costs.get)
     assert float(heats[max(costs, key=costs.get)]) == 1.0 and 'fill="#d7301f"' in svg
+
+
+def test_a_collapsed_instance_shows_the_call_as_written():
+    network = cnnspec.check(SPECS / "zoo" / "resnet.cnn", "resnet18").network("resnet18")
+    boxes = layout(network, collapse=True).boxes
+    assert boxes["layer2_0"].lines[0] == "basic_down 128"
+    assert boxes["layer2_0"].lines[1].endswith("230,912 params")

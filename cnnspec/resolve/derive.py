@@ -188,7 +188,15 @@ class Resolver:
         if given is None:
             return None
         outputs = self._outputs(expander, last, layers)
-        return Network(definition.name, definition.span, given[0], given[1], tuple(layers), outputs=outputs)
+        return Network(
+            definition.name,
+            definition.span,
+            given[0],
+            given[1],
+            tuple(layers),
+            outputs=outputs,
+            instances=expander.instance_calls,
+        )
 
     def _outputs(self, expander: Expander, last: Ref, layers: list[Layer]) -> tuple[str, ...]:
         if expander.outputs:
@@ -247,6 +255,7 @@ class Resolver:
             definition.base_span,
             tuple(drops.dropped),
             outputs,
+            {**base.instances, **expander.instance_calls},
         )
 
     def _too_large(self, definition: ast.NetworkDef, copied: int) -> None:

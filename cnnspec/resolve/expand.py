@@ -100,6 +100,7 @@ class Expander:
         self.block_sizes: dict[str, int] = {}
         self.exhausted = False
         self.outputs: list[tuple[Ref, Span]] = []
+        self.instance_calls: dict[str, str] = {}  # outermost block instance -> its call as written
         self.configs: dict[tuple[int, ...], tuple] = {}  # see _config
         self.glued: dict[int, Diagnostic | None] = {}  # glued_minus by statement
 
@@ -426,6 +427,9 @@ class Expander:
             return current
         self.block_uses[block.name] = self.block_uses.get(block.name, 0) + 1
         own = stmt.alias or f"{block.name}{self.block_uses[block.name]}"
+        if ctx.block is None:  # an instance of the network itself: its call, as written
+            written = [*(a.text() for a in stmt.args), *(f"{o.name}={o.value.text()}" for o in stmt.options)]
+            self.instance_calls[own] = " ".join([stmt.op, *written])
         inner = _Ctx(
             env=bound,
             stack=(*ctx.stack, block.name),

@@ -90,6 +90,7 @@ class Network:
     base_span: Span | None = None
     dropped: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()  # `output a b`, else the last layer (none: the input itself)
+    instances: Mapping[str, str] = field(default_factory=dict, compare=False)  # block instance -> its call
 
 
 @dataclass

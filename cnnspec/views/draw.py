@@ -138,7 +138,7 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
         owner[entry.name] = key
         frozen = entry.layer.frozen and entry.params > 0  # layers without weights have nothing to freeze
         outside = [owner.get(name, "input") for name in entry.inputs]
-        box = boxes.get(key) or boxes.setdefault(key, _new_box(entry, key, frozen))
+        box = boxes.get(key) or boxes.setdefault(key, _new_box(entry, key, frozen, network.instances))
         box.inputs += [i for i in outside if i != key and i not in box.inputs]
         box.shape = format_shape(entry.output_shape)  # a collapsed instance: its last layer's
     if collapse:
@@ -155,12 +155,13 @@ def layout(network: CheckedNetwork, collapse: bool = False) -> Diagram:
     )
 
 
-def _new_box(entry, key: str, frozen: bool) -> Box:
-    """A layer's box, or (collapsed) the box of the block instance it belongs to."""
+def _new_box(entry, key: str, frozen: bool, calls) -> Box:
+    """A layer's box, or (collapsed) the box of the block instance it belongs to, with the
+    call that made it as the user wrote it (`basic_down 128`)."""
     if key == entry.name:
         params = f"{entry.params:,} params" if entry.params else ""
         return Box(key, entry.name, [entry.layer.spec_text(), params], entry.kind, "", frozen)
-    return Box(key, key, ["block instance", ""], "block", "", True)
+    return Box(key, key, [calls.get(key, "block instance"), ""], "block", "", True)
 
 
 def _summarise_instances(

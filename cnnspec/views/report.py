@@ -298,13 +298,17 @@ def _folded(net: CheckedNetwork, rows: list[Row], layout: Layout, sources: dict[
         while end < len(net.layers) and key_of[end] == key:
             end += 1
         instance = net.layers[index:end]
-        out.append(_instance_row(instance, cells_of[index:end], key[-1], layout, sources, net.total_params))
+        out.append(
+            _instance_row(
+                instance, cells_of[index:end], key[-1], layout, sources, net.total_params, net.instances
+            )
+        )
         index = end
     return out
 
 
 def _instance_row(
-    entries, cells: list[list[str]], call, layout: Layout, sources: dict[str, str], total: int
+    entries, cells: list[list[str]], call, layout: Layout, sources: dict[str, str], total: int, net_calls
 ) -> Row:
     """One row for a block instance (see _folded). The columns after the standard ones (time,
     memory kept, ...) stay empty rather than show its last layer's."""
@@ -313,7 +317,8 @@ def _instance_row(
     name = first.layer.block if layout.depth == 1 and first.layer.block else f"  {first.name.strip()}…"
     trains = [e for e in entries if e.params]
     macs, params = sum(e.macs for e in entries), sum(e.params for e in entries)
-    row = [name, _call_text(call, sources) or last[1], last[2]]
+    written = net_calls.get(first.layer.block or "") if layout.depth == 1 else None
+    row = [name, written or _call_text(call, sources) or last[1], last[2]]
     for title, cell in zip(layout.columns, last[3 : 3 + optional]):
         if title == "input":
             cell = format_shape(first.input_shape)
