@@ -91,6 +91,17 @@ def _changes(image, channels: int, width: int, height: int) -> str:
 _WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
+def _full_scale(image) -> float:
+    """The sample value of full intensity: 65535 for 16-bit samples; 2^31 - 1 for a TIFF of
+    32-bit integer samples (Pillow's mode I holds both, and signed: that is its range)."""
+    if image.mode == "I":
+        tags = getattr(image, "tag_v2", None)
+        bits = tags.get(258) if tags is not None else None  # BitsPerSample
+        if bits and (bits[0] if isinstance(bits, tuple) else bits) == 32:
+            return float(2**31 - 1)
+    return _WIDE_MODES[image.mode]
+
+
 def _image_array(image, mode: str, width: int, height: int) -> np.ndarray:
     """H x W (x C) float32 in [0, 1]. `convert("L")` would clip a 16-bit image at 255."""
     from PIL import Image
@@ -98,7 +109,7 @@ def _image_array(image, mode: str, width: int, height: int) -> np.ndarray:
     if image.mode not in _WIDE_MODES:
         converted = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(converted, np.float32) / 255.0
-    plane = np.asarray(image, np.float32) / _WIDE_MODES[image.mode]
+    plane = np.asarray(image, np.float32) / _full_scale(image)
     resized = Image.fromarray(plane, "F").resize((width, height), Image.Resampling.BILINEAR)
     gray = np.asarray(resized, np.float32)
     if mode == "L":

@@ -68,7 +68,11 @@ def run_with_code(command: str, folder: Path = ROOT) -> tuple[int, str]:
 
 # The README's tour: `console` blocks (output compared) and `sh` blocks (run, exit 0), in order.
 TOUR_BLOCK = re.compile(r"^```(console|sh)\n(.*?)^```$", re.S | re.M)
-TOUR_FILES = ("specs", "tests/torch_models.py")  # what the tour reads, copied to a scratch folder
+TOUR_FILES = (
+    "specs",
+    "docs/specs",
+    "tests/torch_models.py",
+)  # what the tour reads, copied to a scratch folder
 
 
 def tour_steps(text: str) -> list[tuple[str, str, str]]:
@@ -131,32 +135,62 @@ def commands(block: str) -> list[tuple[str, str]]:
     return [(command, normalise("\n".join(output))) for command, output in pairs]
 
 
+REFERENCE = DOCS / "reference"  # pages whose commands write files: run in a scratch copy
+SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
+
+
+def all_pages() -> list[Path]:
+    return sorted(DOCS.glob("*.md")) + sorted(REFERENCE.glob("*.md"))
+
+
+@contextlib.contextmanager
+def folder_for(page: Path):
+    """Where a page's commands run: the repository, or for a reference page a scratch copy
+    of what its commands read (their outputs land there, not in the checkout)."""
+    if page.parent != REFERENCE:
+        yield ROOT
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        yield tour_folder(Path(scratch))
+
+
 def check(pages: list[Path] | None = None) -> list[Mismatch]:
+    """Console blocks print what they show; the cnnspec lines of sh blocks exit 0."""
     mismatches = []
-    for page in pages or sorted(DOCS.glob("*.md")):
-        for match in BLOCK.finditer(page.read_text()):
-            for command, shown in commands(match.group(1)):
-                actual = run(command)
-                if actual != shown:
-                    mismatches.append(Mismatch(page, command, shown, actual))
+    for page in pages or all_pages():
+        text = page.read_text()
+        with folder_for(page) as folder:
+            for match in BLOCK.finditer(text):
+                for command, shown in commands(match.group(1)):
+                    actual = run(command, folder)
+                    if actual != shown:
+                        mismatches.append(Mismatch(page, command, shown, actual))
+            for block in SH_BLOCK.findall(text) if page.parent == REFERENCE else []:
+                for line in (x.strip() for x in block.splitlines() if x.startswith("cnnspec ")):
+                    code, output = run_with_code(line, folder)
+                    if code != 0:
+                        mismatches.append(Mismatch(page, line, "(exit 0)", f"exit {code}: {output}"))
     return mismatches
 
 
 def update(pages: list[Path] | None = None) -> int:
     changed = 0
-    for page in pages or sorted(DOCS.glob("*.md")):
+    for page in pages or all_pages():
         text = page.read_text()
-        new = BLOCK.sub(lambda m: "```console\n" + _rendered(m.group(1)) + "```", text)
+        with folder_for(page) as folder:
+            new = BLOCK.sub(lambda m: "```console\n" + _rendered(m.group(1), folder) + "```", text)
         if new != text:
             page.write_text(new)
             changed += 1
     return changed
 
 
-def _rendered(block: str) -> str:
+def _rendered(block: str, folder: Path = ROOT) -> str:
     out = []
     for command, _ in commands(block):
-        output = run(command)
+        output = run(command, folder)
         out.append(f"$ {command}\n" + (output + "\n" if output else ""))
     return "".join(out)
 

@@ -643,6 +643,15 @@ def test_a_16_bit_png_is_scaled_not_saturated(tmp_path):
     assert rgb.shape == (3, 32, 32) and rgb.mean() == pytest.approx(0.5, abs=0.01)
 
 
+@pytest.mark.parametrize("value", [0, 2**29, 2**30, 2**31 - 1])
+def test_a_32_bit_tiff_is_scaled_by_its_own_range(tmp_path, value):
+    from cnnspec.inputs import load_image
+
+    path = tmp_path / "deep.tiff"
+    Image.fromarray(np.full((8, 8), value, np.int32)).save(path)  # 32-bit samples on disk
+    np.testing.assert_allclose(load_image(path, (1, 8, 8), None, None), value / (2**31 - 1), atol=1e-6)
+
+
 def test_a_float_tiff_keeps_its_values(tmp_path):
     from cnnspec.inputs import load_image
 

@@ -71,7 +71,7 @@ class Client:
     def close(self) -> None:
         self.request("shutdown", None)  # type: ignore[arg-type]
         self.notify("exit", None)  # type: ignore[arg-type]
-        self.process.wait(timeout=10)
+        assert self.process.wait(timeout=10) == 0  # a clean exit, not an internal error
 
 
 SPEC = """block pair(filters) {
@@ -309,3 +309,61 @@ def test_a_document_past_the_size_limit_is_one_error_before_any_parsing():
     analysis = analyse(text, "big.cnn")
     assert [d.code for d in analysis.diagnostics] == ["too-large"] and analysis.result is None
     assert analyse("network n {\n  input 4\n  relu\n}\n", "ok.cnn").diagnostics == []
+
+
+def _answer(client: Client, method: str, params) -> dict:
+    """The whole response to one request (result or error): every request is answered."""
+    client.next_id += 1
+    client.send({"id": client.next_id, "method": method, "params": params})
+    while True:
+        message = client.receive()
+        if message.get("id") == client.next_id and "method" not in message:
+            return message
+        if "method" in message:
+            client.notifications.append(message)
+
+
+def test_hostile_requests_are_answered(tmp_path):
+    path = tmp_path / "odd.cnn"
+    text = 'use "\ud800.cnn"\nnetwork n {\n  input 1x8x8\n  relu\n}\n'  # a lone surrogate in `use`
+    uri = path.as_uri()
+    client = Client(tmp_path)
+    try:
+        client.request("initialize", {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}})
+        client.notify("initialized", {})
+        client.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": text}},
+        )
+        diagnostics = client.diagnostics(uri)
+        assert any("no file name can have" in d["message"] for d in diagnostics), diagnostics
+        for position in (
+            {"line": -1, "character": 0},
+            {"line": "1", "character": 0},
+            {"line": 0, "character": -4},
+        ):
+            for method in ("textDocument/hover", "textDocument/definition", "textDocument/completion"):
+                answer = _answer(client, method, {"textDocument": {"uri": uri}, "position": position})
+                assert "result" in answer or "error" in answer, answer
+        on_use = {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 6}}
+        defined = _answer(client, "textDocument/definition", on_use)
+        assert defined.get("result") is None and "error" not in defined
+    finally:
+        client.close()
+
+
+def test_positions_and_ranges_count_utf16_units_as_the_client_does():
+    from cnnspec.views.lsp import from_utf16, lsp_diagnostic, to_utf16
+
+    line = "x 🙂 conv"  # the emoji: one code point, two UTF-16 units
+    assert to_utf16(line, 0, 4) == 5 and from_utf16(line, 0, 5) == (0, 4)
+    assert (
+        from_utf16(line, -1, 0) is None and from_utf16(line, 0, -1) is None and from_utf16(line, 1, 0) is None
+    )
+    text = 'use "🙂.cnn"\nnetwork n {\n  input 1x8x8\n}\n'
+    (d,) = analyse(text, "t.cnn").diagnostics
+    assert (d.span.column, d.span.end_column) == (5, 12)  # code points, 1-based
+    assert lsp_diagnostic(d, text)["range"] == {
+        "start": {"line": 0, "character": 4},
+        "end": {"line": 0, "character": 12},
+    }

@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             code = args.func(args)
-        sys.stdout.flush()  # here, not at exit: a full disk is this command's error to report
+        if not sys.stdout.closed:  # (the language server closes it when the client says exit)
+            sys.stdout.flush()  # here, not at exit: a full disk is this command's error to report
         return code
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         return EXIT_OK

@@ -428,8 +428,7 @@ class Expander:
         self.block_uses[block.name] = self.block_uses.get(block.name, 0) + 1
         own = stmt.alias or f"{block.name}{self.block_uses[block.name]}"
         if ctx.block is None:  # an instance of the network itself: its call, as written
-            written = [*(a.text() for a in stmt.args), *(f"{o.name}={o.value.text()}" for o in stmt.options)]
-            self.instance_calls[own] = " ".join([stmt.op, *written])
+            self.instance_calls[own] = _call_text(stmt)
         inner = _Ctx(
             env=bound,
             stack=(*ctx.stack, block.name),
@@ -612,6 +611,12 @@ def _combinator_problem(stmt: ast.LayerStmt, cls, args, options) -> Diagnostic |
     if stmt.shortcut is not None and stmt.op != "residual":
         return error("misplaced-statement", "only residual takes a `shortcut { ... }`", stmt.span)
     return None
+
+
+def _call_text(stmt: ast.LayerStmt) -> str:
+    """`basic_down 128`: a block call as written (its `as` and `-> SHAPE` left out)."""
+    written = [*(a.text() for a in stmt.args), *(f"{o.name}={o.value.text()}" for o in stmt.options)]
+    return " ".join([stmt.op, *written])
 
 
 def _block_usage(block: ast.BlockDef) -> str:

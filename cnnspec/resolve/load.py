@@ -24,6 +24,26 @@ class Workspace:
     loaded: set[str] = field(default_factory=set)
 
 
+def _use_target(ws, folder: Path, use, written: str) -> Path | None:
+    """The file a `use` names, resolved; None after saying why it cannot be one."""
+    try:
+        return (folder / use.path).resolve()
+    except (RuntimeError, OSError):  # a symlink loop
+        ws.diagnostics.append(
+            error("use-not-found", f"cannot use '{written}': a symbolic link loop", use.span)
+        )
+    except (UnicodeError, ValueError):  # a lone surrogate, a NUL: no file has that name
+        ws.diagnostics.append(
+            error(
+                "use-not-found",
+                f"cannot use '{written}': the path holds a character no file name can have",
+                use.span,
+                "write the file's name in plain characters",
+            )
+        )
+    return None
+
+
 def _display_path(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
@@ -65,12 +85,9 @@ def load(ws: Workspace, text: str, path: str, real: Path | None, stack: tuple[Pa
     ws.files[path] = spec
     folder = real.parent if real else Path.cwd()
     for use in spec.uses:
-        try:
-            target = (folder / use.path).resolve()
-        except (RuntimeError, OSError):  # a symlink loop
-            ws.diagnostics.append(
-                error("use-not-found", f"cannot use '{use.path}': a symbolic link loop", use.span)
-            )
+        written = use.path.encode("utf-8", "backslashreplace").decode("utf-8")  # printable as is
+        target = _use_target(ws, folder, use, written)
+        if target is None:
             continue
         shown = _display_path(target)
         if target in stack:
@@ -90,7 +107,7 @@ def load(ws: Workspace, text: str, path: str, real: Path | None, stack: tuple[Pa
             ws.diagnostics.append(
                 error(
                     "use-not-found",
-                    f"cannot use '{use.path}': {exc} ({shown})",
+                    f"cannot use '{written}': {exc} ({shown})",
                     use.span,
                     "paths are relative to the file that has the `use`",
                 )

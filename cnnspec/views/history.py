@@ -49,19 +49,24 @@ def plot(path: Path, history: list, title: str) -> None:
         draw.text((right - 50, bottom + 4), f"{epochs[-1]}", fill="#555555", font=font)
 
         box = (left, top, right, bottom, first, last, low, high)
-        for series, colour, dashed in ((train, "#1f6fb2", False), (val, "#c05a00", True)):
-            points = [_point(box, e, v) for e, v in zip(epochs, series) if v is not None]
-            for a, b in zip(points, points[1:]):
-                for piece in _dashes(a, b) if dashed else [(a, b)]:
-                    draw.line(piece, fill=colour, width=2)
-            for x, y in points:
-                draw.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=colour)
+        _series(draw, box, epochs, train, val)
         # Loss falls and accuracy rises: the legend goes where the curves end up not being.
         legend = top + 6 if name == "loss" else bottom - 40
         draw.text((right - 160, legend), "training", fill="#1f6fb2", font=font)
         if any(v is not None for v in val):
             draw.text((right - 160, legend + 16), "validation", fill="#c05a00", font=font)
     write_atomically(path, lambda temp: image.save(temp, format="PNG"))
+
+
+def _series(draw, box: tuple, epochs: list, train: list, val: list) -> None:
+    """Training solid, validation dashed, a dot per epoch."""
+    for series, colour, dashed in ((train, "#1f6fb2", False), (val, "#c05a00", True)):
+        points = [_point(box, e, v) for e, v in zip(epochs, series) if v is not None]
+        for a, b in zip(points, points[1:]):
+            for piece in _dashes(a, b) if dashed else [(a, b)]:
+                draw.line(piece, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=colour)
 
 
 def _dashes(a: tuple[float, float], b: tuple[float, float], on: float = 6.0, off: float = 4.0) -> list:

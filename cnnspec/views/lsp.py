@@ -47,6 +47,33 @@ class Analysis:
     block_params: dict[str, list[str]] = field(default_factory=dict)
 
 
+def lines_of(text: str) -> list[str]:
+    """The document's lines as LSP and the parser count them: CR, LF and CRLF each end one
+    (str.splitlines would also split at form feeds and U+2028)."""
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def from_utf16(text: str, line: int, character: int) -> tuple[int, int] | None:
+    """An LSP position (0-based line; character in UTF-16 units, LSP's default) as (line,
+    character in code points), or None when it is outside the document (a negative line)."""
+    lines = lines_of(text)
+    if not 0 <= line < len(lines) or character < 0:
+        return None
+    units, current = 0, lines[line]
+    for index, char in enumerate(current):
+        if units >= character:
+            return line, index
+        units += 2 if ord(char) > 0xFFFF else 1
+    return line, len(current)
+
+
+def to_utf16(text: str, line: int, column: int) -> int:
+    """A code-point column (0-based) on a 0-based line as UTF-16 units, for the client."""
+    lines = lines_of(text)
+    current = lines[line] if 0 <= line < len(lines) else ""
+    return len(current[:column].encode("utf-16-le", "surrogatepass")) // 2 + max(column - len(current), 0)
+
+
 def analyse(text: str, path: str) -> Analysis:
     """Check `text` as the file `path` (its `use`s are read relative to it)."""
     analysis = Analysis(path, text)
@@ -88,11 +115,12 @@ def _definitions(analysis: Analysis, spec, path: str) -> None:
 # ------------------------------------------------------------------ diagnostics
 
 
-def lsp_diagnostic(d: Diagnostic) -> dict:
-    """A cnnspec diagnostic as LSP's (0-based lines and characters)."""
+def lsp_diagnostic(d: Diagnostic, text: str = "") -> dict:
+    """A cnnspec diagnostic as LSP's (0-based lines; characters in UTF-16 units of `text`)."""
     line = (d.span.line - 1) if d.span else 0
     start = (d.span.column - 1) if d.span else 0
     end = (d.span.end_column - 1) if d.span and d.span.end_column else start + 1
+    start, end = to_utf16(text, line, start), to_utf16(text, line, end)
     message = d.message + (f"\nhelp: {d.help}" if d.help else "")
     return {
         "range": {
@@ -128,8 +156,12 @@ def layers_at(analysis: Analysis, line: int, character: int) -> list[CheckedLaye
 
 
 def hover(analysis: Analysis, line: int, character: int) -> str | None:
-    """Markdown: each layer on this line with its shapes, parameters, MACs, receptive field."""
-    entries = layers_at(analysis, line, character)
+    """Markdown: each layer on this line with its shapes, parameters, MACs, receptive field
+    (`character` in UTF-16 units, as the client sends it)."""
+    position = from_utf16(analysis.text, line, character)
+    if position is None:
+        return None
+    entries = layers_at(analysis, *position)
     if not entries:
         return None
     parts = []
@@ -150,8 +182,8 @@ def hover(analysis: Analysis, line: int, character: int) -> str | None:
 
 
 def _word_at(text: str, line: int, character: int) -> str | None:
-    lines = text.splitlines()
-    if line >= len(lines):
+    lines = lines_of(text)
+    if not 0 <= line < len(lines):
         return None
     for match in WORD.finditer(lines[line]):
         if match.start() <= character <= match.end():
@@ -161,12 +193,19 @@ def _word_at(text: str, line: int, character: int) -> str | None:
 
 def definition(analysis: Analysis, line: int, character: int) -> tuple[str, int, int] | None:
     """(path, 1-based line, 1-based column) of what the word under the cursor names."""
-    lines = analysis.text.splitlines()
-    current = lines[line] if line < len(lines) else ""
+    position = from_utf16(analysis.text, line, character)
+    if position is None:
+        return None
+    line, character = position
+    lines = lines_of(analysis.text)
+    current = lines[line]
     use = re.match(r'\s*use\s+"([^"\n]*)"', current)
     if use:
-        target = (Path(analysis.path).parent / use.group(1)).resolve()
-        return (str(target), 1, 1) if target.is_file() else None
+        try:
+            target = (Path(analysis.path).parent / use.group(1)).resolve()
+            return (str(target), 1, 1) if target.is_file() else None
+        except (OSError, RuntimeError, UnicodeError, ValueError):  # a name no file can have
+            return None
     word = _word_at(analysis.text, line, character)
     if word is None:
         return None
@@ -210,8 +249,11 @@ def _options_of(word: str) -> list[tuple[str, str]]:
 
 def completions(analysis: Analysis, line: int, character: int) -> list[tuple[str, str]]:
     """(label, kind) pairs: kind is keyword, layer, activation, block, option or param."""
-    lines = analysis.text.splitlines()
-    before = (lines[line] if line < len(lines) else "")[:character]
+    position = from_utf16(analysis.text, line, character)
+    if position is None:
+        return []
+    line, character = position
+    before = lines_of(analysis.text)[line][:character]
     statement = re.split(r"[;{]", before)[-1]
     words = statement.split()
     if not words or (len(words) == 1 and not statement.endswith(" ")):
@@ -251,12 +293,36 @@ def serve() -> None:  # pragma: no cover - exercised through a real client in te
 
     from .. import __version__
 
-    server = LanguageServer("cnnspec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full)
+    server = LanguageServer(
+        "cnnspec",
+        __version__,
+        text_document_sync_kind=types.TextDocumentSyncKind.Full,
+        protocol_cls=_answering_protocol(),
+    )
     cache: dict[str, Analysis] = {}  # the latest finished analysis per document
     _document_features(server, types, cache, to_fs_path)
     _query_features(server, types, cache, from_fs_path)
     _formatting_feature(server, types, to_fs_path)
     server.start_io()
+
+
+def _answering_protocol():  # pragma: no cover - exercised through a real client, see serve
+    """pygls's protocol, except that a request whose parameters do not fit LSP's types (a
+    line of -1, a line given as a string) is answered with an error: pygls drops it, and
+    the editor would wait for its answer forever."""
+    from pygls.exceptions import JsonRpcException
+    from pygls.protocol import LanguageServerProtocol
+
+    class AnsweringProtocol(LanguageServerProtocol):
+        def structure_message(self, data: dict):
+            try:
+                return super().structure_message(data)
+            except JsonRpcException as exc:
+                if "id" in data and "method" in data:
+                    self._send_response(data["id"], None, exc.to_response_error())
+                raise
+
+    return AnsweringProtocol
 
 
 SETTLE_SECONDS = 0.05  # a check starts once the document has been still this long
@@ -284,7 +350,10 @@ def _document_features(server, types, cache: dict, to_fs_path) -> None:  # pragm
         if edits.get(uri) != edit:
             return
         cache[uri] = analysis
-        diagnostics = [types.Diagnostic(**_lsp_types(lsp_diagnostic(d), types)) for d in analysis.diagnostics]
+        diagnostics = [
+            types.Diagnostic(**_lsp_types(lsp_diagnostic(d, analysis.text), types))
+            for d in analysis.diagnostics
+        ]
         ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics))
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
