@@ -71,3 +71,18 @@ def test_rows_after_a_shape_error_show_a_dash_and_the_totals_leave_them_out():
     assert rows["b"][-3:] == ["-", "-", "-"] and rows["c"][-3:] == ["-", "-", "-"]
     assert "(from b on, 2 layers follow a shape error: shown as -, left out of the totals)" in table
     assert "params: 40 total" in table
+
+
+def test_a_folded_instance_sums_its_memory_kept_for_backward():
+    from cnnspec.cost import training_memory
+    from cnnspec.views.report import Costing, nbytes
+
+    result = cnnspec.check(SPECS / "zoo" / "resnet.cnn", "resnet18")
+    network = result.network("resnet18")
+    kept = {row.name: row.saved_per_image for row in training_memory(network, 1, "adam").layers}
+    stem = sum(kept[e.name] for e in network.layers if e.layer.block == "stem1")
+    table = render_table(result, costing=Costing(optimizer="adam"), layout=Layout(depth=1))
+    row = next(line for line in table.splitlines() if line.startswith("stem1"))
+    assert row.endswith(nbytes(stem)) and stem > max(
+        kept[e.name] for e in network.layers if e.layer.block == "stem1"
+    )

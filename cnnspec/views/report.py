@@ -103,9 +103,12 @@ def render_network(
     memory = (costing or Costing()).memory(net)
     latency = (costing or Costing()).latency(net)
     rows = _rows(net, dense_equivalent, memory, latency, layout)
+    titles = _titles(layout, dense_equivalent, memory, latency)
     if layout.depth is not None:
-        rows = _folded(net, rows, layout, sources or {})
-    columns = _fitted(_titles(layout, dense_equivalent, memory, latency), rows, layout.width)
+        folded: list[tuple[int, list]] = []
+        rows = _folded(net, rows, layout, sources or {}, folded)
+        _instance_costs(rows, folded, [t for t, _, _ in titles], memory, latency)
+    columns = _fitted(titles, rows, layout.width)
     width = sum(w for _, w, _ in columns) + len(columns) - 1
 
     def row(cells) -> str:
@@ -276,9 +279,12 @@ def _share(params: int, total: int) -> str:
     return "<0.1%" if params / total < 0.001 else f"{params / total:.1%}"
 
 
-def _folded(net: CheckedNetwork, rows: list[Row], layout: Layout, sources: dict[str, str]) -> list[Row]:
+def _folded(
+    net: CheckedNetwork, rows: list[Row], layout: Layout, sources: dict[str, str], folded: list
+) -> list[Row]:
     """Every block instance nested `depth` deep or more as one row: its call, the output of
-    its last layer, the sum of its parameters and MACs, its last receptive field."""
+    its last layer, the sum of its parameters and MACs, its last receptive field. `folded`
+    gets (row index, the instance's layers) of each such row."""
     out: list[Row] = []
     cells_of = [cells for _, cells, _ in rows if cells is not None]
     depth = layout.depth or 1
@@ -298,6 +304,7 @@ def _folded(net: CheckedNetwork, rows: list[Row], layout: Layout, sources: dict[
         while end < len(net.layers) and key_of[end] == key:
             end += 1
         instance = net.layers[index:end]
+        folded.append((len(out), instance))
         out.append(
             _instance_row(
                 instance, cells_of[index:end], key[-1], layout, sources, net.total_params, net.instances
@@ -305,6 +312,20 @@ def _folded(net: CheckedNetwork, rows: list[Row], layout: Layout, sources: dict[
         )
         index = end
     return out
+
+
+def _instance_costs(rows: list[Row], folded: list, titles: list[str], memory, latency) -> None:
+    """A folded instance's memory kept for backward and time: the sums of its layers'."""
+    kept = {row.name: row.saved_per_image for row in memory.layers} if memory else {}
+    times = {row.name: row.seconds for row in latency.layers} if latency else {}
+    for index, entries in folded:
+        cells = rows[index][1]
+        assert cells is not None
+        if memory:
+            total = sum(kept[e.name] for e in entries)
+            cells[titles.index("kept/img")] = nbytes(total) if total else "0"
+        if latency:
+            cells[titles.index("time")] = _seconds(sum(times[e.name] for e in entries))
 
 
 def _instance_row(
