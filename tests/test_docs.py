@@ -79,3 +79,13 @@ def test_the_readme_stays_short_and_links_into_the_docs():
     assert len(text.splitlines()) <= 250
     for target in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (ROOT / target).exists(), target
+
+
+def test_the_readme_language_example_checks_clean():
+    import cnnspec
+
+    text = (ROOT / "README.md").read_text()
+    example = text[text.index("## The language in one example") :].split("```\n")[1]
+    result = cnnspec.check_source(example, "README.md")
+    assert result.ok and not result.warnings, [d.message for d in result.diagnostics]
+    assert result.network("small_resnet").output_shape == (10,)
