@@ -39,10 +39,17 @@ def fold(state: State, node) -> np.ndarray | None:
         return None
     if op not in FOLDABLE:
         return None
+    _note_copy(state, node)
     try:
         return FOLDABLE[op](inputs, attrs)
     except (ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
         raise Unsupported(f"its constant inputs cannot be folded ({exc})") from None
+
+
+def _note_copy(state: State, node) -> None:
+    """An Identity of a constant: which tensor it copies (see state._module_path)."""
+    if node.op_type == "Identity" and node.output:
+        state.copied_from[node.output[0]] = node.input[0]
 
 
 def _axes(inputs, attrs, i=1):

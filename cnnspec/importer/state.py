@@ -99,20 +99,29 @@ class State:
     # flatten layers whose model flattened in HxWxC order (Keras): layer -> the CxHxW shape,
     # until the dense layer reading it takes the order into its weights
     hwc_flatten: dict[str, Shape] = field(default_factory=dict)
+    # constant tensors an Identity node copies: output -> input (PyTorch writes a tensor equal
+    # to another one so, under the copied parameter's name)
+    copied_from: dict[str, str] = field(default_factory=dict)
 
 
-def _module_path(node, weight: str | None) -> tuple[str, ...]:
+def _parameter_name(name: str | None) -> bool:
+    """A parameter's name (`layer1.0.conv1.weight`), not a tensor the exporter computed
+    (`/stages/stages.0/pwconv1/Transpose_output_0`) nor a number (`w12`)."""
+    if not name:
+        return False
+    return "::" not in name and "/" not in name and not name.startswith("onnx") and "." in name
+
+
+def _module_path(node, weight: str | None, copied_from: dict[str, str]) -> tuple[str, ...]:
     """Where a node came from: `layer1.0.conv1` from a PyTorch tensor name, or
-    `/layer1/layer1.0/conv1/Conv` from a scoped node name; () when neither says."""
-    # a parameter's name (`layer1.0.conv1.weight`), not a tensor the exporter computed
-    # (`/stages/stages.0/pwconv1/Transpose_output_0`)
-    if (
-        weight
-        and "::" not in weight
-        and "/" not in weight
-        and not weight.startswith("onnx")
-        and "." in weight
-    ):
+    `/layer1/layer1.0/conv1/Conv` from a scoped node name; () when neither says. A copy of
+    another constant speaks for the model's names only when what it copies is named too: a
+    model whose parameters are numbered names none of its layers, not the few whose values
+    happened to repeat another's (every layer named or none: blocks fold either way)."""
+    source = weight
+    while source in copied_from:
+        source = copied_from[source]
+    if weight and _parameter_name(weight) and _parameter_name(source):
         parts = [p for p in re.split(r"[./:]+", weight) if p]
         while parts and parts[-1] in ROLE_WORDS:
             parts.pop()
@@ -235,7 +244,7 @@ def add_layer(
         if have is None or tuple(have.shape) != tuple(shape):
             got = "missing" if have is None else "x".join(map(str, have.shape))
             raise Unsupported(f"its {suffix} should be {'x'.join(map(str, shape))} here, but is {got}")
-    module = _module_path(node, weight)
+    module = _module_path(node, weight, state.copied_from)
     name = _unique_name(state, module, config)
     clean = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     for suffix, array in clean.items():  # as float32: a float64 beyond its range is infinite
