@@ -145,6 +145,58 @@ def network_text(draw):
     return net("\n".join(lines), f"{channels}x{h}x{w}")
 
 
+@st.composite
+def _per_axis(draw, rank: int, low: int, high: int) -> str:
+    """One number for every axis, or one per axis (`2`, `1x3x2`)."""
+    if rank == 1 or draw(st.booleans()):
+        return str(draw(st.integers(low, high)))
+    return "x".join(str(draw(st.integers(low, high))) for _ in range(rank))
+
+
+@st.composite
+def _pads(draw, rank: int) -> str:
+    form = draw(st.sampled_from(["same", "number", "per_axis", "sides"]))
+    if form == "same":
+        return "pad=same"
+    if form == "number":
+        return f"pad={draw(st.integers(0, 2))}"
+    if form == "per_axis" and rank > 1:
+        return "pad=" + "x".join(str(draw(st.integers(0, 2))) for _ in range(rank))
+    return "pad=(" + ",".join(str(draw(st.integers(0, 2))) for _ in range(2 * rank)) + ")"
+
+
+@st.composite
+def _ranked_line(draw, rank: int) -> str:
+    kind = draw(st.sampled_from(["conv", "conv", "pool", "deconv", "upsample", "pad", "other"]))
+    if kind == "conv":
+        options = [f"stride={draw(_per_axis(rank, 1, 2))}", draw(_pads(rank))]
+        if draw(st.booleans()):
+            options.append(f"dilation={draw(_per_axis(rank, 1, 2))}")
+        return f"conv {draw(st.integers(1, 4))} {draw(_per_axis(rank, 1, 3))} " + " ".join(options)
+    if kind == "pool":
+        window = draw(_per_axis(rank, 1, 3))
+        extra = draw(st.sampled_from(["", "ceil", f"stride={draw(_per_axis(rank, 1, 2))}", "pad=same"]))
+        return f"pool {draw(st.sampled_from(['max', 'avg']))} {window} {extra}".strip()
+    if kind == "deconv":
+        return f"deconv {draw(st.integers(1, 3))} {draw(_per_axis(rank, 1, 3))} stride={draw(_per_axis(rank, 1, 2))}"
+    if kind == "upsample":
+        return f"upsample {draw(_per_axis(rank, 1, 2))} {draw(st.sampled_from(['nearest', 'bilinear']))}"
+    if kind == "pad":
+        sides = ",".join(str(draw(st.integers(0, 1))) for _ in range(2 * rank))
+        return f"pad ({sides}) {draw(st.sampled_from(['zero', 'edge']))}"
+    return draw(st.sampled_from(["batchnorm", "relu", "layernorm", "prelu", "scale", "gelu"]))
+
+
+@st.composite
+def ranked_network_text(draw, rank: int):
+    """A chain of windowed and shaping layers in a `rank`-D network, sizes written per axis
+    or once, then a head (global pooling, flatten, dense)."""
+    sizes = "x".join(str(draw(st.integers(3, 12))) for _ in range(rank))
+    lines = draw(st.lists(_ranked_line(rank), min_size=1, max_size=5))
+    lines += draw(st.sampled_from([[], ["globalpool avg", "flatten", "dense 3"]]))
+    return net("\n".join(lines), f"{draw(st.integers(1, 3))}x{sizes}")
+
+
 # ------------------------------------------------------------------ generated graphs
 
 BODIES = st.sampled_from(
