@@ -266,3 +266,13 @@ def test_a_line_that_opens_a_brace_ends_the_reading_at_its_error():
     text = "network n {\n  input 1x8x8\n  residual,\n  {\n  }\n  relu,\n}\n"
     result = cnnspec.check_source(text, "t.cnn")
     assert [d.span.line for d in result.diagnostics] == [3]
+
+
+def test_reading_on_after_syntax_errors_is_bounded_on_a_large_file(monkeypatch):
+    from cnnspec.language import parse
+
+    lines = "\n".join("  conv 4 1x1; relu" for _ in range(2_000))
+    text = "network n {\n  input 1x8x8\n" + lines + "\n" + "\n".join("  relu," for _ in range(30)) + "\n}\n"
+    monkeypatch.setattr(parse, "MAX_REPARSED", 3 * len(text))  # three parses of the file read on
+    errors = cnnspec.check_source(text, "t.cnn").errors
+    assert len(errors) == 4 and all(e.code == "syntax-error" for e in errors)

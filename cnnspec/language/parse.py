@@ -359,6 +359,7 @@ def parse_source(text: str, path: str = "<string>") -> ast.SpecFile:
 
 
 MAX_SYNTAX_ERRORS = 20  # then the rest of the file goes unread: the first ones are the ones to fix
+MAX_REPARSED = 2 << 20  # characters parsed again to read on, in all: bounded time on a large file
 
 
 def _without_line(source: str, exc: UnexpectedInput, errors: list[Diagnostic]) -> str | None:
@@ -366,10 +367,12 @@ def _without_line(source: str, exc: UnexpectedInput, errors: list[Diagnostic]) -
     stay right), to read on and report every syntax error of the file in one run; None
     where reading on would only repeat it: a line that opens or closes a brace, or whose body
     starts on the next line (blanking it would unbalance the rest), the end of the file, or
-    after MAX_SYNTAX_ERRORS."""
+    after MAX_SYNTAX_ERRORS (or MAX_REPARSED characters parsed again)."""
     line = getattr(exc, "line", -1)
     lines = source.split("\n")
     if len(errors) >= MAX_SYNTAX_ERRORS or not 1 <= line <= len(lines) or isinstance(exc, UnexpectedEOF):
+        return None
+    if len(source) * len(errors) > MAX_REPARSED:  # a large file: its first errors are enough
         return None
     code = lines[line - 1].split("#", 1)[0]
     after = next((c for c in (x.split("#", 1)[0].strip() for x in lines[line:]) if c), "")
