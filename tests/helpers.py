@@ -68,6 +68,15 @@ def run_all_layers(network: cnnspec.CheckedNetwork, x: np.ndarray, seed: int = 0
     return model, weights, dict(zip([o.name for o in runner.get_outputs()], outputs))
 
 
+def inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape after the batch, as ONNX's strict shape inference gives it."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    return {
+        v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim[1:])
+        for v in (*inferred.graph.value_info, *inferred.graph.output)
+    }
+
+
 # ------------------------------------------------------------------ generated networks
 
 sizes = st.integers(1, 5)

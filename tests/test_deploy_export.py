@@ -21,7 +21,7 @@ from cnnspec.base.files import BadOutput
 from cnnspec.deploy.export import build_model, save, write_model
 from cnnspec.deploy.weights import build_weights
 from tests.conftest import SPECS, net, slow_if
-from tests.helpers import checked, network_text, run_all_layers, session
+from tests.helpers import checked, inferred_shapes, network_text, run_all_layers, session
 
 # ------------------------------------------------------------------ generated networks
 
@@ -36,15 +36,10 @@ def test_predicted_shapes_equal_onnxruntime_and_shape_inference(text, batch):
     network = result.network()
     x = np.random.default_rng(0).standard_normal((batch, *network.input_shape)).astype(np.float32)
     model, weights, outputs = run_all_layers(network, x)
-
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    inferred_shapes = {
-        v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim[1:])
-        for v in (*inferred.graph.value_info, *inferred.graph.output)
-    }
+    shapes = inferred_shapes(model)
     for layer in network.layers:
         assert outputs[layer.name].shape == (batch, *layer.output_shape), (text, layer.name)
-        assert inferred_shapes[layer.name] == layer.output_shape, (text, layer.name)
+        assert shapes[layer.name] == layer.output_shape, (text, layer.name)
         assert np.isfinite(outputs[layer.name]).all()
     initializer_total = sum(
         math.prod(i.dims)

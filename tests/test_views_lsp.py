@@ -42,16 +42,21 @@ class Client:
                 length = int(line.split(b":")[1])
         return json.loads(self.process.stdout.read(length))
 
-    def request(self, method: str, params: dict) -> dict:
+    def answer(self, method: str, params) -> dict:
+        """The whole response to one request (result or error); notifications are kept."""
         self.next_id += 1
         self.send({"id": self.next_id, "method": method, "params": params})
         while True:
             message = self.receive()
             if message.get("id") == self.next_id and "method" not in message:
-                assert "error" not in message, message
-                return message.get("result")
+                return message
             if "method" in message:
                 self.notifications.append(message)
+
+    def request(self, method: str, params: dict) -> dict:
+        message = self.answer(method, params)
+        assert "error" not in message, message
+        return message.get("result")
 
     def notify(self, method: str, params: dict) -> None:
         self.send({"method": method, "params": params})
@@ -311,18 +316,6 @@ def test_a_document_past_the_size_limit_is_one_error_before_any_parsing():
     assert analyse("network n {\n  input 4\n  relu\n}\n", "ok.cnn").diagnostics == []
 
 
-def _answer(client: Client, method: str, params) -> dict:
-    """The whole response to one request (result or error): every request is answered."""
-    client.next_id += 1
-    client.send({"id": client.next_id, "method": method, "params": params})
-    while True:
-        message = client.receive()
-        if message.get("id") == client.next_id and "method" not in message:
-            return message
-        if "method" in message:
-            client.notifications.append(message)
-
-
 def test_hostile_requests_are_answered(tmp_path):
     path = tmp_path / "odd.cnn"
     text = 'use "\ud800.cnn"\nnetwork n {\n  input 1x8x8\n  relu\n}\n'  # a lone surrogate in `use`
@@ -343,10 +336,10 @@ def test_hostile_requests_are_answered(tmp_path):
             {"line": 0, "character": -4},
         ):
             for method in ("textDocument/hover", "textDocument/definition", "textDocument/completion"):
-                answer = _answer(client, method, {"textDocument": {"uri": uri}, "position": position})
+                answer = client.answer(method, {"textDocument": {"uri": uri}, "position": position})
                 assert "result" in answer or "error" in answer, answer
         on_use = {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 6}}
-        defined = _answer(client, "textDocument/definition", on_use)
+        defined = client.answer("textDocument/definition", on_use)
         assert defined.get("result") is None and "error" not in defined
     finally:
         client.close()
