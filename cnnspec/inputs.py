@@ -193,7 +193,8 @@ def load_wav(path: Path, shape: tuple[int, ...], mean, std, resample: bool = Fal
             _bounded(path, frames * count * 8)
             raw = clip.readframes(frames)
     except (wave.Error, EOFError, OSError) as exc:
-        raise fail("bad-input", f"{path}: not a readable PCM WAV file ({str(exc)[:200]})") from None
+        reason = str(exc)[:200] or type(exc).__name__
+        raise fail("bad-input", f"{path}: not a readable PCM WAV file ({reason})") from None
     if count != channels:
         raise fail(
             "bad-input",
@@ -202,6 +203,8 @@ def load_wav(path: Path, shape: tuple[int, ...], mean, std, resample: bool = Fal
         )
     samples = _pcm(raw, width).reshape(-1, count).T
     have = samples.shape[1]
+    if have == 0:
+        raise fail("bad-input", f"{path}: the clip holds no samples", "give a clip with sound in it")
     if have != length:
         if not resample:
             raise fail(

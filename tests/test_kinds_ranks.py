@@ -9,7 +9,6 @@ import math
 import wave
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +18,7 @@ from cnnspec.base.diagnostics import CODES
 from cnnspec.cli import main
 from cnnspec.deploy.export import build_model
 from tests.conftest import SPECS, check_text, net
-from tests.helpers import cli, ranked_network_text, run_all_layers, session
+from tests.helpers import cli, inferred_shapes, ranked_network_text, run_all_layers, session
 
 ZOO = SPECS / "zoo"
 
@@ -313,11 +312,7 @@ def test_generated_1d_and_3d_networks_are_predicted_as_onnxruntime_runs_them(dat
     network = result.network()
     x = np.random.default_rng(0).standard_normal((2, *network.input_shape)).astype(np.float32)
     model, _, outputs = run_all_layers(network, x)
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    shapes = {
-        v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim[1:])
-        for v in (*inferred.graph.value_info, *inferred.graph.output)
-    }
+    shapes = inferred_shapes(model)
     for layer in network.layers:
         assert outputs[layer.name].shape == (2, *layer.output_shape), (text, layer.name)
         assert shapes[layer.name] == layer.output_shape, (text, layer.name)
@@ -474,6 +469,17 @@ def test_a_wav_of_another_length_is_refused_or_resampled_when_asked(tmp_path, ca
     _write_wav(tmp_path / "stereo.wav", np.zeros((2, 50)))
     code, _, err = cli(capsys, "run", str(spec), "--input", str(tmp_path / "stereo.wav"))
     assert code == 1 and "the clip has 2 channels, the network takes 1" in err
+
+
+def test_an_empty_or_truncated_wav_is_a_one_line_error(tmp_path, capsys):
+    spec = tmp_path / "a.cnn"
+    spec.write_text(net("globalpool avg", "1x50"))
+    _write_wav(tmp_path / "empty.wav", np.zeros((1, 0)))
+    code, _, err = cli(capsys, "run", str(spec), "--input", str(tmp_path / "empty.wav"), "--resample")
+    assert code == 1 and "the clip holds no samples" in err
+    (tmp_path / "cut.wav").write_bytes(b"RIFF")
+    code, _, err = cli(capsys, "run", str(spec), "--input", str(tmp_path / "cut.wav"))
+    assert code == 1 and "not a readable PCM WAV file (" in err and "()" not in err
 
 
 def test_run_reads_a_folder_of_frames_as_a_volume(tmp_path, capsys):
