@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import cnnspec  # noqa: E402
 from cnnspec.cost.latency import Profile, load_profile, predict  # noqa: E402
-from cnnspec.deploy.calibrate import calibrate  # noqa: E402
+from cnnspec.deploy.calibrate import BATCHES, calibrate, visit  # noqa: E402
 from cnnspec.deploy.export import build_model  # noqa: E402
-from cnnspec.deploy.runtime import make_session  # noqa: E402
 
 NETWORKS = [
     ("specs/lenet5.cnn", "lenet5"),
@@ -62,16 +61,15 @@ def _flags() -> str:
     return " ".join(sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))) or "none of avx/fma"
 
 
-def measure(sessions: dict, inputs: dict, rounds: int) -> dict:
-    """Median seconds per (network, batch), runs interleaved across them."""
-    times: dict = {key: [] for key in sessions}
-    for key, session in sessions.items():  # warm up
-        session.run(None, inputs[key])
+def measure(models: dict, networks: dict, rounds: int) -> dict:
+    """Median seconds per (network, batch) over `rounds` visits interleaved across the
+    networks, each visit in a session of its own run to its steady speed, as `cnnspec
+    bench` measures it (see cnnspec/deploy/calibrate.py: `visit`)."""
+    times: dict = {}
     for _ in range(rounds):
-        for key, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, inputs[key])
-            times[key].append(time.perf_counter() - start)
+        for name, model in models.items():
+            for batch, seconds in visit(model, networks[name], runs=1).items():
+                times.setdefault((name, batch), []).append(seconds)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -105,7 +103,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", help="a profile .json (default: calibrate now)")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     started = time.perf_counter()
     profile = load_profile(args.profile) if args.profile else calibrate("this-cpu")
@@ -113,20 +111,16 @@ def main() -> None:
     print(f"CPU flags: {_flags()}; onnxruntime {ort.__version__}; {profile.description}")
     if not args.profile:
         print(f"calibrated in {calibration:.0f} s")
-    sessions, inputs, predicted = {}, {}, {}
+    models, networks, predicted = {}, {}, {}
     for spec, name in NETWORKS:
-        network = cnnspec.check(ROOT / spec, name).network(name)
-        model, _ = build_model(network, seed=0)
-        session = make_session(model.SerializeToString(), "cpu")
-        for batch in (1, 8):
-            key = (name, batch)
-            sessions[key] = session
-            inputs[key] = {"input": np.zeros((batch, *network.input_shape), np.float32)}
-            predicted[key] = predict(network, profile, batch).total
-    measured = measure(sessions, inputs, args.rounds)
+        networks[name] = cnnspec.check(ROOT / spec, name).network(name)
+        models[name] = build_model(networks[name], seed=0)[0].SerializeToString()
+        for batch in BATCHES:
+            predicted[(name, batch)] = predict(networks[name], profile, batch).total
+    measured = measure(models, networks, args.rounds)
     errors = []
     print(f"{'network':<20} {'batch':>5} {'predicted':>11} {'measured':>11} {'error':>8}")
-    for key in sessions:
+    for key in predicted:
         error = predicted[key] / measured[key] - 1
         errors.append(abs(error))
         print(

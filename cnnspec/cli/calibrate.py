@@ -29,13 +29,12 @@ def cmd_calibrate(args) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"calibrated {args.name} in {spent:.0f} s: {profile.description}")
-    print(f"{'kernel':<12} {'batch':>5} {'fixed':>9} {'GFLOP/s':>9} {'GB/s':>8}")
+    print(f"{'kernel':<12} {'batch':>5} {'fixed':>9} {'GFLOP/s':>9} {'GB/s':>8} {'streamed GB/s':>14}")
     for batch, fits in profile.fits.items():
         for kind in KERNELS:
-            c, a, b = fits[kind]
-            rate = f"{1e-9 / a:.1f}" if a else "-"
-            bandwidth = f"{1e-9 / b:.1f}" if b else "-"
-            print(f"{kind:<12} {batch:>5} {c * 1e6:>6.1f} µs {rate:>9} {bandwidth:>8}")
+            c, a, b, s = fits[kind]
+            rates = [f"{1e-9 / v:.1f}" if v else "-" for v in (a, b, s)]
+            print(f"{kind:<12} {batch:>5} {c * 1e6:>6.1f} µs {rates[0]:>9} {rates[1]:>8} {rates[2]:>14}")
     print(f"wrote {safe_text(str(path))}; use it with: cnnspec check SPEC --latency {args.name}")
     return EXIT_OK
 
@@ -46,7 +45,7 @@ def add_parser(sub) -> None:
         help="time this machine for check --latency",
         description="Time kernels of each kind (convs of many shapes, depthwise convs, dense "
         "layers, pools, elementwise functions, data movement) with onnxruntime on this machine at "
-        "batch 1 and 8, fit t = c + a·FLOPs + b·bytes per kind, and save the device profile in the "
+        "batch 1 and 8, fit t = c + a·FLOPs + b·bytes + s·bytes of tensors larger than a core's cache per kind, and save the device profile in the "
         "user's cache folder ($XDG_CACHE_HOME/cnnspec/devices, else ~/.cache/cnnspec/devices).",
     )
     command.add_argument("name", nargs="?", default="this-cpu", help="the profile's name (default this-cpu)")

@@ -3,7 +3,8 @@ of a kind (conv, depthwise conv, dense, pool, elementwise, data movement), its w
 FLOPs and bytes moved, and a device profile that says what those cost.
 
 A profile is either measured on this machine (`cnnspec calibrate`: kernels of each kind
-timed with onnxruntime, one small least-squares fit per kind, t = c + a·FLOPs + b·bytes)
+timed with onnxruntime, one small least-squares fit per kind, t = c + a·FLOPs + b·bytes +
+s·streamed bytes, the last the bytes of tensors too large for a core's cache)
 or a roofline from a device's published peak FLOP/s and memory bandwidth, t = max(FLOPs /
 peak, bytes / bandwidth): an estimate, said to be one. A layer is bound by compute or by
 memory as its arithmetic intensity (FLOPs per byte) lies above or below the device's
@@ -38,6 +39,11 @@ ROOFLINES = {
     "rpi5": ("Raspberry Pi 5 (4x Cortex-A76, NEON)", 153.6e9, 17e9),
 }
 MAX_PROFILE_BYTES = 1 << 20
+# A tensor larger than this does not stay in a core's cache between the kernel that writes
+# it and the one that reads it: its bytes come from the shared cache or DRAM, at a few times
+# the cost (a 1x1 conv on a 96x112x112 map ran at a third of the FLOP/s of one on 14x14).
+CACHE_BYTES = 1 << 20
+FIT_TERMS = 4  # c, a, b, s
 LAUNCH = 5e-6  # seconds a roofline device spends starting one kernel
 
 
@@ -52,14 +58,16 @@ class Profile:
     calibrated: bool
     peak_flops: float  # FLOP/s
     bandwidth: float  # bytes/s
-    fits: dict  # batch measured ("1", "8") -> kernel -> [c, a, b]: s, s per FLOP, s per byte
+    fits: dict  # batch measured ("1", "8") -> kernel -> [c, a, b, s]: s, s per FLOP, per byte, per streamed byte
     overhead: float = 0.0  # seconds per inference beyond its kernels
 
     @property
     def ridge(self) -> float:
         return self.peak_flops / self.bandwidth
 
-    def seconds(self, kernel: str, flops: float, nbytes: float, batch: int = 1) -> float:
+    def seconds(
+        self, kernel: str, flops: float, nbytes: float, streamed: float = 0.0, batch: int = 1
+    ) -> float:
         """A kernel's time. Calibrated: the fit at the batch measured, or between the two
         measured batches on a log scale (FLOPs and bytes already count the batch)."""
         if not self.calibrated:
@@ -69,8 +77,8 @@ class Profile:
         high = min([b for b in measured if b >= batch], default=measured[-1])
 
         def at(b: int) -> float:
-            c, a, w = self.fits[str(b)][kernel]
-            return c + a * flops + w * nbytes
+            c, a, w, s = self.fits[str(b)][kernel]
+            return c + a * flops + w * nbytes + s * streamed
 
         if low == high:
             return at(low)
@@ -109,7 +117,10 @@ def load_profile(device: str) -> Profile:
             raise UnknownDevice(
                 f"{path}: not a device profile ({type(exc).__name__}); run `cnnspec calibrate` again"
             ) from None
-        if profile.calibrated and any(set(fits) != set(KERNELS) for fits in profile.fits.values()):
+        if profile.calibrated and any(
+            set(fits) != set(KERNELS) or any(len(fits[kind]) != FIT_TERMS for kind in KERNELS)
+            for fits in profile.fits.values()
+        ):
             raise UnknownDevice(
                 f"{path}: a profile of another cnnspec version; run `cnnspec calibrate` again"
             )
@@ -176,6 +187,7 @@ class LayerTime:
     seconds: float  # its group's time, on the group's first layer; 0 on the layers fused into it
     flops: float
     nbytes: float
+    streamed: float  # of nbytes, those of tensors larger than a core's cache
 
     def bound(self, profile: Profile) -> str:
         if self.kernel is None or not self.seconds:
@@ -199,12 +211,17 @@ class Latency:
         return {layer.name: by_group[layer.group] for layer in self.layers if layer.group in by_group}
 
 
-def _work(entry: CheckedLayer, network_inputs: dict[str, tuple], batch: int) -> tuple[float, float]:
-    """(FLOPs, bytes moved) of one layer on a batch: 2·MACs for conv and dense, else one
-    operation per output value (a pool, one per window element); its inputs and output
-    read and written once, its weights once."""
+def _streamed(*sizes: float) -> float:
+    return float(sum(size for size in sizes if size > CACHE_BYTES))
+
+
+def _work(entry: CheckedLayer, network_inputs: dict[str, tuple], batch: int) -> tuple[float, float, float]:
+    """(FLOPs, bytes moved, bytes streamed) of one layer on a batch: 2·MACs for conv and
+    dense, else one operation per output value (a pool, one per window element); its inputs
+    and output read and written once, its weights once."""
     out = math.prod(entry.output_shape)
-    ins = sum(math.prod(network_inputs[name]) for name in entry.inputs)
+    sizes = [math.prod(network_inputs[name]) for name in entry.inputs]
+    ins = sum(sizes)
     if entry.macs:
         flops = 2.0 * entry.macs * batch
     elif entry.kind == "pool":
@@ -214,7 +231,8 @@ def _work(entry: CheckedLayer, network_inputs: dict[str, tuple], batch: int) -> 
         flops = float(ins * batch) if entry.kind == "globalpool" else 0.0
     else:
         flops = float(out * batch)
-    return flops, float(FP32 * (batch * (ins + out) + entry.params))
+    streamed = _streamed(*(FP32 * batch * size for size in (*sizes, out)), FP32 * entry.params)
+    return flops, float(FP32 * (batch * (ins + out) + entry.params)), streamed
 
 
 def predict(network: CheckedNetwork, profile: Profile, batch: int = 1) -> Latency:
@@ -228,9 +246,9 @@ def predict(network: CheckedNetwork, profile: Profile, batch: int = 1) -> Latenc
     open_groups: dict[str, str] = {}  # the last layer of a conv or dense group -> its first layer
     group_of: dict[str, str] = {}
     kernel_of: dict[str, str | None] = {}
-    work: dict[str, list[float]] = {}  # group -> [flops, bytes]
+    work: dict[str, list[float]] = {}  # group -> [flops, bytes, streamed]
     for entry in network.layers:
-        flops, nbytes = _work(entry, shapes, batch)
+        flops, nbytes, streamed = _work(entry, shapes, batch)
         joined = next(
             (
                 open_groups[name]
@@ -247,18 +265,20 @@ def predict(network: CheckedNetwork, profile: Profile, batch: int = 1) -> Latenc
             open_groups[entry.name] = joined
             group_of[entry.name], kernel_of[entry.name] = joined, None
             if entry.kind == "add":  # the residual is read too
-                work[joined][1] += FP32 * batch * math.prod(entry.output_shape)
+                residual = FP32 * batch * math.prod(entry.output_shape)
+                work[joined][1] += residual
+                work[joined][2] += _streamed(residual)
             continue
         kernel = _kernel_of(entry)
         group_of[entry.name], kernel_of[entry.name] = entry.name, kernel
         if kernel is not None:
-            work[entry.name] = [flops, nbytes]
+            work[entry.name] = [flops, nbytes, streamed]
         if kernel in ("conv", "depthwise", "dense"):
             open_groups[entry.name] = entry.name
     layers = []
     for entry in network.layers:
         group, kernel = group_of[entry.name], kernel_of[entry.name]
-        flops, nbytes = work.get(entry.name, [0.0, 0.0]) if group == entry.name else [0.0, 0.0]
-        seconds = profile.seconds(kernel, flops, nbytes, batch) if kernel is not None else 0.0
-        layers.append(LayerTime(entry.name, group, kernel, seconds, flops, nbytes))
+        flops, nbytes, streamed = work.get(entry.name, [0.0] * 3) if group == entry.name else [0.0] * 3
+        seconds = profile.seconds(kernel, flops, nbytes, streamed, batch) if kernel is not None else 0.0
+        layers.append(LayerTime(entry.name, group, kernel, seconds, flops, nbytes, streamed))
     return Latency(profile, batch, tuple(layers))
