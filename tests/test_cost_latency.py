@@ -112,3 +112,50 @@ def test_bench_per_layer_puts_each_kernel_beside_its_prediction(capsys, tmp_path
     assert cli(capsys, "export", spec, "-o", str(model))[0] == 0
     code, _, err = cli(capsys, "bench", str(model), "--per-layer", "--latency", "t4")
     assert code == 2 and "predicts from a .cnn spec" in err
+
+
+def test_streamed_bytes_are_those_of_tensors_larger_than_a_cores_cache():
+    """A 1x1 conv on a 16x128x128 map (1 MiB in, 4 MiB out) streams its output only; the
+    same conv on 16x32x32 streams nothing; at batch 8 its input streams too."""
+    network = check_text(net("conv 64 1x1 bias=false as wide", "16x128x128")).network()
+    row = predict(network, load_profile("t4")).layers[0]
+    assert row.streamed == 4 * 64 * 128 * 128 and row.nbytes == 4 * (16 + 64) * 128 * 128 + 4 * 16 * 64
+    eight = predict(network, load_profile("t4"), 8).layers[0]
+    assert eight.streamed == 8 * 4 * (16 + 64) * 128 * 128
+    small = check_text(net("conv 64 1x1 bias=false", "16x32x32")).network()
+    assert predict(small, load_profile("t4")).layers[0].streamed == 0
+
+
+def test_the_fit_recovers_known_costs_and_keeps_them_non_negative():
+    from cnnspec.deploy.calibrate import _fit
+
+    rng = np.random.default_rng(0)
+    truth = np.array([2e-6, 5e-12, 3e-11, 6e-11])  # 2 µs a kernel, 200 GFLOP/s, 33 GB/s, +17 GB/s
+    features = np.column_stack(
+        [
+            rng.integers(1, 4, 40),
+            rng.uniform(1e6, 1e9, 40),
+            rng.uniform(1e4, 1e7, 40),
+            rng.uniform(0, 1e7, 40),
+        ]
+    )
+    rows = [(*f, float(f @ truth)) for f in features]
+    assert np.allclose(_fit(rows), truth, rtol=1e-6)
+    # a cost that only ever falls with more FLOPs cannot be fitted with a negative rate
+    falling = [(1, flops, 1e4, 0, 1e-3 - flops * 1e-13) for flops in (1e6, 1e8, 1e9)]
+    assert all(value >= 0 for value in _fit(falling))
+
+
+def test_a_profile_of_the_earlier_three_term_fit_is_refused(tmp_path, monkeypatch):
+    from cnnspec.cost.latency import KERNELS, UnknownDevice
+
+    old = {"name": "old", "description": "", "calibrated": True, "peak_flops": 1e11, "bandwidth": 1e10}
+    old |= {"fits": {"1": {kind: [0.0, 1e-11, 1e-10] for kind in KERNELS}}, "overhead": 0.0}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    try:
+        load_profile(str(path))
+    except UnknownDevice as exc:
+        assert "another cnnspec version" in str(exc) and "cnnspec calibrate" in str(exc)
+    else:
+        raise AssertionError("a three-term profile was loaded")
