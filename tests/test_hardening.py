@@ -430,7 +430,7 @@ def test_run_with_activations_too_large_for_memory(capsys, tmp_path):
 
 def test_a_small_network_with_a_huge_batch_says_its_size_per_image_in_kib(capsys):
     code, _, err = cli(capsys, "run", "specs/lenet5.cnn", "--batch", "100000000")
-    assert code == 2 and "(37.2 KiB of activations per image)" in err  # was "0.0 MiB"
+    assert code == 2 and "(210.2 KiB of memory per image" in err  # was "0.0 MiB"
 
 
 def test_run_batch_too_large_is_a_usage_error_without_onnxruntime_logs(tmp_path):
