@@ -319,12 +319,15 @@ def check_input_memory(shape: tuple[int, ...], batch: int) -> None:
 # What `run` and `bench` hold, measured (peak RSS over the interpreter's own, 7 zoo
 # networks, 1 to 64 images): the weights three times while the model is built (numpy, the
 # serialised model, onnxruntime's copy) and the conv weights twice more (onnxruntime's
-# repacked copy for its NCHWc kernels): within 6%; and per image 1.2x (ResNet, MobileNet) to
+# repacked copy for its NCHWc kernels): 4-16% above the measured peak at batch 1; per image 1.2x (ResNet, MobileNet) to
 # 3.5x (U-Net, whose skip concatenations onnxruntime does not place in one buffer) the
 # largest set of activations alive at once, so 4x that, plus the input and the output.
 # onnxruntime's x86 kernels also pad the channels of a map to a multiple of 16 (8 on AVX2):
 # LeNet-5's 6-channel maps take 16 channels' memory.
+# The session itself (thread pools, kernels, the allocator's first chunks) took 20-60 MiB
+# more on one install than on another.
 WEIGHT_COPIES, CONV_WEIGHT_COPIES, LIVE_COPIES, CHANNEL_BLOCK = 3, 2, 4, 16
+SESSION_BYTES = 64 << 20
 
 
 def _channel_padding(network) -> float:
@@ -335,12 +338,12 @@ def _channel_padding(network) -> float:
     return padded / plain if plain else 1.0
 
 
-def run_memory(network, batch: int) -> tuple[int, int]:
+def run_memory(network) -> tuple[int, int]:
     """(bytes for the weights, bytes per image) that running `network` holds at its peak."""
     from ..cost.memory import inference_peak
 
     conv_params = sum(entry.params for entry in network.layers if entry.kind in ("conv", "deconv"))
-    weights = WEIGHT_COPIES * network.param_bytes + CONV_WEIGHT_COPIES * 4 * conv_params
+    weights = SESSION_BYTES + WEIGHT_COPIES * network.param_bytes + CONV_WEIGHT_COPIES * 4 * conv_params
     ends = (
         math.prod(network.input_shape) + math.prod(network.layers[-1].output_shape) if network.layers else 0
     )
@@ -353,7 +356,7 @@ def check_run_memory(network, batch: int) -> None:
     from ..base.resources import shortfall
     from ..views.report import nbytes
 
-    weights, per_image = run_memory(network, batch)
+    weights, per_image = run_memory(network)
     problem = shortfall(weights + batch * per_image)
     if problem:
         raise UsageError(
