@@ -5,10 +5,14 @@ Each case runs in a process of its own (`python -c`), so its peak resident memor
 own; the baseline row is the same process checking LeNet-5.
 
     python benchmarks/bench_limits.py
+
+Then the memory `cnnspec run` estimates before it runs a batch (and refuses when it does not
+fit), next to the peak it then takes, measured the same way.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -101,6 +105,60 @@ except CnnspecError as exc:
 ]
 
 
+# The peak resident memory of one `cnnspec run` above the process's own with the modules a
+# run loads already loaded, as they are when `run` compares its estimate with the memory
+# free. Prints {"code": exit code, "extra": bytes}.
+RUN_PEAK = """
+import json, resource, sys
+import numpy, onnx, onnxruntime
+import cnnspec.cli.run, cnnspec.deploy.export, cnnspec.deploy.runtime, cnnspec.inputs
+from cnnspec.cli import main
+
+def rss():
+    with open("/proc/self/status") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS:")) * 1024
+
+before = rss()
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "extra": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
+"""
+RUNS = [
+    ("specs/zoo/resnet.cnn", "resnet50", 1),
+    ("specs/zoo/resnet.cnn", "resnet18", 1),
+    ("specs/zoo/resnet.cnn", "resnet18", 32),
+    ("specs/zoo/mobilenetv2.cnn", "mobilenetv2", 16),
+    ("specs/zoo/densenet121.cnn", "densenet121", 8),
+    ("specs/zoo/unet.cnn", "unet", 2),
+    ("specs/lenet5.cnn", "lenet5", 2000),
+]
+
+
+def measured_run_peak(spec: str, name: str, batch: int, output: Path) -> dict:
+    """RUN_PEAK's answer for `cnnspec run SPEC --network NAME --batch B`, in a process of its own."""
+    args = [spec, "--network", name, "--batch", str(batch), "--repeat", "1", "-o", str(output)]
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_PEAK, "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(done.stderr.strip()[-500:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_memory_table(scratch: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    import cnnspec
+    from cnnspec.cli.common import run_memory
+
+    print(f"\n{'cnnspec run':<30} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}")
+    for spec, name, batch in RUNS:
+        weights, per_image = run_memory(cnnspec.check(ROOT / spec, name).network(name))
+        estimate = weights + batch * per_image
+        extra = measured_run_peak(spec, name, batch, Path(scratch) / "out.npy")["extra"]
+        print(
+            f"{name:<30} {batch:>6} {estimate / 2**20:>14,.0f} {extra / 2**20:>13,.0f} {estimate / extra:>5.2f}x"
+        )
+
+
 def main() -> None:
     print(f"{'input':<50} {'budget':<32} {'seconds':>8} {'peak MB':>8}  outcome")
     with tempfile.TemporaryDirectory() as scratch:
@@ -118,6 +176,7 @@ def main() -> None:
                 continue
             seconds, peak, outcome = done.stdout.strip().splitlines()[-1].split(" ", 2)
             print(f"{title:<50} {budget:<32} {seconds:>8} {peak:>8}  {outcome[:60]}")
+        run_memory_table(scratch)
 
 
 if __name__ == "__main__":

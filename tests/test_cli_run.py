@@ -3,10 +3,7 @@ kind of bad input (one clear line, a non-zero exit, no traceback, no partial fil
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -342,22 +339,6 @@ def test_run_says_when_it_resizes_and_no_resize_refuses_instead(tmp_path, capsys
     )
 
 
-MEASURE_PEAK = """
-import json, resource, sys
-import numpy, onnx, onnxruntime  # in the baseline: loaded when `run` checks the memory it needs
-import cnnspec.cli.run, cnnspec.deploy.export, cnnspec.deploy.runtime, cnnspec.inputs
-from cnnspec.cli import main
-
-def rss():
-    with open("/proc/self/status") as stream:
-        return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS:")) * 1024
-
-before = rss()
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "extra": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "spec, name, batch, close",
@@ -376,15 +357,11 @@ def test_run_memory_estimate_against_the_measured_peak(spec, name, batch, close,
     near it where the weights dominate. Measured as the peak RSS of `cnnspec run` above
     the process's own with the modules a run loads already loaded, as they are when `run`
     compares its estimate with the memory free."""
-    import cnnspec
+    from benchmarks.bench_limits import measured_run_peak
     from cnnspec.cli.common import run_memory
 
-    args = [spec, "--network", name, "--batch", str(batch), "--repeat", "1", "-o", str(tmp_path / "o.npy")]
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE_PEAK, "run", *args], capture_output=True, text=True, timeout=300
-    )
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
-    assert measured["code"] == 0, done.stderr
+    measured = measured_run_peak(spec, name, batch, tmp_path / "o.npy")
+    assert measured["code"] == 0
     weights, per_image = run_memory(cnnspec.check(spec, name).network(name))
     estimate = weights + batch * per_image
     assert estimate >= measured["extra"], (estimate / 2**20, measured["extra"] / 2**20)

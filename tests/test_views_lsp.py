@@ -58,6 +58,15 @@ class Client:
         assert "error" not in message, message
         return message.get("result")
 
+    def start_with(self, root: Path, uri: str, text: str) -> None:
+        """Initialize the session in `root` and open one document."""
+        self.request("initialize", {"processId": None, "rootUri": root.as_uri(), "capabilities": {}})
+        self.notify("initialized", {})
+        self.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": text}},
+        )
+
     def notify(self, method: str, params: dict) -> None:
         self.send({"method": method, "params": params})
 
@@ -209,12 +218,7 @@ def test_answers_come_from_the_last_check_while_a_keystroke_is_rechecked(tmp_pat
     uri = path.as_uri()
     client = Client(tmp_path)
     try:
-        client.request("initialize", {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}})
-        client.notify("initialized", {})
-        client.notify(
-            "textDocument/didOpen",
-            {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": text}},
-        )
+        client.start_with(tmp_path, uri, text)
         assert client.diagnostics(uri) == []
         changed = text.replace("  dense 10\n", "  dense 10\n  conv 1 1x1\n")
         started = time.perf_counter()
@@ -322,12 +326,7 @@ def test_hostile_requests_are_answered(tmp_path):
     uri = path.as_uri()
     client = Client(tmp_path)
     try:
-        client.request("initialize", {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}})
-        client.notify("initialized", {})
-        client.notify(
-            "textDocument/didOpen",
-            {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": text}},
-        )
+        client.start_with(tmp_path, uri, text)
         diagnostics = client.diagnostics(uri)
         assert any("no file name can have" in d["message"] for d in diagnostics), diagnostics
         for position in (
