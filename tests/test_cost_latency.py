@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from cnnspec.cost.latency import LAUNCH, ROOFLINES, load_profile, predict
+from cnnspec.cost.latency import KERNELS, LAUNCH, ROOFLINES, load_profile, predict
 from cnnspec.deploy.export import build_model
 from tests.conftest import SPECS, check_text, net
 from tests.helpers import cli
@@ -159,3 +160,29 @@ def test_a_profile_of_the_earlier_three_term_fit_is_refused(tmp_path, monkeypatc
         assert "another cnnspec version" in str(exc) and "cnnspec calibrate" in str(exc)
     else:
         raise AssertionError("a three-term profile was loaded")
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"fits": {"1": "k"}}, "another cnnspec version"),
+        ({"fits": {"x": None}}, "batch sizes of 1 or more"),
+        ({"fits": {}}, "batch sizes of 1 or more"),
+        ({"overhead": "x"}, "overhead at least 0"),
+        ({"peak_flops": 0}, "positive numbers"),
+        ({"bandwidth": True}, "positive numbers"),
+        ({"calibrated": "yes"}, "wrong type"),
+        ({"name": 3}, "not text"),
+        ({"fits": {"1": {kind: ["a", 0, 0, 0] for kind in KERNELS}}}, "not a number of at least 0"),
+        ({"fits": {"1": {kind: [0, -1e-11, 0, 0] for kind in KERNELS}}}, "not a number of at least 0"),
+    ],
+)
+def test_a_crafted_profile_is_one_usage_error(change, reason, tmp_path, capsys):
+    good = {"name": "p", "description": "", "calibrated": True, "peak_flops": 1e11, "bandwidth": 1e10}
+    good |= {"fits": {"1": {kind: [1e-6, 1e-11, 1e-10, 0.0] for kind in KERNELS}}, "overhead": 0.0}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(good))
+    assert cli(capsys, "check", str(SPECS / "lenet5.cnn"), "--latency", str(path))[0] == 0
+    path.write_text(json.dumps(good | change))
+    code, _, err = cli(capsys, "check", str(SPECS / "lenet5.cnn"), "--latency", str(path))
+    assert code == 2 and reason in err and "run `cnnspec calibrate` again" in err

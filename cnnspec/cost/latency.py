@@ -103,6 +103,46 @@ def profile_folder() -> Path:
     return Path(base) / "cnnspec" / "devices"
 
 
+def _number(value, low: float = 0.0) -> bool:
+    """A finite JSON number of at least `low` (a bool is not a number here)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= low
+    )
+
+
+def _profile_problem(profile: Profile) -> str | None:
+    """Why a profile read from a file cannot be used (it is a file anyone may edit), or None."""
+    if not (isinstance(profile.name, str) and isinstance(profile.description, str)):
+        return "not a device profile (its name or description is not text)"
+    if not (isinstance(profile.calibrated, bool) and isinstance(profile.fits, dict)):
+        return "not a device profile (calibrated or fits of the wrong type)"
+    if not (
+        _number(profile.peak_flops, 1e-30) and _number(profile.bandwidth, 1e-30) and _number(profile.overhead)
+    ):
+        return "not a device profile (peak_flops and bandwidth must be positive numbers, overhead at least 0)"
+    if not profile.calibrated:
+        return None
+    if not profile.fits or not all(
+        isinstance(b, str) and b.isdecimal() and int(b) >= 1 for b in profile.fits
+    ):
+        return "not a device profile (fits must be keyed by batch sizes of 1 or more)"
+    return next(filter(None, map(_fits_problem, profile.fits.values())), None)
+
+
+def _fits_problem(fits) -> str | None:
+    """Why one batch size's fits cannot be used, or None."""
+    if not isinstance(fits, dict) or set(fits) != set(KERNELS):
+        return "a profile of another cnnspec version"
+    if any(not isinstance(fits[kind], list) or len(fits[kind]) != FIT_TERMS for kind in KERNELS):
+        return "a profile of another cnnspec version"
+    if not all(_number(value) for kind in KERNELS for value in fits[kind]):
+        return "not a device profile (a fitted cost that is not a number of at least 0)"
+    return None
+
+
 def load_profile(device: str) -> Profile:
     """A calibrated profile (by name from the cache folder, or a .json path), else a named
     roofline. Raises UnknownDevice naming the choices."""
@@ -117,13 +157,9 @@ def load_profile(device: str) -> Profile:
             raise UnknownDevice(
                 f"{path}: not a device profile ({type(exc).__name__}); run `cnnspec calibrate` again"
             ) from None
-        if profile.calibrated and any(
-            set(fits) != set(KERNELS) or any(len(fits[kind]) != FIT_TERMS for kind in KERNELS)
-            for fits in profile.fits.values()
-        ):
-            raise UnknownDevice(
-                f"{path}: a profile of another cnnspec version; run `cnnspec calibrate` again"
-            )
+        problem = _profile_problem(profile)
+        if problem:
+            raise UnknownDevice(f"{path}: {problem}; run `cnnspec calibrate` again")
         return profile
     if device.lower() in ROOFLINES:
         description, peak, bandwidth = ROOFLINES[device.lower()]
