@@ -6,13 +6,14 @@ own; the baseline row is the same process checking LeNet-5.
 
     python benchmarks/bench_limits.py
 
-Then the memory `cnnspec run` estimates before it runs a batch (and refuses when it does not
-fit), next to the peak it then takes, measured the same way.
+Then the memory `cnnspec run` and `cnnspec train` estimate before they start (and refuse a
+batch that does not fit), next to the peak they then take, measured the same way.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -22,13 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 PRELUDE = """
-import resource, sys, time
+import sys, time
 import cnnspec
 start = time.perf_counter()
 """
 REPORT = """
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with open("/proc/self/status") as stream:  # VmHWM: ru_maxrss counts the parent's too
+    peak = next(int(line.split()[1]) for line in stream if line.startswith("VmHWM:")) / 1024
 print(f"{elapsed:.2f} {peak:.0f} {outcome}")
 """
 
@@ -107,20 +109,22 @@ except CnnspecError as exc:
 
 # The peak resident memory of one `cnnspec run` above the process's own with the modules a
 # run loads already loaded, as they are when `run` compares its estimate with the memory
-# free. Prints {"code": exit code, "extra": bytes}.
+# free. Prints {"code": exit code, "extra": bytes}. The peak is VmHWM, not getrusage's
+# ru_maxrss: Linux carries ru_maxrss over from the parent that started the process (a
+# parent holding 800 MB made LeNet-5's run read 510 MiB instead of 309).
 RUN_PEAK = """
-import json, resource, sys
+import json, sys
 import numpy, onnx, onnxruntime
 import cnnspec.cli.run, cnnspec.deploy.export, cnnspec.deploy.runtime, cnnspec.inputs
 from cnnspec.cli import main
 
-def rss():
+def status(key):
     with open("/proc/self/status") as stream:
-        return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS:")) * 1024
+        return next(int(line.split()[1]) for line in stream if line.startswith(key)) * 1024
 
-before = rss()
+before = status("VmRSS:")
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "extra": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
+print(json.dumps({"code": code, "extra": status("VmHWM:") - before}))
 """
 RUNS = [
     ("specs/zoo/resnet.cnn", "resnet50", 1),
@@ -133,30 +137,92 @@ RUNS = [
 ]
 
 
-def measured_run_peak(spec: str, name: str, batch: int, output: Path) -> dict:
-    """RUN_PEAK's answer for `cnnspec run SPEC --network NAME --batch B`, in a process of its own."""
-    args = [spec, "--network", name, "--batch", str(batch), "--repeat", "1", "-o", str(output)]
+# The same for `cnnspec train`, with PyTorch and the training modules loaded first.
+TRAIN_PEAK = RUN_PEAK.replace(
+    "import cnnspec.cli.run,", "import torch, cnnspec.cli.train, cnnspec.training.train, cnnspec.cli.run,"
+)
+TRAINS = [  # (spec, network, batch, optimizer, examples): one epoch on random 224x224 images
+    ("specs/zoo/resnet.cnn", "resnet18", 4, "adam", 32),
+    ("specs/zoo/resnet.cnn", "resnet18", 16, "sgd", 32),
+    ("specs/zoo/resnet.cnn", "resnet50", 4, "adam", 32),
+    ("specs/zoo/mobilenetv2.cnn", "mobilenetv2", 16, "adam", 32),
+    ("specs/zoo/densenet121.cnn", "densenet121", 4, "adam", 32),
+    ("specs/zoo/shufflenetv2.cnn", "shufflenetv2", 8, "adam", 32),
+    ("specs/zoo/googlenet.cnn", "googlenet", 8, "sgd", 32),
+    ("specs/lenet5.cnn", "lenet5", 512, "adam", 1024),
+]
+
+
+def _peak(code: str, args: list[str]) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", RUN_PEAK, "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(done.stderr.strip()[-500:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_memory_table(scratch: str) -> None:
+def measured_run_peak(model: str, name: str | None, batch: int, output: Path) -> dict:
+    """RUN_PEAK's answer for `cnnspec run MODEL [--network NAME] --batch B`, in a process of its own."""
+    named = ["--network", name] if name else []
+    return _peak(RUN_PEAK, ["run", model, *named, "--batch", str(batch), "--repeat", "1", "-o", str(output)])
+
+
+def random_images(path: Path, shape: tuple[int, ...], examples: int, classes: int) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((examples, *shape), dtype=np.float32)
+    np.savez(path, x=x, y=rng.integers(0, classes, examples))
+    return path
+
+
+def measured_train_peak(spec: str, name: str, batch: int, optimizer: str, data: Path, scratch: Path) -> dict:
+    """TRAIN_PEAK's answer for one epoch of `cnnspec train` on `data`, in a process of its own."""
+    out = scratch / f"trained-{name}.onnx"
+    out.unlink(missing_ok=True)
+    out.with_suffix(".ckpt").unlink(missing_ok=True)
+    args = ["--network", name, "--data", str(data), "--epochs", "1", "--batch-size", str(batch)]
+    return _peak(TRAIN_PEAK, ["train", spec, *args, "--optimizer", optimizer, "-o", str(out)])
+
+
+def _ratio_row(title: str, batch: int, estimate: int, measured: int) -> None:
+    print(
+        f"{title:<36} {batch:>6} {estimate / 2**20:>14,.0f} {measured / 2**20:>13,.0f} {estimate / measured:>5.2f}x"
+    )
+
+
+def run_memory_tables(scratch: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import cnnspec
-    from cnnspec.cli.common import run_memory
+    from cnnspec.deploy.export import build_model, save
+    from cnnspec.deploy.footprint import graph_memory, read_graph, run_memory, train_memory
 
-    print(f"\n{'cnnspec run':<30} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}")
+    print(f"\n{'cnnspec run':<36} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}")
     for spec, name, batch in RUNS:
-        weights, per_image = run_memory(cnnspec.check(ROOT / spec, name).network(name))
-        estimate = weights + batch * per_image
-        extra = measured_run_peak(spec, name, batch, Path(scratch) / "out.npy")["extra"]
-        print(
-            f"{name:<30} {batch:>6} {estimate / 2**20:>14,.0f} {extra / 2**20:>13,.0f} {estimate / extra:>5.2f}x"
+        network = cnnspec.check(ROOT / spec, name).network(name)
+        weights, per_image = run_memory(network)
+        extra = measured_run_peak(spec, name, batch, scratch / "out.npy")["extra"]
+        _ratio_row(name, batch, weights + batch * per_image, extra)
+        if batch > 1:  # the same network as an ONNX file: estimated from its graph
+            model, _ = build_model(network, seed=0)
+            save(model, scratch / f"{name}.onnx")
+            weights, per_image = graph_memory(read_graph(scratch / f"{name}.onnx"))
+            extra = measured_run_peak(str(scratch / f"{name}.onnx"), None, batch, scratch / "out.npy")[
+                "extra"
+            ]
+            _ratio_row(f"{name}.onnx (its graph)", batch, weights + batch * per_image, extra)
+    print(
+        f"\n{'cnnspec train, 1 epoch':<36} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}"
+    )
+    for spec, name, batch, optimizer, examples in TRAINS:
+        network = cnnspec.check(ROOT / spec, name).network(name)
+        data = random_images(scratch / "data.npz", network.input_shape, examples, network.output_shape[0])
+        fixed, per_example = train_memory(
+            network, batch, optimizer, data_bytes=examples * 4 * math.prod(network.input_shape)
         )
+        extra = measured_train_peak(spec, name, batch, optimizer, data, scratch)["extra"]
+        _ratio_row(f"{name} ({optimizer}, {examples} examples)", batch, fixed + batch * per_example, extra)
 
 
 def main() -> None:
@@ -176,7 +242,7 @@ def main() -> None:
                 continue
             seconds, peak, outcome = done.stdout.strip().splitlines()[-1].split(" ", 2)
             print(f"{title:<50} {budget:<32} {seconds:>8} {peak:>8}  {outcome[:60]}")
-        run_memory_table(scratch)
+        run_memory_tables(Path(scratch))
 
 
 if __name__ == "__main__":

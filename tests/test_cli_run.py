@@ -358,7 +358,7 @@ def test_run_memory_estimate_against_the_measured_peak(spec, name, batch, close,
     the process's own with the modules a run loads already loaded, as they are when `run`
     compares its estimate with the memory free."""
     from benchmarks.bench_limits import measured_run_peak
-    from cnnspec.cli.common import run_memory
+    from cnnspec.deploy.footprint import run_memory
 
     measured = measured_run_peak(spec, name, batch, tmp_path / "o.npy")
     assert measured["code"] == 0

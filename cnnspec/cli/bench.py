@@ -12,6 +12,7 @@ from .common import (
     EXIT_ERRORS,
     EXIT_OK,
     UsageError,
+    check_graph_memory,
     check_input_memory,
     check_opset,
     check_run_memory,
@@ -152,9 +153,10 @@ def _measure(args, scratch: Path) -> _Measured | None:
         described = f"{network.name} ({args.model}, seed {args.seed})"
     else:
         fp32, described = path, str(path)
+        estimated = check_graph_memory(path, max(args.batch))
     fp32_session = make_session(fp32, args.provider, args.threads)
     shape = input_shape(fp32_session)
-    if path.suffix != ".cnn":
+    if path.suffix != ".cnn" and not estimated:
         check_input_memory(shape, max(args.batch))
     int8_session, agreement = (
         _quantized(args, fp32, fp32_session, shape, scratch) if args.int8_calibrate else (None, None)

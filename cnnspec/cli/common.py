@@ -316,50 +316,72 @@ def check_input_memory(shape: tuple[int, ...], batch: int) -> None:
         raise UsageError(f"a random batch of {batch:,} inputs {problem}; use a smaller --batch")
 
 
-# What `run` and `bench` hold, measured (peak RSS over the interpreter's own, 7 zoo
-# networks, 1 to 64 images): the weights three times while the model is built (numpy, the
-# serialised model, onnxruntime's copy) and the conv weights twice more (onnxruntime's
-# repacked copy for its NCHWc kernels): 4-16% above the measured peak at batch 1; per image 1.2x (ResNet, MobileNet) to
-# 3.5x (U-Net, whose skip concatenations onnxruntime does not place in one buffer) the
-# largest set of activations alive at once, so 4x that, plus the input and the output.
-# onnxruntime's x86 kernels also pad the channels of a map to a multiple of 16 (8 on AVX2):
-# LeNet-5's 6-channel maps take 16 channels' memory.
-# The session itself (thread pools, kernels, the allocator's first chunks) took 20-60 MiB
-# more on one install than on another.
-WEIGHT_COPIES, CONV_WEIGHT_COPIES, LIVE_COPIES, CHANNEL_BLOCK = 3, 2, 4, 16
-SESSION_BYTES = 64 << 20
-
-
-def _channel_padding(network) -> float:
-    """How much more memory the layers' outputs take with their channels padded to a block."""
-    maps = [entry.output_shape for entry in network.layers if len(entry.output_shape) >= 2]
-    plain = sum(math.prod(shape) for shape in maps)
-    padded = sum(-(-shape[0] // CHANNEL_BLOCK) * CHANNEL_BLOCK * math.prod(shape[1:]) for shape in maps)
-    return padded / plain if plain else 1.0
-
-
-def run_memory(network) -> tuple[int, int]:
-    """(bytes for the weights, bytes per image) that running `network` holds at its peak."""
-    from ..cost.memory import inference_peak
-
-    conv_params = sum(entry.params for entry in network.layers if entry.kind in ("conv", "deconv"))
-    weights = SESSION_BYTES + WEIGHT_COPIES * network.param_bytes + CONV_WEIGHT_COPIES * 4 * conv_params
-    ends = (
-        math.prod(network.input_shape) + math.prod(network.layers[-1].output_shape) if network.layers else 0
-    )
-    live = inference_peak(network).peak * _channel_padding(network)
-    return weights, int(LIVE_COPIES * live) + 4 * ends
-
-
 def check_run_memory(network, batch: int) -> None:
     """`run --batch 1000000`: refuse before onnxruntime tries to allocate it."""
+    from ..deploy.footprint import run_memory
+
+    refuse_batch(f"a batch of {batch:,} through '{network.name}'", batch, *run_memory(network))
+
+
+def check_graph_memory(path: Path, batch: int) -> bool:
+    """The same for an ONNX file, from its graph, before onnxruntime loads it; False when
+    its shapes cannot all be inferred (then check_input_memory, once the session says the
+    input's shape)."""
+    from ..deploy.footprint import graph_memory, read_graph
+
+    model = read_graph(path)
+    estimate = graph_memory(model) if model is not None else None
+    if estimate is not None:
+        refuse_batch(f"a batch of {batch:,} through {path}", batch, *estimate)
+    return estimate is not None
+
+
+def check_train_memory(network, batch: int, args, data_bytes: int, processes: int) -> None:
+    """Training on the CPU: refuse a batch that does not fit before the first step (each
+    of `processes` holds its own copy of everything)."""
+    from ..deploy.footprint import train_memory
+
+    optimizer = "momentum" if args.optimizer == "sgd" and args.momentum else args.optimizer
+    fixed, per_example = train_memory(network, batch, optimizer, args.amp, data_bytes)
+    each = f" in each of {processes} processes" if processes > 1 else ""
+    refuse_batch(
+        f"training '{network.name}' on batches of {batch:,}{each}",
+        batch,
+        processes * fixed,
+        processes * per_example,
+        "--batch-size",
+    )
+
+
+def fitting_batch(estimate: tuple[int, int] | None, largest: int, model: str) -> int:
+    """The largest batch up to `largest` whose `estimate` (fixed bytes, bytes per image)
+    fits in free memory, for a command that picks its own batch (evaluate); a UsageError
+    when not even one image fits."""
+    from ..base.resources import HEADROOM, available_memory, shortfall
+    from ..views.report import nbytes
+
+    free = available_memory()
+    if estimate is None or free is None:
+        return largest
+    fixed, per_image = estimate
+    batch = min(largest, int((free * HEADROOM - fixed) // max(per_image, 1)))
+    if batch < 1:
+        problem = shortfall(fixed + per_image) or "does not fit in free memory"
+        raise UsageError(
+            f"{model}: one image ({nbytes(per_image)} of memory, {nbytes(fixed)} for the weights and the "
+            f"runtime) {problem}"
+        )
+    return batch
+
+
+def refuse_batch(what: str, batch: int, fixed: int, per_example: int, option: str = "--batch") -> None:
+    """A UsageError when `fixed` + `batch` x `per_example` bytes do not fit in free memory."""
     from ..base.resources import shortfall
     from ..views.report import nbytes
 
-    weights, per_image = run_memory(network)
-    problem = shortfall(weights + batch * per_image)
+    problem = shortfall(fixed + batch * per_example)
     if problem:
         raise UsageError(
-            f"a batch of {batch:,} through '{network.name}' ({nbytes(per_image)} of memory per image, "
-            f"{nbytes(weights)} for the weights) {problem}; use a smaller --batch"
+            f"{what} ({nbytes(per_example)} of memory per image, {nbytes(fixed)} for the weights and the "
+            f"runtime) {problem}; use a smaller {option}"
         )

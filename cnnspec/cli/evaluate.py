@@ -8,6 +8,7 @@ from .common import (
     EXIT_ERRORS,
     EXIT_OK,
     UsageError,
+    fitting_batch,
     load_weights,
     model_classes,
     model_preprocessing,
@@ -26,9 +27,10 @@ def cmd_evaluate(args) -> int:
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
     from ..base.diagnostics import CnnspecError, printable
+    from ..deploy.footprint import graph_memory, read_graph, run_memory
     from ..deploy.runtime import input_shape, make_session
     from ..training.data import FolderData, relabel
-    from ..training.evaluate import evaluate, table
+    from ..training.evaluate import BATCH, evaluate, table
     from ..training.train import load_dataset
 
     path = Path(args.model)
@@ -43,9 +45,13 @@ def cmd_evaluate(args) -> int:
                 return EXIT_ERRORS
             network, weights, spec_text, _ = loaded
             random_weights_warning(args, weights)
+            batch = fitting_batch(run_memory(network), BATCH, args.model)
             source: bytes | Path = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
         else:
             source = path
+            model = read_graph(path)
+            estimate = graph_memory(model) if model is not None else None
+            batch = fitting_batch(estimate, BATCH, args.model)
         session = make_session(source, "cpu")
         shape = input_shape(session)
         classes = session.get_outputs()[0].shape[-1]
@@ -56,7 +62,7 @@ def cmd_evaluate(args) -> int:
         if names is not None and isinstance(data, FolderData):
             data = relabel(data, names)
         mean, std = model_preprocessing(session) if path.suffix != ".cnn" else (None, None)
-        result = evaluate(session, data, classes, mean, std)
+        result = evaluate(session, data, classes, mean, std, batch)
     except CnnspecError as exc:
         print_error(exc)
         return EXIT_ERRORS

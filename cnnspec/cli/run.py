@@ -11,6 +11,7 @@ from .common import (
     EXIT_ERRORS,
     EXIT_OK,
     UsageError,
+    check_graph_memory,
     check_input_memory,
     check_opset,
     check_run_memory,
@@ -98,6 +99,7 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     from ..deploy.runtime import input_shape, make_session, read_labels, run
     from ..inputs import load_inputs
 
+    batch_size = args.batch if not args.input else len(args.input)
     if is_spec:
         check_opset(args.opset)
         loaded = load_weights(args, args.model, (args.output,))
@@ -105,19 +107,20 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
             return None
         network, weights, spec_text, read = loaded
         random_weights_warning(args, weights)
-        check_run_memory(network, args.batch if not args.input else len(args.input))
+        check_run_memory(network, batch_size)
         source = model_source(network, weights, args, spec_text, scratch)
         described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
     else:
         source, described = path, str(path)
         read = (path, *map(Path, args.input), *_maybe(args.labels))
+        estimated = check_graph_memory(path, batch_size)
     session = make_session(source, args.provider, args.threads)
     shape = input_shape(session)
     if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
         raise UsageError(
             f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
         )
-    if not is_spec and not args.input:
+    if not is_spec and not args.input and not estimated:
         check_input_memory(shape, args.batch)
     mean, std = args.mean, args.std
     if not is_spec and args.input and mean is None and std is None:

@@ -41,23 +41,23 @@ class Evaluation:
         }
 
 
-def evaluate(session, data, classes: int, mean=None, std=None) -> Evaluation:
-    """`data`: arrays (train.Dataset) or a listed class folder (data.FolderData), read a
-    batch at a time and normalised with `mean` and `std` (what the model was trained with)."""
+def evaluate(session, data, classes: int, mean=None, std=None, batch: int = BATCH) -> Evaluation:
+    """`data`: arrays (train.Dataset) or a listed class folder (data.FolderData), read `batch`
+    examples at a time and normalised with `mean` and `std` (what the model was trained with)."""
     from ..inputs import load_image
     from .data import FolderData, Preprocess
 
     name = session.get_inputs()[0].name
     confusion = np.zeros((classes, classes), np.int64)
-    for start in range(0, len(data.y), BATCH):
+    for start in range(0, len(data.y), batch):
         if isinstance(data, FolderData):
-            x = np.stack([load_image(p, data.shape, mean, std) for p in data.paths[start : start + BATCH]])
+            x = np.stack([load_image(p, data.shape, mean, std) for p in data.paths[start : start + batch]])
         else:
             x = Preprocess(_tuple(mean), _tuple(std)).normalise(
-                np.asarray(data.x[start : start + BATCH], np.float32)
+                np.asarray(data.x[start : start + batch], np.float32)
             )
         scores = session.run(None, {name: x})[0]
-        np.add.at(confusion, (data.y[start : start + BATCH], scores.argmax(1)), 1)
+        np.add.at(confusion, (data.y[start : start + batch], scores.argmax(1)), 1)
     names = list(data.classes) if len(data.classes) == classes else [str(i) for i in range(classes)]
     return Evaluation(names, confusion)
 

@@ -1,0 +1,239 @@
+"""The memory a process takes to run or to train a model, estimated before it starts, so
+that `run`, `bench`, `evaluate` and `train` refuse a batch that does not fit instead of
+being killed by the kernel halfway (issue 24, rule 2).
+
+Each estimate is two parts: what does not grow with the batch (the runtime itself, the
+weights and their copies) and the bytes per example. Both come from the graph: a checked
+network's liveness (cost.memory) or, for an ONNX file, the same liveness over its nodes.
+The multipliers are measured (peak resident memory over the interpreter's own, zoo
+networks; `python benchmarks/bench_limits.py` prints estimate against measurement), and
+chosen so that the estimate is never below the peak measured: an estimate too low lets
+the kernel kill the run; one too high refuses a batch that would have fitted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+# Running (onnxruntime). The weights three times while the model is built (numpy, the
+# serialised model, onnxruntime's copy) and the conv weights twice more (onnxruntime's
+# repacked copy for its NCHWc kernels): 4-16% above the measured peak at batch 1. Per
+# image 1.2x (ResNet, MobileNet) to 3.5x (U-Net, whose skip concatenations onnxruntime
+# does not place in one buffer) the largest set of activations alive at once, so 4x that,
+# plus the input and the output. onnxruntime's x86 kernels pad the channels of a map to a
+# multiple of 16 (8 on AVX2): LeNet-5's 6-channel maps take 16 channels' memory. The
+# session itself (thread pools, kernels, the allocator's first chunks) took 20-60 MiB more
+# on one install than on another.
+WEIGHT_COPIES, CONV_WEIGHT_COPIES, LIVE_COPIES, CHANNEL_BLOCK = 3, 2, 4, 16
+SESSION_BYTES = 64 << 20
+
+# Training (PyTorch, on the CPU). Measured for LeNet-5 and nine ImageNet networks, batch 4 to
+# 512, Adam and SGD: PyTorch itself about 90-130 MiB; the weights about 8 times (the
+# module's parameters, their gradients, the optimizer's state, the numpy arrays they came
+# from, the checkpoint and the ONNX model written at the end); per example 1.02x
+# (MobileNetV2) to 1.53x (DenseNet-121) the activations autograd keeps for the backward
+# pass (the gradients in flight come on top) and the batch's input a few times over (read,
+# normalised, as a tensor); a data set of arrays twice (as read, and the copies the batches
+# are cut from).
+TRAIN_SESSION_BYTES = 128 << 20
+TRAIN_WEIGHT_COPIES, TRAIN_SAVED_COPIES, TRAIN_INPUT_COPIES, TRAIN_DATA_COPIES = 8, 1.6, 4, 2
+
+# Outputs that share their input's memory in onnxruntime, as a view does in cost.memory;
+# and activations it fuses into the conv before them (when nothing else reads the conv's output).
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+FUSED_ACTIVATIONS = frozenset({"Relu", "Tanh", "Sigmoid", "LeakyRelu", "Clip", "HardSigmoid"})
+
+
+def run_memory(network) -> tuple[int, int]:
+    """(bytes that do not grow with the batch, bytes per image) that running the checked
+    `network` in onnxruntime holds at its peak."""
+    from ..cost.memory import inference_peak
+
+    conv_params = sum(entry.params for entry in network.layers if entry.kind in ("conv", "deconv"))
+    fixed = SESSION_BYTES + WEIGHT_COPIES * network.param_bytes + CONV_WEIGHT_COPIES * 4 * conv_params
+    ends = (
+        math.prod(network.input_shape) + math.prod(network.layers[-1].output_shape) if network.layers else 0
+    )
+    maps = [entry.output_shape for entry in network.layers]
+    live = inference_peak(network).peak * channel_padding(maps)
+    return fixed, int(LIVE_COPIES * live) + 4 * ends
+
+
+def channel_padding(shapes) -> float:
+    """How much more memory maps of these per-image shapes (channels first) take with their
+    channels padded to a block; vectors are not padded."""
+    maps = [shape for shape in shapes if len(shape) >= 2]
+    plain = sum(math.prod(shape) for shape in maps)
+    padded = sum(-(-shape[0] // CHANNEL_BLOCK) * CHANNEL_BLOCK * math.prod(shape[1:]) for shape in maps)
+    return padded / plain if plain else 1.0
+
+
+def train_memory(
+    network, batch: int, optimizer: str = "adam", amp: bool = False, data_bytes: int = 0
+) -> tuple[int, int]:
+    """(bytes that do not grow with the batch, bytes per example) that training the checked
+    `network` on the CPU holds at its peak, `data_bytes` the arrays of a data set read
+    whole (0 for a folder, read a batch at a time)."""
+    from ..cost.memory import training_memory
+
+    memory = training_memory(network, batch, optimizer, amp)
+    fixed = TRAIN_SESSION_BYTES + TRAIN_WEIGHT_COPIES * network.param_bytes + memory.cast_weights
+    inputs = 4 * math.prod(network.input_shape)
+    per_example = int(TRAIN_SAVED_COPIES * memory.saved_per_image) + TRAIN_INPUT_COPIES * inputs
+    return fixed + memory.saved_fixed + TRAIN_DATA_COPIES * data_bytes, per_example
+
+
+def graph_memory(model) -> tuple[int, int] | None:
+    """(bytes that do not grow with the batch, bytes per example) that running an ONNX
+    model (a ModelProto, read without its external data) holds at its peak; None when its
+    shapes cannot all be inferred (custom operators, dimensions other than the batch left
+    open), where no estimate is better than a wrong one."""
+    graph = _inferred(model)
+    if graph is None:
+        return None
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    sizes = _per_example_sizes(graph, weights)
+    if sizes is None:
+        return None
+    weight_sizes = {name: math.prod(t.dims) * (_itemsize(t.data_type) or 4) for name, t in weights.items()}
+    conv_bytes = sum(
+        weight_sizes[node.input[1]]
+        for node in model.graph.node
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in weights
+    )
+    weight_bytes = sum(weight_sizes.values())
+    fixed = SESSION_BYTES + WEIGHT_COPIES * weight_bytes + CONV_WEIGHT_COPIES * conv_bytes
+    ends = sum(sizes[v.name][0] for v in (*graph.input, *graph.output) if v.name in sizes)
+    produced = {name for node in graph.node for name in node.output}  # the input is not padded
+    live = _live_peak(graph, sizes) * channel_padding(
+        [shape for name, (_, shape) in sizes.items() if name in produced]
+    )
+    return fixed, int(LIVE_COPIES * live) + ends
+
+
+def read_graph(path: str | Path):
+    """The model at `path` without its external data (the estimate needs shapes only);
+    None when onnx cannot read it (onnxruntime then says why, loading it)."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and onnx's own: the session reports the file
+        return None
+
+
+def _inferred(model):
+    """The model's graph with every shape onnx can infer; its large initializers stand in
+    as inputs of the same shape, so that inference copies no weights."""
+    import onnx
+
+    light = _without_weights(model)
+    try:
+        return onnx.shape_inference.infer_shapes(light, strict_mode=False).graph
+    except (
+        Exception
+    ):  # onnx raises its own errors (InferenceError, ValidationError) for models it cannot type
+        return None
+
+
+def _without_weights(model):
+    import onnx
+    from onnx import helper
+
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    graph = light.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    names = {value.name for value in model.graph.input}
+    for tensor in model.graph.initializer:
+        if math.prod(tensor.dims) <= 64:  # shapes and scales inference reads as values
+            graph.initializer.append(tensor)
+        elif tensor.name not in names:
+            graph.input.append(
+                helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
+    return light
+
+
+def _itemsize(elem_type: int) -> int | None:
+    """Bytes per element of an ONNX tensor type; None for strings and types onnx does not know."""
+    from onnx import helper
+
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _per_example_sizes(graph, weights) -> dict[str, tuple[int, tuple[int, ...]]] | None:
+    """Every activation's (bytes per example, shape without the batch); None when one is
+    not known. The first dimension is the batch, whether named or fixed."""
+
+    sizes = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.name in weights:
+            continue
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+            return None
+        dims = tensor.shape.dim[1:]
+        if not all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            return None
+        shape = tuple(int(d.dim_value) for d in dims)
+        itemsize = _itemsize(tensor.elem_type)
+        if itemsize is None:
+            return None
+        sizes[value.name] = (math.prod(shape) * itemsize, shape)
+    produced = {name for node in graph.node for name in node.output if name}
+    return sizes if produced <= sizes.keys() else None
+
+
+def _live_peak(graph, sizes) -> int:
+    """The most per-example bytes alive at once, the nodes run in the file's order: each
+    output lives from its node to its last reader (a graph output, to the end); a view
+    or a fused activation lives in its input's memory."""
+    storage = {value.name: value.name for value in graph.input if value.name in sizes}
+    born = dict.fromkeys(storage, 0)
+    last: dict[str, int] = {}
+    shares = _sharing(graph)
+    for step, node in enumerate(graph.node):
+        for name in node.input:
+            if name in storage:
+                last[storage[name]] = step
+        for name in node.output:
+            if step in shares and node.input[0] in storage:
+                storage[name] = storage[node.input[0]]
+            elif name:
+                storage[name] = name
+                born[name] = step
+    for value in graph.output:
+        last[storage[value.name]] = len(graph.node)
+    change = [0] * (len(graph.node) + 2)  # bytes born (+) and freed (-) at each step
+    for name, start in born.items():
+        change[start] += sizes[name][0]
+        change[max(last.get(name, start), start) + 1] -= sizes[name][0]
+    return max(itertools.accumulate(change))
+
+
+def _sharing(graph) -> set[int]:
+    """Positions of the nodes whose output lives in their first input's memory."""
+    readers: dict[str, int] = {}
+    makers: dict[str, str] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+        for name in node.output:
+            makers[name] = node.op_type
+    outputs = {value.name for value in graph.output}
+    shares = set()
+    for step, node in enumerate(graph.node):
+        first = node.input[0] if node.input else ""
+        fused = makers.get(first) == "Conv" and readers.get(first) == 1 and first not in outputs
+        if first and (node.op_type in VIEW_OPS or (node.op_type in FUSED_ACTIVATIONS and fused)):
+            shares.add(step)
+    return shares

@@ -1,0 +1,195 @@
+"""Issue 24, rule 2: `run`, `bench`, `evaluate` and `train` estimate their peak memory from
+the graph before they start, and refuse (or, for evaluate, shrink) a batch that does not
+fit, instead of being killed by the kernel halfway. The estimates themselves are checked
+against measured peaks in the `slow` tests here and in tests/test_cli_run.py, and printed
+beside them by benchmarks/bench_limits.py."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+import cnnspec
+import cnnspec.base.resources as resources
+from cnnspec.deploy.export import build_model, save
+from cnnspec.deploy.footprint import graph_memory, read_graph, run_memory, train_memory
+from tests.conftest import ROOT
+from tests.helpers import cli
+
+ZOO = [
+    ("specs/zoo/resnet.cnn", "resnet18"),
+    ("specs/zoo/densenet121.cnn", "densenet121"),
+    ("specs/zoo/unet.cnn", "unet"),
+    ("specs/zoo/mobilenetv2.cnn", "mobilenetv2"),
+    ("specs/zoo/inception_v3.cnn", None),
+    ("specs/zoo/video.cnn", None),  # 3-D
+    ("specs/zoo/audio.cnn", None),  # 1-D
+    ("specs/lenet5.cnn", None),
+]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def _network(spec: str, name: str | None):
+    result = cnnspec.check(ROOT / spec, name)
+    return result.network(name) if name else result.network()
+
+
+@pytest.mark.parametrize("spec, name", ZOO)
+def test_an_onnx_file_s_graph_gives_the_estimate_its_spec_gives(spec, name):
+    """Two ways to one figure: the liveness over the checked layers, and the liveness over
+    the exported file's nodes (shapes from onnx's own inference). The weights part is the
+    same bytes; the per-image part within 10% (the file has nodes the spec does not,
+    a Flatten's or a bias's)."""
+    network = _network(spec, name)
+    model, _ = build_model(network, seed=0)
+    from_spec, from_graph = run_memory(network), graph_memory(model)
+    assert from_graph is not None
+    assert from_graph[0] == pytest.approx(from_spec[0], rel=1e-3)
+    assert from_graph[1] == pytest.approx(from_spec[1], rel=0.10), (from_spec[1], from_graph[1])
+
+
+def _chain(path, sizes: list[int], batch="N", spatial=8):
+    """A model of 1x1 convs: channels `sizes[0]` -> ... -> sizes[-1], maps `spatial` wide."""
+    nodes, inits, previous = [], [], "x"
+    for i, (cin, cout) in enumerate(zip(sizes, sizes[1:])):
+        inits.append(onnx.numpy_helper.from_array(np.ones((cout, cin, 1, 1), np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [previous, f"w{i}"], [f"t{i}"], kernel_shape=[1, 1]))
+        previous = f"t{i}"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0], spatial, spatial])
+    y = helper.make_tensor_value_info(previous, TensorProto.FLOAT, [batch, sizes[-1], spatial, spatial])
+    graph = helper.make_graph(nodes, "chain", [x], [y], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([16, 32, 48, 64]), min_size=2, max_size=8), st.sampled_from([4, 8, 16]))
+def test_the_graph_liveness_of_a_chain_is_its_largest_neighbouring_pair(tmp_path_factory, sizes, spatial):
+    """In a chain each map lives until the next is made: the peak is the largest sum of
+    two neighbours (hand-worked: input and output count again as the run's own copies)."""
+    path = _chain(tmp_path_factory.mktemp("chain") / "m.onnx", sizes, spatial=spatial)
+    fixed, per_image = graph_memory(read_graph(path))
+    pair = max(a + b for a, b in zip(sizes, sizes[1:])) * spatial * spatial * 4
+    ends = (sizes[0] + sizes[-1]) * spatial * spatial * 4
+    assert per_image == 4 * pair + ends
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:])) * 4
+    assert fixed == 64 * 2**20 + 5 * weights  # three copies, and the conv weights two more
+
+
+def test_no_estimate_where_the_graph_leaves_a_size_open(tmp_path):
+    """A height left open (`H`) or a file onnx cannot read: no guess, and the run goes on."""
+    path = tmp_path / "open.onnx"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert graph_memory(read_graph(path)) is None
+    (tmp_path / "junk.onnx").write_bytes(b"\x00garbage" * 10)
+    assert read_graph(tmp_path / "junk.onnx") is None
+
+
+def _fail_if_called(*args, **kwargs):
+    pytest.fail("onnxruntime was started before the memory was checked")
+
+
+def test_run_and_bench_refuse_an_onnx_batch_its_graph_does_not_fit(tmp_path, capsys, monkeypatch):
+    path = _chain(tmp_path / "m.onnx", [16, 64, 16], spatial=64)
+    fixed, per_image = graph_memory(read_graph(path))
+    monkeypatch.setattr(resources, "available_memory", lambda: int((fixed + 50 * per_image) / 0.9))
+    monkeypatch.setattr("cnnspec.deploy.runtime.make_session", _fail_if_called)
+    for command in (["run", str(path), "--batch", "100"], ["bench", str(path), "--batch", "100"]):
+        code, _, err = cli(capsys, *command)
+        assert code == 2 and f"a batch of 100 through {path}" in err and "use a smaller --batch" in err, err
+
+
+def test_evaluate_takes_the_largest_batch_that_fits(tmp_path, capsys, monkeypatch):
+    """evaluate picks its own batch: with memory for about 7 images it reads 7 at a time,
+    and the scores are the same; with room for none it says so."""
+    import cnnspec.training.evaluate as evaluation
+
+    network = _network("specs/lenet5.cnn", None)
+    model, _ = build_model(network, seed=0)
+    save(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 1, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 40))
+    args = ["evaluate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.npz"), "--format", "json"]
+    code, whole, _ = cli(capsys, *args)
+    assert code == 0
+    batches = []
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a: batches.append(a[-1]) or real(*a))
+    fixed, per_image = graph_memory(read_graph(tmp_path / "m.onnx"))
+    monkeypatch.setattr(resources, "available_memory", lambda: int((fixed + 7.5 * per_image) / 0.9))
+    code, small, _ = cli(capsys, *args)
+    assert code == 0 and batches == [7] and json.loads(small) == json.loads(whole)
+    monkeypatch.setattr(resources, "available_memory", lambda: int(fixed / 0.9))
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "one image" in err and "of memory" in err, err
+
+
+def test_train_refuses_a_batch_that_does_not_fit_before_the_first_step(tmp_path, capsys, monkeypatch):
+    network = _network("specs/lenet5.cnn", None)
+    np.savez(tmp_path / "d.npz", x=np.zeros((64, 1, 32, 32), np.float32), y=np.zeros(64, np.int64))
+    fixed, per_image = train_memory(network, 32, "adam", data_bytes=64 * 4 * 32 * 32)
+    monkeypatch.setattr(resources, "available_memory", lambda: int((fixed + 20 * per_image) / 0.9))
+    monkeypatch.setattr(
+        "cnnspec.training.train.train", lambda *a, **k: pytest.fail("trained before checking")
+    )
+    out = tmp_path / "m.onnx"
+    args = ["train", "specs/lenet5.cnn", "--data", str(tmp_path / "d.npz"), "-o", str(out), "--batch-size"]
+    code, _, err = cli(capsys, *args, "32")
+    assert code == 2 and "training 'lenet5' on batches of 32" in err and "use a smaller --batch-size" in err
+    assert not out.exists()
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 4096), optimizer=st.sampled_from(["sgd", "momentum", "adam"]))
+def test_the_training_estimate_grows_with_the_batch_and_the_optimizer(batch, optimizer):
+    """Whatever the batch: the fixed part holds at least the weights, their gradients and
+    the optimizer's state, and each example at least what autograd keeps for it."""
+    from cnnspec.cost import training_memory
+
+    network = _network("specs/lenet5.cnn", None)
+    fixed, per_example = train_memory(network, batch, optimizer)
+    kept = training_memory(network, batch, optimizer)
+    assert fixed >= kept.static and per_example >= kept.saved_per_image
+    assert fixed + batch * per_example >= kept.total
+    assert train_memory(network, batch + 1, optimizer)[1] == per_example
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec, name, batch, optimizer",
+    [
+        ("specs/zoo/resnet.cnn", "resnet50", 4, "adam"),
+        ("specs/zoo/densenet121.cnn", "densenet121", 4, "adam"),
+    ],
+)
+def test_train_memory_estimate_against_the_measured_peak(spec, name, batch, optimizer, tmp_path):
+    """One epoch on 32 random images: the estimate is not below the peak resident memory
+    `cnnspec train` takes, and within 25% of it."""
+    from benchmarks.bench_limits import measured_train_peak, random_images
+
+    network = _network(spec, name)
+    data = random_images(tmp_path / "d.npz", network.input_shape, 32, network.output_shape[0])
+    measured = measured_train_peak(spec, name, batch, optimizer, data, tmp_path)
+    assert measured["code"] == 0
+    fixed, per_example = train_memory(
+        network, batch, optimizer, data_bytes=32 * 4 * math.prod(network.input_shape)
+    )
+    estimate = fixed + batch * per_example
+    assert measured["extra"] <= estimate <= 1.25 * measured["extra"], (
+        estimate / 2**20,
+        measured["extra"] / 2**20,
+    )
