@@ -729,52 +729,7 @@ def test_mutated_models_never_crash_the_importer(tmp_path, capsys):
     assert {1, 2} <= set(codes)  # the damage was seen
 
 
-# ------------------------------------------------------------------ model text is data
-
-
-@pytest.mark.parametrize(
-    "producer",
-    [
-        'torch\nuse "/nonexistent/evil.cnn"',  # a newline, then a statement
-        "torch\rnetwork evil { input 1 }",  # a lone CR ends a line for the parser
-        "torch\u2028freeze all",  # Unicode line separators end lines in editors and splitlines
-        "torch\x85output x",
-        "\x1b[2J\x1b[31mred",  # terminal escapes
-        "x" * 5000,
-    ],
-)
-def test_strings_from_a_model_stay_inside_one_comment(producer, tmp_path):
-    from cnnspec.language.parse import parse_source
-
-    network = check_text("network n {\n  input 1x6x6\n  conv 2 3x3\n  flatten\n  dense 3\n}\n").network()
-    model, _ = build_model(network, seed=0)
-    model.producer_name = producer
-    save(model, tmp_path / "m.onnx")
-    imported = import_model(tmp_path / "m.onnx", "m", weights_file='w\nuse "x.cnn".npz')
-    parsed = parse_source(imported.spec, "m.cnn")
-    assert not parsed.uses and [n.name for n in parsed.networks] == ["m"]
-    lines = imported.spec.splitlines()  # every line break Python knows, not only \n
-    header = lines[: lines.index("network m {")]
-    assert header and all(line.startswith("# ") and len(line) < 600 for line in header)
-    assert "\x1b" not in imported.spec and "\r" not in imported.spec
-    again = check_text(imported.spec)
-    assert again.ok and again.network().total_params == network.total_params
-
-
-def test_node_names_reach_the_terminal_on_one_line(tmp_path, capsys):
-    """A node named with a line break and terminal escapes: the report stays one line per
-    problem, the escapes written out, not sent."""
-    evil = "stem\ncnnspec: error: forged\x1b[2J"
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
-    graph = helper.make_graph([helper.make_node("Sin", ["x"], ["y"], name=evil)], "g", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="a\nb")
-    onnx.save(model, tmp_path / "m.onnx")
-    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.cnn")]) == 1
-    err = capsys.readouterr().err
-    assert "\x1b" not in err and "forged" in err
-    assert all(line.startswith(("cnnspec: ", "  help: ")) for line in err.splitlines()), err
-    assert not any(line.startswith("cnnspec: error: forged") for line in err.splitlines()), err
+# model text is data: tests/test_hardening_model_text.py
 
 
 def test_a_join_of_thousands_of_inputs_imports_as_wrapped_lines(tmp_path):

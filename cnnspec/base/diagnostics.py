@@ -206,8 +206,11 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
 
 
 # Control characters (ESC, BEL, CR, ...) from a spec, a path or a file name would drive
-# the terminal: every message and source line is printed with them escaped.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# the terminal: every message and source line is printed with them escaped. So are the
+# bidirectional overrides (U+202A-E, U+2066-9, the marks), which reorder what a terminal or
+# an editor shows ("Trojan Source").
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{_BIDI}]")
 MAX_SOURCE_WIDTH = 100  # a longer source line is cut around the caret
 
 
@@ -217,8 +220,8 @@ def printable(text: str) -> str:
 
 
 # What must not reach a one-line message: every control character and every character
-# that ends a line for a terminal, an editor or str.splitlines.
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+# that ends a line for a terminal, an editor or str.splitlines (and the bidi overrides).
+_LINE_BREAKING = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\ufeff{_BIDI}]")
 
 
 def one_line(text: str, limit: int | None = None) -> str:
