@@ -345,9 +345,9 @@ class _Run:
         """Restore a checkpoint of this very run; the epoch to continue from."""
         torch = self.torch
         state = _load_checkpoint(
-            torch, path, self.network, self.module, self.optimizer, self.scheduler, self.generator, self.group
-        )
-        _same_settings(path, state.get("settings"), self.settings)
+            torch, path, self.network, self.module, self.optimizer, self.scheduler, self.generator, self.group,
+            self.settings,
+        )  # fmt: skip
         try:  # a crafted or damaged checkpoint: its fields checked, not trusted
             self.result.history = [EpochStats(**h) for h in state["history"]]
             self.result.best_epoch = int(state["best_epoch"])
@@ -579,9 +579,12 @@ def _save_checkpoint(
     write_atomically(path, lambda temp: torch.save(state, temp))
 
 
-def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, generator, group) -> dict:
+def _load_checkpoint(
+    torch, path: Path, network, module, optimizer, scheduler, generator, group, settings: dict
+) -> dict:
     """Restore a checkpoint into the fresh objects; tensors only (weights_only: never
-    unpickles code from the file)."""
+    unpickles code from the file). Its run's settings are compared first: a changed
+    option is named as such, not as weights that do not fit."""
     import warnings
 
     try:
@@ -594,6 +597,7 @@ def _load_checkpoint(torch, path: Path, network, module, optimizer, scheduler, g
         raise fail("bad-input", f"{path}: not a cnnspec checkpoint (or one of another version)")
     if state.get("network") != network.name:
         raise fail("bad-input", f"{path}: a checkpoint of '{state.get('network')}', not of '{network.name}'")
+    _same_settings(path, state.get("settings"), settings)
     try:
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

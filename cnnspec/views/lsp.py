@@ -76,6 +76,8 @@ def to_utf16(text: str, line: int, column: int) -> int:
 
 def analyse(text: str, path: str) -> Analysis:
     """Check `text` as the file `path` (its `use`s are read relative to it)."""
+    if text.startswith("\ufeff"):  # a byte-order mark, as `check` skips it; a space keeps the columns
+        text = " " + text[1:]
     analysis = Analysis(path, text)
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_SOURCE_BYTES:  # as `check` refuses such a file: before any parsing
