@@ -95,7 +95,9 @@ def test_a_checkpoint_is_never_code(tmp_path):
     other = tmp_path / "other.ckpt"
     _run(tmp_path, checkpoint=other, stop_after=1)
     changed = cnnspec.check_source(SPEC.replace("dense 8 relu", "dense 9 relu"), "t.cnn").network("net")
-    with pytest.raises(CnnspecError, match=r"these changed: the network \(its layers\)"):  # said before loading
+    with pytest.raises(
+        CnnspecError, match=r"these changed: the network \(its layers\)"
+    ):  # said before loading
         train(changed, build_weights(changed), toy_data(48), epochs=2, progress=False, resume=other)
 
 

@@ -42,6 +42,7 @@ CODES: dict[str, str] = {
     "weights-file": "a --weights file is unreadable, or lacks, adds or misshapes a tensor",
     "onnx-file": "an ONNX model given to `run` cannot be read or run",
     "bad-input": "an input image or array for `run` or data for `train` does not fit the network",
+    "bad-checkpoint": "a `--resume` checkpoint that cnnspec did not write, is damaged, or is of another run",
     "drop-too-many": "`drop last K` drops more layers than the base has",
     "unknown-name": "`drop` or `freeze` names a layer that does not exist",
     "unknown-reference": "a layer reads (`from`, a join, `output`) a name that is not defined before it",

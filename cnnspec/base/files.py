@@ -183,10 +183,27 @@ def rewrite(path: Path, text: str) -> None:
 MAX_NPY_HEADER = 10_000  # bytes of an .npy header (numpy's own default limit)
 
 
+def damaged_zip_errors() -> tuple[type[Exception], ...]:
+    """What reading a damaged or crafted zip (an .npz) raises: a bad header, a truncated or
+    corrupt deflate stream (zlib.error), a compression method or encryption zipfile does
+    not support (NotImplementedError, RuntimeError). (A function: `check` never imports zipfile.)"""
+    import zipfile
+    import zlib
+
+    return (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+
+
 def npz_sizes(path: str | Path, names: tuple[str, ...] | None = None) -> dict[str, int]:
     """Bytes each array of an .npz (or only `names`) will take once read, from the .npy
     headers alone: nothing is inflated. Raises ValueError for a header that is malformed,
     too long, or declares more data than its member holds (a zip stores the true size)."""
+    try:
+        return _npz_sizes(path, names)
+    except damaged_zip_errors() as exc:
+        raise ValueError(f"not a readable .npz ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _npz_sizes(path: str | Path, names: tuple[str, ...] | None) -> dict[str, int]:
     import zipfile
 
     import numpy.lib.format as npformat

@@ -10,6 +10,7 @@ from .common import (
     EXIT_ERRORS,
     EXIT_INTERNAL,
     EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     check_opset,
     check_train_memory,
@@ -81,7 +82,8 @@ def _train(args, processes: int = 1) -> int:
         outcome = _run_training(args, network, result, read, checkpoint, device, processes, writer)
     except CnnspecError as exc:
         print_error(exc)
-        return EXIT_ERRORS
+        usage = any(d.code == "bad-checkpoint" for d in exc.diagnostics)  # the --resume file, not the spec
+        return EXIT_USAGE if usage else EXIT_ERRORS
     if writer:
         checkpoint.unlink(missing_ok=True)  # the run finished: nothing left to resume
     if processes > 1 and not outcome.ranks_agree:

@@ -356,10 +356,12 @@ class _Run:
             epoch = int(state["epoch"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise fail(
-                "bad-input", f"{path}: not a usable cnnspec checkpoint ({type(exc).__name__}: {exc})"
+                "bad-checkpoint", f"{path}: not a usable cnnspec checkpoint ({type(exc).__name__}: {exc})"
             ) from None
         if len(self.best_key) != 2 or not 0 <= self.result.best_epoch <= epoch == len(self.result.history):
-            raise fail("bad-input", f"{path}: not a usable cnnspec checkpoint (its epochs do not add up)")
+            raise fail(
+                "bad-checkpoint", f"{path}: not a usable cnnspec checkpoint (its epochs do not add up)"
+            )
         return epoch + 1
 
     def epoch(self, epoch: int, train_idx, val_idx, checkpoint: Path | None) -> EpochStats:
@@ -526,7 +528,7 @@ def _settings(network, data, epochs, lr, batch_size, val_split, seed, recipe: Re
 
 def _same_settings(path: Path, stored, current: dict) -> None:
     if not isinstance(stored, dict):
-        raise fail("bad-input", f"{path}: not a usable cnnspec checkpoint (no settings)")
+        raise fail("bad-checkpoint", f"{path}: not a usable cnnspec checkpoint (no settings)")
     changed = [
         f"{SETTING_OPTIONS.get(key, key)} (the checkpoint's run: {stored.get(key)!r}, now: {value!r})"
         for key, value in current.items()
@@ -534,7 +536,7 @@ def _same_settings(path: Path, stored, current: dict) -> None:
     ]
     if changed:
         raise fail(
-            "bad-input",
+            "bad-checkpoint",
             f"{path}: --resume continues the interrupted run, but these changed: {'; '.join(changed)}",
             "resume with the same spec, data and options, or start a new run without --resume",
         )
@@ -592,11 +594,13 @@ def _load_checkpoint(
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
-        raise fail("bad-input", f"{path}: not a cnnspec checkpoint ({type(exc).__name__})") from None
+        raise fail("bad-checkpoint", f"{path}: not a cnnspec checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise fail("bad-input", f"{path}: not a cnnspec checkpoint (or one of another version)")
+        raise fail("bad-checkpoint", f"{path}: not a cnnspec checkpoint (or one of another version)")
     if state.get("network") != network.name:
-        raise fail("bad-input", f"{path}: a checkpoint of '{state.get('network')}', not of '{network.name}'")
+        raise fail(
+            "bad-checkpoint", f"{path}: a checkpoint of '{state.get('network')}', not of '{network.name}'"
+        )
     _same_settings(path, state.get("settings"), settings)
     try:
         module.load_state_dict(state["model"])
@@ -608,9 +612,16 @@ def _load_checkpoint(
             raise ValueError(f"it was written by {len(states)} processes, this run has {group.size}")
         torch.set_rng_state(states[group.rank])
         generator.set_state(state["shuffle_rng"])
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except (
+        RuntimeError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as exc:  # crafted fields
         raise fail(
-            "bad-input",
+            "bad-checkpoint",
             f"{path}: does not fit this network and recipe ({str(exc).splitlines()[0][:200]})",
             "resume with the spec, --weights and options of the interrupted run",
         ) from None
