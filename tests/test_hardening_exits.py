@@ -172,11 +172,18 @@ def test_any_crafted_checkpoint_field_is_a_usage_error(stopped_training, tmp_pat
     assert not (folder / "net.onnx").exists()
 
 
+def _damage(raw: bytes, cuts: list[tuple[int, int]], trim: int) -> bytes:
+    damaged = bytearray(raw)
+    for position, value in cuts:
+        damaged[position % len(damaged)] = value
+    return bytes(damaged[: len(damaged) - trim])
+
+
+_CUTS = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6)
+
+
 @generated
-@given(
-    cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
-    trim=st.integers(0, 64),
-)
+@given(cuts=_CUTS, trim=st.integers(0, 64))
 def test_any_damaged_weights_file_is_a_bad_input(tmp_path_factory, capsys, cuts, trim):
     """An .npz of weights with bytes changed or its end cut off: export refuses it (exit
     1 or 2, one line) or, where the damage missed the data, exports; never 70."""
@@ -186,13 +193,36 @@ def test_any_damaged_weights_file_is_a_bad_input(tmp_path_factory, capsys, cuts,
     folder = tmp_path_factory.mktemp("npz")
     network = cnnspec.check(ROOT / "specs/lenet5.cnn").network()
     np.savez_compressed(folder / "w.npz", **build_weights(network, 0, None).arrays)
-    raw = bytearray((folder / "w.npz").read_bytes())
-    for position, value in cuts:
-        raw[position % len(raw)] = value
-    (folder / "w.npz").write_bytes(bytes(raw[: len(raw) - trim]))
+    (folder / "w.npz").write_bytes(_damage((folder / "w.npz").read_bytes(), cuts, trim))
     code, _, err = cli(
         capsys, "export", "specs/lenet5.cnn", "--weights", str(folder / "w.npz"), "-o", str(folder / "m.onnx")
     )
     assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err, err
     if code:
         assert not (folder / "m.onnx").exists()
+
+
+@pytest.mark.train
+@settings(generated, max_examples=30)
+@given(
+    command=st.sampled_from(["train", "evaluate", "bench"]),
+    cuts=_CUTS,
+    trim=st.integers(0, 64),
+    compressed=st.booleans(),
+)
+def test_any_damaged_data_file_is_a_bad_input(tmp_path_factory, capsys, command, cuts, trim, compressed):
+    """Training data, evaluation data and int8 calibration examples from a damaged .npz:
+    refused in one line or, where the damage missed, used; never 70."""
+    folder = tmp_path_factory.mktemp("data")
+    data = toy_data(16)
+    (np.savez_compressed if compressed else np.savez)(folder / "d.npz", x=data.x, y=data.y)
+    (folder / "d.npz").write_bytes(_damage((folder / "d.npz").read_bytes(), cuts, trim))
+    (folder / "net.cnn").write_text("network net {\n  input 1x8x8\n  flatten\n  dense 3\n}\n")
+    spec, npz = str(folder / "net.cnn"), str(folder / "d.npz")
+    args = {
+        "train": ["train", spec, "--data", npz, "--epochs", "1", "-o", str(folder / "m.onnx")],
+        "evaluate": ["evaluate", spec, "--data", npz],
+        "bench": ["bench", spec, "--int8-calibrate", npz, "--batch", "1", "--seconds", "0.01"],
+    }[command]
+    code, _, err = cli(capsys, *args)
+    assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err, err
