@@ -5,6 +5,7 @@ each other."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -336,3 +337,78 @@ def toy_data(n: int = 64, classes: int = 3, seed: int = 0) -> Dataset:
     for i, label in enumerate(y):
         x[i, 0, 2:6, label * 2 : label * 2 + 3] += 1.0
     return Dataset(x, y.astype(np.int64), [str(c) for c in range(classes)])
+
+
+class Client:
+    """A minimal LSP client: requests wait for their response; notifications are kept."""
+
+    def __init__(self, cwd: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cnnspec", "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd
+        )
+        self.next_id = 0
+        self.notifications: list[dict] = []
+
+    def send(self, message: dict) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.process.stdin.flush()
+
+    def receive(self) -> dict:
+        assert self.process.stdout is not None
+        length = 0
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise EOFError("the server closed its output")
+            if line in (b"\r\n", b"\n"):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return json.loads(self.process.stdout.read(length))
+
+    def answer(self, method: str, params) -> dict:
+        """The whole response to one request (result or error); notifications are kept."""
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        while True:
+            message = self.receive()
+            if message.get("id") == self.next_id and "method" not in message:
+                return message
+            if "method" in message:
+                self.notifications.append(message)
+
+    def request(self, method: str, params: dict) -> dict:
+        message = self.answer(method, params)
+        assert "error" not in message, message
+        return message.get("result")
+
+    def start_with(self, root: Path, uri: str, text: str) -> None:
+        """Initialize the session in `root` and open one document."""
+        self.request("initialize", {"processId": None, "rootUri": root.as_uri(), "capabilities": {}})
+        self.notify("initialized", {})
+        self.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": text}},
+        )
+
+    def notify(self, method: str, params: dict) -> None:
+        self.send({"method": method, "params": params})
+
+    def diagnostics(self, uri: str) -> list[dict]:
+        """The next diagnostics published for `uri`."""
+        while True:
+            pending = [n for n in self.notifications if n["method"] == "textDocument/publishDiagnostics"]
+            for n in pending:
+                self.notifications.remove(n)
+                if n["params"]["uri"] == uri:
+                    return n["params"]["diagnostics"]
+            message = self.receive()
+            if "method" in message:
+                self.notifications.append(message)
+
+    def close(self) -> None:
+        self.request("shutdown", None)  # type: ignore[arg-type]
+        self.notify("exit", None)  # type: ignore[arg-type]
+        assert self.process.wait(timeout=10) == 0  # a clean exit, not an internal error

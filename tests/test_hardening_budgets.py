@@ -277,3 +277,51 @@ def test_an_npz_member_is_sized_from_its_header_for_any_shape(tmp_path_factory, 
     finally:
         tracemalloc.stop()
     assert peak < 2**20 + 4 * held  # never the declared size
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_POSITION = st.fixed_dictionaries({"line": _JSON, "character": _JSON}) | _JSON
+_METHODS = [
+    "textDocument/hover",
+    "textDocument/definition",
+    "textDocument/completion",
+    "textDocument/formatting",
+    "textDocument/documentSymbol",
+]
+
+
+@pytest.fixture(scope="module")
+def language_server(tmp_path_factory):
+    from tests.helpers import Client
+
+    root = tmp_path_factory.mktemp("lsp")
+    uri = (root / "a.cnn").as_uri()
+    client = Client(root)
+    client.start_with(root, uri, "network n {\n  input 1x8x8\n  conv 2 3x3 as c\n  relu from c\n}\n")
+    assert client.diagnostics(uri) == []  # the first check is done: hovers have something to show
+    yield client, uri
+    client.close()  # asserts a clean exit after everything below
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=st.sampled_from(_METHODS), position=_POSITION, document=st.booleans())
+def test_every_request_is_answered_whatever_its_position(language_server, method, position, document):
+    """Requests with any JSON where a position belongs (negative, huge, a string, null, a
+    list): each answered with a result or an error, and the server goes on."""
+    client, uri = language_server
+    params = {"textDocument": {"uri": uri} if document else position, "position": position}
+    if method == "textDocument/formatting":
+        params = {"textDocument": {"uri": uri} if document else position, "options": position}
+    answer = client.answer(method, params)
+    assert ("result" in answer) != ("error" in answer), answer
+    assert client.answer(
+        "textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 2, "character": 3}}
+    )["result"]  # and a good request after it still gets its answer
