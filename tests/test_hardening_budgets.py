@@ -165,6 +165,7 @@ def test_a_split_counts_a_layer_per_part_in_the_expansion_budget():
     )
 )
 @example([100_499, 1, 71_983, 65_535])  # refused unspent, then the budget crossed
+@example([910, 1194, 1997, 2403, 2434, 26378, 100_000, 64_681])  # one step from the edge
 def test_any_mix_of_networks_and_repeats_shares_one_expansion_budget(counts):
     """Networks of `repeat N { relu }`: the budget is spent network after network; the
     repeat that would pass it is a too-large error at its line, after which nothing is
@@ -173,7 +174,8 @@ def test_any_mix_of_networks_and_repeats_shares_one_expansion_budget(counts):
     result = cnnspec.check_source(text, "many.cnn")
     left, refused = MAX_EXPANSION, []
     for i, n in enumerate(counts):
-        need = 2 * n + 1  # each pass of a repeat is a step, and each layer
+        left -= 1  # the network's input layer
+        need = 2 * n  # each pass of a repeat is a step, and each layer
         if need <= left:
             left -= need
             continue

@@ -11,7 +11,7 @@ from cnnspec.base.diagnostics import CODES, render
 from tests.conftest import SPECS, check_text, net
 
 # Codes of `export`, `run` and `train` (files and data, not spec text).
-RUNTIME_CODES = {"weights-file", "onnx-file", "bad-input", "import-unsupported"}
+RUNTIME_CODES = {"weights-file", "onnx-file", "bad-input", "import-unsupported", "bad-checkpoint"}
 
 # (spec, code, line, column, words the message or help must contain)
 CASES = [
@@ -283,7 +283,7 @@ def test_every_code_is_exercised():
         "drop-too-many",
         "transfer-shape-changed",
     }
-    exercised |= RUNTIME_CODES  # tested in test_deploy_export.py, test_cli_run.py and test_importer.py
+    exercised |= RUNTIME_CODES  # tested in test_deploy_export.py, test_cli_run.py, test_importer.py, test_hardening_exits.py
     assert set(CODES) - exercised == set()
 
 
