@@ -140,9 +140,11 @@ def normalise(array: np.ndarray, mean, std, shape: tuple[int, ...]) -> np.ndarra
 
 def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A `.npy` of one example (shape) or a batch (N, *shape)."""
+    from .base.files import damaged_array_file_errors
+
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
+    except damaged_array_file_errors() as exc:
         raise fail("bad-input", f"{path}: not a readable .npy array ({str(exc)[:200]})") from None
     if not isinstance(array, np.ndarray):  # an .npz under a .npy name
         raise fail("bad-input", f"{path}: not a .npy array (an .npz archive?)")

@@ -226,3 +226,77 @@ def test_any_damaged_data_file_is_a_bad_input(tmp_path_factory, capsys, command,
     }[command]
     code, _, err = cli(capsys, *args)
     assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err, err
+
+
+def _image_bytes(kind: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    stream = io.BytesIO()
+    Image.new("RGB", (12, 12), (200, 10, 10)).save(stream, format=kind)
+    return stream.getvalue()
+
+
+_IMAGES = {kind: _image_bytes(kind) for kind in ("PNG", "JPEG", "BMP", "TIFF", "GIF")}
+
+
+@generated
+@given(kind=st.sampled_from(sorted(_IMAGES)), cuts=_CUTS, trim=st.integers(0, 40))
+def test_any_damaged_image_is_a_bad_input(tmp_path_factory, capsys, kind, cuts, trim):
+    """`run --input` on a PNG, JPEG, BMP, TIFF or GIF with bytes changed or cut off: one
+    line and exit 1 or 2 when Pillow cannot read it, the output otherwise; never 70."""
+    folder = tmp_path_factory.mktemp("image")
+    image = folder / f"x.{kind.lower()}"
+    image.write_bytes(_damage(_IMAGES[kind], cuts, trim))
+    (folder / "net.cnn").write_text("network net {\n  input 3x8x8\n  flatten\n  dense 3\n}\n")
+    code, _, err = cli(capsys, "run", str(folder / "net.cnn"), "--input", str(image), "--repeat", "1")
+    assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err, err
+
+
+@generated
+@given(cuts=_CUTS, trim=st.integers(0, 100), shape=st.sampled_from([(3, 8, 8), (2, 3, 8, 8), (8, 8)]))
+def test_any_damaged_npy_input_is_a_bad_input(tmp_path_factory, capsys, cuts, trim, shape):
+    folder = tmp_path_factory.mktemp("npy")
+    np.save(folder / "x.npy", np.ones(shape, np.float32))
+    (folder / "x.npy").write_bytes(_damage((folder / "x.npy").read_bytes(), cuts, trim))
+    (folder / "net.cnn").write_text("network net {\n  input 3x8x8\n  flatten\n  dense 3\n}\n")
+    code, _, err = cli(
+        capsys, "run", str(folder / "net.cnn"), "--input", str(folder / "x.npy"), "--repeat", "1"
+    )
+    assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err, err
+
+
+# Damaged ONNX models go to onnxruntime, whose C++ could crash the test process: each runs
+# in a process of its own, and a crash (a negative exit) would fail the test as loudly.
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory) -> bytes:
+    import cnnspec
+    from cnnspec.deploy.export import build_model
+
+    text = "network net {\n  input 3x8x8\n  conv 4 3x3 relu\n  flatten\n  dense 3\n}\n"
+    model, _ = build_model(cnnspec.check_source(text, "n.cnn").network(), seed=0)
+    return model.SerializeToString()
+
+
+@settings(generated, max_examples=12)
+@given(
+    command=st.sampled_from(["run", "bench", "import", "evaluate"]),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
+    trim=st.integers(0, 30),
+)
+def test_any_damaged_onnx_model_is_refused_in_one_line(tmp_path_factory, small_onnx, command, cuts, trim):
+    folder = tmp_path_factory.mktemp("onnx")
+    (folder / "m.onnx").write_bytes(_damage(small_onnx, cuts, trim))
+    np.savez(folder / "d.npz", x=np.zeros((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    args = {
+        "run": ["run", "m.onnx", "--repeat", "1"],
+        "bench": ["bench", "m.onnx", "--batch", "1", "--seconds", "0.01"],
+        "import": ["import", "m.onnx", "-o", "n.cnn"],
+        "evaluate": ["evaluate", "m.onnx", "--data", "d.npz"],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args], cwd=folder, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (0, 1, 2), (done.returncode, done.stderr[-800:])
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -183,14 +183,19 @@ def rewrite(path: Path, text: str) -> None:
 MAX_NPY_HEADER = 10_000  # bytes of an .npy header (numpy's own default limit)
 
 
-def damaged_zip_errors() -> tuple[type[Exception], ...]:
-    """What reading a damaged or crafted zip (an .npz) raises: a bad header, a truncated or
-    corrupt deflate stream (zlib.error), a compression method or encryption zipfile does
-    not support (NotImplementedError, RuntimeError). (A function: `check` never imports zipfile.)"""
+def damaged_array_file_errors() -> tuple[type[Exception], ...]:
+    """What reading a damaged or crafted .npy or .npz raises: a bad header (numpy parses it
+    with tokenize and ast: TokenError, SyntaxError, ValueError), a truncated or corrupt
+    deflate stream (zlib.error), a compression method or encryption zipfile does not
+    support (NotImplementedError, RuntimeError). (A function: `check` never imports zipfile.)"""
+    import tokenize
     import zipfile
     import zlib
 
-    return (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+    return (
+        ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error,
+        NotImplementedError, RuntimeError,
+    )  # fmt: skip
 
 
 def npz_sizes(path: str | Path, names: tuple[str, ...] | None = None) -> dict[str, int]:
@@ -199,7 +204,7 @@ def npz_sizes(path: str | Path, names: tuple[str, ...] | None = None) -> dict[st
     too long, or declares more data than its member holds (a zip stores the true size)."""
     try:
         return _npz_sizes(path, names)
-    except damaged_zip_errors() as exc:
+    except damaged_array_file_errors() as exc:
         raise ValueError(f"not a readable .npz ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 

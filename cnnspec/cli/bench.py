@@ -141,6 +141,7 @@ def _measure(args, scratch: Path) -> _Measured | None:
     from ..deploy.runtime import input_shape, make_session
 
     path = Path(args.model)
+    estimated = False  # an ONNX file's memory estimated from its graph
     if path.suffix == ".cnn":
         check_opset(args.opset)
         check_weights_option(args)

@@ -100,6 +100,7 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     from ..inputs import load_inputs
 
     batch_size = args.batch if not args.input else len(args.input)
+    estimated = False  # an ONNX file's memory estimated from its graph
     if is_spec:
         check_opset(args.opset)
         loaded = load_weights(args, args.model, (args.output,))

@@ -29,7 +29,7 @@ from pathlib import Path
 WEIGHT_COPIES, CONV_WEIGHT_COPIES, LIVE_COPIES, CHANNEL_BLOCK = 3, 2, 4, 16
 SESSION_BYTES = 64 << 20
 
-# Training (PyTorch, on the CPU). Measured for LeNet-5 and nine ImageNet networks, batch 4 to
+# Training (PyTorch, on the CPU). Measured for LeNet-5 and eight ImageNet networks, batch 4 to
 # 512, Adam and SGD: PyTorch itself about 90-130 MiB; the weights about 8 times (the
 # module's parameters, their gradients, the optimizer's state, the numpy arrays they came
 # from, the checkpoint and the ONNX model written at the end); per example 1.02x
@@ -145,8 +145,10 @@ def _without_weights(model):
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
     light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)  # a model's own functions: inference needs their bodies
     graph = light.graph
     graph.node.extend(model.graph.node)
+    graph.value_info.extend(model.graph.value_info)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
     names = {value.name for value in model.graph.input}

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from ..base.diagnostics import CnnspecError, Diagnostic, fail
-from ..base.files import damaged_zip_errors, npz_fits
+from ..base.files import damaged_array_file_errors, npz_fits
 from ..base.records import record
 from ..infer import CheckedLayer, CheckedNetwork, accepted_weight_shapes
 from ..kinds import RELU_FAMILY, format_shape
@@ -201,7 +201,7 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
         problem = npz_fits(path) if zipfile.is_zipfile(path) else None  # sizes from the headers
         if problem is None:
             data = np.load(path, allow_pickle=False)
-    except damaged_zip_errors() as exc:
+    except damaged_array_file_errors() as exc:
         raise fail("weights-file", f"{path}: not a readable .npz of named arrays ({exc})", NPZ_HELP) from None
     if problem:  # checked before any tensor is inflated
         raise fail("weights-file", f"{path}: {problem}")
@@ -210,7 +210,7 @@ def load_file(path: str | Path) -> dict[str, np.ndarray]:
     with data:
         try:
             return {key: np.asarray(data[key]) for key in data.files}
-        except damaged_zip_errors() as exc:
+        except damaged_array_file_errors() as exc:
             raise fail(
                 "weights-file", f"{path}: a tensor cannot be read ({str(exc)[:200]})", NPZ_HELP
             ) from None
