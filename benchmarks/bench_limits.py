@@ -104,6 +104,60 @@ except CnnspecError as exc:
     outcome = [d.code for d in exc.diagnostics]
 """,
     ),
+    (
+        "a 2 GB .npy declared in a 128-byte header",
+        "free memory, from the header",
+        """
+import numpy as np
+from cnnspec.base.diagnostics import CnnspecError
+from cnnspec.inputs import load_array
+header = {"descr": "<f4", "fortran_order": False, "shape": (2**29, 1)}
+with open(sys.argv[1].replace(".npz", ".npy"), "wb") as stream:
+    np.lib.format.write_array_header_1_0(stream, header)
+try:
+    load_array(sys.argv[1].replace(".npz", ".npy"), (1,))
+    outcome = "read"
+except CnnspecError as exc:
+    outcome = [d.code for d in exc.diagnostics]
+""",
+    ),
+    (
+        "an image of 20,000 x 20,000 pixels (a 1 MB PNG)",
+        "Pillow's 89-megapixel limit",
+        """
+import zlib, struct
+from cnnspec.base.diagnostics import CnnspecError
+from cnnspec.inputs import load_image
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+packer = zlib.compressobj(9)
+rows = b"".join(packer.compress(b"\\x00" * 20_001) for _ in range(20_000)) + packer.flush()
+png = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 20_000, 8, 0, 0, 0, 0))
+path = sys.argv[1].replace(".npz", ".png")
+open(path, "wb").write(png + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+try:
+    load_image(path, (1, 8, 8), None, None)
+    outcome = "read"
+except CnnspecError as exc:
+    outcome = [d.code for d in exc.diagnostics]
+""",
+    ),
+    (
+        "import: a Concat of 7,000 inputs, a 30,000-character name",
+        "names cleaned, joins wrapped",
+        """
+import onnx
+from onnx import TensorProto, helper
+from cnnspec.importer import import_model
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7000, 2, 2])
+nodes = [helper.make_node("Relu", ["x"], [f"r{i}"], name=("n" * 30_000 if i == 0 else f"n{i}")) for i in range(7000)]
+nodes.append(helper.make_node("Concat", [f"r{i}" for i in range(7000)], ["y"], axis=1))
+onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]), producer_name="\\n" * 1000), sys.argv[1] + ".onnx")
+imported = import_model(sys.argv[1] + ".onnx", "m")
+outcome = f"{len(imported.spec):,} characters of spec, {imported.spec.count(chr(10)):,} lines"
+""",
+    ),
 ]
 
 
