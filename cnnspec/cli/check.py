@@ -140,10 +140,20 @@ def add_parser(sub) -> None:
     check.set_defaults(func=cmd_check, modules=("cnnspec.views.report",))
 
 
+def _fold_depth(text: str) -> int:
+    """--depth N: 1 to 64, the deepest blocks can nest."""
+    depth = positive_count(text)
+    if not 1 <= depth <= 64:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': --depth runs from 1 (the network's own block calls) to 64"
+        )
+    return depth
+
+
 def _table_options(table) -> None:
     table.add_argument(
         "--depth",
-        type=positive_count,
+        type=_fold_depth,
         metavar="N",
         help="fold block instances nested N deep or more into one row each (1: one row per block "
         "instance of the network, as torchinfo's depth=1)",
