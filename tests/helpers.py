@@ -342,12 +342,18 @@ def toy_data(n: int = 64, classes: int = 3, seed: int = 0) -> Dataset:
 class Client:
     """A minimal LSP client: requests wait for their response; notifications are kept."""
 
-    def __init__(self, cwd: Path):
+    def __init__(self, cwd: Path, timeout: float = 60):
+        import queue
+        import threading
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cnnspec", "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd
         )
         self.next_id = 0
         self.notifications: list[dict] = []
+        self.timeout = timeout  # a message the server owes that does not come fails the test, not hangs it
+        self.inbox: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
 
     def send(self, message: dict) -> None:
         body = json.dumps({"jsonrpc": "2.0", **message}).encode()
@@ -355,18 +361,32 @@ class Client:
         self.process.stdin.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.process.stdin.flush()
 
-    def receive(self) -> dict:
+    def _read(self) -> None:
+        """Every message the server writes, into the inbox; None when it closes its output."""
         assert self.process.stdout is not None
-        length = 0
         while True:
-            line = self.process.stdout.readline()
-            if not line:
-                raise EOFError("the server closed its output")
-            if line in (b"\r\n", b"\n"):
-                break
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        return json.loads(self.process.stdout.read(length))
+            length = 0
+            while True:
+                line = self.process.stdout.readline()
+                if not line:
+                    self.inbox.put(None)
+                    return
+                if line in (b"\r\n", b"\n"):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            self.inbox.put(json.loads(self.process.stdout.read(length)))
+
+    def receive(self) -> dict:
+        import queue
+
+        try:
+            message = self.inbox.get(timeout=self.timeout)
+        except queue.Empty:
+            raise TimeoutError(f"the server sent nothing for {self.timeout} s") from None
+        if message is None:
+            raise EOFError("the server closed its output")
+        return message
 
     def answer(self, method: str, params) -> dict:
         """The whole response to one request (result or error); notifications are kept."""

@@ -327,3 +327,55 @@ def test_every_request_is_answered_whatever_its_position(language_server, method
     assert client.answer(
         "textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 2, "character": 3}}
     )["result"]  # and a good request after it still gets its answer
+
+
+_EDIT_TEXT = st.lists(
+    st.sampled_from(
+        ["network n {\n", "  input 1x8x8\n", "  conv 2 3x3\n", "}\n", "\r", "\ud800", "\ufeff", "#", "{"]
+    )
+    | st.text(max_size=5),
+    max_size=8,
+).map("".join)
+_RANGE = st.fixed_dictionaries(
+    {
+        "start": st.fixed_dictionaries({"line": st.integers(-2, 8), "character": st.integers(-2, 40)}),
+        "end": st.fixed_dictionaries({"line": st.integers(-2, 8), "character": st.integers(-2, 40)}),
+    }
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.none() | _RANGE, _EDIT_TEXT), min_size=1, max_size=6), _EDIT_TEXT)
+def test_any_sequence_of_edits_ends_in_the_last_text_s_diagnostics(language_server, edits, final):
+    """Edits in quick succession, whole texts or ranges (some outside the document), with
+    lone surrogates, BOMs and CRs: the server answers a request after each and, once a
+    whole text comes last, publishes that text's diagnostics (stale checks publish nothing)."""
+    from cnnspec.views.lsp import analyse
+
+    client, first = language_server
+    uri = first.rsplit("/", 1)[0] + "/edited.cnn"  # beside the first document, in the session's folder
+    client.notify(
+        "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "cnn", "version": 1, "text": ""}}
+    )
+    for version, (where, text) in enumerate(edits, start=2):
+        change = {"text": text} if where is None else {"range": where, "text": text}
+        client.notify(
+            "textDocument/didChange",
+            {"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]},
+        )
+        answer = client.answer(
+            "textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}}
+        )
+        assert ("result" in answer) != ("error" in answer), answer
+    version = len(edits) + 2
+    client.notify(
+        "textDocument/didChange",
+        {"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": final}]},
+    )
+    expected = [(d.code, d.span.line) for d in analyse(final, "edited.cnn").diagnostics if d.span]
+    while True:  # earlier checks may still publish; the last one is the final text's
+        published = client.diagnostics(uri)
+        got = [(d["code"], d["range"]["start"]["line"] + 1) for d in published]
+        if got == expected:
+            break
+    client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
