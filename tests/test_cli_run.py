@@ -55,10 +55,13 @@ def test_export_never_overwrites_its_input(tmp_path, capsys):
     assert spec.read_text() == (SPECS / "lenet5.cnn").read_text()
 
 
-@pytest.mark.parametrize("opset", ["12", "99"])
-def test_export_rejects_unsupported_opsets(tmp_path, capsys, opset):
-    code, _, err = cli(capsys, "export", "specs/lenet5.cnn", "-o", str(tmp_path / "x.onnx"), "--opset", opset)
-    assert code == 2 and "--opset" in err
+@pytest.mark.parametrize("command", ["export", "run", "bench", "train", "evaluate"])
+@pytest.mark.parametrize("opset", ["12", "99", "-1"])
+def test_every_command_refuses_unsupported_opsets_as_it_reads_them(tmp_path, capsys, command, opset):
+    """(evaluate took any opset and failed inside the exporter: exit 70.)"""
+    with pytest.raises(SystemExit) as refused:
+        main([command, "specs/lenet5.cnn", "--opset", opset])
+    assert refused.value.code == 2 and "argument --opset" in capsys.readouterr().err
 
 
 def test_export_with_missing_weights_file(tmp_path, capsys):

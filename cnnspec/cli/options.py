@@ -80,6 +80,19 @@ def positive_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
 
 
+def opset_number(text: str) -> int:
+    """--opset N: an opset cnnspec exports, refused while the options are read (every
+    command that builds a model takes it; none may meet an opset it cannot write)."""
+    import onnx
+
+    from ..deploy.export import MIN_OPSET
+
+    opset, newest = positive_count(text), onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise argparse.ArgumentTypeError(f"'{text}': cnnspec exports opsets {MIN_OPSET} to {newest}")
+    return opset
+
+
 def export_options(command, for_run: bool = False) -> None:
     """Options shared by export, run, bench, train and evaluate."""
     command.add_argument("--network", metavar="NAME", help="the network to use when the file has several")
@@ -89,5 +102,5 @@ def export_options(command, for_run: bool = False) -> None:
         metavar="FILE",
         help=".npz or .onnx with tensors named like conv1.weight" + (" (only for a .cnn)" if for_run else ""),
     )
-    command.add_argument("--opset", type=positive_count, default=17, help="ONNX opset (default 17)")
+    command.add_argument("--opset", type=opset_number, default=17, help="ONNX opset (default 17)")
     command.add_argument("--color", choices=("auto", "always", "never"), default="auto")
