@@ -432,3 +432,34 @@ class Client:
         self.request("shutdown", None)  # type: ignore[arg-type]
         self.notify("exit", None)  # type: ignore[arg-type]
         assert self.process.wait(timeout=10) == 0  # a clean exit, not an internal error
+
+
+# ------------------------------------------------------------------ a small training run
+
+RECIPE_SPEC = """
+network net {
+  input 1x8x8
+  conv 4 3x3 pad=same
+  batchnorm
+  relu
+  pool max 2
+  flatten
+  dense 8 relu
+  dropout 0.3
+  dense 3 softmax
+}
+"""
+RECIPE_RUN = dict(epochs=4, lr=5e-2, batch_size=8, val_split=0.25, seed=5, progress=False)
+
+
+def recipe_network(text: str = RECIPE_SPEC) -> cnnspec.CheckedNetwork:
+    return cnnspec.check_source(text, "t.cnn").network("net")
+
+
+def train_toy(**kwargs):
+    """RECIPE_SPEC trained on 48 toy examples (RECIPE_RUN, overridden by `kwargs`)."""
+    from cnnspec.deploy.weights import build_weights
+    from cnnspec.training.train import train
+
+    net = recipe_network()
+    return train(net, build_weights(net, seed=2), toy_data(48), **{**RECIPE_RUN, **kwargs})

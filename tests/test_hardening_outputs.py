@@ -62,8 +62,18 @@ def _exported_lenet(tmp_path: Path) -> Path:
     return tmp_path / "m.onnx"
 
 
-def test_import_leaves_the_old_pair_or_the_new_one(tmp_path, capsys, monkeypatch):
-    """The spec's rename fails after the weights' succeeded: the old weights come back."""
+@pytest.mark.parametrize(
+    "failure, code, words",
+    [
+        (OSError(28, "No space left on device"), 2, "No space left on device"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_import_failing_between_its_renames_keeps_the_old_pair(
+    tmp_path, capsys, monkeypatch, failure, code, words
+):
+    """The spec's rename fails (a full disk) or is interrupted (Ctrl-C) after the weights'
+    succeeded: the old weights come back, and no temporary file is left."""
     model = _exported_lenet(tmp_path)
     (tmp_path / "net.cnn").write_text("old spec")
     (tmp_path / "net.npz").write_bytes(b"old weights")
@@ -71,50 +81,15 @@ def test_import_leaves_the_old_pair_or_the_new_one(tmp_path, capsys, monkeypatch
 
     def spec_fails(src, dst):
         if str(dst).endswith("net.cnn"):
-            raise OSError(28, "No space left on device")
+            raise failure
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spec_fails)
-    code, _, err = cli(
-        capsys,
-        "import",
-        str(model),
-        "-o",
-        str(tmp_path / "net.cnn"),
-        "--weights-out",
-        str(tmp_path / "net.npz"),
-    )
-    assert code == 2 and "No space left on device" in err
+    outputs = ["-o", str(tmp_path / "net.cnn"), "--weights-out", str(tmp_path / "net.npz")]
+    exit_code, _, err = cli(capsys, "import", str(model), *outputs)
+    assert exit_code == code and words in err
     assert (tmp_path / "net.cnn").read_text() == "old spec"
     assert (tmp_path / "net.npz").read_bytes() == b"old weights"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.cnn", "net.npz"]  # no temporary left
-
-
-def test_import_interrupted_between_its_renames_keeps_the_old_pair(tmp_path, capsys, monkeypatch):
-    model = _exported_lenet(tmp_path)
-    (tmp_path / "net.cnn").write_text("old spec")
-    (tmp_path / "net.npz").write_bytes(b"old weights")
-    real_replace = os.replace
-
-    def interrupted(src, dst):
-        if str(dst).endswith("net.cnn"):
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    code, _, err = cli(
-        capsys,
-        "import",
-        str(model),
-        "-o",
-        str(tmp_path / "net.cnn"),
-        "--weights-out",
-        str(tmp_path / "net.npz"),
-    )
-    assert code == 130 and "interrupted" in err
-    assert (tmp_path / "net.npz").read_bytes() == b"old weights" and (
-        tmp_path / "net.cnn"
-    ).read_text() == "old spec"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "net.cnn", "net.npz"]
 
 

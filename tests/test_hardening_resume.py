@@ -13,37 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cnnspec
 from cnnspec.base.diagnostics import CnnspecError
 from cnnspec.deploy.weights import build_weights
 from cnnspec.training.train import SETTING_OPTIONS, Recipe, train
-from tests.helpers import toy_data
+from tests.helpers import RECIPE_RUN, RECIPE_SPEC, recipe_network, toy_data, train_toy
 
 pytestmark = pytest.mark.train
-
-SPEC = """
-network net {
-  input 1x8x8
-  conv 4 3x3 pad=same
-  batchnorm
-  relu
-  pool max 2
-  flatten
-  dense 8 relu
-  dropout 0.3
-  dense 3 softmax
-}
-"""
-RUN = dict(epochs=4, lr=5e-2, batch_size=8, val_split=0.25, seed=5, progress=False)
-
-
-def _network(text: str = SPEC):
-    return cnnspec.check_source(text, "t.cnn").network("net")
-
-
-def _run(tmp_path, **kwargs):
-    net = _network()
-    return train(net, build_weights(net, seed=2), toy_data(48), **{**RUN, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -59,15 +34,15 @@ def _run(tmp_path, **kwargs):
 )
 def test_resume_refuses_a_changed_option_and_names_it(tmp_path, changed, named):
     part = tmp_path / "run.ckpt"
-    _run(tmp_path, checkpoint=part, stop_after=1)
+    train_toy(checkpoint=part, stop_after=1)
     with pytest.raises(CnnspecError, match=f"these changed: {named} \\(the checkpoint's run: "):
-        _run(tmp_path, checkpoint=part, resume=part, **changed)
+        train_toy(checkpoint=part, resume=part, **changed)
 
 
 def test_resume_refuses_other_data(tmp_path):
     part = tmp_path / "run.ckpt"
-    _run(tmp_path, checkpoint=part, stop_after=1)
-    net = _network()
+    train_toy(checkpoint=part, stop_after=1)
+    net = recipe_network()
     with pytest.raises(CnnspecError, match="these changed: --data"):
         train(net, build_weights(net, seed=2), toy_data(48, seed=1), epochs=4, lr=5e-2, batch_size=8,
               val_split=0.25, seed=5, progress=False, checkpoint=part, resume=part)  # fmt: skip
@@ -80,7 +55,7 @@ def test_a_crafted_checkpoint_is_an_error_not_a_crash(tmp_path, field, value):
     import torch
 
     part = tmp_path / "run.ckpt"
-    _run(tmp_path, checkpoint=part, stop_after=2)
+    train_toy(checkpoint=part, stop_after=2)
     state = torch.load(part, weights_only=True)
     if value is None:
         del state[field]
@@ -88,7 +63,7 @@ def test_a_crafted_checkpoint_is_an_error_not_a_crash(tmp_path, field, value):
         state[field] = value
     torch.save(state, part)
     with pytest.raises(CnnspecError, match="not a usable cnnspec checkpoint"):
-        _run(tmp_path, checkpoint=part, resume=part)
+        train_toy(checkpoint=part, resume=part)
 
 
 # ------------------------------------------------------------------ generated variants
@@ -100,17 +75,17 @@ def stopped_run(tmp_path_factory):
     touch it, they come before anything is trained)."""
     folder = tmp_path_factory.mktemp("resume")
     part = folder / "run.ckpt"
-    _run(folder, checkpoint=part, stop_after=1)
+    train_toy(checkpoint=part, stop_after=1)
     return str(part)
 
 
 # Each option a run is made of, with other values it could be given.
 _CHANGES = {
-    "epochs": st.integers(1, 9).filter(lambda v: v != RUN["epochs"]),
-    "lr": st.floats(1e-5, 1.0).filter(lambda v: v != RUN["lr"]),
-    "batch_size": st.integers(1, 48).filter(lambda v: v != RUN["batch_size"]),
-    "val_split": st.floats(0.05, 0.9).filter(lambda v: v != RUN["val_split"]),
-    "seed": st.integers(0, 2**32 - 1).filter(lambda v: v != RUN["seed"]),
+    "epochs": st.integers(1, 9).filter(lambda v: v != RECIPE_RUN["epochs"]),
+    "lr": st.floats(1e-5, 1.0).filter(lambda v: v != RECIPE_RUN["lr"]),
+    "batch_size": st.integers(1, 48).filter(lambda v: v != RECIPE_RUN["batch_size"]),
+    "val_split": st.floats(0.05, 0.9).filter(lambda v: v != RECIPE_RUN["val_split"]),
+    "seed": st.integers(0, 2**32 - 1).filter(lambda v: v != RECIPE_RUN["seed"]),
     "optimizer": st.sampled_from(["sgd", "adamw"]),
     "weight_decay": st.floats(1e-6, 0.1),
     "schedule": st.sampled_from(["cosine", "step"]),
@@ -130,10 +105,14 @@ _RECIPE = {field.name for field in dataclasses.fields(Recipe)}
 def test_any_changed_option_is_refused_and_named(stopped_run, changes):
     """Whatever changed, and however many: refused before training, naming each option
     that changed and none that did not."""
-    options = {**RUN}
+    options = {**RECIPE_RUN}
     recipe = {k: v for k, v in changes.items() if k in _RECIPE}
-    options.update({k: v for k, v in changes.items() if k in RUN})
-    net = _network(SPEC.replace("dense 8 relu", changes["spec"])) if "spec" in changes else _network()
+    options.update({k: v for k, v in changes.items() if k in RECIPE_RUN})
+    net = (
+        recipe_network(RECIPE_SPEC.replace("dense 8 relu", changes["spec"]))
+        if "spec" in changes
+        else recipe_network()
+    )
     data = toy_data(48, seed=changes["data"]) if "data" in changes else toy_data(48)
     with pytest.raises(CnnspecError) as caught:
         train(
@@ -151,5 +130,5 @@ def test_an_unchanged_resume_is_accepted(stopped_run, tmp_path):
     a finished run removes its checkpoint)."""
     part = tmp_path / "copy.ckpt"
     shutil.copy(stopped_run, part)
-    result = _run(tmp_path, checkpoint=part, resume=part)
+    result = train_toy(checkpoint=part, resume=part)
     assert [h.epoch for h in result.history] == [1, 2, 3, 4]

@@ -18,44 +18,20 @@ from cnnspec.base.diagnostics import CnnspecError
 from cnnspec.cli import main
 from cnnspec.deploy.weights import build_weights
 from cnnspec.training.train import Recipe, train
-from tests.helpers import toy_data
+from tests.helpers import RECIPE_SPEC, recipe_network, toy_data, train_toy
 
 pytestmark = pytest.mark.train
-
-SPEC = """
-network net {
-  input 1x8x8
-  conv 4 3x3 pad=same
-  batchnorm
-  relu
-  pool max 2
-  flatten
-  dense 8 relu
-  dropout 0.3
-  dense 3 softmax
-}
-"""
-
-
-def _network():
-    return cnnspec.check_source(SPEC, "t.cnn").network("net")
-
-
-def _run(tmp_path, **kwargs):
-    net = _network()
-    defaults = dict(epochs=4, lr=5e-2, batch_size=8, val_split=0.25, seed=5, progress=False)
-    return train(net, build_weights(net, seed=2), toy_data(48), **{**defaults, **kwargs})
 
 
 @pytest.mark.parametrize(
     "recipe", [Recipe(), Recipe("sgd", momentum=0.9, weight_decay=1e-4, schedule="cosine")]
 )
 def test_a_run_stopped_after_epoch_2_and_resumed_ends_exactly_as_an_uninterrupted_one(tmp_path, recipe):
-    whole = _run(tmp_path, recipe=recipe, checkpoint=tmp_path / "whole.ckpt")
+    whole = train_toy(recipe=recipe, checkpoint=tmp_path / "whole.ckpt")
     part = tmp_path / "part.ckpt"
-    first = _run(tmp_path, recipe=recipe, checkpoint=part, stop_after=2)
+    first = train_toy(recipe=recipe, checkpoint=part, stop_after=2)
     assert [h.epoch for h in first.history] == [1, 2] and part.exists()
-    resumed = _run(tmp_path, recipe=recipe, checkpoint=part, resume=part)
+    resumed = train_toy(recipe=recipe, checkpoint=part, resume=part)
     assert [h.epoch for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
     assert resumed.arrays.keys() == whole.arrays.keys()
@@ -64,11 +40,10 @@ def test_a_run_stopped_after_epoch_2_and_resumed_ends_exactly_as_an_uninterrupte
 
 
 def test_cosine_and_step_schedules_set_the_learning_rate_per_epoch(tmp_path):
-    cosine = _run(tmp_path, epochs=5, lr=0.1, recipe=Recipe("sgd", schedule="cosine"))
+    cosine = train_toy(epochs=5, lr=0.1, recipe=Recipe("sgd", schedule="cosine"))
     expected = [0.1 * (1 + math.cos(math.pi * k / 5)) / 2 for k in range(5)]
     assert [h.lr for h in cosine.history] == pytest.approx(expected)
-    step = _run(
-        tmp_path,
+    step = train_toy(
         epochs=5,
         lr=0.1,
         recipe=Recipe("adamw", weight_decay=0.01, schedule="step", step_size=2, gamma=0.5),
@@ -77,10 +52,10 @@ def test_cosine_and_step_schedules_set_the_learning_rate_per_epoch(tmp_path):
 
 
 def test_patience_stops_a_run_that_no_longer_improves(tmp_path):
-    result = _run(tmp_path, epochs=20, lr=1e-9, recipe=Recipe(patience=3))  # it cannot improve
+    result = train_toy(epochs=20, lr=1e-9, recipe=Recipe(patience=3))  # it cannot improve
     assert result.stopped_early and len(result.history) == 4 and result.best_epoch == 1
     with pytest.raises(CnnspecError, match="needs --val-split above 0"):
-        _run(tmp_path, val_split=0, recipe=Recipe(patience=3))
+        train_toy(val_split=0, recipe=Recipe(patience=3))
 
 
 def test_a_checkpoint_is_never_code(tmp_path):
@@ -91,10 +66,12 @@ def test_a_checkpoint_is_never_code(tmp_path):
     bad = tmp_path / "evil.ckpt"
     bad.write_bytes(pickle.dumps({"version": 1, "x": Evil()}))
     with pytest.raises(CnnspecError, match="not a cnnspec checkpoint"):
-        _run(tmp_path, resume=bad)
+        train_toy(resume=bad)
     other = tmp_path / "other.ckpt"
-    _run(tmp_path, checkpoint=other, stop_after=1)
-    changed = cnnspec.check_source(SPEC.replace("dense 8 relu", "dense 9 relu"), "t.cnn").network("net")
+    train_toy(checkpoint=other, stop_after=1)
+    changed = cnnspec.check_source(RECIPE_SPEC.replace("dense 8 relu", "dense 9 relu"), "t.cnn").network(
+        "net"
+    )
     with pytest.raises(
         CnnspecError, match=r"these changed: the network \(its layers\)"
     ):  # said before loading
@@ -107,7 +84,7 @@ def test_a_checkpoint_is_never_code(tmp_path):
 @pytest.fixture
 def files(tmp_path):
     spec = tmp_path / "net.cnn"
-    spec.write_text(SPEC)
+    spec.write_text(RECIPE_SPEC)
     data = toy_data(60)
     np.savez(tmp_path / "data.npz", x=data.x, y=data.y)
     return spec, tmp_path / "data.npz"
@@ -122,7 +99,7 @@ def test_resume_from_the_command_line(tmp_path, files, capsys):
     common = ["train", str(spec), "--data", str(data), "--epochs", "4", "--lr", "0.05", "--seed", "4"]
     assert main([*common, "-o", str(tmp_path / "whole.onnx")]) == 0
     assert not (tmp_path / "whole.ckpt").exists()  # a finished run leaves no checkpoint
-    net = _network()
+    net = recipe_network()
     weights = build_weights(net, seed=4)
     from cnnspec.training.train import load_dataset
 
