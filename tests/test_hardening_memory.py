@@ -193,3 +193,32 @@ def test_train_memory_estimate_against_the_measured_peak(spec, name, batch, opti
         estimate / 2**20,
         measured["extra"] / 2**20,
     )
+
+
+def test_odd_graphs_get_an_estimate_or_none_never_an_error(tmp_path, capsys):
+    """A graph whose output is a weight, one whose output no node makes, one with a view
+    and no batch dimension: graph_memory answers (or declines), and `run` says what
+    onnxruntime says, in one line."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    w = onnx.numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    cases = {
+        "weight_out": helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["r"])], "g", [x],
+            [helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 2])], initializer=[w],
+        ),
+        "unmade_out": helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["r"])], "g", [x],
+            [helper.make_tensor_value_info("ghost", TensorProto.FLOAT, ["N", 2])],
+        ),
+        "view_only": helper.make_graph(
+            [helper.make_node("Flatten", ["x"], ["f"])], "g", [x],
+            [helper.make_tensor_value_info("f", TensorProto.FLOAT, ["N", 2])],
+        ),
+    }  # fmt: skip
+    for name, graph in cases.items():
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        estimate = graph_memory(model)
+        assert estimate is None or (estimate[0] > 0 and estimate[1] >= 0), name
+        onnx.save(model, tmp_path / f"{name}.onnx")
+        code, _, err = cli(capsys, "run", str(tmp_path / f"{name}.onnx"), "--repeat", "1")
+        assert code in (0, 1, 2) and "internal error" not in err, (name, err)

@@ -97,7 +97,9 @@ def graph_memory(model) -> tuple[int, int] | None:
     sizes = _per_example_sizes(graph, weights)
     if sizes is None:
         return None
-    weight_sizes = {name: math.prod(t.dims) * (_itemsize(t.data_type) or 4) for name, t in weights.items()}
+    weight_sizes = {
+        name: max(math.prod(t.dims), 0) * (_itemsize(t.data_type) or 4) for name, t in weights.items()
+    }
     conv_bytes = sum(
         weight_sizes[node.input[1]]
         for node in model.graph.node
@@ -132,9 +134,7 @@ def _inferred(model):
     light = _without_weights(model)
     try:
         return onnx.shape_inference.infer_shapes(light, strict_mode=False).graph
-    except (
-        Exception
-    ):  # onnx raises its own errors (InferenceError, ValidationError) for models it cannot type
+    except Exception:  # onnx's own InferenceError, ValidationError, ... for a model it cannot type
         return None
 
 
@@ -175,7 +175,6 @@ def _itemsize(elem_type: int) -> int | None:
 def _per_example_sizes(graph, weights) -> dict[str, tuple[int, tuple[int, ...]]] | None:
     """Every activation's (bytes per example, shape without the batch); None when one is
     not known. The first dimension is the batch, whether named or fixed."""
-
     sizes = {}
     for value in (*graph.input, *graph.value_info, *graph.output):
         if value.name in weights:
@@ -214,7 +213,8 @@ def _live_peak(graph, sizes) -> int:
                 storage[name] = name
                 born[name] = step
     for value in graph.output:
-        last[storage[value.name]] = len(graph.node)
+        if value.name in storage:  # (not a weight, nor a name no node makes: a broken file)
+            last[storage[value.name]] = len(graph.node)
     change = [0] * (len(graph.node) + 2)  # bytes born (+) and freed (-) at each step
     for name, start in born.items():
         change[start] += sizes[name][0]
