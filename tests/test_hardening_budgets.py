@@ -188,6 +188,16 @@ def test_any_mix_of_networks_and_repeats_shares_one_expansion_budget(counts):
         assert sum(len(network.layers) for network in result.networks) == sum(counts)
 
 
+def test_brackets_in_comments_and_strings_do_not_nest():
+    """The bracket-depth limit counts brackets the parser reads, not those inside a comment
+    or a string (an imported producer name of three `ESC[2J` was refused as nesting)."""
+    deep = "[" * 12
+    assert check_text(f"# {deep}\nnetwork n {{\n  input 4  # {deep}\n  relu\n}}\n").ok
+    assert codes(check_text(f'use "{deep}.cnn"\nnetwork n {{\n  input 4\n}}\n')) == ["use-not-found"]
+    written = "conv 1 1x1 weights=" + "[" * 10 + "1" + "]" * 10
+    assert codes(check_text(f"network n {{\n  input 1x2x2\n  {written}\n}}\n")) == ["syntax-error"]
+
+
 _WRAPS = {
     "residual": "residual {{ {} }}",
     "repeat": "repeat 1 {{ {} }}",

@@ -11,7 +11,7 @@ import unicodedata
 
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
@@ -119,6 +119,7 @@ def small_model(tmp_path_factory) -> tuple[str, int]:
     graph_name=HOSTILE,
     metadata=st.dictionaries(HOSTILE, HOSTILE, max_size=3),
 )
+@example(producer="\x1b[2J" * 3, version="", domain="", doc="", graph_name="", metadata={})  # nine "["s
 def test_model_strings_never_change_the_statements(
     tmp_path_factory, small_model, producer, version, domain, doc, graph_name, metadata
 ):

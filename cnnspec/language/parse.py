@@ -306,11 +306,17 @@ def _check_line_lengths(text: str, path: str) -> None:
             )
 
 
+# A string or a comment is skipped whole: only brackets outside them nest.
+_BRACKET_OR_SKIPPED = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[\[\]()]')
+
+
 def _check_nesting(text: str, path: str) -> None:
     if text.count("[") + text.count("(") < MAX_NESTING:
         return
     depth = 0
-    for match in re.finditer(r"[\[\]()]", text):
+    for match in _BRACKET_OR_SKIPPED.finditer(text):
+        if match.group()[0] in '"#':
+            continue
         depth += 1 if match.group() in "[(" else -1
         if depth > MAX_NESTING:
             line = text.count("\n", 0, match.start()) + 1
