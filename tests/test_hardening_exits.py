@@ -37,29 +37,25 @@ _SHELL_CASES = [
 ]
 
 
+_CNNSPEC = f"{shlex.quote(sys.executable)} -m cnnspec"
+
+
+def _shell(line: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A bash command line run from the repository root."""
+    return subprocess.run(["bash", "-c", line], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.parametrize("command, message", _SHELL_CASES)
 def test_a_full_disk_or_a_closed_output_is_exit_2_in_one_line(command, message):
     """What the machine refuses is not a bug in cnnspec: exit 2 and one line, never 70."""
-    done = subprocess.run(
-        ["bash", "-c", f"{shlex.quote(sys.executable)} -m cnnspec {command}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _shell(f"{_CNNSPEC} {command}")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"cnnspec: error: {message}"
 
 
 def test_a_reader_that_stops_early_is_not_an_error():
     """`cnnspec check big.cnn | head -1`: exit 0, nothing on standard error."""
-    done = subprocess.run(
-        ["bash", "-c", f"{shlex.quote(sys.executable)} -m cnnspec check specs/zoo/densenet121.cnn | head -1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _shell(f"{_CNNSPEC} check specs/zoo/densenet121.cnn | head -1")
     assert done.stdout.startswith("network densenet121") and done.stderr == ""
 
 
@@ -85,10 +81,10 @@ def test_any_command_into_a_refusing_output_ends_in_one_line(command, sink):
     """Every command, its standard output full, closed or cut short by its reader: exit 2
     and one `cnnspec: error:` line (or, cut short, the command's own exit and nothing on
     standard error); never 70, never a traceback."""
-    shell = f'{shlex.quote(sys.executable)} -m cnnspec {command} {sink}; echo "exit=$?" >&2'
+    shell = f'{_CNNSPEC} {command} {sink}; echo "exit=$?" >&2'
     if sink.startswith("|"):
-        shell = f'set -o pipefail; {shlex.quote(sys.executable)} -m cnnspec {command} {sink} > /dev/null; echo "exit=${{PIPESTATUS[0]}}" >&2'
-    done = subprocess.run(["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        shell = f'{_CNNSPEC} {command} {sink} > /dev/null; echo "exit=${{PIPESTATUS[0]}}" >&2'
+    done = _shell(shell)
     lines = done.stderr.strip().splitlines()
     code = int(lines[-1].removeprefix("exit="))
     messages = [

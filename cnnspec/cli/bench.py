@@ -14,7 +14,6 @@ from .common import (
     UsageError,
     check_graph_memory,
     check_input_memory,
-    check_opset,
     check_run_memory,
     check_weights_option,
     load_weights,
@@ -143,7 +142,6 @@ def _measure(args, scratch: Path) -> _Measured | None:
     path = Path(args.model)
     estimated = False  # an ONNX file's memory estimated from its graph
     if path.suffix == ".cnn":
-        check_opset(args.opset)
         check_weights_option(args)
         loaded = load_weights(args, args.model)
         if loaded is None:

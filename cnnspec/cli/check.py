@@ -141,11 +141,13 @@ def add_parser(sub) -> None:
 
 
 def _fold_depth(text: str) -> int:
-    """--depth N: 1 to 64, the deepest blocks can nest."""
+    """--depth N: 1 to MAX_DEPTH, the deepest blocks can nest."""
+    from ..resolve import MAX_DEPTH
+
     depth = positive_count(text)
-    if not 1 <= depth <= 64:
+    if not 1 <= depth <= MAX_DEPTH:
         raise argparse.ArgumentTypeError(
-            f"'{text}': --depth runs from 1 (the network's own block calls) to 64"
+            f"'{text}': --depth runs from 1 (the network's own block calls) to {MAX_DEPTH}"
         )
     return depth
 

@@ -215,16 +215,6 @@ def check_weight_memory(network) -> None:
         )
 
 
-def check_opset(opset: int) -> None:
-    import onnx
-
-    from ..deploy.export import MIN_OPSET
-
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise UsageError(f"--opset {opset}: cnnspec exports opsets {MIN_OPSET} to {newest}")
-
-
 def readable_path(name: str, what: str) -> None:
     """A file or a folder that must exist."""
     if not Path(name).is_dir():
@@ -327,10 +317,9 @@ def check_graph_memory(path: Path, batch: int) -> bool:
     """The same for an ONNX file, from its graph, before onnxruntime loads it; False when
     its shapes cannot all be inferred (then check_input_memory, once the session says the
     input's shape)."""
-    from ..deploy.footprint import graph_memory, read_graph
+    from ..deploy.footprint import file_memory
 
-    model = read_graph(path)
-    estimate = graph_memory(model) if model is not None else None
+    estimate = file_memory(path)
     if estimate is not None:
         refuse_batch(f"a batch of {batch:,} through {path}", batch, *estimate)
     return estimate is not None

@@ -27,7 +27,7 @@ def cmd_evaluate(args) -> int:
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
     from ..base.diagnostics import CnnspecError, printable
-    from ..deploy.footprint import graph_memory, read_graph, run_memory
+    from ..deploy.footprint import file_memory, run_memory
     from ..deploy.runtime import input_shape, make_session
     from ..training.data import FolderData, relabel
     from ..training.evaluate import BATCH, evaluate, table
@@ -49,9 +49,7 @@ def cmd_evaluate(args) -> int:
             source: bytes | Path = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
         else:
             source = path
-            model = read_graph(path)
-            estimate = graph_memory(model) if model is not None else None
-            batch = fitting_batch(estimate, BATCH, args.model)
+            batch = fitting_batch(file_memory(path), BATCH, args.model)
         session = make_session(source, "cpu")
         shape = input_shape(session)
         classes = session.get_outputs()[0].shape[-1]

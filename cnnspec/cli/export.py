@@ -8,7 +8,6 @@ from .common import (
     EXIT_ERRORS,
     EXIT_OK,
     UsageError,
-    check_opset,
     check_weights_option,
     load_weights,
     print_error,
@@ -104,7 +103,6 @@ def _print_int8_report(report) -> None:
 def cmd_export(args) -> int:
     from ..base.diagnostics import CnnspecError
 
-    check_opset(args.opset)
     check_weights_option(args)
     _check_speed_options(args)
     report = None

@@ -13,7 +13,6 @@ from .common import (
     UsageError,
     check_graph_memory,
     check_input_memory,
-    check_opset,
     check_run_memory,
     check_weights_option,
     load_weights,
@@ -102,7 +101,6 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     batch_size = args.batch if not args.input else len(args.input)
     estimated = False  # an ONNX file's memory estimated from its graph
     if is_spec:
-        check_opset(args.opset)
         loaded = load_weights(args, args.model, (args.output,))
         if loaded is None:
             return None

@@ -12,7 +12,6 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
-    check_opset,
     check_train_memory,
     check_weight_memory,
     check_weights_option,
@@ -95,7 +94,6 @@ def _train(args, processes: int = 1) -> int:
 
 def _check_training_options(args) -> str:
     """Every option, before the spec is read; the device to train on."""
-    check_opset(args.opset)
     device = _torch_device(args.device)
     if args.amp and device != "cuda":
         raise UsageError(

@@ -115,6 +115,12 @@ def graph_memory(model) -> tuple[int, int] | None:
     return fixed, int(LIVE_COPIES * live) + ends
 
 
+def file_memory(path: str | Path) -> tuple[int, int] | None:
+    """graph_memory of the ONNX file at `path`; None when it cannot be read or estimated."""
+    model = read_graph(path)
+    return graph_memory(model) if model is not None else None
+
+
 def read_graph(path: str | Path):
     """The model at `path` without its external data (the estimate needs shapes only);
     None when onnx cannot read it (onnxruntime then says why, loading it)."""
