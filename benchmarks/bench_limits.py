@@ -180,14 +180,26 @@ before = status("VmRSS:")
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "extra": status("VmHWM:") - before}))
 """
-RUNS = [
+RUNS = [  # (spec, network, batch): the weights dominate at batch 1, the batch above
     ("specs/zoo/resnet.cnn", "resnet50", 1),
+    ("specs/zoo/resnet.cnn", "resnet50", 64),
     ("specs/zoo/resnet.cnn", "resnet18", 1),
-    ("specs/zoo/resnet.cnn", "resnet18", 32),
-    ("specs/zoo/mobilenetv2.cnn", "mobilenetv2", 16),
-    ("specs/zoo/densenet121.cnn", "densenet121", 8),
-    ("specs/zoo/unet.cnn", "unet", 2),
-    ("specs/lenet5.cnn", "lenet5", 2000),
+    ("specs/zoo/resnet.cnn", "resnet18", 64),
+    ("specs/vgg16.cnn", "vgg16", 1),
+    ("specs/vgg16.cnn", "vgg16", 32),
+    ("specs/zoo/mobilenetv2.cnn", "mobilenetv2", 64),
+    ("specs/zoo/densenet121.cnn", "densenet121", 32),
+    ("specs/zoo/squeezenet.cnn", "squeezenet1_1", 64),
+    ("specs/zoo/shufflenetv2.cnn", "shufflenetv2", 64),
+    ("specs/zoo/efficientnet_b0.cnn", "efficientnet_b0", 32),
+    ("specs/zoo/convnext.cnn", "convnext_tiny", 32),
+    ("specs/zoo/googlenet.cnn", "googlenet", 64),
+    ("specs/zoo/inception_v3.cnn", "inception_v3", 32),
+    ("specs/zoo/unet.cnn", "unet", 4),
+    ("specs/lenet5.cnn", "lenet5", 20000),
+    ("specs/zoo/audio.cnn", "m5", 512),  # 1-D
+    ("specs/zoo/video.cnn", "r3d_18", 8),  # 3-D
+    ("specs/zoo/unet3d.cnn", "unet3d_small", 8),
 ]
 
 
@@ -217,9 +229,14 @@ def _peak(code: str, args: list[str]) -> dict:
 
 
 def measured_run_peak(model: str, name: str | None, batch: int, output: Path) -> dict:
-    """RUN_PEAK's answer for `cnnspec run MODEL [--network NAME] --batch B`, in a process of its own."""
+    """RUN_PEAK's answer for `cnnspec run MODEL [--network NAME] --batch B -o OUTPUT.npz`
+    (every output of the model saved), in a process of its own."""
     named = ["--network", name] if name else []
-    return _peak(RUN_PEAK, ["run", model, *named, "--batch", str(batch), "--repeat", "1", "-o", str(output)])
+    output.unlink(missing_ok=True)
+    measured = _peak(RUN_PEAK, ["run", model, *named, "--batch", str(batch), "--repeat", "1", "-o", str(output)])
+    if measured["code"] != 0:
+        raise RuntimeError(f"cnnspec run {model} --batch {batch} ended with exit {measured['code']}")
+    return measured
 
 
 def random_images(path: Path, shape: tuple[int, ...], examples: int, classes: int) -> Path:
@@ -250,22 +267,18 @@ def run_memory_tables(scratch: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import cnnspec
     from cnnspec.deploy.export import build_model, save
-    from cnnspec.deploy.footprint import graph_memory, read_graph, run_memory, train_memory
+    from cnnspec.deploy.footprint import file_memory, graph_memory, train_memory
 
     print(f"\n{'cnnspec run':<36} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}")
     for spec, name, batch in RUNS:
         network = cnnspec.check(ROOT / spec, name).network(name)
-        weights, per_image = run_memory(network)
-        extra = measured_run_peak(spec, name, batch, scratch / "out.npy")["extra"]
-        _ratio_row(name, batch, weights + batch * per_image, extra)
-        if batch > 1:  # the same network as an ONNX file: estimated from its graph
-            model, _ = build_model(network, seed=0)
+        model, _ = build_model(network, seed=0)
+        extra = measured_run_peak(spec, name, batch, scratch / "out.npz")["extra"]
+        _ratio_row(name, batch, graph_memory(model, held_weight_copies=1).peak(batch), extra)
+        if batch > 1:  # the same network as an ONNX file: estimated from the file
             save(model, scratch / f"{name}.onnx")
-            weights, per_image = graph_memory(read_graph(scratch / f"{name}.onnx"))
-            extra = measured_run_peak(str(scratch / f"{name}.onnx"), None, batch, scratch / "out.npy")[
-                "extra"
-            ]
-            _ratio_row(f"{name}.onnx (its graph)", batch, weights + batch * per_image, extra)
+            extra = measured_run_peak(str(scratch / f"{name}.onnx"), None, batch, scratch / "out.npz")["extra"]
+            _ratio_row(f"{name}.onnx", batch, file_memory(scratch / f"{name}.onnx").peak(batch), extra)
     print(
         f"\n{'cnnspec train, 1 epoch':<36} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}"
     )

@@ -14,7 +14,6 @@ from .common import (
     UsageError,
     check_graph_memory,
     check_input_memory,
-    check_run_memory,
     check_weights_option,
     load_weights,
     model_source,
@@ -22,6 +21,7 @@ from .common import (
     rate_text,
     readable_file,
     readable_path,
+    refuse_run,
     safe_text,
     say,
 )
@@ -140,23 +140,25 @@ def _measure(args, scratch: Path) -> _Measured | None:
     from ..deploy.runtime import input_shape, make_session
 
     path = Path(args.model)
-    estimated = False  # an ONNX file's memory estimated from its graph
+    largest = max(args.batch)  # one session times every batch: onnxruntime's memory pattern stays on
     if path.suffix == ".cnn":
         check_weights_option(args)
         loaded = load_weights(args, args.model)
         if loaded is None:
             return None
         network, weights, spec_text, _ = loaded
-        check_run_memory(network, max(args.batch))
-        fp32: bytes | Path = model_source(network, weights, args, spec_text, scratch)
+        fp32, footprint = model_source(network, weights, args, spec_text, scratch)
+        refuse_run(
+            f"a batch of {largest:,} through '{network.name}'", footprint, largest, memory_pattern=True
+        )
         described = f"{network.name} ({args.model}, seed {args.seed})"
     else:
         fp32, described = path, str(path)
-        estimated = check_graph_memory(path, max(args.batch))
+        footprint = check_graph_memory(path, largest, memory_pattern=True)
     fp32_session = make_session(fp32, args.provider, args.threads)
     shape = input_shape(fp32_session)
-    if path.suffix != ".cnn" and not estimated:
-        check_input_memory(shape, max(args.batch))
+    if footprint is None:
+        check_input_memory(shape, largest)
     int8_session, agreement = (
         _quantized(args, fp32, fp32_session, shape, scratch) if args.int8_calibrate else (None, None)
     )

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_OK = 0
 
@@ -267,15 +268,19 @@ def write_model_file(
         raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
 
 
-def model_source(network, weights, args, spec_text, scratch: Path) -> bytes | Path:
-    """The model for `run`: bytes in memory, or a file in `scratch` above 2 GB."""
+def model_source(network, weights, args, spec_text, scratch: Path):
+    """The model for `run` (bytes in memory, or a file in `scratch` above 2 GB) and the
+    Footprint of running it (None where its graph leaves a size open)."""
     from ..deploy.export import needs_external_data, to_onnx, write_model
+    from ..deploy.footprint import file_memory, graph_memory
 
+    held = 1  # the run keeps its numpy weights while onnxruntime holds its own
     if needs_external_data(weights):
         path = scratch / f"{network.name}.onnx"
         write_model(network, weights, path, args.opset, spec_text=spec_text)
-        return path
-    return to_onnx(network, weights, args.opset, spec_text=spec_text).SerializeToString()
+        return path, file_memory(path, held)
+    model = to_onnx(network, weights, args.opset, spec_text=spec_text)
+    return model.SerializeToString(), graph_memory(model, held)
 
 
 def rate_text(images_per_second: float) -> str:
@@ -306,71 +311,77 @@ def check_input_memory(shape: tuple[int, ...], batch: int) -> None:
         raise UsageError(f"a random batch of {batch:,} inputs {problem}; use a smaller --batch")
 
 
-def check_run_memory(network, batch: int) -> None:
-    """`run --batch 1000000`: refuse before onnxruntime tries to allocate it."""
-    from ..deploy.footprint import run_memory
+def refuse_run(what: str, footprint, batch: int, memory_pattern: bool | None = None) -> None:
+    """`run --batch 1000000`: a UsageError before onnxruntime tries to allocate it, when
+    the `footprint` (None: not known) of `batch` images does not fit in free memory."""
+    from ..base.resources import HEADROOM, available_memory, shortfall
 
-    refuse_batch(f"a batch of {batch:,} through '{network.name}'", batch, *run_memory(network))
+    problem = shortfall(footprint.peak(batch, memory_pattern)) if footprint is not None else None
+    if problem:
+        largest = footprint.largest_batch((available_memory() or 0) * HEADROOM, memory_pattern)
+        per_image = footprint.per_image(batch, memory_pattern)
+        too_large(what, per_image, footprint.resident, problem, "--batch", largest)
 
 
-def check_graph_memory(path: Path, batch: int) -> bool:
-    """The same for an ONNX file, from its graph, before onnxruntime loads it; False when
-    its shapes cannot all be inferred (then check_input_memory, once the session says the
-    input's shape)."""
+def check_graph_memory(path: Path, batch: int, memory_pattern: bool | None = None):
+    """refuse_run for an ONNX file, from its graph, before onnxruntime loads it; its
+    Footprint, None when its shapes cannot all be inferred (then check_input_memory, once
+    the session says the input's shape)."""
     from ..deploy.footprint import file_memory
 
-    estimate = file_memory(path)
-    if estimate is not None:
-        refuse_batch(f"a batch of {batch:,} through {path}", batch, *estimate)
-    return estimate is not None
+    footprint = file_memory(path)
+    refuse_run(f"a batch of {batch:,} through {path}", footprint, batch, memory_pattern)
+    return footprint
 
 
 def check_train_memory(network, batch: int, args, data_bytes: int, processes: int) -> None:
     """Training on the CPU: refuse a batch that does not fit before the first step (each
     of `processes` holds its own copy of everything)."""
+    from ..base.resources import HEADROOM, available_memory, shortfall
     from ..deploy.footprint import train_memory
 
     optimizer = "momentum" if args.optimizer == "sgd" and args.momentum else args.optimizer
     fixed, per_example = train_memory(network, batch, optimizer, args.amp, data_bytes)
-    each = f" in each of {processes} processes" if processes > 1 else ""
-    refuse_batch(
-        f"training '{network.name}' on batches of {batch:,}{each}",
-        batch,
-        processes * fixed,
-        processes * per_example,
-        "--batch-size",
-    )
+    problem = shortfall(processes * (fixed + batch * per_example))
+    if problem:
+        each = f" in each of {processes} processes" if processes > 1 else ""
+        room = (available_memory() or 0) * HEADROOM / processes - fixed
+        too_large(
+            f"training '{network.name}' on batches of {batch:,}{each}",
+            processes * per_example,
+            processes * fixed,
+            problem,
+            "--batch-size",
+            max(int(room // per_example), 0),
+        )
 
 
-def fitting_batch(estimate: tuple[int, int] | None, largest: int, model: str) -> int:
-    """The largest batch up to `largest` whose `estimate` (fixed bytes, bytes per image)
-    fits in free memory, for a command that picks its own batch (evaluate); a UsageError
-    when not even one image fits."""
+def fitting_batch(footprint, largest: int, model: str) -> int:
+    """The largest batch up to `largest` whose `footprint` (None: not known) fits in free
+    memory, for a command that picks its own batch (evaluate); a UsageError when not even
+    one image fits."""
     from ..base.resources import HEADROOM, available_memory, shortfall
     from ..views.report import nbytes
 
     free = available_memory()
-    if estimate is None or free is None:
+    if footprint is None or free is None:
         return largest
-    fixed, per_image = estimate
-    batch = min(largest, int((free * HEADROOM - fixed) // max(per_image, 1)))
+    batch = min(largest, footprint.largest_batch(free * HEADROOM))
     if batch < 1:
-        problem = shortfall(fixed + per_image) or "does not fit in free memory"
+        problem = shortfall(footprint.peak(1)) or "does not fit in free memory"
         raise UsageError(
-            f"{model}: one image ({nbytes(per_image)} of memory, {nbytes(fixed)} for the weights and the "
-            f"runtime) {problem}"
+            f"{model}: one image ({nbytes(footprint.per_image(1))} of memory, {nbytes(footprint.resident)} "
+            f"for the weights and the runtime) {problem}"
         )
     return batch
 
 
-def refuse_batch(what: str, batch: int, fixed: int, per_example: int, option: str = "--batch") -> None:
-    """A UsageError when `fixed` + `batch` x `per_example` bytes do not fit in free memory."""
-    from ..base.resources import shortfall
+def too_large(what: str, per_example: int, fixed: int, problem: str, option: str, largest: int) -> NoReturn:
+    """The UsageError for a batch that does not fit, naming the largest that does."""
     from ..views.report import nbytes
 
-    problem = shortfall(fixed + batch * per_example)
-    if problem:
-        raise UsageError(
-            f"{what} ({nbytes(per_example)} of memory per image, {nbytes(fixed)} for the weights and the "
-            f"runtime) {problem}; use a smaller {option}"
-        )
+    advice = f"use {option} {largest:,} or smaller" if largest >= 1 else "not even one image fits"
+    raise UsageError(
+        f"{what} ({nbytes(per_example)} of memory per image, {nbytes(fixed)} for the weights and the "
+        f"runtime) {problem}; {advice}"
+    )

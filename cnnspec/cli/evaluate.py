@@ -27,7 +27,7 @@ def cmd_evaluate(args) -> int:
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
     from ..base.diagnostics import CnnspecError, printable
-    from ..deploy.footprint import file_memory, run_memory
+    from ..deploy.footprint import file_memory
     from ..deploy.runtime import input_shape, make_session
     from ..training.data import FolderData, relabel
     from ..training.evaluate import BATCH, evaluate, table
@@ -45,12 +45,13 @@ def cmd_evaluate(args) -> int:
                 return EXIT_ERRORS
             network, weights, spec_text, _ = loaded
             random_weights_warning(args, weights)
-            batch = fitting_batch(run_memory(network), BATCH, args.model)
-            source: bytes | Path = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
+            source, footprint = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
         else:
-            source = path
-            batch = fitting_batch(file_memory(path), BATCH, args.model)
-        session = make_session(source, "cpu")
+            source, footprint = path, file_memory(path)
+        batch = fitting_batch(footprint, BATCH, args.model)
+        session = make_session(
+            source, "cpu", memory_pattern=footprint.memory_pattern(batch) if footprint else True
+        )
         shape = input_shape(session)
         classes = session.get_outputs()[0].shape[-1]
         if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:

@@ -13,7 +13,6 @@ from .common import (
     UsageError,
     check_graph_memory,
     check_input_memory,
-    check_run_memory,
     check_weights_option,
     load_weights,
     model_classes,
@@ -24,6 +23,7 @@ from .common import (
     random_weights_warning,
     rate_text,
     readable_file,
+    refuse_run,
     safe_text,
 )
 from .options import export_options, finite_number, positive_count, thread_count
@@ -99,27 +99,27 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     from ..inputs import load_inputs
 
     batch_size = args.batch if not args.input else len(args.input)
-    estimated = False  # an ONNX file's memory estimated from its graph
     if is_spec:
         loaded = load_weights(args, args.model, (args.output,))
         if loaded is None:
             return None
         network, weights, spec_text, read = loaded
         random_weights_warning(args, weights)
-        check_run_memory(network, batch_size)
-        source = model_source(network, weights, args, spec_text, scratch)
+        source, footprint = model_source(network, weights, args, spec_text, scratch)
+        refuse_run(f"a batch of {batch_size:,} through '{network.name}'", footprint, batch_size)
         described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
     else:
         source, described = path, str(path)
         read = (path, *map(Path, args.input), *_maybe(args.labels))
-        estimated = check_graph_memory(path, batch_size)
-    session = make_session(source, args.provider, args.threads)
+        footprint = check_graph_memory(path, batch_size)
+    pattern = footprint.memory_pattern(batch_size) if footprint else True
+    session = make_session(source, args.provider, args.threads, pattern)
     shape = input_shape(session)
     if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
         raise UsageError(
             f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
         )
-    if not is_spec and not args.input and not estimated:
+    if not args.input and footprint is None:  # no estimate from the graph: the input batch at least
         check_input_memory(shape, args.batch)
     mean, std = args.mean, args.std
     if not is_spec and args.input and mean is None and std is None:

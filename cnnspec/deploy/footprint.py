@@ -2,13 +2,14 @@
 that `run`, `bench`, `evaluate` and `train` refuse a batch that does not fit instead of
 being killed by the kernel halfway (issue 24, rule 2).
 
-Each estimate is two parts: what does not grow with the batch (the runtime itself, the
-weights and their copies) and the bytes per example. Both come from the graph: a checked
-network's liveness (cost.memory) or, for an ONNX file, the same liveness over its nodes.
-The multipliers are measured (peak resident memory over the interpreter's own, zoo
-networks; `python benchmarks/bench_limits.py` prints estimate against measurement), and
-chosen so that the estimate is never below the peak measured: an estimate too low lets
-the kernel kill the run; one too high refuses a batch that would have fitted.
+A run's estimate comes from the ONNX graph onnxruntime is given (a spec's run exports it
+first): the weights and their copies, and per image the largest set of activations alive
+at once over its nodes. Training's comes from the checked network (cost.memory): the
+weights, optimizer state and what autograd keeps. The multipliers are measured (peak
+resident memory over the interpreter's own, zoo networks; `python
+benchmarks/bench_limits.py` prints estimate against measurement) and chosen so that the
+estimate is never below the peak measured: an estimate too low lets the kernel kill the
+run; one too high refuses a batch that would have fitted.
 """
 
 from __future__ import annotations
@@ -17,17 +18,23 @@ import itertools
 import math
 from pathlib import Path
 
-# Running (onnxruntime). The weights three times while the model is built (numpy, the
-# serialised model, onnxruntime's copy) and the conv weights twice more (onnxruntime's
-# repacked copy for its NCHWc kernels): 4-16% above the measured peak at batch 1. Per
-# image 1.2x (ResNet, MobileNet) to 3.5x (U-Net, whose skip concatenations onnxruntime
-# does not place in one buffer) the largest set of activations alive at once, so 4x that,
-# plus the input and the output. onnxruntime's x86 kernels pad the channels of a map to a
-# multiple of 16 (8 on AVX2): LeNet-5's 6-channel maps take 16 channels' memory. The
-# session itself (thread pools, kernels, the allocator's first chunks) took 20-60 MiB more
-# on one install than on another.
-WEIGHT_COPIES, CONV_WEIGHT_COPIES, LIVE_COPIES, CHANNEL_BLOCK = 3, 2, 4, 16
-SESSION_BYTES = 64 << 20
+from ..base.records import record
+
+# Running (onnxruntime), measured on 16 zoo networks (1-D, 2-D, 3-D), from a spec and from
+# a file. While batches run the process holds the runtime itself (thread pools, kernels,
+# the allocator's first chunks: 12-60 MiB, more on some installs), onnxruntime's copy of
+# the weights, a repacked copy of the conv weights for its NCHWc kernels, and the caller's
+# own copies (a spec's run keeps its numpy arrays); building the session holds one copy
+# more for a moment (the serialised model, or the file as read). Per image: the largest set
+# of activations alive at once, channels padded as onnxruntime's x86 kernels pad them,
+# times what its arena makes of that set: with the memory pattern off 0.67x (ResNet-50,
+# whose Conv+Add onnxruntime fuses) to 1.76x (SqueezeNet) and 1.98x (LeNet-5's small maps),
+# so 2x; with the pattern on up to 3.9x (the first run's chunks and the planned block
+# coexist), so 4x. The pattern saves time on small runs only (LeNet-5 at batch 1 runs 1.2x
+# faster with it; above PATTERN_LIMIT bytes of activations a batch 0.9x-1.02x), so larger
+# runs go without it and hold 25-40% less.
+SESSION_BYTES, CONV_WEIGHT_COPIES, CHANNEL_BLOCK = 64 << 20, 2, 16
+LIVE_COPIES, PATTERN_LIVE_COPIES, PATTERN_LIMIT = 2, 4, 64 << 20
 
 # Training (PyTorch, on the CPU). Measured for LeNet-5 and eight ImageNet networks, batch 4 to
 # 512, Adam and SGD: PyTorch itself about 90-130 MiB; the weights about 8 times (the
@@ -46,19 +53,39 @@ VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 FUSED_ACTIVATIONS = frozenset({"Relu", "Tanh", "Sigmoid", "LeakyRelu", "Clip", "HardSigmoid"})
 
 
-def run_memory(network) -> tuple[int, int]:
-    """(bytes that do not grow with the batch, bytes per image) that running the checked
-    `network` in onnxruntime holds at its peak."""
-    from ..cost.memory import inference_peak
+@record
+class Footprint:
+    """The peak memory of running one model in onnxruntime, as a function of the batch."""
 
-    conv_params = sum(entry.params for entry in network.layers if entry.kind in ("conv", "deconv"))
-    fixed = SESSION_BYTES + WEIGHT_COPIES * network.param_bytes + CONV_WEIGHT_COPIES * 4 * conv_params
-    ends = (
-        math.prod(network.input_shape) + math.prod(network.layers[-1].output_shape) if network.layers else 0
-    )
-    maps = [entry.output_shape for entry in network.layers]
-    live = inference_peak(network).peak * channel_padding(maps)
-    return fixed, int(LIVE_COPIES * live) + 4 * ends
+    load: int  # bytes while the session is built
+    resident: int  # bytes held while batches run, whatever the batch
+    live: int  # per image: the most activation bytes alive at once, channels padded
+    ends: int  # per image: the input and the output
+
+    def memory_pattern(self, batch: int) -> bool:
+        """Whether a session that runs `batch` images should plan onnxruntime's memory pattern."""
+        return batch * self.live < PATTERN_LIMIT
+
+    def per_image(self, batch: int, memory_pattern: bool | None = None) -> int:
+        pattern = self.memory_pattern(batch) if memory_pattern is None else memory_pattern
+        return int((PATTERN_LIVE_COPIES if pattern else LIVE_COPIES) * self.live) + self.ends
+
+    def peak(self, batch: int, memory_pattern: bool | None = None) -> int:
+        """Bytes at the peak of building the session and running `batch` images through it,
+        the memory pattern on or off (by default as memory_pattern(batch) says)."""
+        return max(self.load, self.resident + batch * self.per_image(batch, memory_pattern))
+
+    def largest_batch(self, budget: float, memory_pattern: bool | None = None) -> int:
+        """The largest batch whose peak is within `budget` bytes, the memory pattern on or
+        off (by default as memory_pattern(batch) says); 0 when not even one image fits."""
+        if budget < self.load:
+            return 0
+        room = budget - self.resident
+        fits = {pattern: max(int(room // max(self.per_image(1, pattern), 1)), 0) for pattern in (True, False)}
+        if memory_pattern is not None:
+            return fits[memory_pattern]
+        # without the pattern a batch takes less, but only a batch that large runs without it
+        return fits[False] if fits[False] * self.live >= PATTERN_LIMIT else fits[True]
 
 
 def channel_padding(shapes) -> float:
@@ -85,11 +112,11 @@ def train_memory(
     return fixed + memory.saved_fixed + TRAIN_DATA_COPIES * data_bytes, per_example
 
 
-def graph_memory(model) -> tuple[int, int] | None:
-    """(bytes that do not grow with the batch, bytes per example) that running an ONNX
-    model (a ModelProto, read without its external data) holds at its peak; None when its
-    shapes cannot all be inferred (custom operators, dimensions other than the batch left
-    open), where no estimate is better than a wrong one."""
+def graph_memory(model, held_weight_copies: int = 0) -> Footprint | None:
+    """The Footprint of running an ONNX model (a ModelProto, read without its external
+    data) whose caller holds `held_weight_copies` copies of its weights the while (a spec's
+    run: its numpy arrays); None when its shapes cannot all be inferred (custom operators,
+    dimensions other than the batch left open), where no estimate is better than a wrong one."""
     graph = _inferred(model)
     if graph is None:
         return None
@@ -106,19 +133,19 @@ def graph_memory(model) -> tuple[int, int] | None:
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in weights
     )
     weight_bytes = sum(weight_sizes.values())
-    fixed = SESSION_BYTES + WEIGHT_COPIES * weight_bytes + CONV_WEIGHT_COPIES * conv_bytes
+    resident = SESSION_BYTES + (1 + held_weight_copies) * weight_bytes + CONV_WEIGHT_COPIES * conv_bytes
     ends = sum(sizes[v.name][0] for v in (*graph.input, *graph.output) if v.name in sizes)
     produced = {name for node in graph.node for name in node.output}  # the input is not padded
     live = _live_peak(graph, sizes) * channel_padding(
         [shape for name, (_, shape) in sizes.items() if name in produced]
     )
-    return fixed, int(LIVE_COPIES * live) + ends
+    return Footprint(resident + weight_bytes, resident, int(live), ends)
 
 
-def file_memory(path: str | Path) -> tuple[int, int] | None:
+def file_memory(path: str | Path, held_weight_copies: int = 0) -> Footprint | None:
     """graph_memory of the ONNX file at `path`; None when it cannot be read or estimated."""
     model = read_graph(path)
-    return graph_memory(model) if model is not None else None
+    return graph_memory(model, held_weight_copies) if model is not None else None
 
 
 def read_graph(path: str | Path):

@@ -35,15 +35,23 @@ def choose_providers(provider: Provider) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(model: bytes | str | Path, provider: Provider = "cpu", threads: int | None = None):
-    """An onnxruntime session (`threads`: its intra-op threads; default: one per core);
-    a corrupt or unsupported model is a CnnspecError."""
+def make_session(
+    model: bytes | str | Path,
+    provider: Provider = "cpu",
+    threads: int | None = None,
+    memory_pattern: bool = True,
+):
+    """An onnxruntime session (`threads`: its intra-op threads; default: one per core;
+    `memory_pattern`: plan one block for a run's activations, faster for small runs and
+    more memory for large ones, see footprint.Footprint); a corrupt or unsupported model
+    is a CnnspecError."""
     import onnxruntime as ort
 
     providers = choose_providers(provider)
     ort.set_default_logger_severity(4)  # its log lines duplicate the errors raised to us
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    options.enable_mem_pattern = memory_pattern
     if threads:
         options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
