@@ -233,7 +233,9 @@ def measured_run_peak(model: str, name: str | None, batch: int, output: Path) ->
     (every output of the model saved), in a process of its own."""
     named = ["--network", name] if name else []
     output.unlink(missing_ok=True)
-    measured = _peak(RUN_PEAK, ["run", model, *named, "--batch", str(batch), "--repeat", "1", "-o", str(output)])
+    measured = _peak(
+        RUN_PEAK, ["run", model, *named, "--batch", str(batch), "--repeat", "1", "-o", str(output)]
+    )
     if measured["code"] != 0:
         raise RuntimeError(f"cnnspec run {model} --batch {batch} ended with exit {measured['code']}")
     return measured
@@ -277,7 +279,9 @@ def run_memory_tables(scratch: Path) -> None:
         _ratio_row(name, batch, graph_memory(model, held_weight_copies=1).peak(batch), extra)
         if batch > 1:  # the same network as an ONNX file: estimated from the file
             save(model, scratch / f"{name}.onnx")
-            extra = measured_run_peak(str(scratch / f"{name}.onnx"), None, batch, scratch / "out.npz")["extra"]
+            extra = measured_run_peak(str(scratch / f"{name}.onnx"), None, batch, scratch / "out.npz")[
+                "extra"
+            ]
             _ratio_row(f"{name}.onnx", batch, file_memory(scratch / f"{name}.onnx").peak(batch), extra)
     print(
         f"\n{'cnnspec train, 1 epoch':<36} {'batch':>6} {'estimated MiB':>14} {'measured MiB':>13} {'ratio':>6}"

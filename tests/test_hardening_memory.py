@@ -288,3 +288,25 @@ def test_large_runs_go_without_the_memory_pattern(tmp_path, capsys, monkeypatch)
     assert cli(capsys, "bench", "specs/lenet5.cnn", "--batch", f"1,{limit}", "--seconds", "0.1")[0] == 0
     said = [p[0] if isinstance(p, tuple) else p.get("memory_pattern", True) for p in patterns]
     assert said == [True, True, False, True], said
+
+
+def test_a_refused_run_of_input_files_names_how_many_fit(tmp_path, capsys, monkeypatch):
+    """With input files the batch is their number: the advice is a count of files, not --batch."""
+    path = _chain(tmp_path / "m.onnx", [16, 64, 16], spatial=64)
+    footprint = graph_memory(read_graph(path))
+    monkeypatch.setattr(resources, "available_memory", lambda: int(footprint.peak(2) / 0.9) + 1)
+    inputs = [str(tmp_path / f"x{i}.npy") for i in range(3)]
+    for name in inputs:
+        np.save(name, np.zeros((16, 64, 64), np.float32))
+    code, _, err = cli(capsys, "run", str(path), "--input", *inputs)
+    assert code == 2 and "give 2 inputs or fewer at a time" in err, err
+
+
+def test_a_npy_of_many_examples_is_checked_once_read(tmp_path, capsys, monkeypatch):
+    """One .npy file can hold N examples: the batch is known once it is read, and checked then."""
+    path = _chain(tmp_path / "m.onnx", [16, 64, 16], spatial=64)
+    footprint = graph_memory(read_graph(path))
+    monkeypatch.setattr(resources, "available_memory", lambda: int(footprint.peak(2) / 0.9) + 1)
+    np.save(tmp_path / "x.npy", np.zeros((5, 16, 64, 64), np.float32))
+    code, _, err = cli(capsys, "run", str(path), "--input", str(tmp_path / "x.npy"))
+    assert code == 2 and "a batch of 5 through" in err and "give 2 examples or fewer at a time" in err, err

@@ -91,7 +91,7 @@ def _per_layer(args, scratch: Path) -> None:
         loaded = load_weights(args, args.model)
         assert loaded is not None  # the timing above loaded them already
         network, weights, spec_text, _ = loaded
-        model = model_source(network, weights, args, spec_text, scratch)
+        model, _ = model_source(network, weights, args, spec_text, scratch)
     shape = input_shape(make_session(model, args.provider, args.threads))
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
     measured = kernel_times(model, x, args.provider, args.threads)

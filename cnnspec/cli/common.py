@@ -6,7 +6,10 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:  # annotations only: `check` must not import the runtime's modules
+    from ..deploy.footprint import Footprint
 
 EXIT_OK = 0
 
@@ -268,7 +271,7 @@ def write_model_file(
         raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
 
 
-def model_source(network, weights, args, spec_text, scratch: Path):
+def model_source(network, weights, args, spec_text, scratch: Path) -> tuple[bytes | Path, Footprint | None]:
     """The model for `run` (bytes in memory, or a file in `scratch` above 2 GB) and the
     Footprint of running it (None where its graph leaves a size open)."""
     from ..deploy.export import needs_external_data, to_onnx, write_model
@@ -311,26 +314,37 @@ def check_input_memory(shape: tuple[int, ...], batch: int) -> None:
         raise UsageError(f"a random batch of {batch:,} inputs {problem}; use a smaller --batch")
 
 
-def refuse_run(what: str, footprint, batch: int, memory_pattern: bool | None = None) -> None:
+def refuse_run(
+    what: str,
+    footprint: Footprint | None,
+    batch: int,
+    memory_pattern: bool | None = None,
+    option: str = "--batch",
+) -> None:
     """`run --batch 1000000`: a UsageError before onnxruntime tries to allocate it, when
-    the `footprint` (None: not known) of `batch` images does not fit in free memory."""
+    the `footprint` (None: not known) of `batch` images does not fit in free memory.
+    `option` is what sets the batch: an option, or "inputs" (one image per input file)."""
     from ..base.resources import HEADROOM, available_memory, shortfall
 
-    problem = shortfall(footprint.peak(batch, memory_pattern)) if footprint is not None else None
+    if footprint is None:
+        return
+    problem = shortfall(footprint.peak(batch, memory_pattern))
     if problem:
         largest = footprint.largest_batch((available_memory() or 0) * HEADROOM, memory_pattern)
         per_image = footprint.per_image(batch, memory_pattern)
-        too_large(what, per_image, footprint.resident, problem, "--batch", largest)
+        too_large(what, per_image, footprint.resident, problem, option, largest)
 
 
-def check_graph_memory(path: Path, batch: int, memory_pattern: bool | None = None):
+def check_graph_memory(
+    path: Path, batch: int, memory_pattern: bool | None = None, option: str = "--batch"
+) -> Footprint | None:
     """refuse_run for an ONNX file, from its graph, before onnxruntime loads it; its
     Footprint, None when its shapes cannot all be inferred (then check_input_memory, once
     the session says the input's shape)."""
     from ..deploy.footprint import file_memory
 
     footprint = file_memory(path)
-    refuse_run(f"a batch of {batch:,} through {path}", footprint, batch, memory_pattern)
+    refuse_run(f"a batch of {batch:,} through {path}", footprint, batch, memory_pattern, option)
     return footprint
 
 
@@ -356,7 +370,7 @@ def check_train_memory(network, batch: int, args, data_bytes: int, processes: in
         )
 
 
-def fitting_batch(footprint, largest: int, model: str) -> int:
+def fitting_batch(footprint: Footprint | None, largest: int, model: str) -> int:
     """The largest batch up to `largest` whose `footprint` (None: not known) fits in free
     memory, for a command that picks its own batch (evaluate); a UsageError when not even
     one image fits."""
@@ -380,7 +394,12 @@ def too_large(what: str, per_example: int, fixed: int, problem: str, option: str
     """The UsageError for a batch that does not fit, naming the largest that does."""
     from ..views.report import nbytes
 
-    advice = f"use {option} {largest:,} or smaller" if largest >= 1 else "not even one image fits"
+    if largest < 1:
+        advice = "not even one image fits"
+    elif option.startswith("--"):
+        advice = f"use {option} {largest:,} or smaller"
+    else:
+        advice = f"give {largest:,} {option} or fewer at a time"
     raise UsageError(
         f"{what} ({nbytes(per_example)} of memory per image, {nbytes(fixed)} for the weights and the "
         f"runtime) {problem}; {advice}"

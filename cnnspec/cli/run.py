@@ -95,23 +95,14 @@ def _check_options(args, path: Path, is_spec: bool) -> None:
 
 def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     """The model (a spec exported for this run, or an ONNX file) on the inputs."""
-    from ..deploy.runtime import input_shape, make_session, read_labels, run
+    from ..deploy.runtime import input_shape, make_session, run
     from ..inputs import load_inputs
 
     batch_size = args.batch if not args.input else len(args.input)
-    if is_spec:
-        loaded = load_weights(args, args.model, (args.output,))
-        if loaded is None:
-            return None
-        network, weights, spec_text, read = loaded
-        random_weights_warning(args, weights)
-        source, footprint = model_source(network, weights, args, spec_text, scratch)
-        refuse_run(f"a batch of {batch_size:,} through '{network.name}'", footprint, batch_size)
-        described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
-    else:
-        source, described = path, str(path)
-        read = (path, *map(Path, args.input), *_maybe(args.labels))
-        footprint = check_graph_memory(path, batch_size)
+    model = _model(args, path, is_spec, scratch, batch_size)
+    if model is None:
+        return None
+    source, described, read, footprint, exported = model
     pattern = footprint.memory_pattern(batch_size) if footprint else True
     session = make_session(source, args.provider, args.threads, pattern)
     shape = input_shape(session)
@@ -127,15 +118,45 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     batch = load_inputs(
         args.input, shape, args.batch, args.seed, mean, std, args.resample, not args.no_resize
     )
+    if len(batch) != batch_size:  # .npy files of N examples each: the batch is known only now
+        refuse_run(
+            f"a batch of {len(batch):,} through {described}", footprint, len(batch), pattern, "examples"
+        )
     result = run(session, batch, repeat=args.repeat)
-    output = result.output
-    labels = read_labels(args.labels, output.shape[1]) if args.labels and output.ndim == 2 else None
-    if labels is None and not is_spec and output.ndim == 2:
-        labels = model_classes(session, output.shape[1])
-    ran = _Ran(described, read, batch, result, labels)
-    if args.activations:
+    ran = _Ran(described, read, batch, result, _labels(args, session, result.output, is_spec))
+    if args.activations and exported is not None:
+        network, weights, spec_text = exported
         ran.pictures = _save_activations(args, network, weights, spec_text, batch[:1])
     return ran
+
+
+def _labels(args, session, output, is_spec: bool) -> list[str] | None:
+    """Class names for a classifier's output: from --labels, else those a model records."""
+    from ..deploy.runtime import read_labels
+
+    if output.ndim != 2:
+        return None
+    if args.labels:
+        return read_labels(args.labels, output.shape[1])
+    return None if is_spec else model_classes(session, output.shape[1])
+
+
+def _model(args, path: Path, is_spec: bool, scratch: Path, batch_size: int):
+    """(model source, how to describe it, files read, Footprint, (network, weights, spec
+    text) for a spec) with the batch's memory checked; None after a spec's diagnostics."""
+    option = "inputs" if args.input else "--batch"
+    if not is_spec:
+        read = (path, *map(Path, args.input), *_maybe(args.labels))
+        return path, str(path), read, check_graph_memory(path, batch_size, option=option), None
+    loaded = load_weights(args, args.model, (args.output,))
+    if loaded is None:
+        return None
+    network, weights, spec_text, read = loaded
+    random_weights_warning(args, weights)
+    source, footprint = model_source(network, weights, args, spec_text, scratch)
+    refuse_run(f"a batch of {batch_size:,} through '{network.name}'", footprint, batch_size, option=option)
+    described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
+    return source, described, read, footprint, (network, weights, spec_text)
 
 
 def _print_run(args, ran: _Ran) -> None:
