@@ -370,3 +370,69 @@ def _answered_in_one_line(folder, capsys, command: str, option: str, value: str)
     assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err, where
     if code == 2:
         assert len([line for line in err.splitlines() if "error" in line]) == 1, err
+
+
+def _classifier(path, batch, weights):
+    """A linear classifier of 1x8x8 inputs into 10 classes, its batch fixed to `batch` (or
+    left open, "N")."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[numpy_helper.from_array(weights, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("fixed", [1, 8])
+def test_a_model_exported_for_one_batch_size_evaluates_and_benches(tmp_path, capsys, fixed):
+    """Such a model was exit 70 in evaluate (it fed 256) and bench (1, 8, 32, and int8's
+    held-out examples all at once). evaluate now runs that size, the last batch padded
+    (20 = 8 + 8 + 4), and scores what the same model with an open batch scores; bench times
+    that size when none was asked and refuses others; int8 calibrates and compares that many
+    examples at a time, and agrees as the open model does."""
+    import json
+
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((10, 64)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=rng.random((20, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 10, 20))
+    scores = {}
+    for name, batch in (("open", "N"), ("fixed", fixed)):
+        model = _classifier(tmp_path / f"{name}.onnx", batch, weights)
+        code, out, err = cli(
+            capsys, "evaluate", str(model), "--data", str(tmp_path / "d.npz"), "--format", "json"
+        )
+        assert code == 0, err
+        scores[name] = json.loads(out)
+    assert scores["fixed"] == scores["open"]
+    code, out, err = cli(capsys, "bench", str(tmp_path / "fixed.onnx"), "--seconds", "0.05")
+    assert code == 0 and f"takes batches of exactly {fixed}: timing that size only" in err, err
+    other = 2 if fixed == 1 else 1
+    code, _, err = cli(capsys, "bench", str(tmp_path / "fixed.onnx"), "--batch", f"{fixed},{other}")
+    assert code == 2 and f"takes batches of exactly {fixed}; use --batch {fixed}" in err, err
+    assert len(err.strip().splitlines()) == 1
+    agreements = []  # int8: calibrated and compared that many examples at a time, as the open model
+    for name in ("open", "fixed"):
+        args = ["bench", str(tmp_path / f"{name}.onnx"), "--int8-calibrate", str(tmp_path / "d.npz")]
+        code, out, err = cli(
+            capsys, *args, "--batch", "1" if name == "open" else str(fixed), "--seconds", "0.05"
+        )
+        assert code == 0, err
+        agreements.append(next(line for line in out.splitlines() if "agreement" in line))
+    assert agreements[0] == agreements[1]
+
+
+def test_a_model_whose_batch_is_fixed_to_zero_is_refused(tmp_path, capsys):
+    """Such a model can run nothing: bench timed it (0 images/s), evaluate and run ended in
+    onnxruntime's own words."""
+    model = _classifier(tmp_path / "m.onnx", 0, np.ones((10, 64), np.float32))
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    for command in (
+        ["run", str(model)],
+        ["evaluate", str(model), "--data", str(tmp_path / "d.npz")],
+        ["bench", str(model)],
+    ):
+        code, _, err = cli(capsys, *command)
+        assert code == 1 and "has a batch dimension of 0: it can run no example" in err, (command, err)

@@ -27,6 +27,8 @@ from .common import (
 )
 from .options import export_options, finite_number, thread_count
 
+DEFAULT_BATCHES = (1, 8, 32)
+
 
 def _batches(text: str) -> tuple[int, ...]:
     try:
@@ -118,6 +120,8 @@ def _per_layer(args, scratch: Path) -> None:
 
 
 def _check_options(args) -> None:
+    args.batch_given = args.batch is not None
+    args.batch = args.batch or DEFAULT_BATCHES
     readable_file(args.model, "file")
     if args.int8_calibrate:
         readable_path(args.int8_calibrate, "calibration data")
@@ -157,6 +161,7 @@ def _measure(args, scratch: Path) -> _Measured | None:
         footprint = check_graph_memory(path, largest, memory_pattern=True)
     fp32_session = make_session(fp32, args.provider, args.threads)
     shape = input_shape(fp32_session)
+    _fixed_batch(args, fp32_session, path)
     if footprint is None:
         check_input_memory(shape, largest)
     int8_session, agreement = (
@@ -165,6 +170,20 @@ def _measure(args, scratch: Path) -> _Measured | None:
     comparison = compare(fp32_session, int8_session, shape, args.batch, args.seconds)
     provider = fp32_session.get_providers()[0]
     return _Measured(described, shape, provider, comparison, agreement, int8_session is not None)
+
+
+def _fixed_batch(args, session, path: Path) -> None:
+    """A model exported for one batch size runs that size only: the default sizes give way
+    to it (said), sizes asked for are refused."""
+    from ..deploy.runtime import fixed_batch
+
+    fixed = fixed_batch(session)
+    if fixed is None or set(args.batch) == {fixed}:
+        return
+    if args.batch_given:
+        raise UsageError(f"{path}: the model takes batches of exactly {fixed:,}; use --batch {fixed}")
+    say("note", f"{path} takes batches of exactly {fixed:,}: timing that size only")
+    args.batch = (fixed,)
 
 
 def _quantized(args, fp32: bytes | Path, fp32_session, shape, scratch: Path):
@@ -267,7 +286,7 @@ def add_parser(sub) -> None:
         "and which one to deploy on this machine.",
     )
     bench.add_argument("model", metavar="FILE.cnn|MODEL.onnx")
-    bench.add_argument("--batch", type=_batches, default=(1, 8, 32), help="batch sizes (default 1,8,32)")
+    bench.add_argument("--batch", type=_batches, help="batch sizes (default 1,8,32)")
     bench.add_argument("--int8-calibrate", metavar="DATA", help="quantise with these examples and compare")
     bench.add_argument(
         "--mean", type=finite_number, nargs="+", help="per-channel mean of the calibration images"

@@ -27,10 +27,9 @@ def cmd_evaluate(args) -> int:
     import tempfile  # here, not at the top: `cnnspec check` never needs it
 
     from ..base.diagnostics import CnnspecError, printable
-    from ..deploy.footprint import file_memory
-    from ..deploy.runtime import input_shape, make_session
+    from ..deploy.runtime import input_shape
     from ..training.data import FolderData, relabel
-    from ..training.evaluate import BATCH, evaluate, table
+    from ..training.evaluate import evaluate, table
     from ..training.train import load_dataset
 
     path = Path(args.model)
@@ -39,19 +38,10 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"{args.data}: no such file or folder")
     scratch_dir = tempfile.TemporaryDirectory(prefix="cnnspec-evaluate-")
     try:
-        if path.suffix == ".cnn":
-            loaded = load_weights(args, args.model)
-            if loaded is None:
-                return EXIT_ERRORS
-            network, weights, spec_text, _ = loaded
-            random_weights_warning(args, weights)
-            source, footprint = model_source(network, weights, args, spec_text, Path(scratch_dir.name))
-        else:
-            source, footprint = path, file_memory(path)
-        batch = fitting_batch(footprint, BATCH, args.model)
-        session = make_session(
-            source, "cpu", memory_pattern=footprint.memory_pattern(batch) if footprint else True
-        )
+        opened = _session(args, path, Path(scratch_dir.name))
+        if opened is None:
+            return EXIT_ERRORS
+        session, batch = opened
         shape = input_shape(session)
         classes = session.get_outputs()[0].shape[-1]
         if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
@@ -73,6 +63,34 @@ def cmd_evaluate(args) -> int:
         print(f"model: {safe_text(args.model)}   data: {safe_text(args.data)}")
         print(printable(table(result)))  # several lines: class names escaped, not the breaks
     return EXIT_OK
+
+
+def _session(args, path: Path, scratch: Path):
+    """(onnxruntime session, batch size) for the model, the batch as large as free memory
+    allows up to 256; None after a spec's diagnostics."""
+    from ..base.resources import shortfall
+    from ..deploy.footprint import file_memory
+    from ..deploy.runtime import fixed_batch, make_session
+    from ..training.evaluate import BATCH
+
+    if path.suffix == ".cnn":
+        loaded = load_weights(args, args.model)
+        if loaded is None:
+            return None
+        network, weights, spec_text, _ = loaded
+        random_weights_warning(args, weights)
+        source, footprint = model_source(network, weights, args, spec_text, scratch)
+    else:
+        source, footprint = path, file_memory(path)
+    batch = fitting_batch(footprint, BATCH, args.model)
+    session = make_session(
+        source, "cpu", memory_pattern=footprint.memory_pattern(batch) if footprint else True
+    )
+    fixed = fixed_batch(session)  # a model exported for one batch size runs that many at a time
+    problem = shortfall(footprint.peak(fixed)) if fixed is not None and footprint is not None else None
+    if problem:
+        raise UsageError(f"{args.model} takes batches of exactly {fixed:,}: such a batch {problem}")
+    return session, batch
 
 
 def add_parser(sub) -> None:

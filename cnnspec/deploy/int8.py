@@ -111,16 +111,18 @@ def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader protocol: one example at a time."""
+    """onnxruntime's CalibrationDataReader protocol: `size` examples at a time (the batch a
+    model fixes; 1 for an open one), the last batch filled with the first examples again."""
 
-    def __init__(self, name: str, x: np.ndarray):
-        self.name, self.x, self.i = name, x, 0
+    def __init__(self, name: str, x: np.ndarray, size: int = 1):
+        batches = -(-len(x) // size)
+        self.name, self.x, self.size, self.i = name, x[np.arange(batches * size) % len(x)], size, 0
 
     def get_next(self):
         if self.i >= len(self.x):
             return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1 : self.i]}
+        self.i += self.size
+        return {self.name: self.x[self.i - self.size : self.i]}
 
     def rewind(self) -> None:
         self.i = 0
@@ -143,8 +145,10 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader
 
-    name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
-    reader = _Reader(name, calibration)
+    first = onnx.load(str(fp32), load_external_data=False).graph.input[0]
+    batch = first.type.tensor_type.shape.dim[0] if first.type.tensor_type.shape.dim else None
+    size = batch.dim_value if batch is not None and batch.HasField("dim_value") and batch.dim_value > 0 else 1
+    reader = _Reader(first.name, calibration, size)
     CalibrationDataReader.register(_Reader)
     prepared = out.with_name(out.stem + ".prepared.onnx")
     logging.disable(logging.WARNING)  # its advice goes to the root logger, on every call
@@ -192,9 +196,9 @@ class Agreement:
 
 
 def agreement(fp32_session, int8_session, x: np.ndarray) -> Agreement:
-    name = fp32_session.get_inputs()[0].name
-    a = fp32_session.run(None, {name: x})[0]
-    b = int8_session.run(None, {int8_session.get_inputs()[0].name: x})[0]
+    from .runtime import run_examples
+
+    a, b = run_examples(fp32_session, x)[0], run_examples(int8_session, x)[0]
     if a.ndim >= 2 and a.shape[1] > 1:  # classes along axis 1 (per pixel for maps)
         top1 = float(np.mean(a.argmax(1) == b.argmax(1)))
     else:  # one score per example: agreement of its sign

@@ -3,6 +3,7 @@ arrays or random data; outputs, top-K classes and timing."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -87,6 +88,11 @@ def input_shape(session) -> tuple[int, ...]:
             f"the model's input '{first.name}' has shape {shape}: no batch dimension before the example's",
             "cnnspec feeds N x C x H x W (or N x features)",
         )
+    if isinstance(shape[0], int) and shape[0] < 1:
+        raise fail(
+            "onnx-file",
+            f"the model's input '{first.name}' has a batch dimension of {shape[0]}: it can run no example",
+        )
     dims = tuple(d for d in shape[1:])
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise fail(
@@ -125,8 +131,6 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
     """Run `batch` through the model, `warmup` times untimed and `repeat` times timed.
     onnxruntime's failures (an allocation it cannot make, a batch size the model fixes)
     become one bad-input error."""
-    import onnxruntime as ort
-
     fixed = fixed_batch(session)
     if fixed is not None and fixed != batch.shape[0]:
         raise fail(
@@ -136,10 +140,9 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
         )
     feeds = {session.get_inputs()[0].name: batch}
     names = [output.name for output in session.get_outputs()]
-    options = ort.RunOptions()
-    options.log_severity_level = 4
+    options = _quiet()
     times = []
-    try:
+    with _runtime_errors(batch):
         outputs = session.run(names, feeds, options)
         for _ in range(max(warmup - 1, 0)):
             session.run(names, feeds, options)
@@ -147,6 +150,41 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
             start = time.perf_counter()
             outputs = session.run(names, feeds, options)
             times.append(time.perf_counter() - start)
+    median = statistics.median(times) * 1000.0
+    return RunResult(outputs[0], session.get_providers(), median, len(times), tuple(zip(names, outputs)))
+
+
+def run_examples(session, examples: np.ndarray) -> list[np.ndarray]:
+    """Every output of the model for `examples`, onnxruntime's failures as in run(). A
+    model that fixes its batch size takes them that many at a time, the last batch padded
+    with zeros whose outputs are dropped."""
+    size = fixed_batch(session) or len(examples)
+    parts = []
+    for start in range(0, len(examples), max(size, 1)):
+        batch = examples[start : start + size]
+        count = len(batch)
+        if count < size:
+            batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), batch.dtype)])
+        with _runtime_errors(batch):
+            outputs = session.run(None, {session.get_inputs()[0].name: batch}, _quiet())
+        parts.append([output[:count] for output in outputs])
+    return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+
+def _quiet():
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # its log lines duplicate the errors raised to us
+    return options
+
+
+@contextlib.contextmanager
+def _runtime_errors(batch: np.ndarray):
+    """onnxruntime's failures (an allocation it cannot make, a shape the model does not
+    take) as one bad-input error."""
+    try:
+        yield
     except MemoryError:
         raise
     except Exception as exc:  # onnxruntime's own exception types
@@ -154,8 +192,6 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
         if "alloc" in text.lower():
             text = f"not enough memory for a batch of {batch.shape[0]:,} ({text[:200]})"
         raise fail("bad-input", f"onnxruntime cannot run this input: {text[:300]}") from None
-    median = statistics.median(times) * 1000.0
-    return RunResult(outputs[0], session.get_providers(), median, len(times), tuple(zip(names, outputs)))
 
 
 def top_k(scores: np.ndarray, k: int, labels: list[str] | None = None) -> list[list[tuple[str, float]]]:

@@ -44,10 +44,10 @@ class Evaluation:
 def evaluate(session, data, classes: int, mean=None, std=None, batch: int = BATCH) -> Evaluation:
     """`data`: arrays (train.Dataset) or a listed class folder (data.FolderData), read `batch`
     examples at a time and normalised with `mean` and `std` (what the model was trained with)."""
+    from ..deploy.runtime import run_examples
     from ..inputs import load_image
     from .data import FolderData, Preprocess
 
-    name = session.get_inputs()[0].name
     confusion = np.zeros((classes, classes), np.int64)
     for start in range(0, len(data.y), batch):
         if isinstance(data, FolderData):
@@ -56,7 +56,7 @@ def evaluate(session, data, classes: int, mean=None, std=None, batch: int = BATC
             x = Preprocess(_tuple(mean), _tuple(std)).normalise(
                 np.asarray(data.x[start : start + batch], np.float32)
             )
-        scores = session.run(None, {name: x})[0]
+        scores = run_examples(session, x)[0]
         np.add.at(confusion, (data.y[start : start + batch], scores.argmax(1)), 1)
     names = list(data.classes) if len(data.classes) == classes else [str(i) for i in range(classes)]
     return Evaluation(names, confusion)
