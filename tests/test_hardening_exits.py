@@ -373,13 +373,13 @@ def _answered_in_one_line(folder, capsys, command: str, option: str, value: str)
 
 
 def _classifier(path, batch, weights):
-    """A linear classifier of 1x8x8 inputs into 10 classes, its batch fixed to `batch` (or
-    left open, "N")."""
+    """A linear classifier of 1x8x8 inputs into as many classes as `weights` has rows, its
+    batch fixed to `batch` (or left open, "N")."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 8, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, len(weights)])
     nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "g", [x], [y], initializer=[numpy_helper.from_array(weights, "w")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
@@ -436,3 +436,11 @@ def test_a_model_whose_batch_is_fixed_to_zero_is_refused(tmp_path, capsys):
     ):
         code, _, err = cli(capsys, *command)
         assert code == 1 and "has a batch dimension of 0: it can run no example" in err, (command, err)
+
+
+def test_evaluate_refuses_a_model_of_no_classes(tmp_path, capsys):
+    """An N x 0 output: "labels 0..-1" before; now what evaluate takes."""
+    model = _classifier(tmp_path / "m.onnx", "N", np.ones((0, 64), np.float32))
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    code, _, err = cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "d.npz"))
+    assert code == 2 and "evaluate takes a classifier" in err, err

@@ -44,7 +44,7 @@ def cmd_evaluate(args) -> int:
         session, batch = opened
         shape = input_shape(session)
         classes = session.get_outputs()[0].shape[-1]
-        if not isinstance(classes, int) or len(session.get_outputs()[0].shape) != 2:
+        if not isinstance(classes, int) or classes < 1 or len(session.get_outputs()[0].shape) != 2:
             raise UsageError("evaluate takes a classifier: one output of N x classes")
         data = load_dataset(args.data, shape, classes, stream=True)
         names = model_classes(session, classes)  # the class names a model trained on folders records
