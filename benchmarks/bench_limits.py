@@ -7,7 +7,8 @@ own; the baseline row is the same process checking LeNet-5.
     python benchmarks/bench_limits.py
 
 Then the memory `cnnspec run` and `cnnspec train` estimate before they start (and refuse a
-batch that does not fit), next to the peak they then take, measured the same way.
+batch that does not fit), next to the peak they then take, measured the same way; and the
+time onnxruntime's memory pattern saves where `run` turns it off.
 """
 
 from __future__ import annotations
@@ -296,6 +297,66 @@ def run_memory_tables(scratch: Path) -> None:
         _ratio_row(f"{name} ({optimizer}, {examples} examples)", batch, fixed + batch * per_example, extra)
 
 
+PATTERN_RUNS = [  # networks timed at the first batch run without onnxruntime's memory pattern
+    ("specs/lenet5.cnn", "lenet5"),
+    ("specs/zoo/resnet.cnn", "resnet18"),
+    ("specs/zoo/mobilenetv2.cnn", "mobilenetv2"),
+    ("specs/zoo/densenet121.cnn", "densenet121"),
+    ("specs/zoo/squeezenet.cnn", "squeezenet1_1"),
+    ("specs/zoo/shufflenetv2.cnn", "shufflenetv2"),
+    ("specs/zoo/efficientnet_b0.cnn", "efficientnet_b0"),
+    ("specs/zoo/unet.cnn", "unet"),
+]
+
+
+def pattern_time_table(rounds: int = 5) -> None:
+    """What turning the memory pattern off costs in time where `run` turns it off: the
+    median of `rounds` interleaved timings each way (a fresh session each), at the first
+    batch above footprint.PATTERN_LIMIT."""
+    import gc
+    import statistics
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    import cnnspec
+    from cnnspec.deploy.export import build_model
+    from cnnspec.deploy.footprint import PATTERN_LIMIT, graph_memory
+
+    def seconds(model: bytes, x, pattern: bool) -> float:
+        options = ort.SessionOptions()
+        options.enable_mem_pattern = pattern
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        feeds = {session.get_inputs()[0].name: x}
+        for _ in range(3):
+            session.run(None, feeds)
+        start, runs = time.perf_counter(), 0
+        while runs < 5 or time.perf_counter() - start < 0.5:
+            session.run(None, feeds)
+            runs += 1
+        elapsed = (time.perf_counter() - start) / runs
+        del session
+        gc.collect()
+        return elapsed
+
+    print(
+        f"\n{'memory pattern: time per batch':<36} {'batch':>6} {'with ms':>10} {'without ms':>11} {'ratio':>6}"
+    )
+    for spec, name in PATTERN_RUNS:
+        network = cnnspec.check(ROOT / spec, name).network(name)
+        model, _ = build_model(network, seed=0)
+        batch = -(-PATTERN_LIMIT // graph_memory(model).live)
+        x = np.random.default_rng(0).random((batch, *network.input_shape), dtype=np.float32)
+        data = model.SerializeToString()
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for round_ in range(rounds):
+            for pattern in (True, False) if round_ % 2 else (False, True):
+                times[pattern].append(seconds(data, x, pattern))
+        with_, without = statistics.median(times[True]), statistics.median(times[False])
+        print(f"{name:<36} {batch:>6} {with_ * 1e3:>10.2f} {without * 1e3:>11.2f} {without / with_:>5.2f}x")
+
+
 def main() -> None:
     print(f"{'input':<50} {'budget':<32} {'seconds':>8} {'peak MB':>8}  outcome")
     with tempfile.TemporaryDirectory() as scratch:
@@ -314,6 +375,7 @@ def main() -> None:
             seconds, peak, outcome = done.stdout.strip().splitlines()[-1].split(" ", 2)
             print(f"{title:<50} {budget:<32} {seconds:>8} {peak:>8}  {outcome[:60]}")
         run_memory_tables(Path(scratch))
+    pattern_time_table()
 
 
 if __name__ == "__main__":

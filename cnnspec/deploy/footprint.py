@@ -31,9 +31,9 @@ from ..base.records import record
 # whose Conv+Add onnxruntime fuses) to 1.76x (SqueezeNet) and 1.98x (LeNet-5's small maps),
 # so 2x; with the pattern on up to 3.9x (the first run's chunks and the planned block
 # coexist), so 4x. The pattern saves time on small runs only (LeNet-5 at batch 1 runs 1.2x
-# faster with it; just above PATTERN_LIMIT bytes of activations a batch, ten networks ran
-# in 0.89x-1.00x the time without it), so larger runs go without it and hold 3-56% less
-# per image (11 of 12 networks; GoogLeNet 8% more).
+# faster with it; at the first batch above PATTERN_LIMIT bytes of activations, eight
+# networks ran in 0.88x-1.02x the time without it), so larger runs go without it and hold
+# 3-56% less per image (11 of 12 networks; GoogLeNet 8% more).
 SESSION_BYTES, CONV_WEIGHT_COPIES, CHANNEL_BLOCK = 64 << 20, 2, 16
 LIVE_COPIES, PATTERN_LIVE_COPIES, PATTERN_LIMIT = 2, 4, 64 << 20
 
