@@ -99,11 +99,12 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     from ..inputs import load_inputs
 
     batch_size = args.batch if not args.input else len(args.input)
-    model = _model(args, path, is_spec, scratch, batch_size)
+    pattern_by_batch = args.provider == "cpu"  # as measured there; a GPU (or auto) keeps it on
+    model = _model(args, path, is_spec, scratch, batch_size, None if pattern_by_batch else True)
     if model is None:
         return None
     source, described, read, footprint, exported = model
-    pattern = footprint.memory_pattern(batch_size) if footprint else True
+    pattern = footprint.memory_pattern(batch_size) if footprint and pattern_by_batch else True
     session = make_session(source, args.provider, args.threads, pattern)
     shape = input_shape(session)
     if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
@@ -141,20 +142,21 @@ def _labels(args, session, output, is_spec: bool) -> list[str] | None:
     return None if is_spec else model_classes(session, output.shape[1])
 
 
-def _model(args, path: Path, is_spec: bool, scratch: Path, batch_size: int):
+def _model(args, path: Path, is_spec: bool, scratch: Path, batch_size: int, pattern: bool | None):
     """(model source, how to describe it, files read, Footprint, (network, weights, spec
-    text) for a spec) with the batch's memory checked; None after a spec's diagnostics."""
+    text) for a spec) with the batch's memory checked, the memory pattern on or off (None:
+    by the batch); None after a spec's diagnostics."""
     option = "inputs" if args.input else "--batch"
     if not is_spec:
         read = (path, *map(Path, args.input), *_maybe(args.labels))
-        return path, str(path), read, check_graph_memory(path, batch_size, option=option), None
+        return path, str(path), read, check_graph_memory(path, batch_size, pattern, option), None
     loaded = load_weights(args, args.model, (args.output,))
     if loaded is None:
         return None
     network, weights, spec_text, read = loaded
     random_weights_warning(args, weights)
     source, footprint = model_source(network, weights, args, spec_text, scratch)
-    refuse_run(f"a batch of {batch_size:,} through '{network.name}'", footprint, batch_size, option=option)
+    refuse_run(f"a batch of {batch_size:,} through '{network.name}'", footprint, batch_size, pattern, option)
     described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
     return source, described, read, footprint, (network, weights, spec_text)
 
