@@ -260,3 +260,18 @@ def test_bench_and_export_share_one_agreement_rule():
         measured = _Measured("m", (1, 8, 8), "CPU", faster, agreement, quantized=True)
         assert _deploy(measured) == expected
         assert (agreement_problem(agreement) is None) == (expected == "int8")
+
+
+def test_the_calibration_reader_fills_a_model_s_fixed_batch():
+    """A model exported for batches of 2 gets 2 examples at a time; the last batch is filled
+    with the first examples again, not zeros (which would skew the ranges)."""
+    from cnnspec.deploy.int8 import _Reader
+
+    x = np.arange(5, dtype=np.float32).reshape(5, 1)
+    reader = _Reader("x", x, 2)
+    batches = []
+    while (feed := reader.get_next()) is not None:
+        batches.append(feed["x"].ravel().tolist())
+    assert batches == [[0, 1], [2, 3], [4, 0]]
+    one = _Reader("x", x)
+    assert one.x is x and [one.get_next()["x"].ravel().tolist() for _ in range(5)] == [[i] for i in range(5)]

@@ -444,3 +444,16 @@ def test_evaluate_refuses_a_model_of_no_classes(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
     code, _, err = cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "d.npz"))
     assert code == 2 and "evaluate takes a classifier" in err, err
+
+
+def test_bench_checks_the_memory_of_the_batch_a_model_fixes(tmp_path, capsys, monkeypatch):
+    """The default sizes (1, 8, 32) give way to the model's own; its memory is checked for
+    that size, not only for 32."""
+    import cnnspec.base.resources as resources
+    from cnnspec.deploy.footprint import file_memory
+
+    model = _classifier(tmp_path / "m.onnx", 4096, np.ones((10, 64), np.float32))
+    footprint = file_memory(model)
+    monkeypatch.setattr(resources, "available_memory", lambda: int(footprint.peak(32, True) / 0.9) + 1)
+    code, _, err = cli(capsys, "bench", str(model), "--seconds", "0.05")
+    assert code == 2 and f"a batch of 4,096 through {model}" in err, err

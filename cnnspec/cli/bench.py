@@ -48,6 +48,8 @@ class _Measured:
     comparison: Any  # int8.Comparison
     agreement: Any  # int8.Agreement, with --int8-calibrate
     quantized: bool  # an int8 model was measured too
+    source: bytes | Path = b""  # the fp32 model timed (its file, or as exported for this run)
+    network: Any = None  # the checked network of a spec; None for an ONNX file
 
 
 def cmd_bench(args) -> int:
@@ -69,7 +71,7 @@ def cmd_bench(args) -> int:
         else:
             _print_table(measured, threads)
         if args.per_layer:
-            _per_layer(args, Path(scratch_dir.name))
+            _per_layer(args, measured)
     except ProviderUnavailable as exc:
         raise UsageError(str(exc)) from None
     except CnnspecError as exc:
@@ -80,23 +82,16 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
-def _per_layer(args, scratch: Path) -> None:
+def _per_layer(args, measured: _Measured) -> None:
     """Each kernel's measured time beside the prediction for the layers it runs."""
     import numpy as np
 
     from ..cost.latency import UnknownDevice, load_profile, predict
-    from ..deploy.runtime import input_shape, kernel_times, make_session
+    from ..deploy.runtime import kernel_times
 
-    batch = args.batch[0]
-    network, model = None, args.model
-    if Path(args.model).suffix == ".cnn":
-        loaded = load_weights(args, args.model)
-        assert loaded is not None  # the timing above loaded them already
-        network, weights, spec_text, _ = loaded
-        model, _ = model_source(network, weights, args, spec_text, scratch)
-    shape = input_shape(make_session(model, args.provider, args.threads))
-    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-    measured = kernel_times(model, x, args.provider, args.threads)
+    batch, network = args.batch[0], measured.network
+    x = np.random.default_rng(0).standard_normal((batch, *measured.shape)).astype(np.float32)
+    times = kernel_times(measured.source, x, args.provider, args.threads)
     predicted: dict[str, float] = {}
     device = args.latency or "this-cpu"
     if network is not None:
@@ -110,12 +105,12 @@ def _per_layer(args, scratch: Path) -> None:
         + (f"; predicted on {device}" if predicted else "; `cnnspec calibrate` adds predictions")
     )
     print(f"{'kernel':<24} {'op':<20} {'measured':>10} {'predicted':>10} {'error':>7}")
-    for node, op, seconds in measured:
+    for node, op, seconds in times:
         layer = node.removesuffix("_nchwc").split(".")[0]
         guess = predicted.get(layer)
         cells = f"{guess * 1e3:>7.3f} ms {guess / seconds - 1:>+6.0%}" if guess else ""
         print(f"{safe_text(node)[:24]:<24} {op[:20]:<20} {seconds * 1e3:>7.3f} ms {cells}")
-    total = sum(seconds for _, _, seconds in measured)
+    total = sum(seconds for _, _, seconds in times)
     print(f"{'total':<24} {'':<20} {total * 1e3:>7.3f} ms")
 
 
@@ -157,11 +152,13 @@ def _measure(args, scratch: Path) -> _Measured | None:
         )
         described = f"{network.name} ({args.model}, seed {args.seed})"
     else:
-        fp32, described = path, str(path)
+        network, fp32, described = None, path, str(path)
         footprint = check_graph_memory(path, largest, memory_pattern=True)
     fp32_session = make_session(fp32, args.provider, args.threads)
     shape = input_shape(fp32_session)
-    _fixed_batch(args, fp32_session, path)
+    if _fixed_batch(args, fp32_session, path):  # the sizes are the model's now: checked again
+        largest = max(args.batch)
+        refuse_run(f"a batch of {largest:,} through {path}", footprint, largest, memory_pattern=True)
     if footprint is None:
         check_input_memory(shape, largest)
     int8_session, agreement = (
@@ -169,27 +166,29 @@ def _measure(args, scratch: Path) -> _Measured | None:
     )
     comparison = compare(fp32_session, int8_session, shape, args.batch, args.seconds)
     provider = fp32_session.get_providers()[0]
-    return _Measured(described, shape, provider, comparison, agreement, int8_session is not None)
+    quantized = int8_session is not None
+    return _Measured(described, shape, provider, comparison, agreement, quantized, fp32, network)
 
 
-def _fixed_batch(args, session, path: Path) -> None:
+def _fixed_batch(args, session, path: Path) -> bool:
     """A model exported for one batch size runs that size only: the default sizes give way
-    to it (said), sizes asked for are refused."""
+    to it (said; True), sizes asked for are refused."""
     from ..deploy.runtime import fixed_batch
 
     fixed = fixed_batch(session)
     if fixed is None or set(args.batch) == {fixed}:
-        return
+        return False
     if args.batch_given:
         raise UsageError(f"{path}: the model takes batches of exactly {fixed:,}; use --batch {fixed}")
     say("note", f"{path} takes batches of exactly {fixed:,}: timing that size only")
     args.batch = (fixed,)
+    return True
 
 
 def _quantized(args, fp32: bytes | Path, fp32_session, shape, scratch: Path):
     """An int8 session calibrated on part of the examples, and its agreement on the rest."""
     from ..deploy.int8 import agreement, load_examples, quantize, split
-    from ..deploy.runtime import make_session
+    from ..deploy.runtime import fixed_batch, make_session
 
     source = scratch / "fp32.onnx"
     if isinstance(fp32, bytes):
@@ -197,7 +196,7 @@ def _quantized(args, fp32: bytes | Path, fp32_session, shape, scratch: Path):
     else:
         source = fp32
     calibration, held_out = split(load_examples(args.int8_calibrate, shape, args.mean, args.std))
-    quantize(source, scratch / "int8.onnx", calibration)
+    quantize(source, scratch / "int8.onnx", calibration, fixed_batch(fp32_session) or 1)
     int8_session = make_session(scratch / "int8.onnx", args.provider, args.threads)
     return int8_session, agreement(fp32_session, int8_session, held_out)
 
