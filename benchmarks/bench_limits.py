@@ -204,6 +204,60 @@ RUNS = [  # (spec, network, batch): the weights dominate at batch 1, the batch a
 ]
 
 
+# One `cnnspec run` told that `argv[1]` bytes are free (less what the process takes from
+# then on), so that the graph's estimate refuses the batch and it is measured instead
+# (footprint.Measured); "-" leaves the memory free as it is. Prints {"code", "line":
+# [fixed, per image, probes] (when measured), "run_peak": bytes the batch's runs (`run`'s
+# timed loop, the inputs already read) peaked above the process's memory before them,
+# "run_seconds"}.
+MEASURED_RUN = """
+import json, sys, time
+import cnnspec.base.resources as resources
+import cnnspec.deploy.runtime as runtime
+from cnnspec.cli import main
+
+def resident():
+    with open("/proc/self/status") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS:")) * 1024
+
+if sys.argv[1] != "-":
+    start, free = resident(), int(sys.argv[1])
+    resources.available_memory = lambda: free - max(resident() - start, 0)
+seen = {}
+measure, run = runtime.measure, runtime.run
+
+def measured(*args, **kwargs):
+    line = measure(*args, **kwargs)
+    seen["line"] = [line.fixed, line.per_image, list(line.probes)]
+    return line
+
+def timed(session, batch, **kwargs):
+    read, begun = resources.peak_meter()(), time.perf_counter()
+    result = run(session, batch, **kwargs)
+    seen["run_seconds"], seen["run_peak"] = time.perf_counter() - begun, read()
+    return result
+
+runtime.measure, runtime.run = measured, timed
+code = main(sys.argv[2:])
+print(json.dumps({"code": code, **seen}))
+"""
+
+
+def measured_mode_run(args: list[str], free: int | None) -> dict:
+    """MEASURED_RUN's answer for `cnnspec run ARGS` with `free` bytes free (None: as they
+    are), and what it printed on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED_RUN, str(free) if free is not None else "-", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(done.stderr.strip()[-500:])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr}
+
+
 # The same for `cnnspec train`, with PyTorch and the training modules loaded first.
 TRAIN_PEAK = RUN_PEAK.replace(
     "import cnnspec.cli.run,", "import torch, cnnspec.cli.train, cnnspec.training.train, cnnspec.cli.run,"

@@ -320,19 +320,90 @@ def refuse_run(
     batch: int,
     memory_pattern: bool | None = None,
     option: str = "--batch",
-) -> None:
+    measurable: bool = False,
+) -> bool:
     """`run --batch 1000000`: a UsageError before onnxruntime tries to allocate it, when
     the `footprint` (None: not known) of `batch` images does not fit in free memory.
-    `option` is what sets the batch: an option, or "inputs" (one image per input file)."""
-    from ..base.resources import HEADROOM, available_memory, shortfall
+    `option` is what sets the batch: an option, or "inputs" (one image per input file).
+    The graph's estimate is an upper bound (1.0x-2.2x what onnxruntime then holds): where
+    it refuses a `measurable` batch (the CPU provider), the session fits and two smaller
+    batches do, True says to measure the batch instead (measured_batch) on a session
+    without onnxruntime's arena, with exact allocation already set up."""
+    from ..base.resources import HEADROOM, available_memory, exact_allocation, shortfall
+    from ..deploy.footprint import probe_batches
 
     if footprint is None:
-        return
+        return False
     problem = shortfall(footprint.peak(batch, memory_pattern))
+    if not problem:
+        return False
+    budget = (available_memory() or 0) * HEADROOM
+    if (
+        measurable
+        and footprint.load <= budget
+        and batch * footprint.ends <= budget  # the batch's input and output at least: else no need to measure
+        and probe_batches(footprint, batch, budget - footprint.resident) is not None  # (before loading)
+        and exact_allocation()
+    ):
+        return True
+    largest = footprint.largest_batch(budget, memory_pattern)
+    too_large(
+        what,
+        _estimated(footprint.per_image(batch, memory_pattern), footprint.resident),
+        problem,
+        option,
+        largest,
+    )
+
+
+def measured_batch(
+    session, example: tuple[int, ...], count: int, what: str, footprint: Footprint, option: str, read: bool
+):
+    """footprint.Measured: the memory of running `count` examples of shape `example`
+    (float32) through `session` (built as refuse_run's True asks), measured on two smaller
+    batches; refused (check_measured) when it does not fit with the batch's input (unless
+    `read` already), naming the largest batch that does."""
+    from ..base.resources import HEADROOM, available_memory
+    from ..deploy.footprint import probe_batches
+    from ..deploy.runtime import fixed_batch, measure
+
+    budget = (available_memory() or 0) * HEADROOM
+    probes = probe_batches(footprint, count, budget)  # (the session loaded: the room is the batch's)
+    if fixed_batch(session) is not None or probes is None:  # no smaller batch to measure by
+        refuse_run(what, footprint, count, memory_pattern=False, option=option)
+        return None
+    line = measure(session, example, "float32", probes)
+    check_measured(line, count, what, option, footprint, input_bytes=0 if read else 4 * math.prod(example))
+    return line
+
+
+def check_measured(
+    line, count: int, what: str, option: str, footprint: Footprint, input_bytes: int = 0
+) -> None:
+    """A UsageError when `count` examples do not fit by the measured `line` with
+    `input_bytes` an example still to be read; else a note on stderr that they run measured."""
+    from ..base.resources import HEADROOM, available_memory, gib, shortfall
+    from ..deploy.footprint import Measured
+    from ..views.report import nbytes
+
+    total = Measured(line.fixed, line.per_image + input_bytes, line.probes)
+    sizes = f"measured on batches of {line.probes[0]:,} and {line.probes[1]:,}"
+    problem = shortfall(total.peak(count))
     if problem:
-        largest = footprint.largest_batch((available_memory() or 0) * HEADROOM, memory_pattern)
-        per_image = footprint.per_image(batch, memory_pattern)
-        too_large(what, per_image, footprint.resident, problem, option, largest)
+        largest = total.largest_batch((available_memory() or 0) * HEADROOM)
+        too_large(what, f"{nbytes(total.per_image)} of memory per image, {sizes}", problem, option, largest)
+    say(
+        "note",
+        f"{what}: the graph's estimate ({gib(footprint.peak(count, False))}) is above what is free; "
+        f"{sizes} it takes {nbytes(total.per_image)} per image, {nbytes(total.peak(count))} in all; it runs with "
+        "onnxruntime's arena off, which keeps to that (and is slower)",
+    )
+
+
+def _estimated(per_image: int, resident: int) -> str:
+    from ..views.report import nbytes
+
+    return f"{nbytes(per_image)} of memory per image, {nbytes(resident)} for the weights and the runtime"
 
 
 def check_graph_memory(
@@ -362,8 +433,7 @@ def check_train_memory(network, batch: int, args, data_bytes: int, processes: in
         room = (available_memory() or 0) * HEADROOM / processes - fixed
         too_large(
             f"training '{network.name}' on batches of {batch:,}{each}",
-            processes * per_example,
-            processes * fixed,
+            _estimated(processes * per_example, processes * fixed),
             problem,
             "--batch-size",
             max(int(room // per_example), 0),
@@ -390,17 +460,13 @@ def fitting_batch(footprint: Footprint | None, largest: int, model: str) -> int:
     return batch
 
 
-def too_large(what: str, per_example: int, fixed: int, problem: str, option: str, largest: int) -> NoReturn:
-    """The UsageError for a batch that does not fit, naming the largest that does."""
-    from ..views.report import nbytes
-
+def too_large(what: str, detail: str, problem: str, option: str, largest: int) -> NoReturn:
+    """The UsageError for a batch that does not fit (`detail`: what it takes), naming the
+    largest that does."""
     if largest < 1:
         advice = "not even one image fits"
     elif option.startswith("--"):
         advice = f"use {option} {largest:,} or smaller"
     else:
         advice = f"give {largest:,} {option} or fewer at a time"
-    raise UsageError(
-        f"{what} ({nbytes(per_example)} of memory per image, {nbytes(fixed)} for the weights and the "
-        f"runtime) {problem}; {advice}"
-    )
+    raise UsageError(f"{what} ({detail}) {problem}; {advice}")

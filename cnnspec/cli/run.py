@@ -11,10 +11,11 @@ from .common import (
     EXIT_ERRORS,
     EXIT_OK,
     UsageError,
-    check_graph_memory,
     check_input_memory,
+    check_measured,
     check_weights_option,
     load_weights,
+    measured_batch,
     model_classes,
     model_preprocessing,
     model_source,
@@ -95,23 +96,24 @@ def _check_options(args, path: Path, is_spec: bool) -> None:
 
 def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     """The model (a spec exported for this run, or an ONNX file) on the inputs."""
-    from ..deploy.runtime import input_shape, make_session, run
+    from ..deploy.runtime import input_shape, run
     from ..inputs import load_inputs
 
     batch_size = args.batch if not args.input else len(args.input)
-    pattern_by_batch = args.provider == "cpu"  # as measured there; a GPU (or auto) keeps it on
-    model = _model(args, path, is_spec, scratch, batch_size, None if pattern_by_batch else True)
+    model = _model(args, path, is_spec, scratch)
     if model is None:
         return None
-    source, described, read, footprint, exported = model
-    pattern = footprint.memory_pattern(batch_size) if footprint and pattern_by_batch else True
-    session = make_session(source, args.provider, args.threads, pattern)
+    source, described, name, read, footprint, exported = model
+    session, measured = _session(args, source, name, footprint, batch_size, _option(args))
     shape = input_shape(session)
     if args.output and len(session.get_outputs()) > 1 and not args.output.endswith(".npz"):
         raise UsageError(
             f"the model has {len(session.get_outputs())} outputs: save them with -o OUT.npz (one array each)"
         )
-    if not args.input and footprint is None:  # no estimate from the graph: the input batch at least
+    option, line = _option(args), None
+    if measured:  # before the inputs are read: they count
+        line = measured_batch(session, shape, batch_size, _what(name, batch_size), footprint, option, False)
+    if not args.input and (footprint is None or measured):  # the input batch and its copy at least
         check_input_memory(shape, args.batch)
     mean, std = args.mean, args.std
     if not is_spec and args.input and mean is None and std is None:
@@ -119,16 +121,54 @@ def _run(args, path: Path, is_spec: bool, scratch: Path) -> _Ran | None:
     batch = load_inputs(
         args.input, shape, args.batch, args.seed, mean, std, args.resample, not args.no_resize
     )
-    if len(batch) != batch_size:  # .npy files of N examples each: the batch is known only now
-        refuse_run(
-            f"a batch of {len(batch):,} through {described}", footprint, len(batch), pattern, "examples"
-        )
+    if len(batch) != batch_size:  # .npy files of N examples: the batch is known only now
+        option, what = "examples", _what(name, len(batch))
+        if line is not None:
+            check_measured(line, len(batch), what, option, footprint)
+        elif refuse_run(
+            what, footprint, len(batch), _pattern(args, footprint, len(batch)), option, _measurable(args)
+        ):
+            del session  # a session without the arena, to measure by
+            session, _ = _session(args, source, name, footprint, len(batch), option)
+            line = measured_batch(session, shape, len(batch), what, footprint, option, True)
     result = run(session, batch, repeat=args.repeat)
     ran = _Ran(described, read, batch, result, _labels(args, session, result.output, is_spec))
     if args.activations and exported is not None:
         network, weights, spec_text = exported
         ran.pictures = _save_activations(args, network, weights, spec_text, batch[:1])
     return ran
+
+
+def _session(args, source, name: str, footprint, batch: int, option: str):
+    """(the onnxruntime session for `batch` images, whether their memory is to be measured
+    first: measured_batch); refused when the graph's estimate does not let them through and
+    they cannot be measured. onnxruntime's memory pattern goes off for a large batch on the
+    CPU provider, as measured there (a GPU, or auto, keeps it), and its arena for a
+    measured run."""
+    from ..deploy.runtime import make_session
+
+    pattern = _pattern(args, footprint, batch)
+    measured = refuse_run(_what(name, batch), footprint, batch, pattern, option, _measurable(args))
+    session = make_session(source, args.provider, args.threads, pattern and not measured, arena=not measured)
+    return session, measured
+
+
+def _pattern(args, footprint, batch: int) -> bool:
+    """onnxruntime's memory pattern: off for a large batch on the CPU provider."""
+    return footprint.memory_pattern(batch) if footprint and args.provider == "cpu" else True
+
+
+def _measurable(args) -> bool:
+    """Whether a batch can be measured on smaller ones: host memory, on the CPU provider."""
+    return args.provider == "cpu"
+
+
+def _what(name: str, batch: int) -> str:
+    return f"a batch of {batch:,} through {name}"
+
+
+def _option(args) -> str:
+    return "inputs" if args.input else "--batch"
 
 
 def _labels(args, session, output, is_spec: bool) -> list[str] | None:
@@ -142,23 +182,22 @@ def _labels(args, session, output, is_spec: bool) -> list[str] | None:
     return None if is_spec else model_classes(session, output.shape[1])
 
 
-def _model(args, path: Path, is_spec: bool, scratch: Path, batch_size: int, pattern: bool | None):
-    """(model source, how to describe it, files read, Footprint, (network, weights, spec
-    text) for a spec) with the batch's memory checked, the memory pattern on or off (None:
-    by the batch); None after a spec's diagnostics."""
-    option = "inputs" if args.input else "--batch"
+def _model(args, path: Path, is_spec: bool, scratch: Path):
+    """(model source, how to describe it, its name in messages, files read, Footprint (None:
+    not known), (network, weights, spec text) for a spec); None after a spec's diagnostics."""
+    from ..deploy.footprint import file_memory
+
     if not is_spec:
         read = (path, *map(Path, args.input), *_maybe(args.labels))
-        return path, str(path), read, check_graph_memory(path, batch_size, pattern, option), None
+        return path, str(path), str(path), read, file_memory(path), None
     loaded = load_weights(args, args.model, (args.output,))
     if loaded is None:
         return None
     network, weights, spec_text, read = loaded
     random_weights_warning(args, weights)
     source, footprint = model_source(network, weights, args, spec_text, scratch)
-    refuse_run(f"a batch of {batch_size:,} through '{network.name}'", footprint, batch_size, pattern, option)
     described = f"{network.name} ({args.model}, exported for this run, seed {args.seed})"
-    return source, described, read, footprint, (network, weights, spec_text)
+    return source, described, f"'{network.name}'", read, footprint, (network, weights, spec_text)
 
 
 def _print_run(args, ran: _Ran) -> None:

@@ -41,10 +41,12 @@ def make_session(
     provider: Provider = "cpu",
     threads: int | None = None,
     memory_pattern: bool = True,
+    arena: bool = True,
 ):
     """An onnxruntime session (`threads`: its intra-op threads; default: one per core;
     `memory_pattern`: plan one block for a run's activations, faster for small runs and
-    more memory for large ones, see footprint.Footprint); a corrupt or unsupported model
+    more memory for large ones, see footprint.Footprint; `arena`: onnxruntime's own
+    allocator, faster, off for a measured run, footprint.Measured); a corrupt or unsupported model
     is a CnnspecError."""
     import onnxruntime as ort
 
@@ -53,6 +55,7 @@ def make_session(
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.enable_mem_pattern = memory_pattern
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads
     source = model if isinstance(model, bytes) else str(model)
@@ -143,15 +146,45 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
     options = _quiet()
     times = []
     with _runtime_errors(batch):
-        outputs = session.run(names, feeds, options)
+        session.run(names, feeds, options)  # warm-up outputs are dropped at once: one set alive at a time
         for _ in range(max(warmup - 1, 0)):
             session.run(names, feeds, options)
+        outputs: list = []
         for _ in range(max(repeat, 1)):
+            outputs.clear()  # (the memory a measured run was measured with: footprint.Measured)
             start = time.perf_counter()
             outputs = session.run(names, feeds, options)
             times.append(time.perf_counter() - start)
     median = statistics.median(times) * 1000.0
     return RunResult(outputs[0], session.get_providers(), median, len(times), tuple(zip(names, outputs)))
+
+
+def measure(session, example: tuple[int, ...], dtype, probes: tuple[int, int]):
+    """footprint.Measured: the peak memory of running the session on batches of each of
+    `probes` sizes (zeros of one `example`'s shape), above what the process held before
+    each. Meaningful for a session without onnxruntime's arena, in a process with exact
+    allocation (resources.exact_allocation), both of which the caller sets up. Each size
+    runs twice, after a first run whose lasting allocations stay outside the line; the
+    line goes through the smaller's lower peak and the larger's higher, so that a stray
+    allocation in one run steepens it rather than flattening it (seen once: U-Net's
+    batch of 1 peaked 30 MiB high, and a batch of 16 then went 5% above the line)."""
+    from ..base.resources import peak_meter
+    from .footprint import line_through
+
+    start = peak_meter()
+    if start is None:
+        raise RuntimeError("peak memory cannot be read on this system")  # the caller checked
+    name = session.get_inputs()[0].name
+    peaks: dict[int, list[int]] = {size: [] for size in probes}
+    with _runtime_errors(np.zeros((probes[1], *example), dtype)):
+        session.run(None, {name: np.zeros((probes[0], *example), dtype)}, _quiet())
+        for size in (*probes, *probes):
+            batch = np.zeros((size, *example), dtype)
+            read = start()
+            outputs = session.run(None, {name: batch}, _quiet())
+            peaks[size].append(read())
+            del outputs
+    return line_through(probes, (min(peaks[probes[0]]), max(peaks[probes[1]])))
 
 
 def run_examples(session, examples: np.ndarray) -> list[np.ndarray]:
