@@ -9,7 +9,9 @@ weights, optimizer state and what autograd keeps. The multipliers are measured (
 resident memory over the interpreter's own, zoo networks; `python
 benchmarks/bench_limits.py` prints estimate against measurement) and chosen so that the
 estimate is never below the peak measured: an estimate too low lets the kernel kill the
-run; one too high refuses a batch that would have fitted.
+run; one too high refuses a batch that would have fitted. So for `run` on the CPU the
+graph's estimate is the quick upper bound (1.0x-2.2x), and a batch it does not let through
+is measured on two smaller ones instead (Measured: 1.07x-1.11x over 16 networks).
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ SESSION_BYTES, CONV_WEIGHT_COPIES, CHANNEL_BLOCK = 64 << 20, 2, 16
 LIVE_COPIES, PATTERN_LIVE_COPIES, PATTERN_LIMIT = 2, 4, 64 << 20
 
 # A batch the graph's estimate does not let through is measured instead (Measured): two
-# runs whose larger holds about PROBE_BYTES by that estimate, the slope taken 10% higher
-# (16 zoo networks: the line fell 0.1% to 7% short of the large batch's peak).
+# batches, the larger about PROBE_BYTES by that estimate (a batch of 1 and 2 fell up to 7%
+# short of ResNet-50's large batch; these were within 3%), the slope taken 10% higher.
 PROBE_BYTES, MEASURED_MARGIN = 128 << 20, 1.1
 
 # Training (PyTorch, on the CPU). Measured for LeNet-5 and eight ImageNet networks, batch 4 to
@@ -98,9 +100,9 @@ class Footprint:
 class Measured:
     """The memory running a model takes above what the process holds, measured on two small
     batches with exact allocation (resources.exact_allocation, onnxruntime's arena off):
-    then every byte of a run is a block of its own, and the peak grows by the same bytes
-    per image whatever the batch (16 zoo networks: a run of 9 to 11,922 images within 7%
-    of the line through batches of 1 and 2 to 317 and 634)."""
+    then every tensor is a block of its own, and the peak grows by the same bytes per image
+    whatever the batch (16 zoo networks, batches of 4 to 1,857: the line 0.97x-1.01x the
+    peak before its margin, `python benchmarks/bench_limits.py`)."""
 
     fixed: int  # bytes whatever the batch (the line's intercept)
     per_image: int  # bytes per image, with MEASURED_MARGIN
