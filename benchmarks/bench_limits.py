@@ -221,8 +221,9 @@ def resident():
     with open("/proc/self/status") as stream:
         return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS:")) * 1024
 
+start = resident()
 if sys.argv[1] != "-":
-    start, free = resident(), int(sys.argv[1])
+    free = int(sys.argv[1])
     resources.available_memory = lambda: free - max(resident() - start, 0)
 seen = {}
 measure, run = runtime.measure, runtime.run
@@ -230,6 +231,7 @@ measure, run = runtime.measure, runtime.run
 def measured(*args, **kwargs):
     line = measure(*args, **kwargs)
     seen["line"] = [line.fixed, line.per_image, list(line.probes)]
+    seen["measured_at"] = resident() - start  # what the estimate is above
     return line
 
 def timed(session, batch, **kwargs):
@@ -240,15 +242,28 @@ def timed(session, batch, **kwargs):
 
 runtime.measure, runtime.run = measured, timed
 code = main(sys.argv[2:])
-print(json.dumps({"code": code, **seen}))
+with open("/proc/self/status") as stream:  # the peak since the last reset (the last probe's)
+    peak = next(int(line.split()[1]) for line in stream if line.startswith("VmHWM:")) * 1024
+print(json.dumps({"code": code, "extra": peak - start, **seen}))
 """
+# The same for `cnnspec train` (no "run_peak": "extra" is the training's peak above the
+# process's memory with PyTorch loaded), its one-step measurement as "line".
+MEASURED_TRAIN = (
+    MEASURED_RUN.replace(
+        "import cnnspec.deploy.runtime as runtime",
+        "import torch, cnnspec.cli.train\nimport cnnspec.training.train as runtime",
+    )
+    .replace("measure, run = runtime.measure, runtime.run", "measure = runtime.measure_steps")
+    .replace("runtime.measure, runtime.run = measured, timed", "runtime.measure_steps = measured")
+)
 
 
-def measured_mode_run(args: list[str], free: int | None) -> dict:
-    """MEASURED_RUN's answer for `cnnspec run ARGS` with `free` bytes free (None: as they
-    are), and what it printed on stderr."""
+def measured_mode_run(args: list[str], free: int | None, command: str = "run") -> dict:
+    """MEASURED_RUN's (or MEASURED_TRAIN's) answer for `cnnspec COMMAND ARGS` with `free`
+    bytes free (None: as they are), and what it printed on stderr."""
+    script = MEASURED_RUN if command == "run" else MEASURED_TRAIN
     done = subprocess.run(
-        [sys.executable, "-c", MEASURED_RUN, str(free) if free is not None else "-", "run", *args],
+        [sys.executable, "-c", script, str(free) if free is not None else "-", command, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

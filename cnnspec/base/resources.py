@@ -100,16 +100,12 @@ def peak_meter():
     process's resident memory has peaked above where it stood at the start (Linux's VmHWM,
     reset through /proc/self/clear_refs). None where that cannot be done."""
 
-    def resident(key: str) -> int:
-        with open("/proc/self/status", encoding="ascii") as stream:
-            return next(int(line.split()[1]) for line in stream if line.startswith(key)) * 1024
-
     def start():
-        _release_free_memory()  # else freeing what was freed before lowers the resident memory mid-run
+        release_free_memory()  # else freeing what was freed before lowers the resident memory mid-run
         with open("/proc/self/clear_refs", "w", encoding="ascii") as stream:
             stream.write("5")  # resets VmHWM to the resident memory now
-        before = resident("VmRSS:")
-        return lambda: max(resident("VmHWM:") - before, 0)
+        before = _status("VmRSS:")
+        return lambda: max(_status("VmHWM:") - before, 0)
 
     try:
         start()()
@@ -118,7 +114,20 @@ def peak_meter():
     return start
 
 
-def _release_free_memory() -> None:
+def resident_memory() -> int:
+    """Bytes this process holds resident now (Linux; 0 where that cannot be read)."""
+    try:
+        return _status("VmRSS:")
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith(key)) * 1024
+
+
+def release_free_memory() -> None:
     """Hand the memory this process has freed but malloc still keeps back to the kernel
     (glibc's malloc_trim; elsewhere nothing)."""
     import ctypes

@@ -419,25 +419,68 @@ def check_graph_memory(
     return footprint
 
 
-def check_train_memory(network, batch: int, args, data_bytes: int, processes: int) -> None:
+def check_train_memory(network, batch: int, args, data_bytes: int, processes: int) -> tuple[int, int] | None:
     """Training on the CPU: refuse a batch that does not fit before the first step (each
-    of `processes` holds its own copy of everything)."""
-    from ..base.resources import HEADROOM, available_memory, shortfall
-    from ..deploy.footprint import train_memory
+    of `processes` holds its own copy of everything). The estimate from the network is an
+    upper bound (1.1x-1.4x): where it refuses a batch of one process that two smaller
+    batches fit, this returns their sizes, to measure the batch by instead
+    (check_measured_training), with exact allocation already set up; else None."""
+    from ..base.resources import HEADROOM, available_memory, exact_allocation, shortfall
+    from ..deploy.footprint import probe_sizes, train_memory
 
-    optimizer = "momentum" if args.optimizer == "sgd" and args.momentum else args.optimizer
-    fixed, per_example = train_memory(network, batch, optimizer, args.amp, data_bytes)
+    fixed, per_example = train_memory(network, batch, _optimizer_state(args), args.amp, data_bytes)
     problem = shortfall(processes * (fixed + batch * per_example))
+    if not problem:
+        return None
+    room = (available_memory() or 0) * HEADROOM / processes - fixed
+    probes = (
+        probe_sizes(per_example, batch, room, least=4) if processes == 1 else None
+    )  # batch norm: 2 and up
+    if probes is not None and exact_allocation():
+        return probes
+    too_large(
+        f"training '{network.name}' on batches of {batch:,}{f' in each of {processes} processes' if processes > 1 else ''}",
+        _estimated(processes * per_example, processes * fixed),
+        problem,
+        "--batch-size",
+        max(int(room // per_example), 0),
+    )
+
+
+def check_measured_training(network, batch: int, args, data_bytes: int, line) -> None:
+    """A UsageError when training on batches of `batch` does not fit by the measured
+    `line` of one step (footprint.Measured) and the batch's input as fed, naming the
+    largest batch that does; else a note on stderr that it trains measured. Between the
+    steps (a checkpoint, the model written) the weights' copies can peak higher than a
+    step: that part keeps the estimate from the network, which was measured for it."""
+    from ..base.resources import HEADROOM, available_memory, shortfall
+    from ..deploy.footprint import TRAIN_FED_COPIES, TRAIN_SESSION_BYTES, Measured, train_memory
+    from ..views.report import nbytes
+
+    inputs = TRAIN_FED_COPIES * 4 * math.prod(network.input_shape)  # (the step's own is in the line)
+    steps = Measured(line.fixed, line.per_image + inputs, line.probes)
+    fixed, _ = train_memory(network, batch, _optimizer_state(args), args.amp, data_bytes)
+    between = fixed - TRAIN_SESSION_BYTES - data_bytes  # PyTorch and the data set are in memory by now
+    what = f"training '{network.name}' on batches of {batch:,}"
+    sizes = f"measured on steps of {line.probes[0]:,} and {line.probes[1]:,}"
+    needed = max(between, steps.peak(batch))
+    problem = shortfall(needed)
     if problem:
-        each = f" in each of {processes} processes" if processes > 1 else ""
-        room = (available_memory() or 0) * HEADROOM / processes - fixed
-        too_large(
-            f"training '{network.name}' on batches of {batch:,}{each}",
-            _estimated(processes * per_example, processes * fixed),
-            problem,
-            "--batch-size",
-            max(int(room // per_example), 0),
-        )
+        budget = (available_memory() or 0) * HEADROOM
+        largest = steps.largest_batch(budget) if between <= budget else 0
+        detail = f"{nbytes(steps.per_image)} of memory per example, {sizes}"
+        too_large(what, detail, problem, "--batch-size", largest)
+    say(
+        "note",
+        f"{what}: the estimate from the network is above what is free; {sizes} it takes "
+        f"{nbytes(steps.per_image)} per example, {nbytes(needed)} in all; it trains with "
+        "malloc handing freed memory back at once, which keeps to that (and is slower)",
+    )
+
+
+def _optimizer_state(args) -> str:
+    """The optimizer as cost.memory names it (its state differs: SGD with momentum keeps one)."""
+    return "momentum" if args.optimizer == "sgd" and args.momentum else args.optimizer
 
 
 def fitting_batch(footprint: Footprint | None, largest: int, model: str) -> int:

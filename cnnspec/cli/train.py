@@ -12,6 +12,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    check_measured_training,
     check_train_memory,
     check_weight_memory,
     check_weights_option,
@@ -142,7 +143,7 @@ def _check_outputs(args, read: tuple, writer: bool) -> Path:
 def _run_training(args, network, result, read, checkpoint: Path, device: str, processes: int, writer: bool):
     """The plan printed, the training run, the model (and plot) written."""
     from ..deploy.weights import build_weights, load_file
-    from ..training.train import Dataset, Recipe, load_dataset, train
+    from ..training.train import Dataset, Recipe, load_dataset, measure_steps, train
 
     recipe = Recipe(
         args.optimizer, args.momentum, args.weight_decay, args.schedule, args.step_size or 10, args.gamma,
@@ -155,7 +156,12 @@ def _run_training(args, network, result, read, checkpoint: Path, device: str, pr
     data = load_dataset(args.data, network.input_shape, network.output_shape[0], stream=True)
     if device == "cpu":  # a GPU's own memory is not what this process's estimate measures
         held = data.x.size * 4 if isinstance(data, Dataset) else 0  # a folder is read a batch at a time
-        check_train_memory(network, min(args.batch_size, len(data.y)), args, held, processes)
+        batch = min(args.batch_size, len(data.y))
+        probes = check_train_memory(network, batch, args, held, processes)
+        if probes is not None:
+            check_measured_training(
+                network, batch, args, held, measure_steps(network, weights, recipe, probes)
+            )
     print(
         f"training {network.name} on {device}{f' x {processes} processes' if processes > 1 else ''}: "
         f"{network.trainable_params:,} trainable and "

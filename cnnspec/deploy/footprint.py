@@ -54,6 +54,7 @@ PROBE_BYTES, MEASURED_MARGIN = 128 << 20, 1.1
 # are cut from).
 TRAIN_SESSION_BYTES = 128 << 20
 TRAIN_WEIGHT_COPIES, TRAIN_SAVED_COPIES, TRAIN_INPUT_COPIES, TRAIN_DATA_COPIES = 8, 1.6, 4, 2
+TRAIN_FED_COPIES = 2  # a measured step's batch as read and normalised, outside the step
 
 # Outputs that share their input's memory in onnxruntime, as a view does in cost.memory;
 # and activations it fuses into the conv before them (when nothing else reads the conv's output).
@@ -117,13 +118,18 @@ class Measured:
 
 
 def probe_batches(footprint: Footprint, batch: int, room: float) -> tuple[int, int] | None:
-    """Two batch sizes to measure `batch` images by: the larger holding about PROBE_BYTES
-    by the graph's estimate (enough for its allocations to look as a large batch's do),
-    both below `batch` and their images within `room` bytes by that estimate; None when
-    there are no two such sizes."""
-    per_image = max(footprint.per_image(batch, memory_pattern=False), 1)
-    larger = min(batch - 1, max(2, PROBE_BYTES // per_image), int(room // per_image))
-    return (larger // 2, larger) if larger >= 2 else None
+    """Two batch sizes to measure `batch` images by (probe_sizes), by the graph's estimate."""
+    return probe_sizes(footprint.per_image(batch, memory_pattern=False), batch, room)
+
+
+def probe_sizes(per_image: float, batch: int, room: float, least: int = 2) -> tuple[int, int] | None:
+    """Two batch sizes to measure `batch` images by, for an estimate of `per_image` bytes:
+    the larger holding about PROBE_BYTES by it (enough for its allocations to look as a
+    large batch's do) and at least `least`, both below `batch` and their images within
+    `room` bytes; None when there are no two such sizes."""
+    per_image = max(per_image, 1)
+    larger = min(batch - 1, max(least, int(PROBE_BYTES // per_image)), int(room // per_image))
+    return (larger // 2, larger) if larger >= max(least, 2) else None
 
 
 def line_through(probes: tuple[int, int], peaks: tuple[int, int]) -> Measured:

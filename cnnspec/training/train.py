@@ -17,6 +17,7 @@ import numpy as np
 
 from ..base.diagnostics import CnnspecError, fail
 from ..base.files import npz_fits
+from ..deploy.footprint import Measured, line_through
 from ..deploy.weights import WeightSet
 from ..infer import CheckedNetwork
 from ..inputs import IMAGE_SUFFIXES, load_image
@@ -246,6 +247,66 @@ def train(
         recipe.patience is not None and run.waited >= recipe.patience and len(result.history) < epochs
     )
     return result
+
+
+def measure_steps(network: CheckedNetwork, weights: WeightSet, recipe: Recipe, probes: tuple[int, int]):
+    """footprint.Measured: the peak memory of one training step (forward, backward,
+    optimizer step) on batches of each of `probes` sizes of zeros, through a module of its
+    own (the run's weights and random numbers untouched), on the CPU, in a process with
+    exact allocation (resources.exact_allocation). As runtime.measure: a first step whose
+    lasting allocations stay outside the line, then each size twice, the line through the
+    smaller's lower peak and the larger's higher. Of the lasting allocations, what the
+    module, its gradients and the optimizer's state held (freed with them: the run will
+    hold its own) is in the line's fixed bytes; PyTorch's own (its first step's thread
+    pools and caches) stays in the process, outside."""
+    import torch
+
+    from ..base.resources import release_free_memory, resident_memory
+
+    random_state = torch.get_rng_state()
+    before = resident_memory()
+    try:
+        lasting, peaks = _probe_steps(torch, network, weights, recipe, probes)
+    finally:
+        torch.set_rng_state(random_state)
+    release_free_memory()
+    held = max(lasting - max(resident_memory() - before, 0), 0)
+    line = line_through(probes, (min(peaks[probes[0]]), max(peaks[probes[1]])))
+    return Measured(line.fixed + held, line.per_image, line.probes)
+
+
+def _probe_steps(torch, network, weights, recipe, probes) -> tuple[int, dict[int, list[int]]]:
+    """(bytes resident after a first step, above before it; each probe size's peaks)."""
+    from ..base.resources import peak_meter, resident_memory
+    from .modules import build_module
+
+    start = peak_meter()
+    if start is None:
+        raise RuntimeError("peak memory cannot be read on this system")  # the caller checked
+    before = resident_memory()
+    module = build_module(network, weights.arrays)
+    model = _logits(torch, module)
+    model.train()
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimizer = _optimizer(torch, trainable, 1e-3, recipe) if trainable else None
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(size: int) -> None:
+        inputs = torch.zeros((size, *network.input_shape))
+        loss = loss_fn(model(inputs).float(), torch.zeros(size, dtype=torch.long))
+        if optimizer is not None:  # (every layer frozen: the run refuses it, later)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    step(probes[0])
+    lasting = max(resident_memory() - before, 0)
+    peaks: dict[int, list[int]] = {size: [] for size in probes}
+    for size in (*probes, *probes):
+        read = start()
+        step(size)
+        peaks[size].append(read())
+    return lasting, peaks
 
 
 class _FeedOptions(NamedTuple):
