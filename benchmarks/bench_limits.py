@@ -247,14 +247,25 @@ with open("/proc/self/status") as stream:  # the peak since the last reset (the 
 print(json.dumps({"code": code, "extra": peak - start, **seen}))
 """
 # The same for `cnnspec train` (no "run_peak": "extra" is the training's peak above the
-# process's memory with PyTorch loaded), its one-step measurement as "line".
+# process's memory with PyTorch loaded), its one-step measurement as "line" and the bytes
+# the measured check expects above "measured_at" as "estimate".
 MEASURED_TRAIN = (
     MEASURED_RUN.replace(
         "import cnnspec.deploy.runtime as runtime",
         "import torch, cnnspec.cli.train\nimport cnnspec.training.train as runtime",
     )
     .replace("measure, run = runtime.measure, runtime.run", "measure = runtime.measure_steps")
-    .replace("runtime.measure, runtime.run = measured, timed", "runtime.measure_steps = measured")
+    .replace(
+        "runtime.measure, runtime.run = measured, timed",
+        """runtime.measure_steps = measured
+check = cnnspec.cli.train.check_measured_training
+
+def checked(*args):
+    seen["estimate"] = check(*args)  # bytes above what the process held when it measured
+    return seen["estimate"]
+
+cnnspec.cli.train.check_measured_training = checked""",
+    )
 )
 
 

@@ -39,3 +39,15 @@ def slow_if(condition: bool) -> list:
     cores (full-size VGG-16 round trips, drawing DenseNet-121). `python -m pytest -q` leaves
     them out (pyproject's addopts); `python -m pytest -q -m slow` runs them, as .ci/run does."""
     return [pytest.mark.slow] if condition else []
+
+
+@pytest.fixture(autouse=True)
+def _no_measured_runs_in_process(monkeypatch):
+    """A run or training whose batch the graph's estimate refuses is measured on smaller
+    batches after telling glibc's malloc to hand every block back (resources.exact_allocation),
+    for the rest of the process. In the test process that would change every later test's
+    allocator, so here it cannot be done and the commands keep to the graph's estimate (the
+    tests of the measured path run `cnnspec` in a process of its own)."""
+    import cnnspec.base.resources as resources
+
+    monkeypatch.setattr(resources, "exact_allocation", lambda: False)

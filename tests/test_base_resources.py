@@ -1,8 +1,12 @@
-"""base.resources: the garbage collector paused for a check is handed back as it was."""
+"""base.resources: the garbage collector paused for a check is handed back as it was; the
+peak of a measured run is read as made."""
 
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -48,3 +52,26 @@ def test_nested_and_concurrent_pauses_end_with_the_last(gc_state):
     release.set()
     thread.join(5)
     assert gc.isenabled()
+
+
+def test_the_peak_meter_reads_a_block_allocated_and_freed_in_between():
+    """A measured run's reading (resources.peak_meter, after exact_allocation): a 64 MiB
+    array made and freed between the start and the reading counts, whole and once; made
+    before the start, it does not. In a process of its own (exact allocation is for the
+    rest of a process)."""
+    code = (
+        "import json, numpy as np\n"
+        "from cnnspec.base import resources\n"
+        "assert resources.exact_allocation()\n"
+        "start = resources.peak_meter()\n"
+        "kept = np.ones(2**23)\n"  # 64 MiB, before the start
+        "read = start()\n"
+        "made = np.ones(2**23)\n"
+        "del made\n"
+        "print(json.dumps([read(), start()()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    during, after = json.loads(done.stdout)
+    # within a MiB: Linux counts resident pages per thread and adds them up every 64 faults
+    assert 63 * 2**20 <= during <= 65 * 2**20 and after < 2**20  # freed at once: nothing left to read

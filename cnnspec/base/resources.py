@@ -31,7 +31,9 @@ def available_memory() -> int | None:
 
 
 def gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+    """A memory size for a message: GiB, or MiB below 1 GiB (where 0.1 GiB against 0.2
+    GiB free reads as a contradiction)."""
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def shortfall(needed: int) -> str | None:
@@ -39,7 +41,8 @@ def shortfall(needed: int) -> str | None:
     free = available_memory()
     if free is None or needed <= free * HEADROOM:
         return None
-    return f"needs about {gib(needed)} of memory; this machine has {gib(free)} free"
+    reserve = ", a tenth of which cnnspec leaves to the rest" if needed <= free else ""
+    return f"needs about {gib(needed)} of memory; this machine has {gib(free)} free{reserve}"
 
 
 _gc_lock = threading.Lock()

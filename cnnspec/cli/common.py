@@ -447,10 +447,11 @@ def check_train_memory(network, batch: int, args, data_bytes: int, processes: in
     )
 
 
-def check_measured_training(network, batch: int, args, data_bytes: int, line) -> None:
+def check_measured_training(network, batch: int, args, data_bytes: int, line) -> int:
     """A UsageError when training on batches of `batch` does not fit by the measured
     `line` of one step (footprint.Measured) and the batch's input as fed, naming the
-    largest batch that does; else a note on stderr that it trains measured. Between the
+    largest batch that does; else a note on stderr that it trains measured, and the bytes
+    it is expected to take above what the process holds now. Between the
     steps (a checkpoint, the model written) the weights' copies can peak higher than a
     step: that part keeps the estimate from the network, which was measured for it."""
     from ..base.resources import HEADROOM, available_memory, shortfall
@@ -476,6 +477,7 @@ def check_measured_training(network, batch: int, args, data_bytes: int, line) ->
         f"{nbytes(steps.per_image)} per example, {nbytes(needed)} in all; it trains with "
         "malloc handing freed memory back at once, which keeps to that (and is slower)",
     )
+    return needed
 
 
 def _optimizer_state(args) -> str:
