@@ -9,9 +9,10 @@ weights, optimizer state and what autograd keeps. The multipliers are measured (
 resident memory over the interpreter's own, zoo networks; `python
 benchmarks/bench_limits.py` prints estimate against measurement) and chosen so that the
 estimate is never below the peak measured: an estimate too low lets the kernel kill the
-run; one too high refuses a batch that would have fitted. So for `run` on the CPU the
-graph's estimate is the quick upper bound (1.0x-2.2x), and a batch it does not let through
-is measured on two smaller ones instead (Measured: 1.07x-1.11x over 16 networks).
+run; one too high refuses a batch that would have fitted. So on the CPU these estimates
+are the quick upper bound (running 1.0x-2.2x, training 1.1x-1.6x), and a batch one does not
+let through is measured on two smaller ones instead (Measured: running 1.07x-1.11x over 16
+networks, training 1.05x-1.22x over five).
 """
 
 from __future__ import annotations
