@@ -422,7 +422,7 @@ def check_graph_memory(
 def check_train_memory(network, batch: int, args, data_bytes: int, processes: int) -> tuple[int, int] | None:
     """Training on the CPU: refuse a batch that does not fit before the first step (each
     of `processes` holds its own copy of everything). The estimate from the network is an
-    upper bound (1.1x-1.4x): where it refuses a batch of one process that two smaller
+    upper bound (1.1x-1.6x): where it refuses a batch of one process that two smaller
     batches fit, this returns their sizes, to measure the batch by instead
     (check_measured_training), with exact allocation already set up; else None."""
     from ..base.resources import HEADROOM, available_memory, exact_allocation, shortfall
@@ -433,13 +433,13 @@ def check_train_memory(network, batch: int, args, data_bytes: int, processes: in
     if not problem:
         return None
     room = (available_memory() or 0) * HEADROOM / processes - fixed
-    probes = (
-        probe_sizes(per_example, batch, room, least=4) if processes == 1 else None
-    )  # batch norm: 2 and up
-    if probes is not None and exact_allocation():
-        return probes
+    if processes == 1:  # (several: each process would measure its own)
+        probes = probe_sizes(per_example, batch, room, least=4)  # batch norm takes 2 examples and up
+        if probes is not None and exact_allocation():
+            return probes
+    each = f" in each of {processes} processes" if processes > 1 else ""
     too_large(
-        f"training '{network.name}' on batches of {batch:,}{f' in each of {processes} processes' if processes > 1 else ''}",
+        f"training '{network.name}' on batches of {batch:,}{each}",
         _estimated(processes * per_example, processes * fixed),
         problem,
         "--batch-size",
