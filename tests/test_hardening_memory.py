@@ -527,3 +527,21 @@ def test_a_measured_training_batch_trains_within_25_percent_of_its_measurement(
 
     args, free = _train_args(spec, name, batch, optimizer, 32, tmp_path)
     _trained_within_its_measurement(measured_mode_run(args, free, command="train"))
+
+
+def test_a_measured_training_run_trains_the_same_weights(tmp_path):
+    """The measurement's steps go through a module of their own, with the random numbers
+    put back: two epochs trained measured and not give the same weights, bit for bit."""
+    from benchmarks.bench_limits import measured_mode_run
+
+    trained = []
+    for measured in (True, False):
+        args, free = _train_args("specs/lenet5.cnn", "lenet5", 512, "adam", 2048, tmp_path)
+        out = tmp_path / f"out-{measured}.onnx"
+        args[args.index("-o") + 1] = str(out)
+        ran = measured_mode_run([*args, "--epochs", "2"], free if measured else None, command="train")
+        assert ran["code"] == 0 and ("line" in ran) == measured, ran
+        model = onnx.load(str(out))
+        trained.append({t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer})
+    assert trained[0].keys() == trained[1].keys()
+    assert all(np.array_equal(trained[0][name], trained[1][name]) for name in trained[0])
