@@ -333,6 +333,7 @@ def test_a_npy_of_many_examples_is_checked_once_read(tmp_path, capsys, monkeypat
     budget=st.integers(-(2**20), 2**31),
 )
 def test_a_measured_line_s_largest_batch_is_the_largest_whose_peak_fits(fixed, per_image, budget):
+    """What a measured refusal names: the largest batch on the line within the budget."""
     line = Measured(fixed, per_image, (1, 2))
     largest = line.largest_batch(budget)
     assert largest >= 0 and (largest == 0 or line.peak(largest) <= budget) and line.peak(largest + 1) > budget
