@@ -546,3 +546,15 @@ def test_a_measured_training_run_trains_the_same_weights(tmp_path):
         trained.append({t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer})
     assert trained[0].keys() == trained[1].keys()
     assert all(np.array_equal(trained[0][name], trained[1][name]) for name in trained[0])
+
+
+def test_a_network_train_cannot_fit_is_refused_as_such_when_measured(tmp_path):
+    """A segmentation network (maps out, not class scores): measured or not, `train` says
+    so in one line (the measurement's step once ended in an internal error here)."""
+    from benchmarks.bench_limits import measured_mode_run
+
+    args, free = _train_args("specs/zoo/unet3d.cnn", "unet3d_small", 8, "sgd", 16, tmp_path)
+    for free_memory in (free, None):
+        refused = measured_mode_run(args, free_memory, command="train")
+        assert refused["code"] == 1 and "training needs class scores" in refused["stderr"], refused["stderr"]
+        assert "internal error" not in refused["stderr"]

@@ -263,6 +263,7 @@ def measure_steps(network: CheckedNetwork, weights: WeightSet, recipe: Recipe, p
 
     from ..base.resources import release_free_memory, resident_memory
 
+    _check_trainable(network)  # as the run would, before a step of a network it cannot train
     random_state = torch.get_rng_state()
     before = resident_memory()
     try:
