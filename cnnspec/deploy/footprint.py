@@ -133,6 +133,30 @@ def probe_sizes(per_image: float, batch: int, room: float, least: int = 2) -> tu
     return (larger // 2, larger) if larger >= max(least, 2) else None
 
 
+def measured_line(step, probes: tuple[int, int]) -> tuple[Measured, int]:
+    """(the Measured line of `step(size)`, the bytes its first call left resident): one
+    call at the smaller size whose lasting allocations stay outside the line, then each
+    size twice with the peak reset before each, the line through the smaller's lower peak
+    and the larger's higher, so that a stray allocation in one call steepens it rather
+    than flattening it (seen once: U-Net's batch of 1 peaked 30 MiB high, and a batch of
+    16 then went 5% above the line). Meaningful in a process with exact allocation
+    (resources.exact_allocation), which the caller sets up."""
+    from ..base.resources import peak_meter, resident_memory
+
+    start = peak_meter()
+    if start is None:
+        raise RuntimeError("peak memory cannot be read on this system")  # the caller checked
+    before = resident_memory()
+    step(probes[0])
+    lasting = max(resident_memory() - before, 0)
+    peaks: dict[int, list[int]] = {size: [] for size in probes}
+    for size in (*probes, *probes):
+        read = start()
+        step(size)
+        peaks[size].append(read())
+    return line_through(probes, (min(peaks[probes[0]]), max(peaks[probes[1]]))), lasting
+
+
 def line_through(probes: tuple[int, int], peaks: tuple[int, int]) -> Measured:
     """The Measured line through two (batch, peak bytes) points, its slope with MEASURED_MARGIN."""
     (small, large), (low, high) = probes, peaks

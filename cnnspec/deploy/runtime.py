@@ -162,29 +162,17 @@ def run(session, batch: np.ndarray, repeat: int = 10, warmup: int = 2) -> RunRes
 def measure(session, example: tuple[int, ...], dtype, probes: tuple[int, int]):
     """footprint.Measured: the peak memory of running the session on batches of each of
     `probes` sizes (zeros of one `example`'s shape), above what the process held before
-    each. Meaningful for a session without onnxruntime's arena, in a process with exact
-    allocation (resources.exact_allocation), both of which the caller sets up. Each size
-    runs twice, after a first run whose lasting allocations stay outside the line; the
-    line goes through the smaller's lower peak and the larger's higher, so that a stray
-    allocation in one run steepens it rather than flattening it (seen once: U-Net's
-    batch of 1 peaked 30 MiB high, and a batch of 16 then went 5% above the line)."""
-    from ..base.resources import peak_meter
-    from .footprint import line_through
+    each (footprint.measured_line). Meaningful for a session without onnxruntime's arena,
+    which the caller builds."""
+    from .footprint import measured_line
 
-    start = peak_meter()
-    if start is None:
-        raise RuntimeError("peak memory cannot be read on this system")  # the caller checked
     name = session.get_inputs()[0].name
-    peaks: dict[int, list[int]] = {size: [] for size in probes}
+
+    def step(size: int) -> None:
+        session.run(None, {name: np.zeros((size, *example), dtype)}, _quiet())  # outputs dropped
+
     with _runtime_errors(np.zeros((probes[1], *example), dtype)):
-        session.run(None, {name: np.zeros((probes[0], *example), dtype)}, _quiet())
-        for size in (*probes, *probes):
-            batch = np.zeros((size, *example), dtype)
-            read = start()
-            outputs = session.run(None, {name: batch}, _quiet())
-            peaks[size].append(read())
-            del outputs
-    return line_through(probes, (min(peaks[probes[0]]), max(peaks[probes[1]])))
+        return measured_line(step, probes)[0]
 
 
 def run_examples(session, examples: np.ndarray) -> list[np.ndarray]:

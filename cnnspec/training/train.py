@@ -17,7 +17,7 @@ import numpy as np
 
 from ..base.diagnostics import CnnspecError, fail
 from ..base.files import npz_fits
-from ..deploy.footprint import Measured, line_through
+from ..deploy.footprint import Measured, measured_line
 from ..deploy.weights import WeightSet
 from ..infer import CheckedNetwork
 from ..inputs import IMAGE_SUFFIXES, load_image
@@ -251,14 +251,12 @@ def train(
 
 def measure_steps(network: CheckedNetwork, weights: WeightSet, recipe: Recipe, probes: tuple[int, int]):
     """footprint.Measured: the peak memory of one training step (forward, backward,
-    optimizer step) on batches of each of `probes` sizes of zeros, through a module of its
-    own (the run's weights and random numbers untouched), on the CPU, in a process with
-    exact allocation (resources.exact_allocation). As runtime.measure: a first step whose
-    lasting allocations stay outside the line, then each size twice, the line through the
-    smaller's lower peak and the larger's higher. Of the lasting allocations, what the
-    module, its gradients and the optimizer's state held (freed with them: the run will
-    hold its own) is in the line's fixed bytes; PyTorch's own (its first step's thread
-    pools and caches) stays in the process, outside."""
+    optimizer step) on batches of each of `probes` sizes of zeros (footprint.measured_line),
+    through a module of its own (the run's weights and random numbers untouched), on the
+    CPU. Of what the first step left resident, what the module, its gradients and the
+    optimizer's state held (freed with them: the run will hold its own) is in the line's
+    fixed bytes; PyTorch's own (its first step's thread pools and caches) stays in the
+    process, outside."""
     import torch
 
     from ..base.resources import release_free_memory, resident_memory
@@ -267,24 +265,21 @@ def measure_steps(network: CheckedNetwork, weights: WeightSet, recipe: Recipe, p
     random_state = torch.get_rng_state()
     before = resident_memory()
     try:
-        lasting, peaks = _probe_steps(torch, network, weights, recipe, probes)
+        step = _probe_step(torch, network, weights, recipe)
+        built = max(resident_memory() - before, 0)
+        line, lasting = measured_line(step, probes)
     finally:
         torch.set_rng_state(random_state)
+    del step  # and with it the module: what stays after is PyTorch's
     release_free_memory()
-    held = max(lasting - max(resident_memory() - before, 0), 0)
-    line = line_through(probes, (min(peaks[probes[0]]), max(peaks[probes[1]])))
+    held = max(built + lasting - max(resident_memory() - before, 0), 0)
     return Measured(line.fixed + held, line.per_image, line.probes)
 
 
-def _probe_steps(torch, network, weights, recipe, probes) -> tuple[int, dict[int, list[int]]]:
-    """(bytes resident after a first step, above before it; each probe size's peaks)."""
-    from ..base.resources import peak_meter, resident_memory
+def _probe_step(torch, network, weights, recipe):
+    """A training step on `size` zeros through a module of its own (freed with the step)."""
     from .modules import build_module
 
-    start = peak_meter()
-    if start is None:
-        raise RuntimeError("peak memory cannot be read on this system")  # the caller checked
-    before = resident_memory()
     module = build_module(network, weights.arrays)
     model = _logits(torch, module)
     model.train()
@@ -300,14 +295,7 @@ def _probe_steps(torch, network, weights, recipe, probes) -> tuple[int, dict[int
             loss.backward()
             optimizer.step()
 
-    step(probes[0])
-    lasting = max(resident_memory() - before, 0)
-    peaks: dict[int, list[int]] = {size: [] for size in probes}
-    for size in (*probes, *probes):
-        read = start()
-        step(size)
-        peaks[size].append(read())
-    return lasting, peaks
+    return step
 
 
 class _FeedOptions(NamedTuple):
