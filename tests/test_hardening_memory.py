@@ -340,11 +340,14 @@ def test_a_measured_line_s_largest_batch_is_the_largest_whose_peak_fits(fixed, p
 
 
 def test_the_line_through_two_probes_takes_the_slope_a_tenth_higher():
-    """Hand-worked: 10 MiB at batch 2, 16 MiB at batch 4 is 3 MiB an image over 4 MiB
-    that does not grow: 3.3 MiB an image with the margin, the intercept kept."""
-    line = line_through((2, 4), (10 << 20, 16 << 20))
-    assert (line.fixed, line.per_image, line.probes) == (4 << 20, int(3.3 * 2**20), (2, 4))
-    assert line_through((1, 2), (5 << 20, 4 << 20)).per_image == 0  # noise: never below 0
+    """Hand-worked: 6 MiB at batch 2 and 16 MiB at batch 4 is 5 MiB an image (5.5 with the
+    margin); 10 MiB and 16 MiB would be 3 MiB an image over 4 that do not grow, flatter
+    than 16 MiB over 4 images from nothing, so 4 MiB an image (4.4); a peak that falls
+    (noise) still takes the larger batch's bytes per image."""
+    mib = 2**20
+    assert line_through((2, 4), (6 * mib, 16 * mib)) == Measured(0, int(5.5 * mib), (2, 4))
+    assert line_through((2, 4), (10 * mib, 16 * mib)) == Measured(0, int(4.4 * mib), (2, 4))
+    assert line_through((1, 2), (5 * mib, 4 * mib)) == Measured(0, int(2.2 * mib), (1, 2))
 
 
 def test_probe_batches_stay_below_the_batch_and_within_the_budget(tmp_path):
