@@ -11,8 +11,8 @@ benchmarks/bench_limits.py` prints estimate against measurement) and chosen so t
 estimate is never below the peak measured: an estimate too low lets the kernel kill the
 run; one too high refuses a batch that would have fitted. So on the CPU these estimates
 are the quick upper bound (running 1.0x-2.2x, training 1.1x-1.6x), and a batch one does not
-let through is measured on two smaller ones instead (Measured: running 1.07x-1.11x over 16
-networks, training 1.05x-1.22x over five).
+let through is measured on two smaller ones instead (Measured: running 1.07x-1.14x over 16
+networks, training 1.05x-1.23x over five).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Measured:
     """The memory running a model takes above what the process holds, measured on two small
     batches with exact allocation (resources.exact_allocation, onnxruntime's arena off):
     then every tensor is a block of its own, and the peak grows by the same bytes per image
-    whatever the batch (16 zoo networks, batches of 4 to 1,857: the line 0.97x-1.01x the
+    whatever the batch (16 zoo networks, batches of 4 to 1,857: the line 0.97x-1.04x the
     peak before its margin, `python benchmarks/bench_limits.py`)."""
 
     fixed: int  # bytes whatever the batch (none from the probes: line_through; a module's in training)
